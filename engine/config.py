@@ -1,0 +1,309 @@
+"""Preset TOML -> nested frozen dataclasses.
+
+Every error is a ConfigError whose message names the file, the dotted key and the fix, on one
+line, so the CLI can print it and exit 2 without a traceback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "adadelta", "rmsprop",
+              "adamax", "nadam", "lbfgs")
+DATASETS = ("shapes", "cifar10", "mnist")
+MODELS = ("monster", "mnist_net", "mlp")
+LOADERS = ("memory", "dataloader")
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+
+
+class ConfigError(ValueError):
+    """A preset or override that cannot be used; str() is the one-line message for the user."""
+
+
+def _f(default: Any, doc: str, **rules: Any) -> Any:
+    """A config field with its documentation and validation rules (min, max, gt, choices)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **rules})
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = _f("", "run name; the run directory is <log.dir>/<name>-<timestamp>; empty: the preset's file name")
+    kind: str = _f("train", "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)",
+                   choices=("train", "landscape"))
+    seed: int = _f(0, "seed for torch, data order and augmentation; seeded CPU runs are reproducible", min=0)
+    device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
+    epochs: int = _f(10, "number of epochs", min=1)
+    max_steps: int = _f(0, "stop after this many training steps in total; 0: no limit", min=0)
+    timing_at_start: bool = _f(True, "run the batch-vs-loop timing once when the dashboard starts")
+    on_nan: str = _f("stop", "what a non-finite loss does: stop, pause or continue",
+                     choices=("stop", "pause", "continue"))
+    compare: dict = _f({}, "run the preset once per value, e.g. { \"data.batch_size\" = [1, 10, 100] }")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _f("shapes", "shapes (generated, no files), cifar10 or mnist", choices=DATASETS)
+    loader: str = _f("memory", "memory (whole set as one tensor on the device, batch augmentation) "
+                               "or dataloader (torch DataLoader with workers)", choices=LOADERS)
+    batch_size: int = _f(64, "training mini-batch size", min=1)
+    test_batch_size: int = _f(1000, "batch size for evaluation", min=1)
+    num_workers: int = _f(4, "DataLoader worker processes (dataloader path only)", min=0)
+    shuffle: bool = _f(True, "shuffle the training set every epoch")
+    normalize: bool = _f(False, "subtract the set's mean and divide by its std, per channel")
+    crop_padding: int = _f(0, "RandomCrop(size, padding=N) on training images; 0: off", min=0)
+    flip: bool = _f(False, "random horizontal flip on training images")
+    train_size: int = _f(0, "use only the first N training samples (shapes: generate N); 0: all", min=0)
+    test_size: int = _f(0, "use only the first N test samples (shapes: generate N); 0: all", min=0)
+    download: bool = _f(True, "let torchvision download CIFAR-10 / MNIST when the files are missing")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f("monster", "monster, mnist_net or mlp", choices=MODELS)
+    pretrained: bool = _f(False, "monster: load AlexNet's ImageNet weights into the first conv")
+    blocks: int = _f(16, "monster: number of residual blocks", min=1)
+    channels: int = _f(64, "monster: channels in the residual blocks", min=1)
+    hidden: list = _f([200], "mlp: sizes of the hidden layers")
+    dropout: float = _f(0.0, "mlp: dropout probability after each hidden layer", min=0.0, lt=1.0)
+    batchnorm: bool = _f(False, "mlp: BatchNorm1d after each hidden linear layer")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS)
+    lr: float = _f(1e-2, "learning rate", gt=0.0)
+    momentum: float = _f(0.9, "momentum for the momentum, nesterov and rmsprop choices (sgd uses 0)",
+                         min=0.0, lt=1.0)
+    weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
+    betas: list = _f([0.9, 0.999], "adam, adamax, nadam: (beta1, beta2)")
+    eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
+    rho: float = _f(0.9, "adadelta: decay of the running averages", min=0.0, max=1.0)
+    alpha: float = _f(0.99, "rmsprop: smoothing constant", min=0.0, max=1.0)
+    lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1)
+    choices: list = _f(list(OPTIMIZERS), "optimizers that 'next optimizer' cycles through, in order")
+    group_lr: dict = _f({}, "learning rate per top-level module, e.g. { features = 1e-3 }; others use lr")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    freeze_features_epochs: int = _f(0, "keep the pretrained features frozen for the first N epochs", min=0)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    dir: str = _f("runs", "where run directories are created (--log-dir overrides)")
+    interval: int = _f(50, "training steps per logged row (loss and accuracy averaged over them)", min=1)
+    flush_seconds: float = _f(2.0, "flush the CSV files at least this often", gt=0.0)
+    checkpoint_every: int = _f(0, "save a checkpoint every N epochs; 0: only on demand and on exit", min=0)
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    amp: str = _f("off", "mixed precision on CUDA: off, bf16 or fp16", choices=("off", "bf16", "fp16"))
+    channels_last: bool = _f(False, "channels_last memory format for the model and batches")
+    compile: bool = _f(False, "torch.compile the model (one compiled variant per freeze state)")
+    cudnn_benchmark: bool = _f(True, "torch.backends.cudnn.benchmark on CUDA")
+
+
+@dataclass(frozen=True)
+class LandscapeConfig:
+    eigenvalues: list = _f([1.0, 39.0], "run.kind = landscape: the quadratic's two curvatures; "
+                                        "SGD is stable below 2 / max")
+    angle_deg: float = _f(30.0, "rotation of the quadratic's axes, in degrees")
+    start: list = _f([-1.5, 1.0], "starting point (x, y); the minimum is at (0, 0)")
+    steps: int = _f(100, "optimizer steps per path", min=1)
+    paths: list = _f([], "one inline table per path: { optimizer = \"sgd\", lr = 1e-2, momentum = 0.5, "
+                         "betas = [0.9, 0.999], eps = 1e-8 }")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    source: str = field(default="<defaults>", compare=False)  # the preset file, for messages
+
+    def to_dict(self) -> dict:
+        """The resolved preset as plain TOML-ready data (without `source`)."""
+        return {f.name: dataclasses.asdict(getattr(self, f.name))
+                for f in dataclasses.fields(self) if f.name != "source"}
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            list: "an array", dict: "a table"}[t]
+
+
+def _close(word: str, options) -> str:
+    best = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"did you mean '{best[0]}'?" if best else "valid keys: " + ", ".join(options)
+
+
+def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+    got_ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value, got_ok = float(value), True
+    if not got_ok:
+        raise ConfigError(f"{src}: {key} = {value!r} is {type(value).__name__}, expected "
+                          f"{_type_name(want)}; fix: set {key} to {_type_name(want)} ({f.metadata['doc']})")
+    m = f.metadata
+    bad = None
+    if "choices" in m and value not in m["choices"]:
+        hint = difflib.get_close_matches(str(value), m["choices"], n=1, cutoff=0.4)
+        bad = "must be one of " + ", ".join(m["choices"]) + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    elif "min" in m and value < m["min"]:
+        bad = f"must be >= {m['min']}"
+    elif "gt" in m and value <= m["gt"]:
+        bad = f"must be > {m['gt']}"
+    elif "lt" in m and value >= m["lt"]:
+        bad = f"must be < {m['lt']}"
+    elif "max" in m and value > m["max"]:
+        bad = f"must be <= {m['max']}"
+    if bad:
+        raise ConfigError(f"{src}: {key} = {value!r} is out of range; fix: {key} {bad}")
+    return value
+
+
+def _build(src: str, raw: dict) -> Config:
+    sections = {}
+    for sname, sraw in raw.items():
+        if sname not in SECTIONS:
+            raise ConfigError(f"{src}: unknown section [{sname}]; fix: {_close(sname, SECTIONS)}")
+        if not isinstance(sraw, dict):
+            raise ConfigError(f"{src}: {sname} must be a table [{sname}]; fix: write it as a section")
+        cls = SECTIONS[sname]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for k, v in sraw.items():
+            if k not in fields:
+                raise ConfigError(f"{src}: unknown key {sname}.{k}; fix: {_close(k, fields)}")
+            values[k] = _check_value(src, f"{sname}.{k}", v, fields[k])
+        sections[sname] = cls(**values)
+    cfg = Config(**sections, source=src)
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Settings that are valid alone but contradict each other."""
+    src, o, m, d = cfg.source, cfg.optimizer, cfg.model, cfg.data
+    for i, name in enumerate(o.choices):
+        if name not in OPTIMIZERS:
+            hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
+            raise ConfigError(f"{src}: optimizer.choices[{i}] = {name!r} is not an optimizer; fix: use one of "
+                              + ", ".join(OPTIMIZERS) + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    if o.name in ("nesterov", "momentum") and o.momentum == 0:
+        raise ConfigError(f"{src}: optimizer.name = '{o.name}' with optimizer.momentum = 0: Nesterov/momentum "
+                          "needs momentum > 0; fix: set optimizer.momentum (e.g. 0.9) or use name = 'sgd'")
+    if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"{src}: optimizer.betas = {o.betas!r}; fix: two numbers in [0, 1), e.g. [0.9, 0.999]")
+    for k, v in o.group_lr.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{src}: optimizer.group_lr.{k} = {v!r}; fix: a learning rate > 0")
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden):
+        raise ConfigError(f"{src}: model.hidden = {m.hidden!r}; fix: a list of positive integers, e.g. [200]")
+    if m.pretrained and m.name != "monster":
+        raise ConfigError(f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
+                          "features; fix: set model.pretrained = false or model.name = 'monster'")
+    if cfg.schedule.freeze_features_epochs and m.name != "monster":
+        raise ConfigError(f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
+                          f"but model '{m.name}' has no features to freeze; fix: set it to 0")
+    dev = cfg.run.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
+    for k, vals in cfg.run.compare.items():
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError(f"{src}: run.compare.\"{k}\" must be a non-empty array of values; "
+                              f"fix: e.g. {{ \"{k}\" = [1, 10, 100] }}")
+
+
+def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{src}: --set {key}: the key must be section.key, e.g. optimizer.lr; fix: "
+                          "use one of the sections " + ", ".join(SECTIONS))
+    sec, k = parts
+    if sec not in SECTIONS:
+        raise ConfigError(f"{src}: --set {key}: unknown section '{sec}'; fix: {_close(sec, SECTIONS)}")
+    names = [f.name for f in dataclasses.fields(SECTIONS[sec])]
+    if k not in names:
+        raise ConfigError(f"{src}: --set {key}: unknown key {key}; fix: {_close(k, names)}")
+    raw.setdefault(sec, {})[k] = value
+
+
+def parse_override(src: str, text: str) -> tuple[str, Any]:
+    """'optimizer.lr=0.1' -> ('optimizer.lr', 0.1); the value is read as TOML, bare words as strings."""
+    if "=" not in text:
+        raise ConfigError(f"{src}: --set {text!r} has no '='; fix: write --set section.key=value, "
+                          "e.g. --set optimizer.lr=0.1")
+    key, val = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {val}")["v"]
+    except tomllib.TOMLDecodeError:
+        if val and all(c.isalnum() or c in "_-:./" for c in val):
+            value = val  # a bare word such as adam or cuda:0
+        else:
+            raise ConfigError(f"{src}: --set {key}={val}: the value is not valid TOML; fix: quote strings, "
+                              f"e.g. --set {key}='\"text\"'") from None
+    return key, value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), embedded: str | None = None) -> Config:
+    """Read a preset (or the embedded text), apply `--set` overrides, validate everything."""
+    src = str(path) if path is not None else "<embedded quickstart>"
+    if embedded is not None:
+        text = embedded
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{src}: preset file not found; fix: check the path, or see presets/ "
+                              "for the shipped presets")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{src}: cannot read the preset ({e}); fix: check the file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: TOML syntax error: {e}; fix: correct the line shown") from None
+    for item in overrides:
+        key, value = parse_override(src, item)
+        _set_dotted(src, raw, key, value)
+    cfg = _build(src, raw)
+    if not cfg.run.name:
+        stem = Path(path).stem if path is not None else "quickstart"
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=stem))
+    return cfg
+
+
+def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
+    """A copy of cfg with one dotted key changed, validated like a --set."""
+    raw = cfg.to_dict()
+    _set_dotted(cfg.source, raw, dotted, value)
+    return _build(cfg.source, raw)
+
+
+def documented_keys() -> dict[str, str]:
+    """Every preset key with its documentation, for the README and the commented presets' tests."""
+    return {f"{s}.{f.name}": f.metadata["doc"]
+            for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
