@@ -1,0 +1,147 @@
+"""The lecture's networks: mnist_net, mlp (dropout / batchnorm) and the Monster."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class WeightsError(Exception):
+    """Pretrained weights asked for but not available; the message says how to fix it."""
+
+
+class MnistNet(nn.Module):
+    """The lecture's full MNIST example: two conv+maxpool layers, two fully connected layers."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=5)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
+        self.fc1 = nn.Linear(256, 200)
+        self.fc2 = nn.Linear(200, num_classes)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), kernel_size=3, stride=3))
+        x = F.relu(F.max_pool2d(self.conv2(x), kernel_size=2, stride=2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear -> [BatchNorm1d] -> ReLU -> [Dropout] per hidden layer: eval mode matters."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int = 10,
+                 dropout: float = 0.0, batchnorm: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ResBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN, added to the input, then ReLU (as in the lecture's ResBlock)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__()
+        pad = (kernel_size - 1) // 2
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(x + y)
+
+
+class Monster(nn.Module):
+    """AlexNet's first conv (+ReLU) as `features`, a 3x3 converter, residual blocks, global average
+    pooling over the 7x7 maps of a 32x32 input, one linear layer."""
+
+    ALEXNET_CHANNELS = 64
+
+    def __init__(self, blocks: int = 16, channels: int = 64, num_classes: int = 10, in_channels: int = 3,
+                 image_size: int = 32):
+        super().__init__()
+        # AlexNet's conv1: Conv2d(3, 64, kernel_size=11, stride=4, padding=2); 32x32 -> 7x7
+        self.features = nn.Sequential(nn.Conv2d(in_channels, self.ALEXNET_CHANNELS, 11, stride=4, padding=2),
+                                      nn.ReLU(inplace=True))
+        self.converter = nn.Sequential(nn.Conv2d(self.ALEXNET_CHANNELS, channels, 3, padding=1),
+                                       nn.ReLU(inplace=True))
+        self.resnet_blocks = nn.Sequential(*(ResBlock(channels) for _ in range(blocks)))
+        map_size = (image_size + 2 * 2 - 11) // 4 + 1  # 7 for CIFAR's 32x32, as in the lecture
+        self.final_average = nn.AvgPool2d(map_size)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = self.converter(x)
+        x = self.resnet_blocks(x)
+        return self.fc(self.final_average(x).flatten(1))
+
+
+def load_alexnet_conv1(model: Monster) -> None:
+    """Copy ImageNet-pretrained AlexNet conv1 weights into model.features[0], through torchvision's
+    weights API and its cache ($TORCH_HOME). Raises WeightsError when they cannot be had."""
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # offline, proxy, corrupt cache: all mean "no weights"
+        cache = torch.hub.get_dir()
+        raise WeightsError(
+            f"model.pretrained = true but AlexNet's ImageNet weights could not be loaded "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); fix: put "
+            f"{weights.url.rsplit('/', 1)[-1]} in {cache}/checkpoints/ (set TORCH_HOME to move the cache), "
+            "or run with --set model.pretrained=false") from None
+    model.features[0].weight.data.copy_(state["features.0.weight"])
+    model.features[0].bias.data.copy_(state["features.0.bias"])
+
+
+def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    if mcfg.name == "monster":
+        model = Monster(mcfg.blocks, mcfg.channels, num_classes, in_channels, image_size)
+        if mcfg.pretrained:
+            load_alexnet_conv1(model)
+        return model
+    if mcfg.name == "mnist_net":
+        if image_size != 28:
+            raise ValueError(f"mnist_net needs 28x28 inputs, the data set gives {image_size}x{image_size}")
+        return MnistNet(in_channels, num_classes)
+    return MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes,
+               mcfg.dropout, mcfg.batchnorm)
+
+
+def has_features(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "features", None), nn.Module)
+
+
+def set_frozen(model: nn.Module, frozen: bool) -> int:
+    """requires_grad=False on the features (as Lightning's freeze_module and the lecture's
+    freeze_features do); a frozen parameter gets no gradient, so the optimizer skips it.
+    Returns the number of parameters touched."""
+    n = 0
+    for p in model.features.parameters():
+        p.requires_grad_(not frozen)
+        if frozen:
+            p.grad = None
+        n += p.numel()
+    return n
+
+
+def is_frozen(model: nn.Module) -> bool:
+    return has_features(model) and not any(p.requires_grad for p in model.features.parameters())

@@ -1,0 +1,89 @@
+"""Optimizer registry, per-group learning rates, switching."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import OPTIMIZERS, OptimizerConfig
+
+
+def group_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_children() if any(True for _ in m.parameters())]
+
+
+def param_groups(model: nn.Module, ocfg: OptimizerConfig, base_lr: float, single: bool = False) -> list[dict]:
+    """One group per top-level module named in `group_lr` (at its own lr, kept as a ratio to the
+    base lr so that lr changes scale every group), the rest in a group 'default'."""
+    if single:
+        return [{"params": list(model.parameters()), "lr": base_lr, "group": "all"}]
+    named = dict(model.named_children())
+    groups, rest = [], []
+    taken = set()
+    for name, lr in ocfg.group_lr.items():
+        groups.append({"params": list(named[name].parameters()), "lr": base_lr * lr / ocfg.lr,
+                       "group": name, "ratio": lr / ocfg.lr})
+        taken.add(name)
+    for name, m in named.items():
+        if name not in taken:
+            rest.extend(m.parameters())
+    rest.extend(p for n, p in model.named_parameters(recurse=False))
+    if rest:
+        groups.insert(0, {"params": rest, "lr": base_lr, "group": "default", "ratio": 1.0})
+    return groups
+
+
+def hyperparameters(name: str, ocfg: OptimizerConfig) -> dict:
+    """The keyword arguments of `name` taken from the preset (lr is set per group)."""
+    wd = {"weight_decay": ocfg.weight_decay}
+    betas = tuple(ocfg.betas)
+    return {
+        "sgd": {"momentum": 0.0, **wd},
+        "momentum": {"momentum": ocfg.momentum, **wd},
+        "nesterov": {"momentum": ocfg.momentum, "nesterov": True, **wd},
+        "adam": {"betas": betas, "eps": ocfg.eps, **wd},
+        "adagrad": {"eps": max(ocfg.eps, 1e-10), **wd},
+        "adadelta": {"rho": ocfg.rho, "eps": max(ocfg.eps, 1e-6), **wd},
+        "rmsprop": {"alpha": ocfg.alpha, "eps": ocfg.eps, **wd},
+        "adamax": {"betas": betas, "eps": ocfg.eps, **wd},
+        "nadam": {"betas": betas, "eps": ocfg.eps, **wd},
+        "lbfgs": {"max_iter": ocfg.lbfgs_max_iter, "history_size": 10},
+    }[name]
+
+
+_CLASSES = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+            "adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+            "rmsprop": torch.optim.RMSprop, "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam,
+            "lbfgs": torch.optim.LBFGS}
+assert set(_CLASSES) == set(OPTIMIZERS)
+
+
+def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float) -> torch.optim.Optimizer:
+    """A fresh optimizer over the model's groups; LBFGS supports only one group."""
+    groups = param_groups(model, ocfg, base_lr, single=(name == "lbfgs"))
+    kwargs = hyperparameters(name, ocfg)
+    if name == "lbfgs":
+        return torch.optim.LBFGS(groups[0]["params"], lr=base_lr, **kwargs)
+    return _CLASSES[name](groups, lr=base_lr, **kwargs)
+
+
+def set_base_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = base_lr * g.get("ratio", 1.0)
+
+
+def describe(name: str, ocfg: OptimizerConfig, optimizer: torch.optim.Optimizer) -> str:
+    """Short text of the hyperparameters in force, e.g. 'lr=0.01 momentum=0.9 nesterov'."""
+    parts = []
+    for g in optimizer.param_groups:
+        label = g.get("group", "all")
+        parts.append(f"lr={g['lr']:.3g}" if label in ("default", "all") else f"lr[{label}]={g['lr']:.3g}")
+    for k, v in hyperparameters(name, ocfg).items():
+        if k == "weight_decay" and not v:
+            continue
+        if k == "nesterov":
+            parts.append("nesterov")
+        elif isinstance(v, tuple):
+            parts.append(f"{k}=({', '.join(f'{x:g}' for x in v)})")
+        else:
+            parts.append(f"{k}={v:g}")
+    return " ".join(parts)

@@ -1,0 +1,95 @@
+"""Shared helpers: tiny engines on generated data, and waiting for engine events."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import events as E
+from engine.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = """
+[run]
+name = "tiny"
+epochs = 2
+seed = 0
+device = "cpu"
+timing_at_start = false
+[data]
+dataset = "shapes"
+batch_size = 16
+train_size = 256
+test_size = 64
+[model]
+name = "monster"
+blocks = 2
+channels = 8
+[optimizer]
+name = "sgd"
+lr = 0.05
+choices = ["sgd", "adam", "momentum"]
+[schedule]
+freeze_features_epochs = 1
+[log]
+interval = 4
+"""
+
+
+def tiny_config(*overrides: str, text: str = TINY):
+    return load_config(None, list(overrides), embedded=text)
+
+
+@pytest.fixture
+def make_engine(tmp_path):
+    """make_engine(*overrides) -> an Engine on tiny shapes data, logging under tmp_path."""
+    from engine.engine import Engine
+
+    made = []
+
+    def make(*overrides: str, text: str = TINY, **kw):
+        cfg = tiny_config(*overrides, text=text)
+        eng = Engine.create(cfg, data_root=tmp_path / "data", log_dir=tmp_path / "runs", **kw)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        if eng.alive:
+            eng.shutdown(timeout=30)
+        else:
+            eng.data.close()
+
+
+class EventReader:
+    """Reads an engine's events; `wait(pred)` returns the first event matching pred."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.cursor = 0
+        self.seen: list[E.Event] = []
+
+    def poll(self) -> list[E.Event]:
+        new, self.cursor = self.engine.events.read(self.cursor)
+        self.seen.extend(new)
+        return new
+
+    def wait(self, pred, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.poll():
+                if pred(ev):
+                    return ev
+            self.engine.events.wait(self.cursor, 0.2)
+        raise AssertionError(f"no matching event within {timeout}s; last: {self.seen[-5:]}")
+
+    def last(self, pred):
+        """The latest event already read that matches pred (or None)."""
+        self.poll()
+        return next((e for e in reversed(self.seen) if pred(e)), None)
+
+    def answer(self, command_id: int, timeout: float = 60.0):
+        return self.wait(lambda e: isinstance(e, (E.CommandApplied, E.CommandRejected))
+                         and e.command_id == command_id, timeout)

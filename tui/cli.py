@@ -1,0 +1,186 @@
+"""`deeptui` command line: run a preset (dashboard or headless), `deeptui bench`.
+
+Exit codes: 0 finished, 1 failed while running, 2 could not start (one line on stderr naming
+the file, the key and the fix), 128+N when stopped by signal N (130 Ctrl+C, 143 SIGTERM,
+129 SIGHUP).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine import events as E
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "presets" / "quickstart.toml"
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deeptui",
+        description="Run, watch and steer PyTorch training from the terminal. "
+                    "Other commands: 'deeptui bench' (batch-vs-loop timing).")
+    p.add_argument("preset", nargs="?", help="preset TOML file (default: the quickstart preset)")
+    p.add_argument("--headless", action="store_true", help="plain progress lines instead of the dashboard")
+    p.add_argument("--epochs", type=int, help="override run.epochs")
+    p.add_argument("--max-steps", type=int, help="override run.max_steps")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides run.device)")
+    p.add_argument("--data-dir", help="data root (default: $PYTORCH_DATA_DIR, else ./data)")
+    p.add_argument("--log-dir", help="where run directories go (overrides log.dir)")
+    p.add_argument("--seed", type=int, help="override run.seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any preset key by its dotted path, value read as TOML (repeatable)")
+    return p
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"deeptui: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from engine.timing import bench_main
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def _overrides(args) -> list[str]:
+    out = list(args.overrides)
+    for flag, key in (("epochs", "run.epochs"), ("max_steps", "run.max_steps"), ("seed", "run.seed")):
+        if getattr(args, flag) is not None:
+            out.append(f"{key}={getattr(args, flag)}")
+    if args.device is not None:
+        out.append(f'run.device="{args.device}"')
+    return out
+
+
+def setup_errors() -> tuple:
+    """Every error that means 'the run could not start' (exit 2)."""
+    from engine.config import ConfigError
+    from engine.data import DataError
+    from engine.engine import CheckpointError, DeviceError
+    from engine.models import WeightsError
+    from engine.runlog import RunDirError
+    return ConfigError, DataError, DeviceError, WeightsError, RunDirError, CheckpointError
+
+
+def run(args) -> int:
+    from engine.config import load_config
+    from engine.data import default_data_root
+    from engine.engine import Engine
+
+    preset = args.preset or str(QUICKSTART)
+    try:
+        cfg = load_config(preset, _overrides(args))
+        if cfg.run.kind == "landscape":
+            return run_landscape(cfg, args)
+        engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
+    except setup_errors() as e:
+        return fail(str(e))
+    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
+    if not headless:
+        try:
+            from tui.app import run_dashboard
+        except ImportError:
+            headless = True
+    if headless:
+        return run_headless(engine)
+    return run_dashboard(engine)
+
+
+def run_landscape(cfg, args) -> int:
+    from engine.landscape import run_headless as landscape_headless
+    from engine.runlog import new_run_dir, write_config
+
+    run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
+    write_config(run_dir, cfg.to_dict())
+    code = landscape_headless(cfg, run_dir)
+    print(f"run directory: {run_dir}")
+    return code
+
+
+class HeadlessPrinter:
+    """Plain progress lines from the engine's events (for nohup, CI, pipes)."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.steps_per_epoch = 0
+        self.epochs = 0
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def handle(self, ev: E.Event) -> None:
+        if isinstance(ev, E.RunStarted):
+            self.steps_per_epoch, self.epochs = ev.steps_per_epoch, ev.epochs
+            self.line(f"deeptui: {'resumed' if ev.resumed else 'started'} {ev.preset} on {ev.device}: "
+                      f"{ev.model} ({ev.parameters:,} parameters), {ev.epochs} epochs x "
+                      f"{ev.steps_per_epoch} steps; run directory {ev.run_dir}")
+        elif isinstance(ev, E.StepMetrics):
+            self.line(f"epoch {ev.epoch}/{self.epochs} step {ev.step} loss {ev.loss:.4f} "
+                      f"acc {100 * ev.accuracy:.1f}% lr {ev.lr:.3g} {ev.optimizer} "
+                      f"{ev.samples_per_s:,.0f} samples/s")
+        elif isinstance(ev, E.EpochEnd):
+            self.line(f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%")
+        elif isinstance(ev, E.CommandApplied):
+            self.line(f"applied {ev.command}: {ev.detail}")
+        elif isinstance(ev, E.CommandRejected):
+            self.line(f"rejected {ev.command}: {ev.reason}")
+        elif isinstance(ev, E.ScheduleAction):
+            self.line(f"schedule: {ev.detail}")
+        elif isinstance(ev, E.TimingResult):
+            self.line(f"timing: {ev.device} batch vs. loop speed ratio {ev.ratio:.1f}")
+        elif isinstance(ev, E.Warning):
+            self.line(f"warning: {ev.message}")
+        elif isinstance(ev, E.CheckpointSaved):
+            self.line(f"checkpoint saved: {ev.path}")
+        elif isinstance(ev, E.RunError):
+            self.line(f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""))
+        elif isinstance(ev, E.Finished):
+            self.line(f"deeptui: {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
+                      + f"; run directory {ev.run_dir}")
+
+
+def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
+    """Run the engine in its thread; print its events; stop cleanly on SIGINT/SIGTERM/SIGHUP."""
+    from engine.commands import Stop
+
+    printer = printer or HeadlessPrinter()
+    caught: list[int] = []
+
+    def on_signal(signum, frame):
+        if not caught:
+            caught.append(signum)
+            engine.send(Stop(reason=f"signal {signal.Signals(signum).name}"))
+
+    old = {s: signal.signal(s, on_signal) for s in SIGNAL_EXIT}
+    try:
+        engine.start()
+        cursor = 0
+        while True:
+            events, cursor = engine.events.read(cursor)
+            for ev in events:
+                printer.handle(ev)
+            if not engine.alive:
+                events, cursor = engine.events.read(cursor)
+                for ev in events:
+                    printer.handle(ev)
+                break
+            engine.events.wait(cursor, 0.5)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if caught:
+        return SIGNAL_EXIT[caught[0]]
+    return {"finished": 0, "stopped": 0}.get(engine.final_state, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
