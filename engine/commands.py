@@ -81,6 +81,7 @@ class SaveCheckpoint(Command):
 class RunTiming(Command):
     """Pause training, run the batch-vs-loop timing on the training device, resume."""
     repeats: int = 51
+    sizes: tuple = (2500, 1500, 1000)  # the lecture's x 2500x1000 and w 1500x1000
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,17 @@ def _type_name(t: type) -> str:
             list: "an array", dict: "a table"}[t]
 
 
+# Names people often write for our keys, from other tools' configs.
+ALIASES = {"learning_rate": "lr", "lr_rate": "lr", "batch": "batch_size", "batchsize": "batch_size",
+           "workers": "num_workers", "epoch": "epochs", "optim": "optimizer", "opt": "optimizer",
+           "wd": "weight_decay", "beta": "betas", "nesterov": "name", "arch": "name"}
+
+
 def _close(word: str, options) -> str:
-    best = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    options = list(options)
+    if ALIASES.get(word) in options:
+        return f"did you mean '{ALIASES[word]}'?"
+    best = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
     return f"did you mean '{best[0]}'?" if best else "valid keys: " + ", ".join(options)
 
 

@@ -487,7 +487,7 @@ class Engine:
         try:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            report = measure(self.device, repeats=cmd.repeats)
+            report = measure(self.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes))
         finally:
             self._set_state(previous, "timing done")
         self._interval_start = time.monotonic()  # the timing's time is not training time
