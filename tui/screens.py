@@ -1,0 +1,111 @@
+"""Modal dialogs of the dashboard: pick an optimizer, react to a non-finite loss, export the logs."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+
+class OptimizerScreen(ModalScreen[str | None]):
+    """The preset's optimizer choices first, then every other optimizer deeptui knows.
+    Dismisses with the chosen name, or None on escape."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def __init__(self, choices: tuple, all_names: tuple, current: str):
+        super().__init__()
+        self.choices, self.all_names, self.current = tuple(choices), tuple(all_names), current
+
+    def compose(self) -> ComposeResult:
+        options: list = []
+        for name in self.choices:
+            options.append(Option(name + ("  (current)" if name == self.current else ""), id=name))
+        others = [n for n in self.all_names if n not in self.choices]
+        if others:
+            options.append(None)  # a separator: below it, optimizers outside the preset's list
+            for name in others:
+                options.append(Option(name + ("  (current)" if name == self.current else ""), id=name))
+        with Vertical(classes="dialog"):
+            yield Label("Switch optimizer (the preset's choices, then the others)", classes="dialog-title")
+            yield OptionList(*options, id="optimizers")
+            yield Label("enter: switch · esc: cancel", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        ol = self.query_one(OptionList)
+        if self.current:
+            try:
+                ol.highlighted = ol.get_option_index(self.current)
+            except Exception:
+                pass
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+
+class NanScreen(ModalScreen[str | None]):
+    """Shown when the engine paused itself on a non-finite training loss.
+    Dismisses with 'resume', 'restore', 'halve' or None (stay paused)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "stay paused")]
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="nan-dialog"):
+            yield Label("Non-finite training loss: the run is paused", classes="dialog-title")
+            yield Label(self.message, classes="dialog-text")
+            yield OptionList(
+                Option("Halve the learning rate and resume", id="halve"),
+                Option("Restore the last checkpoint and resume", id="restore"),
+                Option("Resume as is", id="resume"),
+                Option("Stay paused", id="stay"),
+                id="nan-options",
+            )
+            yield Label("enter: choose · esc: stay paused", classes="dialog-help")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(None if event.option.id == "stay" else event.option.id)
+
+
+class ExportScreen(ModalScreen[None]):
+    """Shows where the CSV logs are and copies them to a directory the user types."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "close")]
+
+    def __init__(self, files: list[Path]):
+        super().__init__()
+        self.files = files
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="export-dialog"):
+            yield Label("Logs flushed; the CSV files are:", classes="dialog-title")
+            for f in self.files:
+                yield Label(str(f), classes="dialog-text path")
+            yield Input(placeholder="copy to directory (enter copies, esc closes)", id="copy-to")
+            yield Label("", id="export-result", classes="dialog-help")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        target = event.value.strip()
+        if not target:
+            self.dismiss(None)
+            return
+        dest = Path(target).expanduser()
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            copied = [shutil.copy2(f, dest / f.name) for f in self.files if f.exists()]
+        except OSError as exc:
+            self.query_one("#export-result", Label).update(f"could not copy: {exc}")
+            return
+        self.app.notify(f"copied {len(copied)} file(s) to {dest}", title="export")
+        self.dismiss(None)

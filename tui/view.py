@@ -1,0 +1,288 @@
+"""What the dashboard knows about a run, built only from the engine's events (no Textual here).
+
+`RunView.apply(event)` folds one event into plain Python state: the series to plot, the markers,
+the latest state the engine reported, the log lines. The app reads it to draw; nothing here
+talks back to the engine. `loss_plot` / `accuracy_plot` turn it into plotext text, downsampling
+each series to about twice the plot's width so a 100-epoch run draws as fast as a short one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from engine import events as E
+
+EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
+
+# Commands whose application is drawn as a vertical marker on the loss plot, and its colour.
+MARKER_KINDS = {"SwitchOptimizer": "optimizer", "SetFrozen": "freeze", "SetMode": "mode",
+                "RestoreCheckpoint": "restore"}
+COLORS = {"train": (90, 150, 255), "smoothed": (255, 170, 40), "test": (60, 210, 100),
+          "optimizer": (225, 90, 225), "freeze": (40, 210, 210), "mode": (235, 215, 40),
+          "restore": (240, 70, 70)}
+MARKER_COLORS = {k: COLORS[k] for k in ("optimizer", "freeze", "mode", "restore")}
+
+
+def hex_color(name: str) -> str:
+    return "#%02x%02x%02x" % COLORS[name]
+STEERING_COMMANDS = {"Pause", "Resume", "SwitchOptimizer", "SetFrozen", "SetMode", "SetLearningRate",
+                     "ScaleLearningRate", "RunTiming", "SaveCheckpoint", "RestoreCheckpoint", "EvaluateNow"}
+
+
+@dataclass
+class Series:
+    """x/y points in arrival order; y may hold non-finite values (they are not drawn)."""
+    x: list = field(default_factory=list)
+    y: list = field(default_factory=list)
+
+    def add(self, x: float, y: float) -> None:
+        self.x.append(x)
+        self.y.append(y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def downsample(xs: list, ys: list, n: int) -> tuple[list, list]:
+    """At most about n points: the mean of each of n equal runs of points; non-finite values and,
+    for log plots, the caller's filtering happen before. Short series come back unchanged."""
+    if n <= 0 or len(xs) <= n:
+        return list(xs), list(ys)
+    out_x, out_y = [], []
+    size = len(xs) / n
+    for i in range(n):
+        a, b = int(i * size), int((i + 1) * size)
+        if b <= a:
+            continue
+        out_x.append(xs[b - 1])
+        out_y.append(sum(ys[a:b]) / (b - a))
+    return out_x, out_y
+
+
+def finite(xs: list, ys: list, positive: bool = False) -> tuple[list, list]:
+    keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y) and (y > 0 or not positive)]
+    return [p[0] for p in keep], [p[1] for p in keep]
+
+
+class RunView:
+    """The run as the engine reported it. Only `apply` changes it."""
+
+    def __init__(self, preset: str = "", batch_size: int = 0):
+        self.preset = preset
+        self.batch_size = batch_size
+        self.device = ""
+        self.model = ""
+        self.parameters = 0
+        self.epochs = 0
+        self.steps_per_epoch = 0
+        self.max_steps = 0
+        self.has_features: bool | None = None  # None until RunStarted arrived
+        self.optimizer_choices: tuple = ()
+        self.run_dir = ""
+        self.state = "starting"
+        self.reason = ""
+        self.optimizer = ""
+        self.optimizer_params = ""
+        self.lr = 0.0
+        self.frozen = False
+        self.mode = "train"
+        self.epoch = 0
+        self.step = 0
+        self.time_s = 0.0  # the engine clock at the latest event
+        self.samples_per_s = 0.0
+        self.gpu_memory_mb = 0.0
+        self.last_loss = math.nan
+        self.last_accuracy = math.nan
+        self.train_loss = Series()
+        self.train_loss_ema = Series()
+        self.train_acc = Series()
+        self.test_loss = Series()
+        self.test_acc = Series()
+        self.test_error_pct = math.nan
+        self._ema: float | None = None
+        self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
+        self.markers: list[tuple[int, str]] = []  # (step, kind)
+        self.timing: E.TimingResult | None = None
+        self.error: E.RunError | None = None
+        self.log: list[tuple[str, str]] = []  # (style, text)
+        self.points_version = 0  # bumped whenever a plotted series or marker changes
+        self.finished = False
+
+    # ---- folding events -----------------------------------------------------------------
+
+    def apply(self, ev: E.Event) -> None:
+        self.time_s = max(self.time_s, ev.time_s)
+        handler = getattr(self, f"_on_{type(ev).__name__}", None)
+        if handler is not None:
+            handler(ev)
+
+    def _log(self, style: str, ev: E.Event, text: str) -> None:
+        self.log.append((style, f"{ev.time_s:7.1f}s e{ev.epoch} s{ev.step}  {text}"))
+
+    def _on_RunStarted(self, ev: E.RunStarted) -> None:
+        self.preset = ev.preset or self.preset
+        self.device, self.model, self.parameters = ev.device, ev.model, ev.parameters
+        self.epochs, self.steps_per_epoch, self.max_steps = ev.epochs, ev.steps_per_epoch, ev.max_steps
+        self.has_features = ev.has_features
+        self.optimizer_choices = tuple(ev.optimizer_choices)
+        self.run_dir = ev.run_dir
+        self.epoch, self.step = ev.epoch, ev.step
+        self._log("dim", ev, f"{'resumed' if ev.resumed else 'started'} {ev.model} "
+                             f"({ev.parameters:,} parameters) on {ev.device}")
+
+    def _on_StateChanged(self, ev: E.StateChanged) -> None:
+        self.state, self.reason = ev.state, ev.reason
+        self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
+        self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
+        self.epoch, self.step = ev.epoch, ev.step
+
+    def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
+        self.epoch, self.step = ev.epoch, ev.step
+        self.last_loss, self.last_accuracy = ev.loss, ev.accuracy
+        self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
+        self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
+        self.train_loss.add(ev.step, ev.loss)
+        if math.isfinite(ev.loss):
+            self._ema = ev.loss if self._ema is None else (1 - EMA_ALPHA) * self._ema + EMA_ALPHA * ev.loss
+            self.train_loss_ema.add(ev.step, self._ema)
+        self.train_acc.add(ev.step, 100.0 * ev.accuracy)
+        self._step_times.append((ev.step, ev.time_s))
+        del self._step_times[:-6]
+        self.points_version += 1
+
+    def _on_EpochEnd(self, ev: E.EpochEnd) -> None:
+        self.test_loss.add(ev.step, ev.test_loss)
+        self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
+        self.test_error_pct = ev.test_error_pct
+        self.points_version += 1
+        self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, "
+                          f"test error {ev.test_error_pct:.2f}%")
+
+    def _on_CommandApplied(self, ev: E.CommandApplied) -> None:
+        kind = MARKER_KINDS.get(ev.command)
+        if kind:
+            self.markers.append((ev.step, kind))
+            self.points_version += 1
+        self._log("green", ev, f"{ev.command}: {ev.detail}")
+
+    def _on_CommandRejected(self, ev: E.CommandRejected) -> None:
+        self._log("yellow", ev, f"{ev.command} rejected: {ev.reason}")
+
+    def _on_ScheduleAction(self, ev: E.ScheduleAction) -> None:
+        self.markers.append((ev.step, "freeze"))
+        self.points_version += 1
+        self._log("cyan", ev, f"schedule: {ev.detail}")
+
+    def _on_TimingResult(self, ev: E.TimingResult) -> None:
+        self.timing = ev
+        self._log("", ev, f"timing on {ev.device}: loop/batch = {ev.ratio:.1f}")
+
+    def _on_Warning(self, ev: E.Warning) -> None:
+        self._log("bold yellow", ev, f"warning: {ev.message}")
+
+    def _on_CheckpointSaved(self, ev: E.CheckpointSaved) -> None:
+        self._log("", ev, f"checkpoint saved: {ev.path}")
+
+    def _on_RunError(self, ev: E.RunError) -> None:
+        self.error = ev
+        self._log("bold red", ev, f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""))
+
+    def _on_Finished(self, ev: E.Finished) -> None:
+        self.finished = True
+        self.state = ev.state
+        self.reason = ev.reason
+        self._log("bold", ev, f"run {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
+                  + f"; run directory {ev.run_dir}")
+
+    # ---- derived numbers ----------------------------------------------------------------
+
+    @property
+    def total_steps(self) -> int:
+        total = self.epochs * self.steps_per_epoch
+        if self.max_steps:
+            total = min(total, self.max_steps) if total else self.max_steps
+        return total
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the recent pace (steps per engine second), or None when unknown."""
+        if len(self._step_times) < 2 or self.finished:
+            return None
+        (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return max(0, self.total_steps - self.step) * (t1 - t0) / (s1 - s0)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# ---- plots ------------------------------------------------------------------------------
+
+def _figure(width: int, height: int):
+    from plotext._figure import _figure_class
+
+    fig = _figure_class()
+    fig.plotsize(max(width, 10), max(height, 4))
+    fig.theme("clear")
+    fig.frame(False)
+    fig.xaxes(True, False)
+    fig.yaxes(True, False)
+    return fig
+
+
+def _empty(width: int, height: int, message: str) -> str:
+    return "\n" * (height // 2) + message.center(width)
+
+
+def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -> str:
+    """Train loss (raw and EMA) per interval, test loss per epoch, markers; plotext ANSI text."""
+    n = max(8, 2 * width)
+    tx, ty = finite(view.train_loss.x, view.train_loss.y, positive=log_scale)
+    if not tx:
+        return _empty(width, height, "waiting for the first training loss ...")
+    fig = _figure(width, height)
+    ex, ey = finite(view.train_loss_ema.x, view.train_loss_ema.y, positive=log_scale)
+    vx, vy = finite(view.test_loss.x, view.test_loss.y, positive=log_scale)
+    if log_scale:
+        fig.yscale("log")
+    x, y = downsample(tx, ty, n)
+    fig.plot(x, y, marker="braille", color=COLORS["train"])
+    x, y = downsample(ex, ey, n)
+    fig.plot(x, y, marker="braille", color=COLORS["smoothed"])
+    if vx:
+        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
+    for step, kind in view.markers[-50:]:
+        if tx[0] <= step <= tx[-1] + 1:
+            fig.vertical_line(step, color=MARKER_COLORS.get(kind, (200, 200, 200)))
+    return fig.build()
+
+
+def accuracy_plot(view: RunView, width: int, height: int) -> str:
+    """Train accuracy per interval and test accuracy per epoch, in %."""
+    n = max(8, 2 * width)
+    tx, ty = finite(view.train_acc.x, view.train_acc.y)
+    if not tx:
+        return _empty(width, height, "waiting for the first accuracy ...")
+    fig = _figure(width, height)
+    x, y = downsample(tx, ty, n)
+    fig.plot(x, y, marker="braille", color=COLORS["train"])
+    vx, vy = finite(view.test_acc.x, view.test_acc.y)
+    if vx:
+        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
+    return fig.build()
+
+
+def legend(*names: str) -> str:
+    """Textual markup naming each series / marker in its plot colour (for a border subtitle)."""
+    marks = {"optimizer": "│opt", "freeze": "│freeze", "mode": "│mode"}
+    return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)
