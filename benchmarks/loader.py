@@ -5,6 +5,11 @@ epoch of training batches (391 at batch size 128). Prints the median of the repe
 ratio memory / dataloader for num_workers 4 (the cifar preset) and 2.
 
     .venv/bin/python benchmarks/loader.py [--quick] [--batch-size 128] [--repeats 5] [--device cpu]
+                                          [--threads N]
+
+Run it on a quiet machine: with 2 cores, any other busy process makes torch's 2 intra-op threads
+wait on each other, and the memory path (many small ops) then slows down by an order of
+magnitude while single-threaded DataLoader workers barely notice. --threads 1 avoids that.
 """
 from __future__ import annotations
 
@@ -46,10 +51,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0: torch's default")
     args = ap.parse_args(argv)
     # 4 workers on a 2-core machine is the point of the comparison, not a mistake
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n, repeats, max_batches = (10_000, 3, 60) if args.quick else (50_000, args.repeats, 10**9)
 
     g = torch.Generator().manual_seed(0)

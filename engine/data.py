@@ -208,7 +208,7 @@ def _load_cifar10(root: Path, download: bool, n_train: int, n_test: int):
         _download(root, folder, names, download, "CIFAR-10", "cifar10",
                   f"download cifar-10-python.tar.gz from {CIFAR_URL} and unpack it in {root}")
 
-    def read(files, limit):
+    def read(files, limit, key):
         xs, ys, have = [], [], 0
         for f in files:  # stop early when the first batches already hold `limit` samples
             x, y = _read_cifar_batch(folder / f)
@@ -217,9 +217,9 @@ def _load_cifar10(root: Path, download: bool, n_train: int, n_test: int):
             if limit and have >= limit:
                 break
         x = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32)
-        return _first(x, torch.from_numpy(np.concatenate(ys)), limit, folder, "CIFAR-10")
+        return _first(x, torch.from_numpy(np.concatenate(ys)), limit, folder, "CIFAR-10", key)
 
-    return read(CIFAR_TRAIN, n_train), read((CIFAR_TEST,), n_test)
+    return read(CIFAR_TRAIN, n_train, "train_size"), read((CIFAR_TEST,), n_test, "test_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _load_mnist(root: Path, download: bool, n_train: int, n_test: int):
                             "labels; fix: delete both and download again")
         if y.numel() and y.max() > 9:
             raise DataError(f"{folder / lab_name}: labels outside 0..9; fix: delete it and download again")
-        out.append(_first(x[:, None], y, limit, folder, "MNIST"))
+        out.append(_first(x[:, None], y, limit, folder, "MNIST", f"{split}_size"))
     return out[0], out[1]
 
 
@@ -290,19 +290,22 @@ def _download(root: Path, folder: Path, names, allowed: bool, title: str, key: s
         import torchvision.datasets as tvd
         cls = tvd.CIFAR10 if key == "cifar10" else tvd.MNIST
         root.mkdir(parents=True, exist_ok=True)
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
+        cls(str(root), train=True, download=True)  # fetches and unpacks the test split too
     except Exception as e:  # offline, proxy, disk full, ...: the message must say where files go
         reason = " ".join(str(e).split())[:160] or type(e).__name__
         raise DataError(f"{folder}: {title} files missing ({missing}) and the download failed "
                         f"({reason}); fix: {how}, or run once with network (--data-dir or "
                         "$PYTORCH_DATA_DIR picks another folder)") from None
+    still = [n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz"))]
+    if still:
+        raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)}); "
+                        f"fix: {how}")
 
 
-def _first(x: torch.Tensor, y: torch.Tensor, limit: int, where: Path, title: str):
+def _first(x: torch.Tensor, y: torch.Tensor, limit: int, where: Path, title: str, key: str):
     if limit > len(x):
-        raise DataError(f"{where}: data.train_size/test_size = {limit} but {title} has only {len(x)} "
-                        f"samples there; fix: use at most {len(x)}, or 0 for all")
+        raise DataError(f"{where}: data.{key} = {limit} but {title} has only {len(x)} samples there; "
+                        f"fix: set data.{key} to at most {len(x)}, or 0 for all")
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
@@ -324,7 +327,10 @@ def _mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 # loaders
 
 class BatchSource:
-    """What the engine iterates: (x, y) on the device, x float32 (N, C, H, W), y int64 (N,)."""
+    """What the engine iterates: (x, y) on the device, x float32 (N, C, H, W), y int64 (N,).
+
+    Each iteration is one epoch and advances the epoch counter by one; set_epoch(e) makes the
+    next iteration epoch e, so a resumed run can replay the same order."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -395,7 +401,7 @@ class MemoryLoader(BatchSource):
         order = order.to(self.device)
         n_used = self._len * self.batch_size if self._drop else self.n
         cols_flipped = self._cols.flip(0)
-        for i in range(0, min(n_used, self.n), self.batch_size):
+        for i in range(0, n_used, self.batch_size):
             j = min(i + self.batch_size, self.n)
             if aug:
                 # one gather: sample + crop offset + (flipped) column, for every output pixel

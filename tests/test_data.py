@@ -99,7 +99,7 @@ def test_cifar10_train_size_reads_first_samples(tmp_path):
     write_cifar10(tmp_path, n_train=50, n_test=20)
     b = build_data(cfg(dataset="cifar10", train_size=15, test_size=5, batch_size=100), tmp_path, CPU)
     assert (b.train_size, b.test_size) == (15, 5)
-    with pytest.raises(DataError, match="at most 50"):
+    with pytest.raises(DataError, match=r"data.train_size = 51 .*at most 50"):
         build_data(cfg(dataset="cifar10", train_size=51), tmp_path, CPU)
 
 
@@ -328,3 +328,17 @@ def test_mnist_count_mismatch(tmp_path):
 def test_bundle_type():
     b = build_data(cfg(train_size=20, test_size=10), Path("x"), CPU)
     assert isinstance(b, DataBundle)
+
+
+def test_missing_files_are_downloaded_when_allowed(tmp_path, monkeypatch):
+    # stands in for torchvision's class: a successful download leaves the files in place
+    import torchvision.datasets as tvd
+    calls = []
+
+    def fake_cifar(root, train=True, download=False):
+        calls.append((root, train, download))
+        write_cifar10(Path(root), n_train=30, n_test=10)
+    monkeypatch.setattr(tvd, "CIFAR10", fake_cifar)
+    b = build_data(cfg(dataset="cifar10"), tmp_path / "new", CPU)
+    assert calls == [(str(tmp_path / "new"), True, True)]
+    assert (b.train_size, b.test_size) == (30, 10)
