@@ -19,6 +19,7 @@ from typing import Callable
 from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -29,7 +30,7 @@ from engine import events as E
 from engine.config import OPTIMIZERS
 
 from .screens import ExportScreen, NanScreen, OptimizerScreen
-from .view import RunView, accuracy_plot, fmt_duration, legend, loss_plot
+from .view import RunView, accuracy_plot, fmt_count, fmt_duration, legend, loss_plot
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 POLL_SECONDS = 0.25          # how often the UI reads the engine's events
@@ -123,11 +124,11 @@ class DeeptuiApp(App[int]):
         Binding("O", "pick_optimizer", "pick", key_display="O", tooltip="pick an optimizer from a list"),
         Binding("f", "freeze", "freeze", tooltip="freeze or unfreeze the pretrained features"),
         Binding("m", "mode", "mode", tooltip="run training steps in train or eval mode"),
-        Binding("plus", "lr(2.0)", "lr×2", key_display="+"),
-        Binding("minus", "lr(0.5)", "lr÷2", key_display="-"),
-        Binding("t", "timing", "timing", tooltip="run the batch-vs-loop timing"),
+        Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
+        Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
+        Binding("t", "timing", "time", tooltip="run the batch-vs-loop timing"),
         Binding("s", "save", "save", tooltip="save a checkpoint"),
-        Binding("e", "export", "export", tooltip="flush the CSV logs and show or copy them"),
+        Binding("e", "export", "csv", tooltip="flush the CSV logs and show or copy them"),
         Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
     ]
     # Titles and help for the command palette, by action.
@@ -231,7 +232,7 @@ class DeeptuiApp(App[int]):
                 self.push_screen(ExportScreen(self._log_files()))
         elif isinstance(ev, E.CommandRejected):
             self._pending.pop(ev.command_id, None)
-            self.notify(ev.reason, title=f"{ev.command} rejected", severity="warning")
+            self.notify(ev.reason, title=f"{ev.command} rejected", severity="warning", timeout=4)
         elif isinstance(ev, E.Warning):
             if ev.message.startswith("training loss is") and "paused" in ev.message and not self._nan_open:
                 self._nan_open = True
@@ -243,8 +244,8 @@ class DeeptuiApp(App[int]):
                         severity="error", timeout=30)
         elif isinstance(ev, E.Finished):
             self.refresh_bindings()
-            self.notify(f"run {ev.state}; the plots stay until you press q", title="deeptui",
-                        severity="error" if ev.state == "failed" else "information")
+            if ev.state != "failed":  # a failure already has its own message
+                self.notify(f"run {ev.state}; the plots stay until you press q", title="deeptui")
         elif isinstance(ev, E.RunStarted):
             self.refresh_bindings()
 
@@ -260,12 +261,15 @@ class DeeptuiApp(App[int]):
         dash = self._dash
         if dash is None or not dash.is_mounted or dash.has_class("-too-small"):
             return
-        self._draw_header(dash)
-        self._draw_run(dash)
-        self._draw_timing(dash)
-        self._draw_error(dash)
-        self._draw_log(dash)
-        self._draw_plots(dash, force_plots)
+        try:
+            self._draw_header(dash)
+            self._draw_run(dash)
+            self._draw_timing(dash)
+            self._draw_error(dash)
+            self._draw_log(dash)
+            self._draw_plots(dash, force_plots)
+        except NoMatches:  # the screen is being torn down while the app exits
+            pass
 
     def _set(self, widget: Static, content) -> None:
         key = content.plain if isinstance(content, Text) else str(content)
@@ -300,30 +304,31 @@ class DeeptuiApp(App[int]):
         t.append("█" * filled, "green")
         t.append("░" * (bar_w - filled), "dim")
         t.append(f" {100 * v.progress:3.0f}%\n")
-        t.append(f"ETA {fmt_duration(v.eta_s())}   {v.samples_per_s:,.0f} samples/s\n")
+        t.append(f"ETA {fmt_duration(v.eta_s())}  {v.samples_per_s:,.0f} samples/s\n")
         if v.model:
-            t.append("model     ", "dim")
-            t.append(f"{v.model} ({v.parameters:,} p)\n")
-        t.append("optimizer ", "dim")
-        t.append(f"{v.optimizer or '…'}\n", "bold")
-        if v.optimizer_params:
-            t.append(f"  {v.optimizer_params}\n", "dim")
-        t.append("lr        ", "dim")
-        t.append(f"{v.lr:.4g}\n" if v.lr else "…\n")
-        t.append("features  ", "dim")
+            t.append(f"{v.model} ", "bold")
+            t.append(f"{fmt_count(v.parameters)} parameters\n", "dim")
+        t.append(f"{v.optimizer or '…'}", "bold")
+        t.append(f"  lr {v.lr:.4g}\n" if v.lr else "\n")
+        params = " ".join(p for p in v.optimizer_params.split() if not p.startswith("lr="))
+        if params:
+            t.append(f"  {params}\n", "dim")
         feats = "n/a" if v.has_features is False else ("frozen" if v.frozen else "trainable")
-        t.append(feats + "\n", "cyan" if v.frozen else "")
-        t.append("mode      ", "dim")
-        t.append(v.mode + "\n", "yellow" if v.mode == "eval" else "")
-        loss = f"{v.last_loss:.4f}" if math.isfinite(v.last_loss) else str(v.last_loss)
+        t.append("features ", "dim")
+        t.append(feats, "bold cyan" if v.frozen else "")
+        t.append("  mode ", "dim")
+        t.append(v.mode + "\n", "bold yellow" if v.mode == "eval" else "")
         if v.train_loss:
-            t.append("loss      ", "dim")
-            t.append(f"{loss}  acc {100 * v.last_accuracy:.1f}%\n")
+            loss = f"{v.last_loss:.4f}" if math.isfinite(v.last_loss) else str(v.last_loss)
+            t.append("loss ", "dim")
+            t.append(f"{loss}", "" if math.isfinite(v.last_loss) else "bold red")
+            t.append("  acc ", "dim")
+            t.append(f"{100 * v.last_accuracy:.1f}%\n")
         if math.isfinite(v.test_error_pct):
-            t.append("test err  ", "dim")
+            t.append("test error ", "dim")
             t.append(f"{v.test_error_pct:.2f}%\n")
         if v.device.startswith("cuda"):
-            t.append("GPU mem   ", "dim")
+            t.append("GPU memory ", "dim")
             t.append(f"{v.gpu_memory_mb:,.0f} MiB\n")
         t.rstrip()
         self._set(dash.query_one("#run", Static), t)
@@ -333,15 +338,15 @@ class DeeptuiApp(App[int]):
         if tr is None:
             busy = self.view.state == "timing"
             t = Text("timing ...\n" if busy else "press t to time\n", "dim")
-            t.append("the batched x @ w.T against a loop", "dim")
+            t.append("x @ w.T batched vs a loop", "dim")
         else:
             t = Text()
-            t.append("loop/batch ", "dim")
-            t.append(f"{tr.ratio:.1f}x faster batched\n", "bold")
+            t.append(f"{tr.ratio:.1f}x", "bold")
+            t.append(" faster batched\n", "dim")
             t.append("batch ", "dim")
-            t.append(f"{tr.batch_ms:8.2f} ms {tr.batch_gflops:6.1f} GFLOP/s\n")
+            t.append(f"{tr.batch_ms:6.1f} ms {tr.batch_gflops:4.0f} GFLOP/s\n")
             t.append("loop  ", "dim")
-            t.append(f"{tr.loop_ms:8.2f} ms {tr.loop_gflops:6.1f} GFLOP/s")
+            t.append(f"{tr.loop_ms:6.1f} ms {tr.loop_gflops:4.0f} GFLOP/s")
         self._set(dash.query_one("#timing", Static), t)
 
     def _draw_error(self, dash: Screen) -> None:
@@ -371,7 +376,7 @@ class DeeptuiApp(App[int]):
         plots = [dash.query_one("#loss", PlotView), dash.query_one("#accuracy", PlotView)]
         if not any(p.stale(version) for p in plots) and not force:
             return
-        now = self.clock()
+        now = time.monotonic()
         running = self.view.state == "running" and not self.view.finished
         if not force and running and now - self._plots_at < PLOT_MIN_SECONDS:
             return
@@ -411,7 +416,7 @@ class DeeptuiApp(App[int]):
             name = binding.action.split("(")[0]
             reason = self.why_not(name)
             if reason:
-                self.notify(reason, title=binding.description, severity="warning")
+                self.say_why(binding.description, reason)
                 event.stop()
                 return
 
@@ -424,9 +429,14 @@ class DeeptuiApp(App[int]):
         """Run an action from the command palette, saying why when it cannot act."""
         reason = self.why_not(action.split("(")[0])
         if reason:
-            self.notify(reason, severity="warning")
+            self.say_why(self.COMMANDS_HELP.get(action, (action,))[0], reason)
             return
         await self.run_action(action)
+
+    def say_why(self, what: str, reason: str) -> None:
+        self.notify(reason, title=what, severity="warning")
+        self.view.note(f"{what}: {reason}")
+        self.refresh_view(False)
 
     def _send(self, cmd: C.Command, note: str = "", follow: str = "") -> int:
         cid = self.session.send(cmd)

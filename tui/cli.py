@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data root (default: $PYTORCH_DATA_DIR, else ./data)")
     p.add_argument("--log-dir", help="where run directories go (overrides log.dir)")
     p.add_argument("--seed", type=int, help="override run.seed")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its checkpoint (a run directory or a checkpoint.pt path)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any preset key by its dotted path, value read as TOML (repeatable)")
     return p
@@ -76,12 +78,14 @@ def run(args) -> int:
     from engine.data import default_data_root
     from engine.engine import Engine
 
-    preset = args.preset or str(QUICKSTART)
     try:
-        cfg = load_config(preset, _overrides(args))
-        if cfg.run.kind == "landscape":
-            return run_landscape(cfg, args)
-        engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
+        if args.resume:
+            engine = resume_engine(args)
+        else:
+            cfg = load_config(args.preset or str(QUICKSTART), _overrides(args))
+            if cfg.run.kind == "landscape":
+                return run_landscape(cfg, args)
+            engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
     except setup_errors() as e:
         return fail(str(e))
     headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
@@ -93,6 +97,27 @@ def run(args) -> int:
     if headless:
         return run_headless(engine)
     return run_dashboard(engine)
+
+
+def resume_engine(args):
+    """The run's own resolved config (or the preset given, which must be the same preset), its
+    checkpoint, and the same run directory: step numbers and CSV rows continue."""
+    from engine.config import load_config
+    from engine.data import default_data_root
+    from engine.engine import CheckpointError, Engine, load_checkpoint
+
+    target = Path(args.resume)
+    ckpt = target / "checkpoint.pt" if target.is_dir() else target
+    run_dir = ckpt.parent
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: no checkpoint to resume from; fix: pass a run directory that "
+                              "has checkpoint.pt (saved with s, on quit, on signals, every log.checkpoint_every)")
+    if args.preset:
+        cfg = load_config(args.preset, _overrides(args))
+    else:
+        cfg = load_config(run_dir / "config.toml", _overrides(args))
+    state = load_checkpoint(ckpt, cfg)
+    return Engine.create(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
 
 
 def run_landscape(cfg, args) -> int:

@@ -116,6 +116,10 @@ class RunView:
         if handler is not None:
             handler(ev)
 
+    def note(self, text: str, style: str = "yellow") -> None:
+        """A line from the dashboard itself (e.g. why a key cannot act), not from the engine."""
+        self.log.append((style, f"{'':>7}   {text}"))
+
     def _log(self, style: str, ev: E.Event, text: str) -> None:
         self.log.append((style, f"{ev.time_s:7.1f}s e{ev.epoch} s{ev.step}  {text}"))
 
@@ -215,6 +219,14 @@ class RunView:
         if s1 <= s0 or t1 <= t0:
             return None
         return max(0, self.total_steps - self.step) * (t1 - t0) / (s1 - s0)
+
+
+def fmt_count(n: int) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.0f}k"
+    return str(n)
 
 
 def fmt_duration(seconds: float | None) -> str:

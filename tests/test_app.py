@@ -1,0 +1,255 @@
+"""The dashboard over the real engine on tiny data: each key changes the engine (model, optimizer)
+AND the screen (widget text); quitting leaves no engine thread or DataLoader worker."""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+import torch
+from textual.widgets import Input, OptionList, RichLog, Static
+
+from engine import commands as C
+from engine import events as E
+from tui.app import DeeptuiApp, Dashboard
+from tui.screens import ExportScreen, NanScreen, OptimizerScreen
+
+pytestmark = pytest.mark.asyncio
+
+SMALL_TIMING = {"repeats": 3, "sizes": (64, 32, 32)}
+
+
+def text_of(app, selector: str) -> str:
+    w = _dash(app).query_one(selector)
+    if isinstance(w, RichLog):
+        return "\n".join("".join(seg.text for seg in line) for line in w.lines)
+    if isinstance(w, Static):
+        r = w.render()
+        return getattr(r, "plain", str(r))
+    raise TypeError(selector)
+
+
+def _dash(app) -> Dashboard:
+    return next(s for s in app.screen_stack if isinstance(s, Dashboard))
+
+
+async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
+    """Let the app run until pred() holds (the engine thread and the 4 Hz poll both move)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what or pred}; header: {text_of(pilot.app, '#header')!r}")
+
+
+def features(eng):
+    return list(eng.model.features.parameters())
+
+
+async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
+    eng = make_engine("run.epochs=50")
+    eng.send(C.Pause())  # the run starts paused: every key below is applied between steps
+    app = DeeptuiApp(eng, timing=SMALL_TIMING)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused")
+        assert "tiny" in text_of(app, "#header") and "cpu" in text_of(app, "#header")
+        assert "sgd" in text_of(app, "#run")
+
+        # o: next optimizer in the preset's list (sgd -> adam); the panel follows the engine
+        await pilot.press("o")
+        await until(pilot, lambda: "\nadam  lr" in text_of(app, "#run"), what="adam on screen")
+        assert isinstance(eng.optimizer, torch.optim.Adam)
+        assert "SwitchOptimizer: sgd -> adam" in text_of(app, "#log")
+
+        # O: pick from the list, outside the preset's choices too
+        await pilot.press("O")
+        await until(pilot, lambda: isinstance(app.screen, OptimizerScreen), what="picker")
+        ol = app.screen.query_one(OptionList)
+        ol.highlighted = ol.get_option_index("rmsprop")
+        await pilot.press("enter")
+        await until(pilot, lambda: "\nrmsprop  lr" in text_of(app, "#run"), what="rmsprop")
+        assert isinstance(eng.optimizer, torch.optim.RMSprop)
+        assert isinstance(app.screen, Dashboard)
+
+        # f: features frozen by the schedule in epoch 1 -> trainable
+        assert all(not p.requires_grad for p in features(eng))
+        assert "features frozen" in text_of(app, "#run")
+        await pilot.press("f")
+        await until(pilot, lambda: "features trainable" in text_of(app, "#run"), what="trainable")
+        assert all(p.requires_grad for p in features(eng))
+
+        # m: train -> eval mode
+        await pilot.press("m")
+        await until(pilot, lambda: "mode eval" in text_of(app, "#run"), what="eval")
+        assert eng.model.training is False and eng.mode == "eval"
+
+        # + / -: learning rate x2 / x0.5
+        await pilot.press("plus")
+        await until(pilot, lambda: "lr 0.1\n" in text_of(app, "#run"), what="lr 0.1")
+        assert all(g["lr"] == pytest.approx(0.1) for g in eng.optimizer.param_groups)
+        await pilot.press("minus", "minus")
+        await until(pilot, lambda: "lr 0.025\n" in text_of(app, "#run"), what="lr 0.025")
+        assert all(g["lr"] == pytest.approx(0.025) for g in eng.optimizer.param_groups)
+
+        # s: checkpoint
+        ckpt = eng.run_dir / "checkpoint.pt"
+        assert not ckpt.exists()
+        await pilot.press("s")
+        await until(pilot, lambda: "checkpoint saved" in text_of(app, "#log"), what="checkpoint")
+        assert ckpt.exists()
+
+        # l: log scale (view state only)
+        assert app.log_scale is False
+        await pilot.press("l")
+        assert app.log_scale is True
+        assert "log y" in str(_dash(app).query_one("#loss").border_title)
+
+        # e: flush, show the paths, copy them where the user says
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen), what="export dialog")
+        shown = " ".join(str(w.render()) for w in app.screen.query(".path"))
+        assert str(eng.run_dir / "metrics.csv") in shown and str(eng.run_dir / "events.csv") in shown
+        app.screen.query_one(Input).value = str(tmp_path / "copy")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, Dashboard), what="dialog closed")
+        assert (tmp_path / "copy" / "metrics.csv").exists() and (tmp_path / "copy" / "events.csv").exists()
+
+        # p / space: resume, then pause; while paused the step does not advance
+        await pilot.press("p")
+        await until(pilot, lambda: "running" in text_of(app, "#header"), what="running")
+        await until(pilot, lambda: eng.step >= 4, what="steps")
+        await pilot.press("space")
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused again")
+        step = eng.step
+        await pilot.pause(0.6)
+        assert eng.step == step and eng.state == "paused"
+        await pilot.press("q")
+    assert not eng.alive and eng.final_state == "stopped"
+    assert not [t for t in threading.enumerate() if t.name == "deeptui-engine"]
+
+
+async def test_screen_shows_what_the_engine_applied_not_what_was_asked(make_engine):
+    """A rejected command leaves the screen as it was and says why."""
+    eng = make_engine("optimizer.momentum=0", "optimizer.choices=['sgd', 'momentum']")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"))
+        await pilot.press("o")  # momentum needs momentum > 0: rejected by the engine
+        await until(pilot, lambda: "SwitchOptimizer rejected" in text_of(app, "#log"), what="rejection")
+        assert "\nsgd  lr" in text_of(app, "#run")
+        assert isinstance(eng.optimizer, torch.optim.SGD) and eng.optimizer_name == "sgd"
+
+
+async def test_freeze_on_a_model_without_features_says_why(make_engine):
+    eng = make_engine("model.name='mlp'", "schedule.freeze_features_epochs=0")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"))
+        assert app.check_action("freeze", ()) is None  # shown greyed out in the footer
+        await pilot.press("f")
+        await until(pilot, lambda: "no pretrained features" in text_of(app, "#log"), what="reason")
+        assert "features n/a" in text_of(app, "#run")
+        await pilot.pause(0.3)
+        assert not any(isinstance(e, (E.CommandApplied, E.CommandRejected)) and e.command == "SetFrozen"
+                       for e in eng.events.read(0)[0])
+
+
+async def test_timing_at_start_and_on_key(make_engine):
+    eng = make_engine("run.timing_at_start=true")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng, timing=SMALL_TIMING)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "faster batched" in text_of(app, "#timing"), what="timing at start")
+        assert "GFLOP/s" in text_of(app, "#timing")
+        first = app.view.timing
+        await pilot.press("t")
+        await until(pilot, lambda: app.view.timing is not first, what="second timing")
+        results = [e for e in eng.events.read(0)[0] if isinstance(e, E.TimingResult)]
+        assert len(results) == 2
+        assert f"{results[-1].ratio:.1f}x" in text_of(app, "#timing")
+
+
+async def test_finished_run_stays_open_and_keys_say_why(make_engine):
+    eng = make_engine("run.epochs=1")
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "finished" in text_of(app, "#header"), timeout=60, what="finished")
+        await pilot.pause(0.3)
+        assert "train" not in text_of(app, "#loss") or "waiting" not in text_of(app, "#loss")
+        assert "┤" in text_of(app, "#loss") and "┤" in text_of(app, "#accuracy")  # plotted axes
+        assert "100%" in text_of(app, "#run")
+        assert app.check_action("next_optimizer", ()) is None
+        await pilot.press("o")
+        await until(pilot, lambda: "the run has finished" in text_of(app, "#log"), what="reason")
+        assert isinstance(app.screen, Dashboard)  # still open with the final plots
+        await pilot.press("q")
+    assert app.return_code == 0 and eng.final_state == "finished"
+
+
+async def test_quit_stops_engine_thread_and_dataloader_workers(make_engine):
+    eng = make_engine("data.loader='dataloader'", "data.num_workers=2", "run.epochs=50")
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: eng.step >= 2, timeout=60, what="steps with workers")
+        assert multiprocessing.active_children()
+        await pilot.press("q")
+    assert not eng.alive and eng.final_state == "stopped"
+    assert not [t for t in threading.enumerate() if t.name == "deeptui-engine"]
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
+    assert (eng.run_dir / "metrics.csv").read_text().count("\n") >= 1
+
+
+async def test_small_terminal_shows_size_message_and_redraws(make_engine):
+    eng = make_engine()
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(70, 20)) as pilot:
+        await pilot.pause(0.3)
+        dash = _dash(app)
+        msg = dash.query_one("#too-small", Static)
+        assert msg.display and "80x24" in str(msg.render()) and "70x20" in str(msg.render())
+        assert not dash.query_one("#body").display or dash.has_class("-too-small")
+        await pilot.resize_terminal(100, 30)
+        await until(pilot, lambda: not dash.has_class("-too-small"), what="resized")
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="header drawn")
+        assert dash.query_one("#body").region.height > 20
+
+
+async def test_non_finite_loss_offers_a_way_out(make_engine):
+    eng = make_engine("run.on_nan='pause'", "model.name='mlp'", "schedule.freeze_features_epochs=0",
+                      "optimizer.lr=1e30", "log.interval=1", "run.epochs=50")
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, NanScreen), timeout=60, what="NaN dialog")
+        assert eng.state == "paused"
+        lr = eng.base_lr
+        ol = app.screen.query_one(OptionList)
+        ol.highlighted = ol.get_option_index("halve")
+        await pilot.press("enter")
+        await until(pilot, lambda: eng.base_lr == pytest.approx(lr / 2), what="lr halved")
+        await until(pilot, lambda: any(isinstance(e, E.CommandApplied) and e.command == "Resume"
+                                       for e in eng.events.read(0)[0]), what="resumed")
+        await pilot.press("escape")  # a second NaN may have reopened the dialog: stay paused
+        await pilot.press("q")
+    assert not eng.alive
+
+
+async def test_command_palette_lists_the_keys(make_engine):
+    eng = make_engine()
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"))
+        titles = {c.title: c for c in app.get_system_commands(app.screen)}
+        for t in ("Next optimizer", "Freeze / unfreeze features", "Learning rate x2", "Export logs as CSV",
+                  "Batch-vs-loop timing", "Save checkpoint", "Toggle log scale", "Quit"):
+            assert t in titles
+        await titles["Learning rate x2"].callback()
+        await until(pilot, lambda: eng.base_lr == pytest.approx(0.1), what="lr x2 from the palette")
