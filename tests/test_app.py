@@ -65,7 +65,8 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
 
         # O: pick from the list, outside the preset's choices too
         await pilot.press("O")
-        await until(pilot, lambda: isinstance(app.screen, OptimizerScreen), what="picker")
+        await until(pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.query(OptionList),
+                    what="picker")
         ol = app.screen.query_one(OptionList)
         ol.highlighted = ol.get_option_index("rmsprop")
         await pilot.press("enter")
@@ -108,7 +109,8 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
 
         # e: flush, show the paths, copy them where the user says
         await pilot.press("e")
-        await until(pilot, lambda: isinstance(app.screen, ExportScreen), what="export dialog")
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen) and app.screen.query(Input),
+                    what="export dialog")
         shown = " ".join(str(w.render()) for w in app.screen.query(".path"))
         assert str(eng.run_dir / "metrics.csv") in shown and str(eng.run_dir / "events.csv") in shown
         app.screen.query_one(Input).value = str(tmp_path / "copy")
@@ -227,7 +229,8 @@ async def test_non_finite_loss_offers_a_way_out(make_engine):
                       "optimizer.lr=1e30", "log.interval=1", "run.epochs=50")
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, NanScreen), timeout=60, what="NaN dialog")
+        await until(pilot, lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
+                    timeout=60, what="NaN dialog")
         assert eng.state == "paused"
         lr = eng.base_lr
         ol = app.screen.query_one(OptionList)
