@@ -46,8 +46,9 @@ class RunConfig:
     epochs: int = _f(10, "number of epochs", min=1)
     max_steps: int = _f(0, "stop after this many training steps in total; 0: no limit", min=0)
     timing_at_start: bool = _f(True, "run the batch-vs-loop timing once when the dashboard starts")
-    on_nan: str = _f("stop", "what a non-finite loss does: stop, pause or continue",
-                     choices=("stop", "pause", "continue"))
+    on_nan: str = _f("auto", "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
+                             "continue, or auto (pause in the dashboard, stop headless)",
+                     choices=("auto", "stop", "pause", "continue"))
     compare: dict = _f({}, "run the preset once per value, e.g. { \"data.batch_size\" = [1, 10, 100] }")
 
 

@@ -88,6 +88,7 @@ class Engine:
         self.freeze_override: bool | None = None  # set when the user froze/unfroze by hand
         self.readbacks = 0        # host syncs for metrics; the tests count them
         self.final_state = ""
+        self.interactive = False  # a dashboard is attached: on_nan = "auto" pauses instead of stopping
         self._stop_reason = ""
         self._stop_requested = False
         self._t0 = time.monotonic()
@@ -191,14 +192,23 @@ class Engine:
     def _finish(self, state: str, reason: str) -> None:
         self.final_state = state
         try:
-            if state == "stopped" and self._want_checkpoint_on_stop:
+            # The final model is kept too, so a finished run can be evaluated or extended.
+            if state == "finished" or (state == "stopped" and self._want_checkpoint_on_stop):
                 self._save_checkpoint()
         except Exception as exc:
             self._report_error(exc)
-        self._mark(state, reason)
+        with contextlib.suppress(Exception):
+            self._mark(state, reason)
         self.state = state
-        self.log.close()
-        self.data.close()
+        try:
+            self.log.close()
+        except OSError as exc:
+            self.emit(E.RunError(self.now(), self.epoch + 1, self.step,
+                                 message=f"could not write the logs: {exc}",
+                                 fix=f"free space or check permissions in {self.run_dir}"))
+            state = "failed"
+        with contextlib.suppress(Exception):
+            self.data.close()
         self.emit(E.StateChanged(self.now(), self.epoch + 1, self.step, state=state, reason=reason,
                                  **self._state_fields()))
         self.emit(E.Finished(self.now(), self.epoch + 1, self.step, state=state,
@@ -212,7 +222,11 @@ class Engine:
             message = "CUDA out of memory"
             fix = f"use a smaller batch, e.g. --set data.batch_size={max(1, self.cfg.data.batch_size // 2)}"
         elif isinstance(exc, OSError):
-            fix = "check the file named above and the disk space"
+            fix = "check the file named above, its permissions and the free disk space"
+        elif isinstance(exc, FloatingPointError):
+            message, fix = str(exc).split("; fix: ")[0], str(exc).partition("; fix: ")[2]
+        elif type(exc).__name__ == "DataError":
+            message, fix = str(exc), ""
         message = message.splitlines()[0][:300] if message else type(exc).__name__
         self.emit(E.RunError(self.now(), self.epoch + 1, self.step, message=message, fix=fix))
         with contextlib.suppress(Exception):
@@ -313,6 +327,8 @@ class Engine:
 
     def _on_nonfinite(self, loss: float) -> None:
         policy = self.cfg.run.on_nan
+        if policy == "auto":
+            policy = "pause" if self.interactive else "stop"
         msg = f"training loss is {loss} at step {self.step}"
         self._mark("nonfinite_loss", f"{msg}; on_nan={policy}")
         if policy == "stop":

@@ -96,6 +96,7 @@ def run(args) -> int:
             headless = True
     if headless:
         return run_headless(engine)
+    engine.interactive = True
     return run_dashboard(engine)
 
 
