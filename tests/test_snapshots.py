@@ -65,16 +65,25 @@ def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
     return evs
 
 
+class QuietApp(DeeptuiApp):
+    """No toasts: they come and go on a timer, which would make the snapshots flaky."""
+
+    def notify(self, *args, **kwargs) -> None:
+        pass
+
+
 def make_app(**kw) -> DeeptuiApp:
     cfg = tiny_config("run.name='quickstart'")
     session = FakeSession(cfg, script(**kw), run_dir="/runs/quickstart-20250101-000000",
                           alive=not kw.get("failed", False))
-    return DeeptuiApp(session, clock=lambda: 100.0)
+    return QuietApp(session, clock=lambda: 100.0)
 
 
 async def settle(pilot) -> None:
     await pilot.pause()
     pilot.app.poll()
+    pilot.app.refresh_view(True)
+    await pilot.pause(0.3)
     pilot.app.refresh_view(True)
     await pilot.pause()
 

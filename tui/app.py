@@ -34,7 +34,10 @@ from .view import RunView, accuracy_plot, fmt_count, fmt_duration, legend, loss_
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 POLL_SECONDS = 0.25          # how often the UI reads the engine's events
+FRAME_SECONDS = 1.0          # while running, redraw metrics (panels, plots) at most this often;
+                             # state changes and command answers are drawn at the next poll
 PLOT_MIN_SECONDS = 1.0       # while running, rebuild the plots at most this often
+ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "timing": "bold cyan",
                "finished": "bold blue", "stopped": "bold magenta", "failed": "bold red",
                "starting": "dim"}
@@ -55,7 +58,7 @@ class PlotView(Static):
         w, h = self.content_size.width, self.content_size.height
         if w < 10 or h < 4:
             return
-        self.update(Text.from_ansi(self._build(w, h), no_wrap=True))
+        self.update(Text.from_ansi(self._build(w, h), no_wrap=True), layout=False)
         self.built_size, self.built_version = (w, h), version
 
     def stale(self, version: int) -> bool:
@@ -111,7 +114,7 @@ class Dashboard(Screen):
 class DeeptuiApp(App[int]):
     """Watch and steer one training session."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "deeptui"
     ENABLE_COMMAND_PALETTE = True
 
@@ -167,6 +170,7 @@ class DeeptuiApp(App[int]):
         self._event_clock = clock()   # local clock when the latest event was read
         self._log_shown = 0
         self._plots_at = -math.inf
+        self._drawn_at = -math.inf
         self._pending: dict[int, str] = {}   # command id -> what to do when it is applied
         self._nan_open = False
         self._started = False
@@ -215,12 +219,17 @@ class DeeptuiApp(App[int]):
     def poll(self) -> None:
         """Read new events, fold them into the view, redraw what changed."""
         events, self._cursor = self.session.events.read(self._cursor)
+        urgent = False
         if events:
             self._event_clock = self.clock()
             for ev in events:
                 self.view.apply(ev)
                 self._react(ev)
-        self.refresh_view(False)
+                urgent = urgent or not isinstance(ev, ROUTINE)
+        # Every repaint costs the UI thread milliseconds, and on a small CPU machine that time
+        # is taken from the training thread (the GIL): metrics are drawn once a second.
+        if urgent or time.monotonic() - self._drawn_at >= FRAME_SECONDS:
+            self.refresh_view(False)
 
     def _react(self, ev: E.Event) -> None:
         """What an event does beyond the view: toasts, follow-up commands, dialogs."""
@@ -261,6 +270,7 @@ class DeeptuiApp(App[int]):
         dash = self._dash
         if dash is None or not dash.is_mounted or dash.has_class("-too-small"):
             return
+        self._drawn_at = time.monotonic()
         try:
             self._draw_header(dash)
             self._draw_run(dash)
@@ -271,11 +281,13 @@ class DeeptuiApp(App[int]):
         except NoMatches:  # the screen is being torn down while the app exits
             pass
 
-    def _set(self, widget: Static, content) -> None:
+    def _set(self, widget: Static, content, layout: bool = False) -> None:
+        """Update a panel only when its text changed; the panels have fixed sizes, so a repaint
+        without a layout pass is enough (a layout pass of the whole screen costs milliseconds)."""
         key = content.plain if isinstance(content, Text) else str(content)
         if getattr(widget, "_deeptui_key", None) != key:
             widget._deeptui_key = key  # type: ignore[attr-defined]
-            widget.update(content)
+            widget.update(content, layout=layout)
 
     def _draw_header(self, dash: Screen) -> None:
         v = self.view
@@ -359,7 +371,7 @@ class DeeptuiApp(App[int]):
         t.append(err.message)
         if err.fix:
             t.append(f"\nfix: {err.fix}")
-        self._set(w, t)
+        self._set(w, t, layout=True)
         w.display = True
 
     def _draw_log(self, dash: Screen) -> None:
