@@ -88,7 +88,8 @@ class Engine:
         self.freeze_override: bool | None = None  # set when the user froze/unfroze by hand
         self.readbacks = 0        # host syncs for metrics; the tests count them
         self.final_state = ""
-        self.interactive = False  # a dashboard is attached: on_nan = "auto" pauses instead of stopping
+        self.interactive = False
+        self._pending_state = ""  # a dashboard is attached: on_nan = "auto" pauses instead of stopping
         self._stop_reason = ""
         self._stop_requested = False
         self._t0 = time.monotonic()
@@ -98,7 +99,8 @@ class Engine:
 
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
             set_frozen(self.model, True)
-        self.optimizer = make_optimizer(self.optimizer_name, self.model, cfg.optimizer, self.base_lr)
+        self._setup_perf()
+        self.optimizer = self._make_optimizer(self.optimizer_name)
         self._reset_sums()
         self._resumed = resume is not None
         if resume is not None:
@@ -268,6 +270,41 @@ class Engine:
 
     # ---- one step, without host syncs ---------------------------------------------------
 
+    def _make_optimizer(self, name: str) -> torch.optim.Optimizer:
+        return make_optimizer(name, self.model, self.cfg.optimizer, self.base_lr, self.device.type)
+
+    def _setup_perf(self) -> None:
+        """[perf]: cudnn autotuning, channels_last, autocast dtype, torch.compile variants."""
+        perf = self.cfg.perf
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+        self._memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
+        if perf.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # Mixed precision only where it helps (CUDA); CPU runs keep fp32 whatever the preset says.
+        self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(perf.amp) \
+            if self.device.type == "cuda" else None
+        self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
+        # torch.compile specialises on requires_grad, so freezing needs its own compiled variant:
+        # one per freeze state, compiled on first use (the dashboard shows "compiling").
+        self._compiled: dict[bool, torch.nn.Module] = {}
+
+    def _forward_module(self) -> torch.nn.Module:
+        if not self.cfg.perf.compile:
+            return self.model
+        key = self._frozen_bool()
+        if key not in self._compiled:
+            previous = self.state
+            self._set_state("compiling", f"torch.compile for features {'frozen' if key else 'trainable'}")
+            self._compiled[key] = torch.compile(self.model)
+            self._pending_state = previous
+        return self._compiled[key]
+
+    def _autocast(self):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
+
     def _reset_sums(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
         self._correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -275,8 +312,11 @@ class Engine:
         self._interval_start = time.monotonic()
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        model, opt = self.model, self.optimizer
-        model.train(self.mode == "train")
+        opt = self.optimizer
+        self.model.train(self.mode == "train")
+        model = self._forward_module()
+        if self._memory_format is torch.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.optimizer_name == "lbfgs":
             out_box = []
 
@@ -291,11 +331,20 @@ class Engine:
             opt.step(closure)
             out, loss = out_box
         else:
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            with self._autocast():
+                out = model(x)
+                loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if self._scaler is not None:
+                self._scaler.scale(loss).backward()
+                self._scaler.step(opt)
+                self._scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+        if self._pending_state:  # the first step of a compiled variant is done: compiling is over
+            self._set_state(self._pending_state, "compiled")
+            self._pending_state = ""
         n = y.shape[0]
         # Running sums stay on the device; read back once per logging interval.
         self._loss_sum += loss.detach() * n
@@ -350,8 +399,9 @@ class Engine:
         n = 0
         try:
             for x, y in self.data.test:
-                out = self.model(x)
-                loss_sum += F.cross_entropy(out, y, reduction="sum")
+                with self._autocast():
+                    out = self.model(x)
+                loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
                 correct += (out.argmax(1) == y).sum()
                 n += y.shape[0]
         finally:
@@ -361,10 +411,11 @@ class Engine:
         loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
         loss, acc = loss_sum / n, correct / n
         t = round(self.now(), 3)
-        self.log.metric(time_s=t, epoch=self.epoch, step=self.step, split="test", loss=loss, accuracy=acc,
+        epoch = self.epoch + (1 if self.batch_in_epoch else 0)  # mid-epoch: the epoch under way
+        self.log.metric(time_s=t, epoch=epoch, step=self.step, split="test", loss=loss, accuracy=acc,
                         lr=self.base_lr, optimizer=self.optimizer_name, frozen=self._frozen_bool(),
                         mode="eval", samples_per_s="")
-        self.emit(E.EpochEnd(t, self.epoch, self.step, test_loss=loss, test_accuracy=acc,
+        self.emit(E.EpochEnd(t, epoch, self.step, test_loss=loss, test_accuracy=acc,
                              test_error_pct=100.0 * (1 - acc)))
         self.log.flush()
 
@@ -442,7 +493,7 @@ class Engine:
         if name in ("momentum", "nesterov") and self.cfg.optimizer.momentum == 0:
             return False, f"{name} needs optimizer.momentum > 0 (the preset sets 0)"
         old = self.optimizer_name
-        self.optimizer = make_optimizer(name, self.model, self.cfg.optimizer, self.base_lr)
+        self.optimizer = self._make_optimizer(name)
         self.optimizer_name = name
         self._emit_state()
         note = " (LBFGS takes one parameter group: per-group learning rates are not applied)" \
@@ -584,7 +635,7 @@ class Engine:
         self.freeze_override = None if st["freeze_override"] < 0 else bool(st["freeze_override"])
         self.base_lr = float(st["base_lr"])
         self.optimizer_name = st["optimizer_name"]
-        self.optimizer = make_optimizer(self.optimizer_name, self.model, self.cfg.optimizer, self.base_lr)
+        self.optimizer = self._make_optimizer(self.optimizer_name)
         self.optimizer.load_state_dict(st["optimizer"])
         self.mode = st["mode"]
         self.epoch, self.step = int(st["epoch"]), int(st["step"])

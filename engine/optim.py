@@ -57,10 +57,14 @@ _CLASSES = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": tor
 assert set(_CLASSES) == set(OPTIMIZERS)
 
 
-def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float) -> torch.optim.Optimizer:
-    """A fresh optimizer over the model's groups; LBFGS supports only one group."""
+def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float,
+                   device_type: str = "cpu") -> torch.optim.Optimizer:
+    """A fresh optimizer over the model's groups; LBFGS supports only one group. On CUDA, SGD and
+    Adam use torch's fused kernels (one launch for all parameters instead of one per tensor)."""
     groups = param_groups(model, ocfg, base_lr, single=(name == "lbfgs"))
     kwargs = hyperparameters(name, ocfg)
+    if device_type == "cuda" and name in ("sgd", "momentum", "nesterov", "adam"):
+        kwargs["fused"] = True
     if name == "lbfgs":
         return torch.optim.LBFGS(groups[0]["params"], lr=base_lr, **kwargs)
     return _CLASSES[name](groups, lr=base_lr, **kwargs)

@@ -1,0 +1,58 @@
+"""The fast path: no host sync inside a training step, [perf] options that run, compile variants."""
+from __future__ import annotations
+
+import torch
+
+from engine import events as E
+from tests.conftest import EventReader
+
+
+def test_training_steps_make_no_host_sync(make_engine, monkeypatch):
+    """Count every way a tensor's value can reach Python: only the readback per logging interval
+    (and the evaluation) may do it."""
+    eng = make_engine("run.epochs=1", "log.interval=4", "schedule.freeze_features_epochs=0")
+    syncs = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _real=real, _name=name, **kw):
+            syncs.append(_name)
+            return _real(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    steps = []
+    monkeypatch.setattr(type(eng), "_train_step",
+                        lambda self, x, y, _f=type(eng)._train_step: (steps.append(len(syncs)), _f(self, x, y)))
+    eng.run()
+    assert eng.step == 16 and eng.readbacks == 4
+    # syncs counted before each step grow only at readbacks: 16 steps, 4 intervals -> 4 tolist calls
+    # before the last step's readback; the evaluation adds 1 at the end.
+    assert steps[0] == 0
+    increases = [b - a for a, b in zip(steps, steps[1:]) if b != a]
+    assert increases == [1, 1, 1], (steps, syncs)
+    assert syncs.count("tolist") == 5 and set(syncs) == {"tolist"}
+
+
+def test_channels_last_and_amp_options_train(make_engine):
+    eng = make_engine("perf.channels_last=true", "perf.amp='bf16'", "run.max_steps=4")
+    r = EventReader(eng)
+    eng.start()
+    assert r.wait(lambda e: isinstance(e, E.Finished)).state == "finished"
+    assert eng.model.converter[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert eng._amp_dtype is None  # CPU keeps fp32 numerics
+
+
+def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
+    compiled = []
+
+    def fake_compile(model, **kw):  # the real compiler is slow on 2 cores; the bookkeeping is ours
+        compiled.append(model)
+        return model
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    eng = make_engine("perf.compile=true")  # frozen in epoch 1, trainable in epoch 2
+    r = EventReader(eng)
+    eng.start()
+    r.wait(lambda e: isinstance(e, E.Finished))
+    assert len(compiled) == 2 and set(eng._compiled) == {True, False}
+    states = [e.state for e in r.seen if isinstance(e, E.StateChanged)]
+    assert states.count("compiling") == 2
+    assert states[states.index("compiling") + 1] == "running"
