@@ -357,15 +357,21 @@ class MemoryLoader(BatchSource):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, *,
                  train: bool, shuffle: bool = False, crop_padding: int = 0, flip: bool = False,
-                 mean=None, std=None, seed: int = 0):
+                 mean=None, std=None, seed: int = 0, rank: int = 0, world: int = 1):
         self.n, self.c, self.h, self.w = x.shape
         self.batch_size, self.device, self.seed = batch_size, device, seed
+        # Data-parallel: every rank draws the same epoch permutation and augmentation, cuts the
+        # same global batches, and keeps its own 1/world slice of each; so the ranks together
+        # see exactly the batches of a 1-process run. An incomplete last batch is dropped.
+        self.rank, self.world = rank, world
         self.train = train
         self.shuffle = shuffle and train
         self.pad = crop_padding if train else 0
         self.flip = flip and train
         self.epoch = 0
         self._len, self._drop = _num_batches(self.n, batch_size, train)
+        if world > 1 and train:
+            self._len, self._drop = self.n // batch_size, True
         # pad once, so a crop is a plain gather from the padded set
         xd = x.to(device)
         self.x = F.pad(xd, (self.pad,) * 4) if self.pad else xd
@@ -401,8 +407,11 @@ class MemoryLoader(BatchSource):
         order = order.to(self.device)
         n_used = self._len * self.batch_size if self._drop else self.n
         cols_flipped = self._cols.flip(0)
+        share = self.batch_size // self.world
         for i in range(0, n_used, self.batch_size):
             j = min(i + self.batch_size, self.n)
+            if self.world > 1 and self.train:
+                i, j = i + self.rank * share, i + (self.rank + 1) * share
             if aug:
                 # one gather: sample + crop offset + (flipped) column, for every output pixel
                 cols = torch.where(flips[i:j, None], cols_flipped, self._cols)          # (B, W)
@@ -438,7 +447,7 @@ class DataLoaderSource(BatchSource):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, *,
                  train: bool, shuffle: bool = False, crop_padding: int = 0, flip: bool = False,
-                 mean=None, std=None, seed: int = 0, num_workers: int = 0):
+                 mean=None, std=None, seed: int = 0, num_workers: int = 0, rank: int = 0, world: int = 1):
         from torchvision import transforms as T
         steps = [T.ToTensor()]
         if train and crop_padding:
@@ -450,10 +459,18 @@ class DataLoaderSource(BatchSource):
         self.device, self.seed, self.epoch = device, seed, 0
         self._len, drop = _num_batches(len(y), batch_size, train)
         self._gen = torch.Generator()
+        dataset = _ArrayDataset(x, y, T.Compose(steps))
+        self.sampler = None
+        if world > 1 and train:
+            # DistributedSampler: each rank its own shard of each epoch's order (set_epoch below)
+            self.sampler = torch.utils.data.DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+            batch_size = batch_size // world
+            self._len, drop = len(self.sampler) // batch_size, True
         self.loader = torch.utils.data.DataLoader(
-            _ArrayDataset(x, y, T.Compose(steps)), batch_size=batch_size,
-            shuffle=shuffle and train, num_workers=num_workers, drop_last=drop,
-            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+            dataset, batch_size=batch_size, sampler=self.sampler,
+            shuffle=(shuffle and train) if self.sampler is None else False, num_workers=num_workers,
+            drop_last=drop, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
             generator=self._gen)
 
     def __len__(self) -> int:
@@ -464,6 +481,8 @@ class DataLoaderSource(BatchSource):
             raise RuntimeError("this DataBundle was closed")
         epoch, self.epoch = self.epoch, self.epoch + 1
         self._gen.manual_seed(_mix(self.seed, epoch, "dataloader"))
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         for xb, yb in self.loader:
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
@@ -493,7 +512,8 @@ class DataBundle:
 
 
 def bundle_from_tensors(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                        data_cfg, seed: int, device: torch.device, num_classes: int = 10) -> DataBundle:
+                        data_cfg, seed: int, device: torch.device, num_classes: int = 10,
+                        rank: int = 0, world: int = 1) -> DataBundle:
     """A DataBundle over uint8 (N, C, H, W) images and int64 labels, using data_cfg's loader,
     batch sizes, normalisation and augmentation (benchmarks and tests build sets this way)."""
     d = data_cfg
@@ -502,19 +522,19 @@ def bundle_from_tensors(train: tuple[torch.Tensor, torch.Tensor], test: tuple[to
     common = dict(mean=mean, std=std, seed=seed)
     if d.loader == "memory":
         tr = MemoryLoader(xtr, ytr, d.batch_size, device, train=True, shuffle=d.shuffle,
-                          crop_padding=d.crop_padding, flip=d.flip, **common)
+                          crop_padding=d.crop_padding, flip=d.flip, rank=rank, world=world, **common)
         te = MemoryLoader(xte, yte, d.test_batch_size, device, train=False, **common)
     else:
         tr = DataLoaderSource(xtr, ytr, d.batch_size, device, train=True, shuffle=d.shuffle,
                               crop_padding=d.crop_padding, flip=d.flip,
-                              num_workers=d.num_workers, **common)
+                              num_workers=d.num_workers, rank=rank, world=world, **common)
         te = DataLoaderSource(xte, yte, d.test_batch_size, device, train=False,
                               num_workers=d.num_workers, **common)
     return DataBundle(train=tr, test=te, num_classes=num_classes, in_channels=xtr.shape[1],
                       image_size=xtr.shape[-1], train_size=len(ytr), test_size=len(yte))
 
 
-def build_data(cfg, data_root: Path, device: torch.device) -> DataBundle:
+def build_data(cfg, data_root: Path, device: torch.device, rank: int = 0, world: int = 1) -> DataBundle:
     """The preset's data set and loaders. Raises DataError for missing or damaged files."""
     d = cfg.data
     root = Path(data_root)
@@ -527,4 +547,4 @@ def build_data(cfg, data_root: Path, device: torch.device) -> DataBundle:
         train, test = _load_mnist(root, d.download, d.train_size, d.test_size)
     else:  # config validation makes this unreachable
         raise DataError(f"{cfg.source}: unknown data.dataset {d.dataset!r}; fix: shapes, cifar10 or mnist")
-    return bundle_from_tensors(train, test, d, cfg.run.seed, torch.device(device))
+    return bundle_from_tensors(train, test, d, cfg.run.seed, torch.device(device), rank=rank, world=world)

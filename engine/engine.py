@@ -64,15 +64,18 @@ class Engine:
     RUNNING, PAUSED, TIMING = "running", "paused", "timing"
 
     def __init__(self, cfg: Config, *, device: torch.device, data, model: torch.nn.Module,
-                 run_dir: Path, resume: dict | None = None):
+                 run_dir: Path, resume: dict | None = None, dist_info=None):
         self.cfg = cfg
+        self.dist = dist_info     # engine.distributed.DistInfo in a data-parallel run, else None
+        self.is_main = dist_info is None or dist_info.is_main
         self.device = device
         self.data = data
         self.model = model.to(device)
         self.run_dir = Path(run_dir)
         self.commands: queue.Queue = queue.Queue()
         self.events = E.EventBuffer()
-        self.log = RunLog(self.run_dir, cfg.log.flush_seconds)
+        # Only rank 0 writes the run directory; other ranks log to nowhere.
+        self.log = RunLog(self.run_dir, cfg.log.flush_seconds) if self.is_main else NullLog(self.run_dir)
         self.has_features = has_features(model)
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
 
@@ -88,8 +91,8 @@ class Engine:
         self.freeze_override: bool | None = None  # set when the user froze/unfroze by hand
         self.readbacks = 0        # host syncs for metrics; the tests count them
         self.final_state = ""
-        self.interactive = False
-        self._pending_state = ""  # a dashboard is attached: on_nan = "auto" pauses instead of stopping
+        self.interactive = False  # a dashboard is attached: on_nan = "auto" pauses instead of stopping
+        self._pending_state = ""
         self._stop_reason = ""
         self._stop_requested = False
         self._t0 = time.monotonic()
@@ -113,11 +116,23 @@ class Engine:
                device: str | None = None, run_dir: Path | None = None, resume: dict | None = None) -> "Engine":
         """Resolve the device, load data and weights, make the run directory. Raises ConfigError,
         DeviceError, engine.data.DataError, WeightsError or RunDirError with a one-line message."""
+        from . import distributed
         from .data import build_data, default_data_root
 
-        dev = resolve_device(device or cfg.run.device)
+        info = distributed.from_env()
+        if info is None:
+            dev = resolve_device(device or cfg.run.device)
+        else:
+            resolve_device(device or cfg.run.device)  # same errors as a 1-process run
+            dev = distributed.device_for(info, device or cfg.run.device)
+            check_distributed(cfg, info)
+            distributed.init(info, dev.type)
+        if resume is not None and resume.get("world_size", 1) != (info.world if info else 1):
+            raise CheckpointError(f"{cfg.source}: the checkpoint was saved by {resume.get('world_size', 1)} "
+                                  f"process(es); fix: resume with --nproc {resume.get('world_size', 1)}")
         seed_everything(cfg.run.seed)
-        data = build_data(cfg, data_root or default_data_root(None), dev)
+        data = build_data(cfg, data_root or default_data_root(None), dev,
+                          rank=info.rank if info else 0, world=info.world if info else 1)
         try:
             model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
             names = group_names(model)
@@ -125,14 +140,17 @@ class Engine:
                 if k not in names:
                     raise ConfigError(f"{cfg.source}: optimizer.group_lr.{k}: the model has no module '{k}'; "
                                       f"fix: use one of {', '.join(names)}")
-            if run_dir is None:
-                run_dir = new_run_dir(log_dir or cfg.log.dir, cfg.run.name)
-            if resume is None:
-                write_config(run_dir, cfg.to_dict())
+            if info is None or info.is_main:
+                if run_dir is None:
+                    run_dir = new_run_dir(log_dir or cfg.log.dir, cfg.run.name)
+                if resume is None:
+                    write_config(run_dir, cfg.to_dict())
+            if info is not None:  # every rank learns rank 0's run directory
+                run_dir = Path(distributed.broadcast_object(str(run_dir), info))
         except BaseException:
             data.close()
             raise
-        return cls(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume)
+        return cls(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume, dist_info=info)
 
     # ---- the public, thread-safe surface ------------------------------------------------
 
@@ -211,6 +229,10 @@ class Engine:
             state = "failed"
         with contextlib.suppress(Exception):
             self.data.close()
+        if self.dist is not None:
+            from .distributed import close
+            with contextlib.suppress(Exception):
+                close()
         self.emit(E.StateChanged(self.now(), self.epoch + 1, self.step, state=state, reason=reason,
                                  **self._state_fields()))
         self.emit(E.Finished(self.now(), self.epoch + 1, self.step, state=state,
@@ -227,6 +249,9 @@ class Engine:
             fix = "check the file named above, its permissions and the free disk space"
         elif isinstance(exc, FloatingPointError):
             message, fix = str(exc).split("; fix: ")[0], str(exc).partition("; fix: ")[2]
+        elif self.dist is not None and isinstance(exc, (RuntimeError, ConnectionError)):
+            message = f"rank {self.dist.rank}: lost contact with the other ranks ({message[:160]})"
+            fix = "a worker process died or was killed; see the launcher's message for which rank"
         elif type(exc).__name__ == "DataError":
             message, fix = str(exc), ""
         message = message.splitlines()[0][:300] if message else type(exc).__name__
@@ -290,14 +315,24 @@ class Engine:
         self._compiled: dict[bool, torch.nn.Module] = {}
 
     def _forward_module(self) -> torch.nn.Module:
-        if not self.cfg.perf.compile:
+        """The module the step calls: the model, wrapped in DistributedDataParallel in a
+        data-parallel run, compiled with [perf] compile. DDP registers gradient hooks only for
+        parameters that require grad when it is built, so (as for compile) each freeze state
+        gets its own wrapper, built when first needed, at the same step on every rank."""
+        if not self.cfg.perf.compile and self.dist is None:
             return self.model
         key = self._frozen_bool()
         if key not in self._compiled:
-            previous = self.state
-            self._set_state("compiling", f"torch.compile for features {'frozen' if key else 'trainable'}")
-            self._compiled[key] = torch.compile(self.model)
-            self._pending_state = previous
+            module = self.model
+            if self.dist is not None:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+                module = DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.cfg.perf.compile:
+                previous = self.state
+                self._set_state("compiling", f"torch.compile for features {'frozen' if key else 'trainable'}")
+                module = torch.compile(module)
+                self._pending_state = previous
+            self._compiled[key] = module
         return self._compiled[key]
 
     def _autocast(self):
@@ -358,10 +393,14 @@ class Engine:
         if n == 0:
             return
         loss_sum, correct = torch.stack([self._loss_sum, self._correct.to(self._loss_sum.dtype)]).tolist()
+        if self.dist is not None:  # one collective per interval, never per step
+            from .distributed import all_reduce_sum
+            loss_sum, correct, n = all_reduce_sum([loss_sum, correct, float(n)], self.device)
         self.readbacks += 1
         elapsed = max(time.monotonic() - self._interval_start, 1e-9)
         loss, acc = loss_sum / n, correct / n
-        sps = n / elapsed
+        sps = n / elapsed  # global samples/s in a data-parallel run
+        seen = self.samples_seen * (self.dist.world if self.dist else 1)
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         self._reset_sums()
         t = round(self.now(), 3)
@@ -370,7 +409,7 @@ class Engine:
                         frozen=self._frozen_bool(), mode=self.mode, samples_per_s=round(sps, 1))
         self.emit(E.StepMetrics(t, self.epoch + 1, self.step, loss=loss, accuracy=acc, lr=self.base_lr,
                                 optimizer=self.optimizer_name, frozen=self._frozen_bool(), mode=self.mode,
-                                samples_per_s=sps, samples_seen=self.samples_seen, gpu_memory_mb=gpu_mb))
+                                samples_per_s=sps, samples_seen=seen, gpu_memory_mb=gpu_mb))
         if not math.isfinite(loss):
             self._on_nonfinite(loss)
 
@@ -391,7 +430,10 @@ class Engine:
 
     @torch.no_grad()
     def _evaluate(self) -> None:
-        """Test loss and error in eval mode; the training mode is restored after."""
+        """Test loss and error in eval mode; the training mode is restored after. In a
+        data-parallel run rank 0 evaluates (the weights are the same on every rank)."""
+        if not self.is_main:
+            return
         was_training = self.model.training
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -438,6 +480,8 @@ class Engine:
 
     def _between_steps(self) -> None:
         """Apply every queued command; while paused, wait for commands here."""
+        if self.dist is not None:
+            return self._between_steps_distributed()
         while True:
             try:
                 block = self.state == self.PAUSED and not self._stop_requested
@@ -447,6 +491,25 @@ class Engine:
                     continue
                 return
             self._handle(cmd)
+
+    def _between_steps_distributed(self) -> None:
+        """Rank 0 gathers the commands and broadcasts them; every rank applies the same list at
+        the same step. While paused, the ranks loop here together (a broadcast every 0.1 s)."""
+        from .distributed import broadcast_object, command_from_dict, command_to_dict
+
+        while True:
+            batch = []
+            if self.is_main:
+                paused = self.state == self.PAUSED and not self._stop_requested
+                with contextlib.suppress(queue.Empty):
+                    batch.append(self.commands.get(timeout=0.1) if paused else self.commands.get_nowait())
+                    while True:
+                        batch.append(self.commands.get_nowait())
+                batch = [command_to_dict(c) for c in batch]
+            for d in broadcast_object(batch, self.dist):
+                self._handle(command_from_dict(d))
+            if not (self.state == self.PAUSED and not self._stop_requested):
+                return
 
     def _handle(self, cmd: C.Command) -> None:
         name = type(cmd).__name__
@@ -490,6 +553,8 @@ class Engine:
         if name not in {"sgd", "momentum", "nesterov", "adam", "adagrad", "adadelta", "rmsprop", "adamax",
                         "nadam", "lbfgs"}:
             return False, f"unknown optimizer {name!r}"
+        if name == "lbfgs" and self.dist is not None:
+            return False, "LBFGS is not supported in a data-parallel run (its line search is per rank)"
         if name in ("momentum", "nesterov") and self.cfg.optimizer.momentum == 0:
             return False, f"{name} needs optimizer.momentum > 0 (the preset sets 0)"
         old = self.optimizer_name
@@ -549,6 +614,8 @@ class Engine:
     def _cmd_RunTiming(self, cmd):
         from .timing import measure
 
+        if not self.is_main:
+            return True, "timing runs on rank 0"
         previous = self.state
         self._set_state(self.TIMING, "batch-vs-loop timing")
         try:
@@ -603,8 +670,11 @@ class Engine:
 
     def _save_checkpoint(self) -> Path:
         path = self.run_dir / "checkpoint.pt"
+        if not self.is_main:
+            return path
         payload = {
             "format": 1,
+            "world_size": self.dist.world if self.dist else 1,
             "preset": self.cfg.run.name,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
@@ -645,6 +715,36 @@ class Engine:
         torch.set_rng_state(st["torch_rng"])
         if st["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["cuda_rng"])
+
+
+class NullLog:
+    """The run log of a rank other than 0: accepts rows, writes nothing."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.csv"
+        self.events_path = self.run_dir / "events.csv"
+
+    def metric(self, **kw) -> None:
+        pass
+
+    def event(self, *a) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def check_distributed(cfg: Config, info) -> None:
+    if cfg.data.batch_size % info.world:
+        raise ConfigError(f"{cfg.source}: data.batch_size = {cfg.data.batch_size} is the global batch and "
+                          f"must divide evenly over {info.world} processes; fix: use a multiple of {info.world}")
+    if cfg.optimizer.name == "lbfgs":
+        raise ConfigError(f"{cfg.source}: optimizer.name = 'lbfgs' is not supported in a data-parallel run; "
+                          "fix: pick another optimizer")
 
 
 class CheckpointError(Exception):

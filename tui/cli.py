@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
-                    "Other commands: 'deeptui bench' (batch-vs-loop timing).")
+                    "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
+                    "(dashboard on a running run), 'deeptui ls' (list runs).")
     p.add_argument("preset", nargs="?", help="preset TOML file (default: the quickstart preset)")
     p.add_argument("--headless", action="store_true", help="plain progress lines instead of the dashboard")
     p.add_argument("--epochs", type=int, help="override run.epochs")
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override run.seed")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its checkpoint (a run directory or a checkpoint.pt path)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training on N processes of this machine (torchrun's machinery; "
+                        "gloo on CPU, nccl on CUDA); rank 0 shows the dashboard")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background, independent of this terminal; prints the run directory "
+                        "(then: deeptui attach, deeptui ls)")
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)  # set by --detach: the run directory it made
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any preset key by its dotted path, value read as TOML (repeatable)")
     return p
@@ -49,8 +57,55 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         from engine.timing import bench_main
         return bench_main(argv[1:])
+    if argv and argv[0] in ("attach", "ls"):
+        from tui.remote_cli import main as remote_main
+        return remote_main(argv)
     args = build_parser().parse_args(argv)
+    if args.detach:
+        from tui.remote_cli import launch_detached
+        return launch_detached(args, argv)
+    if args.nproc is not None:
+        return launch_distributed(args, argv)
     return run(args)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def launch_distributed(args, argv: list[str]) -> int:
+    """`deeptui PRESET --nproc N`: torchrun's launcher starts N ranks of `python -m tui.cli ...`
+    on this machine; it ends them all when one dies. Multi-node: run torchrun yourself."""
+    if args.nproc < 1:
+        return fail(f"--nproc {args.nproc}: needs at least 1 process; fix: --nproc 2")
+    if args.nproc == 1:
+        return run(args)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run as torchrun
+
+    launch = get_args_parser().parse_args(
+        ["--standalone", "--nproc-per-node", str(args.nproc), "--max-restarts", "0",
+         "--module", "tui.cli", *_without_nproc(argv)])
+    try:
+        torchrun(launch)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        how = (f"signal {failure.signal_name()}" if failure.signal_name() != "<N/A>"
+               else f"exit code {failure.exitcode}")
+        code = failure.exitcode if failure.exitcode in (1, 2, 129, 130, 143) else 1
+        if code != 2:  # exit 2: rank 0 already printed the one-line reason
+            print(f"deeptui: worker rank {rank} ended with {how}; the run was stopped on every rank",
+                  file=sys.stderr)
+        return code
+    return 0
 
 
 def _overrides(args) -> list[str]:
@@ -85,7 +140,8 @@ def run(args) -> int:
             cfg = load_config(args.preset or str(QUICKSTART), _overrides(args))
             if cfg.run.kind == "landscape":
                 return run_landscape(cfg, args)
-            engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
+            engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir,
+                                   run_dir=Path(args.run_dir) if args.run_dir else None)
     except setup_errors() as e:
         return fail(str(e))
     headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
@@ -94,10 +150,20 @@ def run(args) -> int:
             from tui.app import run_dashboard
         except ImportError:
             headless = True
-    if headless:
-        return run_headless(engine)
-    engine.interactive = True
-    return run_dashboard(engine)
+    if engine.dist is not None and not engine.is_main:
+        return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
+    from tui.remote_cli import start_control_server
+    server = start_control_server(engine)  # `deeptui attach` works on every live run
+    if isinstance(server, int):
+        return server
+    try:
+        if headless:
+            return run_headless(engine)
+        engine.interactive = True
+        return run_dashboard(engine)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def resume_engine(args):
@@ -135,12 +201,15 @@ def run_landscape(cfg, args) -> int:
 class HeadlessPrinter:
     """Plain progress lines from the engine's events (for nohup, CI, pipes)."""
 
-    def __init__(self, out=None):
+    def __init__(self, out=None, quiet: bool = False):
         self.out = out or sys.stdout
+        self.quiet = quiet
         self.steps_per_epoch = 0
         self.epochs = 0
 
     def line(self, text: str) -> None:
+        if self.quiet:
+            return
         print(text, file=self.out, flush=True)
 
     def handle(self, ev: E.Event) -> None:
