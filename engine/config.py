@@ -241,6 +241,9 @@ def _check_consistency(cfg: Config) -> None:
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
+    if cfg.run.kind == "landscape":  # the paths are checked with the rest of the preset
+        from .landscape import check_landscape
+        check_landscape(cfg)
     for k, vals in cfg.run.compare.items():
         if not isinstance(vals, list) or not vals:
             raise ConfigError(f"{src}: run.compare.\"{k}\" must be a non-empty array of values; "

@@ -612,7 +612,7 @@ class Engine:
         return True, f"flushed {self.log.metrics_path} and {self.log.events_path}"
 
     def _cmd_RunTiming(self, cmd):
-        from .timing import measure
+        from .timing import TimingAborted, measure
 
         if not self.is_main:
             return True, "timing runs on rank 0"
@@ -621,7 +621,10 @@ class Engine:
         try:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            report = measure(self.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes))
+            report = measure(self.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes),
+                             should_stop=self._stop_pending)
+        except TimingAborted:
+            return False, "timing aborted: the run is stopping"
         finally:
             self._set_state(previous, "timing done")
         self._interval_start = time.monotonic()  # the timing's time is not training time
@@ -642,6 +645,11 @@ class Engine:
         return True, f"restored {path} (step {self.step})"
 
     # ---- state helpers ------------------------------------------------------------------
+
+    def _stop_pending(self) -> bool:
+        """A Stop waiting in the queue (peeked, not taken): lets a long timing end early."""
+        with self.commands.mutex:
+            return any(isinstance(c, C.Stop) for c in self.commands.queue)
 
     def _frozen_bool(self) -> bool:
         return is_frozen(self.model)

@@ -140,6 +140,8 @@ def run(args) -> int:
             cfg = load_config(args.preset or str(QUICKSTART), _overrides(args))
             if cfg.run.kind == "landscape":
                 return run_landscape(cfg, args)
+            if cfg.run.compare:
+                return run_compare(cfg, args)
             engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir,
                                    run_dir=Path(args.run_dir) if args.run_dir else None)
     except setup_errors() as e:
@@ -185,6 +187,41 @@ def resume_engine(args):
         cfg = load_config(run_dir / "config.toml", _overrides(args))
     state = load_checkpoint(ckpt, cfg)
     return Engine.create(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
+
+
+def compare_headless(cfg, args) -> int:
+    """The compared runs one after another, with plain lines; stops at the first that fails or
+    is interrupted (its exit code is returned)."""
+    from engine.compare import variants
+    from engine.data import default_data_root
+    from engine.engine import Engine
+
+    runs = variants(cfg)
+    for i, (label, one) in enumerate(runs, 1):
+        print(f"deeptui: compare run {i}/{len(runs)}: {label}", flush=True)
+        try:
+            engine = Engine.create(one, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
+        except setup_errors() as e:
+            return fail(str(e))
+        code = run_headless(engine)
+        if code != 0:
+            return code
+    return 0
+
+
+def run_compare(cfg, args) -> int:
+    from engine.compare import variants
+
+    variants(cfg)  # every value is checked before the first run starts
+    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
+    if not headless:
+        try:
+            from tui.app import run_compare_dashboard
+        except ImportError:
+            headless = True
+    if headless:
+        return compare_headless(cfg, args)
+    return run_compare_dashboard(cfg, args)
 
 
 def run_landscape(cfg, args) -> int:
