@@ -11,6 +11,10 @@ logged interval (engine clock, so setup, data generation and the end-of-run eval
 counted); for the plain loop over the same steps after the same warm-up steps. Augmentation and
 the feature-freezing schedule are switched off so that the three do the same arithmetic.
 
+Each measurement runs in a fresh process: torch's OpenMP pools are per calling thread, and once a
+process has run torch in more threads than it has cores, libgomp stops spin-waiting and every
+later run in that process is slower, which would punish whichever variant ran last.
+
 On 2 CPU cores any other busy process makes torch's intra-op threads wait on each other; run it
 on a quiet machine, or pass --threads 1 to compare single-threaded.
 """
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import io
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,36 +108,52 @@ def dashboard(cfg, root: Path, runs: Path, size=(100, 30)) -> float:
     return engine_rate(eng.events.read(0)[0])
 
 
+def measure(name: str, args) -> float:
+    """One run of one variant in a fresh interpreter; returns its steps/s."""
+    cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--preset", args.preset]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def one(name: str, cfg) -> float:
+    warmup = cfg.log.interval  # the engine's first logged interval is its warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        root, runs = Path(tmp) / "data", Path(tmp) / "runs"
+        if name == "plain":
+            return plain(cfg, root, warmup)
+        if name == "headless":
+            return headless(cfg, root, runs)
+        return dashboard(cfg, root, runs)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default=str(ROOT / "presets" / "quickstart.toml"))
     p.add_argument("--steps", type=int, default=200, help="training steps per run")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: torch's default")
+    p.add_argument("--variant", choices=("plain", "headless", "dashboard"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config(args.preset, args.steps)
-    warmup = cfg.log.interval  # the engine's first logged interval is its warm-up
+    if args.variant:  # a child process: one measurement, printed last
+        print(one(args.variant, cfg))
+        return 0
     results: dict[str, list[float]] = {"plain": [], "headless": [], "dashboard": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        root, runs = Path(tmp) / "data", Path(tmp) / "runs"
-        for r in range(args.repeats):
-            order = ["plain", "headless", "dashboard"]
-            order = order[r % 3:] + order[:r % 3]  # rotate, so no variant always runs first
-            for name in order:
-                if name == "plain":
-                    results[name].append(plain(cfg, root, warmup))
-                elif name == "headless":
-                    results[name].append(headless(cfg, root, runs))
-                else:
-                    results[name].append(dashboard(cfg, root, runs))
-            print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
-                f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
+    for r in range(args.repeats):
+        order = ["plain", "headless", "dashboard"]
+        order = order[r % 3:] + order[:r % 3]  # rotate, so no variant always runs first
+        for name in order:
+            results[name].append(measure(name, args))
+        print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
+            f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"\n{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
           f"batch {cfg.data.batch_size}, {args.steps} steps, {torch.get_num_threads()} torch threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, each run in a fresh process")
     for k in ("plain", "headless", "dashboard"):
         print(f"  {k:9s} {med[k]:7.2f} steps/s   (all: {', '.join(f'{v:.1f}' for v in results[k])})")
     print(f"  headless / plain      {med['headless'] / med['plain']:.3f}   (target >= 0.98)")
