@@ -1,0 +1,565 @@
+"""The engine's commands and events as JSON lines over a Unix domain socket in the run directory.
+
+    client -> server   {"type": "SwitchOptimizer", "name": "adam", "id": 12}
+                       {"type": "Status"}                 (answered with one Status line)
+    server -> client   {"type": "CommandApplied", "time_s": ..., "command_id": 12, ...}
+                       {"type": "Error", "message": "...", "id": 12}   (bad input; the run goes on)
+                       {"type": "Status", "state": "running", "step": 120, ...}
+
+On connect a client first gets every event of the run so far, then the live stream; after
+Finished the server closes the connection. Commands are answered by the engine's own
+CommandApplied / CommandRejected events (with the command's id), which every client sees.
+
+`ControlServer(engine)` serves one run; `RemoteSession(run_dir)` is the client with the Engine's
+surface (send, events, start, shutdown, alive, final_state, cfg, run_dir) plus `detach()`.
+The socket is only reachable through the file system: mode 0600, nothing on a network port.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import errno
+import itertools
+import json
+import os
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+
+from . import commands as C
+from . import events as E
+
+SOCKET_NAME = "control.sock"
+PID_NAME = "deeptui.pid"
+MAX_LINE = 64 * 1024        # longest accepted client line; longer ones are skipped, not buffered
+SEND_TIMEOUT = 30.0         # a client that reads nothing for this long is dropped
+CHUNK = 256                 # events per write while replaying the history
+
+
+class RemoteError(Exception):
+    """No live run at the given place, or the socket cannot be served; the message has the fix."""
+
+
+# ---- addresses ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _address(path: Path):
+    """A path short enough for AF_UNIX (108 bytes): deep run directories are reached through
+    /proc/self/fd/N of an open directory descriptor (Linux)."""
+    path = Path(path)
+    if len(os.fsencode(str(path))) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def connect(path: Path, timeout: float = 5.0) -> socket.socket:
+    """Connect to a run's control socket. A socket file nobody listens on (a crashed run) is
+    removed and reported as not live."""
+    path = Path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        with _address(path) as addr:
+            sock.connect(addr)
+    except FileNotFoundError:
+        sock.close()
+        raise RemoteError(f"{path}: no control socket; the run is not live (or was started by an "
+                          "older deeptui); fix: pass the directory of a running run (deeptui ls)") from None
+    except ConnectionRefusedError:
+        sock.close()
+        # The server renames its socket into place only once it listens, so refused means stale.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise RemoteError(f"{path}: stale control socket of a run that is no longer running "
+                          "(removed); fix: pass the directory of a running run (deeptui ls)") from None
+    except OSError as e:
+        sock.close()
+        raise RemoteError(f"{path}: cannot connect ({e.strerror or e}); fix: check the path and "
+                          "that you own the run") from None
+    sock.settimeout(None)
+    return sock
+
+
+def is_live(path: Path) -> bool:
+    try:
+        connect(path, timeout=2.0).close()
+        return True
+    except RemoteError:
+        return False
+
+
+# ---- the wire format ---------------------------------------------------------------------
+
+def encode(obj: dict) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def encode_event(event: E.Event) -> bytes:
+    return encode({"type": type(event).__name__, **dataclasses.asdict(event)})
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def decode_event(obj) -> E.Event | None:
+    """A JSON object back into its event dataclass (lists become tuples); None for an object
+    that is not an event this version knows."""
+    if not isinstance(obj, dict):
+        return None
+    cls = getattr(E, str(obj.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, E.Event)):
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
+    except TypeError:
+        return None
+
+
+_PLAIN = (str, int, float, bool)
+
+
+def _field_value(cmd: str, key: str, kind, value):
+    """Check one command field against its declared type; raise ValueError naming the fix."""
+    kind = getattr(kind, "__name__", kind)
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "tuple": lambda v: isinstance(v, list) and all(isinstance(x, _PLAIN) for x in v),
+    }.get(kind)
+    if ok is None or not ok(value):
+        want = {"tuple": "a list", "float": "a number", "int": "an integer", "bool": "true or false",
+                "str": "a string"}.get(kind, kind)
+        raise ValueError(f"{cmd}.{key} must be {want}, "
+                         f"not {json.dumps(value)[:40]}")
+    if kind == "float":
+        return float(value)
+    if kind == "tuple":
+        return tuple(value)
+    return value
+
+
+def decode_command(obj) -> C.Command:
+    """A JSON object into a command dataclass; ValueError with a one-line reason otherwise."""
+    if not isinstance(obj, dict):
+        raise ValueError('a command is a JSON object like {"type": "Pause"}')
+    name = obj.get("type")
+    cls = C.BY_NAME.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown command type {json.dumps(name)[:60]}; known: {', '.join(C.BY_NAME)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in obj.items():
+        if key == "type":
+            continue
+        if key not in fields:
+            known = ", ".join(k for k in fields) or "none"
+            raise ValueError(f"{name} has no field {key[:40]!r}; fields: {known}")
+        kwargs[key] = _field_value(name, key, fields[key].type, value)
+    return cls(**kwargs)
+
+
+def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
+    """metrics.csv rows before `before_step` as StepMetrics / EpochEnd events: what a client
+    gets in place of events the engine's bounded buffer no longer holds (very long runs)."""
+    out: list[E.Event] = []
+    try:
+        with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return out
+    for r in rows:
+        try:
+            t, epoch, step = float(r["time_s"]), int(r["epoch"]), int(r["step"])
+            if step >= before_step:
+                break
+            loss, acc = float(r["loss"]), float(r["accuracy"])
+            if r["split"] == "test":
+                out.append(E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=acc,
+                                      test_error_pct=100.0 * (1 - acc)))
+            else:
+                out.append(E.StepMetrics(t, epoch, step, loss=loss, accuracy=acc, lr=float(r["lr"]),
+                                         optimizer=r["optimizer"], frozen=r["frozen"] == "true",
+                                         mode=r["mode"], samples_per_s=float(r["samples_per_s"] or 0),
+                                         samples_seen=0))
+        except (KeyError, ValueError, TypeError):
+            continue  # a row cut short by a crash
+    return out
+
+
+# ---- the server --------------------------------------------------------------------------
+
+class ControlServer:
+    """Serves one engine's events and commands on `<run_dir>/control.sock` until the run ends.
+
+    One listener thread (which also follows the events, for Status and to notice Finished) and
+    two threads per client: a writer (history, then live events) and a reader (commands).
+    Nothing here blocks the training thread: it only reads the EventBuffer and calls send().
+    """
+
+    def __init__(self, engine, path: Path | None = None):
+        self.engine = engine
+        self.path = Path(path) if path is not None else Path(engine.run_dir) / SOCKET_NAME
+        self.pid_path = self.path.with_name(PID_NAME)
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._clients: list[_Client] = []
+        self._lock = threading.Lock()
+        self._ino = None
+        self._follow = 0
+        self.run_started: E.RunStarted | None = None
+        self.finished = False
+        self.status = {"type": "Status", "pid": os.getpid(), "state": "starting", "epoch": 0,
+                       "step": 0, "loss": None, "preset": "", "clients": 0}
+
+    def start(self) -> "ControlServer":
+        if os.path.lexists(self.path):
+            if is_live(self.path):
+                raise RemoteError(f"{self.path}: another deeptui process serves this run; fix: attach "
+                                  f"to it with 'deeptui attach {self.path.parent}'")
+            # is_live removed the stale socket of a crashed run.
+        # Bind under a temporary name, restrict it to the owner, listen, then rename into place:
+        # control.sock appears only when it accepts, and never with a wider mode.
+        tmp = self.path.with_name(f".{SOCKET_NAME}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with _address(tmp) as addr:
+                sock.bind(addr)
+            os.chmod(tmp, 0o600)
+            sock.listen(16)
+            sock.settimeout(0.25)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            sock.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise RemoteError(f"{self.path}: cannot create the control socket ({e.strerror or e}); "
+                              "fix: check the run directory's permissions") from None
+        self._ino = os.stat(self.path).st_ino
+        self._listener = sock
+        with contextlib.suppress(OSError):
+            self.pid_path.write_text(f"{os.getpid()}\n")
+        self._thread = threading.Thread(target=self._serve, name="deeptui-control", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop serving: clients get the events up to Finished (within `timeout`), then the
+        socket and pid files are removed. Idempotent."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._remove_files()
+        with self._lock:
+            clients = list(self._clients)
+        for c in clients:
+            c.writer.join(max(0.0, deadline - time.monotonic()))
+            c.close()
+            c.reader.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def clients(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._clients if not c.closed)
+
+    def _remove_files(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        with contextlib.suppress(OSError):
+            if self._ino is not None and os.stat(self.path).st_ino == self._ino:
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            if self.pid_path.read_text().strip() == str(os.getpid()):
+                self.pid_path.unlink()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set() and not self.finished:
+            self._follow_events()
+            if self.finished:
+                break
+            try:
+                conn, _ = self._listener.accept()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                break
+            client = _Client(self, conn)
+            with self._lock:
+                self._clients = [c for c in self._clients if not c.closed] + [client]
+            client.start()
+        # The run ended (or close() was called): accept no one new; connected clients still
+        # get the events up to Finished from their writers.
+        self._remove_files()
+
+    def _follow_events(self) -> None:
+        events, self._follow = self.engine.events.read(self._follow)
+        st = self.status
+        for ev in events:
+            st["epoch"], st["step"] = ev.epoch, ev.step
+            if isinstance(ev, E.RunStarted):
+                self.run_started = ev
+                st["preset"] = ev.preset
+            elif isinstance(ev, E.StateChanged):
+                st["state"] = ev.state
+            elif isinstance(ev, E.StepMetrics):
+                st["loss"] = ev.loss
+            elif isinstance(ev, E.Finished):
+                st["state"] = ev.state
+                self.finished = True
+
+    def history(self) -> tuple[list[E.Event], int]:
+        """Everything so far for a new client. If the bounded buffer dropped early events, the
+        run's start and the metrics.csv rows before the first kept event stand in for them."""
+        events, cursor = self.engine.events.read(0)
+        if cursor - len(events) > 0:
+            first_step = events[0].step if events else self.status["step"]
+            head = [self.run_started] if self.run_started is not None else []
+            events = head + csv_history(self.engine.run_dir, first_step) + [
+                e for e in events if not isinstance(e, E.RunStarted)]
+        return events, cursor
+
+
+class _Client:
+    """One connection: a writer thread sends the history then the live events; a reader thread
+    turns lines into engine commands and answers bad ones with an Error line."""
+
+    def __init__(self, server: ControlServer, sock: socket.socket):
+        self.server = server
+        self.sock = sock
+        sock.settimeout(SEND_TIMEOUT)
+        self.closed = False
+        self._send_lock = threading.Lock()
+        self.writer = threading.Thread(target=self._write_events, name="deeptui-client-w", daemon=True)
+        self.reader = threading.Thread(target=self._read_commands, name="deeptui-client-r", daemon=True)
+
+    def start(self) -> None:
+        self.writer.start()
+        self.reader.start()
+
+    def close(self) -> None:
+        """Wake both threads: shutdown ends a blocked recv or send at once."""
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+            return True
+        except OSError:  # gone, or read nothing for SEND_TIMEOUT: drop this client only
+            self.close()
+            return False
+
+    def error(self, message: str, cid=None) -> None:
+        reply = {"type": "Error", "message": message}
+        if isinstance(cid, int) and not isinstance(cid, bool):
+            reply["id"] = cid
+        self._send(encode(reply))
+
+    def _write_events(self) -> None:
+        buf = self.server.engine.events
+        events, cursor = self.server.history()
+        while not self.closed:
+            for i in range(0, len(events), CHUNK):
+                part = events[i:i + CHUNK]
+                if not self._send(b"".join(encode_event(e) for e in part)):
+                    return
+                if any(isinstance(e, E.Finished) for e in part):
+                    self.close()  # the client reads Finished, then EOF
+                    return
+            if self.server._stop.is_set() and not self.server.engine.alive:
+                events, cursor = buf.read(cursor)
+                if not events:
+                    self.close()
+                    return
+                continue
+            buf.wait(cursor, 0.5)
+            events, cursor = buf.read(cursor)
+
+    def _read_commands(self) -> None:
+        pending = bytearray()
+        skipping = False  # inside a line longer than MAX_LINE: drop bytes until its newline
+        try:
+            while not self.closed:
+                try:
+                    data = self.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break  # the client went away; whatever it left half-written is dropped
+                while data:
+                    nl = data.find(b"\n")
+                    if skipping:
+                        if nl < 0:
+                            break
+                        skipping, data = False, data[nl + 1:]
+                        continue
+                    if nl < 0:
+                        if len(pending) + len(data) > MAX_LINE:
+                            pending.clear()
+                            skipping = True
+                            self.error(f"line longer than {MAX_LINE // 1024} KiB: skipped")
+                        else:
+                            pending += data
+                        break
+                    line, data = bytes(pending) + data[:nl], data[nl + 1:]
+                    pending.clear()
+                    if len(line) > MAX_LINE:
+                        self.error(f"line longer than {MAX_LINE // 1024} KiB: skipped")
+                    else:
+                        self._handle(line)
+        finally:
+            self.close()
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def _handle(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            obj = json.loads(line)
+        except ValueError as e:  # also bad UTF-8
+            self.error(f"not a JSON line ({str(e)[:80]})")
+            return
+        cid = obj.get("id") if isinstance(obj, dict) else None
+        if isinstance(obj, dict) and obj.get("type") == "Status":
+            self._send(encode({**self.server.status, "clients": self.server.clients}))
+            return
+        try:
+            cmd = decode_command(obj)
+        except ValueError as e:
+            self.error(str(e), cid)
+            return
+        self.server.engine.send(cmd)
+
+
+# ---- the client --------------------------------------------------------------------------
+
+class RemoteSession:
+    """A run in another process, seen through its control socket, with the Engine's surface.
+
+    `events` fills from a reader thread: the whole history first, then the live stream.
+    `shutdown()` stops the run; `detach()` only disconnects and the run goes on.
+    """
+
+    def __init__(self, run_dir: str | Path, *, connect_timeout: float = 5.0):
+        from .config import load_config
+
+        p = Path(run_dir)
+        self.run_dir = p.parent if p.name == SOCKET_NAME else p
+        self.path = self.run_dir / SOCKET_NAME
+        self.connect_timeout = connect_timeout
+        self.cfg = load_config(self.run_dir / "config.toml")
+        self.events = E.EventBuffer()
+        self.final_state = ""
+        self.interactive = True
+        self.detached = False
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self._finished = threading.Event()
+        self._last: E.Event | None = None
+        # Ids in a range of their own, so answers meant for another dashboard are not taken for ours.
+        self._ids = itertools.count(random.randrange(1, 2**40) << 16)
+
+    def start(self) -> None:
+        """Connect and start reading; raises RemoteError when the run is not live. Idempotent."""
+        if self._sock is not None:
+            return
+        self._sock = connect(self.path, self.connect_timeout)
+        self._reader = threading.Thread(target=self._read, name="deeptui-remote", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return (self._reader is not None and self._reader.is_alive() and not self._finished.is_set()
+                and not self.detached)
+
+    def send(self, command: C.Command) -> int:
+        command = dataclasses.replace(command, id=next(self._ids))
+        sock = self._sock
+        if sock is None or self.detached:
+            return command.id
+        data = encode({"type": type(command).__name__, **dataclasses.asdict(command)})
+        try:
+            with self._send_lock:
+                sock.sendall(data)
+        except OSError:
+            pass  # the reader sees the connection end and says so
+        return command.id
+
+    def wait_finished(self, timeout: float) -> bool:
+        return self._finished.wait(timeout)
+
+    def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
+        """Stop the run (it saves a checkpoint and flushes its logs) and wait for Finished."""
+        if self.alive:
+            self.send(C.Stop(reason=reason))
+            self._finished.wait(timeout)
+        done = self._finished.is_set()
+        self.detach()
+        return done
+
+    def detach(self) -> None:
+        """Disconnect; the run goes on."""
+        self.detached = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(5.0)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _read(self) -> None:
+        f = self._sock.makefile("rb")
+        try:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                ev = decode_event(obj)
+                if ev is None:
+                    if isinstance(obj, dict) and obj.get("type") == "Error":
+                        self._note(f"the run refused a message: {obj.get('message')}")
+                    continue
+                self._last = ev
+                self.events.append(ev)
+                if isinstance(ev, E.Finished):
+                    self.final_state = ev.state
+                    self._finished.set()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                f.close()
+        if not self._finished.is_set() and not self.detached:
+            self._note("lost the connection to the run (its process ended or closed the socket); "
+                       f"see {self.run_dir / 'deeptui.log'}")
+
+    def _note(self, message: str) -> None:
+        last = self._last
+        self.events.append(E.Warning(last.time_s if last else 0.0, last.epoch if last else 0,
+                                     last.step if last else 0, message=message))
