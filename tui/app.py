@@ -155,9 +155,12 @@ class DeeptuiApp(App[int]):
 
     def __init__(self, session, *, clock: Callable[[], float] = time.monotonic,
                  timing: dict | None = None, handle_signals: bool = False,
-                 shutdown_timeout: float = 30.0):
+                 shutdown_timeout: float = 30.0, attached: bool = False):
         super().__init__()
         self.session = session
+        # A run in another process (deeptui attach): q asks stop or detach; signals only detach.
+        self.attached = attached
+        self.stop_on_quit = not attached
         cfg = session.cfg
         self.view = RunView(preset=cfg.run.name, batch_size=cfg.data.batch_size)
         self.clock = clock
@@ -183,7 +186,7 @@ class DeeptuiApp(App[int]):
         return Dashboard()
 
     def on_mount(self) -> None:
-        if self.session.cfg.run.timing_at_start:
+        if self.session.cfg.run.timing_at_start and not self.attached:
             self._send(C.RunTiming(**self.timing_kwargs), "timing at start")
         self.session.start()
         self._started = True
@@ -210,6 +213,9 @@ class DeeptuiApp(App[int]):
         if self._shutdown_done:
             return True
         self._shutdown_done = True
+        if not self.stop_on_quit:
+            self.session.detach()  # the run goes on in its own process
+            return True
         if self._started and self.session.alive:
             return bool(self.session.shutdown(reason, timeout=self.shutdown_timeout))
         return True
@@ -499,7 +505,17 @@ class DeeptuiApp(App[int]):
         self.log_scale = not self.log_scale
 
     async def action_quit(self) -> None:
+        if self.attached and self.session.alive:
+            from .quit_screen import QuitScreen
+
+            self.push_screen(QuitScreen(), self._quit_choice)
+            return
         self.exit(return_code=0)
+
+    def _quit_choice(self, choice: str | None) -> None:
+        if choice in ("detach", "stop"):
+            self.stop_on_quit = choice == "stop"
+            self.exit(return_code=0)
 
     def _nan_choice(self, choice: str | None) -> None:
         self._nan_open = False
@@ -516,15 +532,20 @@ class DeeptuiApp(App[int]):
         return [run_dir / "metrics.csv", run_dir / "events.csv"]
 
 
-def run_dashboard(engine) -> int:
+def run_dashboard(engine, attached: bool = False) -> int:
     """Run the dashboard over `engine` (or any session); print the run directory on exit.
-    0: the run finished or the user stopped it; 1: it failed; 128+N: ended by signal N."""
-    app = DeeptuiApp(engine, handle_signals=True)
+    0: the run finished or the user stopped it (or detached); 1: it failed; 128+N: ended by signal N."""
+    app = DeeptuiApp(engine, handle_signals=True, attached=attached)
     try:
         app.run()
     finally:
         stopped = app.stop_session("quit")
     print(f"run directory: {engine.run_dir}")
+    if attached and not app.stop_on_quit:
+        if engine.final_state:
+            return {"finished": 0, "stopped": 0}.get(engine.final_state, 1)
+        print(f"deeptui: detached; the run goes on: deeptui attach {engine.run_dir}")
+        return 0
     if not stopped:
         print("deeptui: the training thread did not stop in time; the logs may be incomplete",
               file=sys.stderr)
