@@ -1,0 +1,325 @@
+"""Detach and reattach: the control socket (JSON lines over a Unix socket), RemoteSession, a
+detached run steered by Pilot-driven dashboards, bad input on the socket, clients that die."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import commands as C
+from engine import events as E
+from engine.events import EventBuffer
+from engine.remote import (SOCKET_NAME, _address, ControlServer, RemoteError, RemoteSession, connect,
+                           decode_command, decode_event, encode_event, is_live)
+from tests.conftest import ROOT, EventReader
+from tests.test_faults import QUICK, SMALL, assert_csv_complete, only_run_dir
+
+# ---- in-process: an engine on tiny data with its control server ----------------------------
+
+
+@pytest.fixture
+def served(make_engine):
+    """served(*overrides) -> (engine, server), the engine started; both stopped at teardown."""
+    made = []
+
+    def make(*overrides, start=True, buffer: EventBuffer | None = None):
+        eng = make_engine(*overrides)
+        if buffer is not None:
+            eng.events = buffer
+        srv = ControlServer(eng).start()
+        made.append(srv)
+        if start:
+            eng.start()
+        return eng, srv
+
+    yield make
+    for srv in made:
+        if srv.engine.alive:
+            srv.engine.shutdown(timeout=30)
+        srv.close()
+
+
+class Raw:
+    """A bare client: raw bytes out, JSON lines in."""
+
+    def __init__(self, path: Path):
+        self.sock = connect(path)
+        self.sock.settimeout(30)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def next(self, type_: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.file.readline()
+            assert line, f"connection closed before a {type_} line"
+            obj = json.loads(line)
+            if obj["type"] == type_:
+                return obj
+        raise AssertionError(f"no {type_} line")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_wire_format_round_trips_events_and_checks_commands():
+    ev = E.RunStarted(0.5, 1, 0, preset="p", run_dir="/r", device="cpu", model="m", parameters=3,
+                      epochs=2, steps_per_epoch=4, max_steps=0, has_features=True,
+                      optimizer_choices=("sgd", "adam"))
+    assert decode_event(json.loads(encode_event(ev))) == ev  # the list comes back as a tuple
+    assert decode_event({"type": "NoSuchEvent"}) is None
+    assert decode_command({"type": "SwitchOptimizer", "name": "adam", "id": 7}) == C.SwitchOptimizer(name="adam", id=7)
+    assert decode_command({"type": "RunTiming", "sizes": [4, 2, 2]}).sizes == (4, 2, 2)
+    assert decode_command({"type": "SetLearningRate", "lr": 1}).lr == 1.0
+    for bad, words in [([], "JSON object"), ({"type": "Explode"}, "unknown command"),
+                       ({"type": "SetLearningRate", "lr": "fast"}, "must be a number"),
+                       ({"type": "SetFrozen", "frozen": 1}, "true or false"),
+                       ({"type": "Pause", "id": "x"}, "integer"),
+                       ({"type": "Pause", "force": True}, "no field")]:
+        with pytest.raises(ValueError, match=words):
+            decode_command(bad)
+
+
+def test_socket_is_0600_serves_history_and_is_removed_when_the_run_ends(served):
+    eng, srv = served("run.epochs=1")
+    mode = os.stat(srv.path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600  # only the owner may connect
+    assert (srv.path.parent / "deeptui.pid").read_text().strip() == str(os.getpid())
+    EventReader(eng).wait(lambda e: isinstance(e, E.Finished))
+    session = RemoteSession(eng.run_dir)
+    # The server goes away after the run ends; a client that connected in time got all of it.
+    deadline = time.monotonic() + 10
+    while srv.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not srv.path.exists() and not (srv.path.parent / "deeptui.pid").exists()
+    with pytest.raises(RemoteError, match="not live"):
+        session.start()
+
+
+def test_remote_session_gets_the_history_then_the_live_stream_and_steers(served):
+    eng, srv = served("run.epochs=50")
+    reader = EventReader(eng)
+    eng.send(C.Pause())
+    reader.wait(lambda e: isinstance(e, E.StateChanged) and e.state == "paused")
+    s1, s2 = RemoteSession(eng.run_dir), RemoteSession(srv.path)  # a run dir or the socket path
+    s1.start()
+    s2.start()
+    r1 = EventReader(s1)
+    r1.wait(lambda e: isinstance(e, E.CommandApplied) and e.command == "Pause")
+    started = r1.seen[0]
+    assert isinstance(started, E.RunStarted) and started.preset == "tiny"  # history from the start
+    cid = s2.send(C.SwitchOptimizer(name="adam"))
+    applied = r1.answer(cid)  # s1 sees what s2 caused, with s2's command id
+    assert isinstance(applied, E.CommandApplied) and eng.optimizer_name == "adam"
+    assert EventReader(s2).answer(cid) == applied
+    assert s1.alive and srv.clients == 2
+    s2.detach()
+    assert not s2.alive and eng.alive  # detaching leaves the run alone
+    assert s1.shutdown("stop from a remote", timeout=30)
+    assert s1.final_state == "stopped" and not eng.alive
+    assert r1.wait(lambda e: isinstance(e, E.Finished)).reason == "stop from a remote"
+
+
+def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
+    eng, srv = served("run.epochs=50")
+    reader = EventReader(eng)
+    c = Raw(srv.path)
+    for data, words in [(b"garbage\n", "not a JSON line"),
+                        (b'{"type": "SwitchOptimizer", "name": \n', "not a JSON line"),  # truncated
+                        (b"\xff\xfe\n", "not a JSON line"),
+                        (b'[1, 2]\n', "JSON object"),
+                        (b'{"type": "FormatDisk"}\n', "unknown command"),
+                        (b'{"name": "adam"}\n', "unknown command"),
+                        (b'{"type": "SetLearningRate", "lr": "1e9", "id": 5}\n', "must be a number"),
+                        (b'{"type": "Pause", "verbose": true}\n', "no field")]:
+        c.send(data)
+        assert words in c.next("Error")["message"], data
+    # 10 MB without a newline, in pieces: answered once, skipped without being buffered.
+    c.send(b'{"type": "Pause", "pad": "' + b"x" * (10 * 2**20) + b'"}\n')
+    assert "longer than" in c.next("Error")["message"]
+    before = eng.step
+    c.send(b'{"type": "SwitchOptimizer", "name": "momentum", "id": 424242}\n')  # still understood
+    ev = reader.answer(424242)
+    assert isinstance(ev, E.CommandApplied) and eng.optimizer_name == "momentum"
+    # A client that leaves in the middle of a line changes nothing.
+    c.send(b'{"type": "Stop", "reas')
+    c.close()
+    reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step > before + 8)
+    assert eng.alive and eng.state == "running" and not eng.final_state
+    assert not any(isinstance(e, E.CommandApplied) and e.command == "Stop" for e in reader.seen)
+    status = Raw(srv.path)
+    status.send(b'{"type": "Status"}\n')
+    st = status.next("Status")
+    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0
+    status.close()
+
+
+def leave_stale_socket(path: Path) -> None:
+    sock = socket.socket(socket.AF_UNIX)
+    with _address(path) as addr:
+        sock.bind(addr)
+    sock.close()
+
+
+def test_stale_socket_from_a_crashed_run_is_detected_and_removed(served, tmp_path):
+    eng, srv = served(start=False)
+    srv.close()
+    # What a SIGKILLed run leaves: a socket file nobody listens on.
+    leave_stale_socket(srv.path)
+    assert srv.path.exists() and not is_live(srv.path)
+    assert not srv.path.exists()  # the client side removed it
+    leave_stale_socket(srv.path)
+    again = ControlServer(eng).start()  # the server side replaces it
+    try:
+        assert is_live(again.path)
+        with pytest.raises(RemoteError, match="another deeptui process"):
+            ControlServer(eng).start()  # a live one is never taken over
+    finally:
+        again.close()
+    assert not again.path.exists()
+
+
+def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
+    eng, srv = served("run.epochs=3", "log.interval=1", "log.flush_seconds=0.001",
+                      buffer=EventBuffer(maxlen=20), start=False)
+    reader = EventReader(eng)
+    eng.send(C.Pause())
+    eng.start()
+    reader.wait(lambda e: isinstance(e, E.CommandApplied))
+    deadline = time.monotonic() + 10
+    while srv.run_started is None and time.monotonic() < deadline:  # the listener keeps it
+        time.sleep(0.05)
+    eng.send(C.Resume())
+    reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= 30)
+    cid = eng.send(C.Pause())
+    reader.answer(cid)
+    s = RemoteSession(eng.run_dir)
+    s.start()
+    r = EventReader(s)
+    r.answer(cid)
+    assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
+    steps = [e.step for e in r.seen if isinstance(e, E.StepMetrics)]
+    assert steps == list(range(1, eng.step + 1))  # every step once: from metrics.csv, then the buffer
+    assert [e.step for e in r.seen if isinstance(e, E.EpochEnd)] == [16]
+    s.detach()
+
+
+def test_a_client_killed_mid_stream_leaves_the_run_training(served):
+    eng, srv = served("run.epochs=50")
+    reader = EventReader(eng)
+    # The real client, `deeptui attach --headless`, in its own process.
+    # No run directory given: attach picks the most recent live run under --log-dir.
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "attach", "--log-dir", str(eng.run_dir.parent),
+                             "--headless"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            line = proc.stdout.readline()
+            if line.startswith("epoch 1/50 step 8 "):
+                break
+        else:
+            raise AssertionError(proc.stderr.read())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    step = eng.step
+    reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= step + 12)
+    assert eng.alive and eng.state == "running"
+    deadline = time.monotonic() + 10
+    while srv.clients and time.monotonic() < deadline:  # the dead client's threads ended
+        time.sleep(0.05)
+    assert srv.clients == 0 and is_live(srv.path)
+
+
+# ---- a detached run in its own process, steered from Pilot-driven dashboards --------------
+
+
+@pytest.fixture
+def detached(tmp_path, capsys):
+    """Start `deeptui QUICK --detach` with small data; yields the run directory; kills the
+    background process at teardown if a test left it running."""
+    from tui.cli import main
+
+    code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL,
+                 "--max-steps", "80"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run_dir = only_run_dir(tmp_path)
+    assert f"run directory: {run_dir}" in out
+    pid = int((run_dir / "deeptui.pid").read_text())
+    yield run_dir
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _text(app, selector: str) -> str:
+    from tests.test_app import text_of
+    return text_of(app, selector)
+
+
+async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached, capsys):
+    from tests.test_app import until
+    from tui.app import DeeptuiApp
+    from tui.quit_screen import QuitScreen
+    from tui.remote_cli import ls_main
+
+    run_dir = detached
+    s1 = RemoteSession(run_dir)
+    app = DeeptuiApp(s1, attached=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "running" in _text(app, "#header"), what="running")
+        await pilot.press("p")
+        await until(pilot, lambda: "paused" in _text(app, "#header"), what="paused")
+        await pilot.press("o")  # momentum -> sgd, applied by the other process
+        await until(pilot, lambda: "sgd" in _text(app, "#run"), what="sgd")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="quit dialog")
+        await pilot.press("enter")  # the default: detach
+    assert s1.detached and not app.stop_on_quit
+    assert is_live(run_dir / SOCKET_NAME)  # the run goes on without a dashboard
+
+    capsys.readouterr()
+    assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == run_dir.name and row[1] == "paused" and row[-1] == (run_dir / "deeptui.pid").read_text().strip()
+
+    s2 = RemoteSession(run_dir)
+    app = DeeptuiApp(s2, attached=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        # The state and the events of the first dashboard, replayed from the run's history.
+        await until(pilot, lambda: "paused" in _text(app, "#header") and "sgd" in _text(app, "#run"),
+                    what="paused with sgd")
+        log = _text(app, "#log")
+        assert "Pause: paused at step" in log and "SwitchOptimizer: momentum -> sgd" in log
+        await pilot.press("p")
+        await until(pilot, lambda: "finished" in _text(app, "#header"), timeout=60, what="finished")
+        await pilot.press("q")  # the run has ended: nothing to ask
+    assert s2.final_state == "finished" and not s2.alive
+
+    metrics, events = assert_csv_complete(run_dir)
+    names = [e["event"] for e in events]
+    assert names[0] == "start" and names[-1] == "finished"
+    assert "applied:Pause" in names and "applied:SwitchOptimizer" in names and "applied:Resume" in names
+    train = [m for m in metrics if m["split"] == "train"]
+    assert int(train[-1]["step"]) == 80 and train[-1]["optimizer"] == "sgd"
+    deadline = time.monotonic() + 15
+    while (run_dir / SOCKET_NAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (run_dir / SOCKET_NAME).exists()
+    assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[1:5] == ["finished", "2", "80", row[4]] and row[-1] == "-"
+    assert "finished" in (run_dir / "deeptui.log").read_text()
