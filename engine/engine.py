@@ -98,6 +98,7 @@ class Engine:
         self._t0 = time.monotonic()
         self._time_offset = 0.0   # time_s carried over from before a resume
         self._thread: threading.Thread | None = None
+        self._go: threading.Event | None = None
         self._last_checkpoint: Path | None = None
 
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
@@ -152,6 +153,39 @@ class Engine:
             raise
         return cls(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume, dist_info=info)
 
+    @classmethod
+    def create_in_thread(cls, cfg: Config, **kw) -> "Engine":
+        """Engine.create, run inside the thread that will then train (start() lets it go).
+
+        Why: PyTorch's CPU kernels use an OpenMP thread team per calling thread. If the main
+        thread builds the data and model, its team stays alive next to the engine thread's, the
+        process has more OpenMP threads than a small machine has cores, and libgomp then stops
+        spin-waiting between parallel regions: every op pays a wake-up. Doing all torch work in
+        one thread keeps one team. Setup errors are raised here, in the caller's thread."""
+        box: dict = {}
+        ready, go = threading.Event(), threading.Event()
+
+        def body():
+            try:
+                box["engine"] = cls.create(cfg, **kw)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+                ready.set()
+                return
+            ready.set()
+            go.wait()
+            box["engine"].run()
+
+        thread = threading.Thread(target=body, name="deeptui-engine", daemon=True)
+        thread.start()
+        ready.wait()
+        if "error" in box:
+            thread.join()
+            raise box["error"]
+        engine = box["engine"]
+        engine._thread, engine._go = thread, go
+        return engine
+
     # ---- the public, thread-safe surface ------------------------------------------------
 
     def send(self, command: C.Command) -> int:
@@ -159,6 +193,9 @@ class Engine:
         return command.id
 
     def start(self) -> threading.Thread:
+        if self._go is not None:  # made by create_in_thread: its thread is waiting to train
+            self._go.set()
+            return self._thread
         self._thread = threading.Thread(target=self.run, name="deeptui-engine", daemon=True)
         self._thread.start()
         return self._thread
@@ -166,6 +203,8 @@ class Engine:
     def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
         """Ask the run to stop at the next step boundary and wait; True when the thread ended."""
         self.send(C.Stop(reason=reason))
+        if self._go is not None:
+            self._go.set()  # never started: it runs, sees the Stop first, and ends "stopped"
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
@@ -173,7 +212,8 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        started = self._go is None or self._go.is_set()
+        return self._thread is not None and self._thread.is_alive() and started
 
     # ---- the run ------------------------------------------------------------------------
 

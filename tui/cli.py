@@ -142,7 +142,7 @@ def run(args) -> int:
                 return run_landscape(cfg, args)
             if cfg.run.compare:
                 return run_compare(cfg, args)
-            engine = Engine.create(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir,
+            engine = Engine.create_in_thread(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir,
                                    run_dir=Path(args.run_dir) if args.run_dir else None)
     except setup_errors() as e:
         return fail(str(e))
@@ -186,7 +186,7 @@ def resume_engine(args):
     else:
         cfg = load_config(run_dir / "config.toml", _overrides(args))
     state = load_checkpoint(ckpt, cfg)
-    return Engine.create(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
+    return Engine.create_in_thread(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
 
 
 def compare_headless(cfg, args) -> int:
@@ -200,7 +200,7 @@ def compare_headless(cfg, args) -> int:
     for i, (label, one) in enumerate(runs, 1):
         print(f"deeptui: compare run {i}/{len(runs)}: {label}", flush=True)
         try:
-            engine = Engine.create(one, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
+            engine = Engine.create_in_thread(one, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
         except setup_errors() as e:
             return fail(str(e))
         code = run_headless(engine)
