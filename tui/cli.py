@@ -216,7 +216,7 @@ def run_compare(cfg, args) -> int:
     headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
     if not headless:
         try:
-            from tui.app import run_compare_dashboard
+            from tui.compare_app import run_compare_dashboard
         except ImportError:
             headless = True
     if headless:
@@ -230,7 +230,17 @@ def run_landscape(cfg, args) -> int:
 
     run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
     write_config(run_dir, cfg.to_dict())
-    code = landscape_headless(cfg, run_dir)
+    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
+    if not headless:
+        try:
+            from engine.landscape import from_config
+            from tui.landscape_app import run_landscape_dashboard
+        except ImportError:
+            headless = True
+    if headless:
+        code = landscape_headless(cfg, run_dir)
+    else:
+        code = run_landscape_dashboard(from_config(cfg), run_dir, preset=cfg.run.name)
     print(f"run directory: {run_dir}")
     return code
 
