@@ -88,7 +88,7 @@ def engine_rate(events: list[E.Event]) -> float:
 def headless(cfg, root: Path, runs: Path) -> float:
     from tui.cli import HeadlessPrinter, run_headless
 
-    eng = Engine.create(cfg, data_root=root, log_dir=runs)
+    eng = Engine.create_in_thread(cfg, data_root=root, log_dir=runs)  # as the CLI does
     run_headless(eng, HeadlessPrinter(out=io.StringIO()))
     return engine_rate(eng.events.read(0)[0])
 
@@ -96,7 +96,7 @@ def headless(cfg, root: Path, runs: Path) -> float:
 def dashboard(cfg, root: Path, runs: Path, size=(100, 30)) -> float:
     from tui.app import DeeptuiApp
 
-    eng = Engine.create(cfg, data_root=root, log_dir=runs)
+    eng = Engine.create_in_thread(cfg, data_root=root, log_dir=runs)  # as the CLI does
     app = DeeptuiApp(eng)
 
     async def drive():
