@@ -1,0 +1,97 @@
+"""The comparison dashboard with Pilot over real engines on tiny shapes data: the runs go one after
+another in their own run directories, the overlay holds every run's curve, the header says which
+run is live; q mid-series stops the live run and starts no other."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from textual.widgets import Static
+
+from engine import commands as C
+from engine.compare import variants
+from engine.config import load_config
+from engine.engine import Engine
+from tests.conftest import ROOT
+from tui.app import PlotView
+from tui.compare_app import CompareApp
+
+pytestmark = pytest.mark.asyncio
+
+PRESET = str(ROOT / "presets" / "compare_batch_size.toml")
+TINY = ["data.dataset='shapes'", "data.train_size=200", "data.test_size=50", "data.normalize=false",
+        "log.interval=2", 'run.compare={ "data.batch_size" = [20, 100] }']
+
+
+def make_app(tmp_path) -> CompareApp:
+    cfg = load_config(PRESET, TINY)
+
+    def make_engine(one):
+        eng = Engine.create(one, data_root=tmp_path / "data", log_dir=tmp_path / "runs")
+        eng.send(C.Pause())  # each run waits for the test to look at it
+        return eng
+
+    return CompareApp(variants(cfg), make_engine, key="data.batch_size")
+
+
+def text(app, selector: str) -> str:
+    w = app.screen.query_one(selector)
+    if isinstance(w, PlotView) or isinstance(w, Static):
+        r = w.render()
+        return getattr(r, "plain", str(r))
+    raise TypeError(selector)
+
+
+async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}; header: {text(pilot.app, '#header')!r}")
+
+
+async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "run 1/2: batch_size=20" in text(app, "#header")
+                    and "paused" in text(app, "#header"), what="run 1 paused")
+        assert "batch_size=20  ‖ paused" in text(app, "#runs")  # live and paused, the other waiting
+        assert "batch_size=100 · waiting" in text(app, "#runs")
+        await pilot.press("space")
+        await until(pilot, lambda: "run 2/2: batch_size=100" in text(app, "#header")
+                    and "paused" in text(app, "#header"), what="run 2 paused")
+        assert "batch_size=20  ✓" in text(app, "#runs")
+        await pilot.press("p")
+        await until(pilot, lambda: "finished" in text(app, "#header"), what="run 2 finished")
+        await until(pilot, lambda: "batch_size=100 ✓" in text(app, "#runs"), what="runs panel")
+
+        # the overlay: one series per run against samples seen, both named in its legend
+        curves = dict(app.curves())
+        assert list(curves) == ["batch_size=20", "batch_size=100"]
+        assert curves["batch_size=20"].x == [40, 80, 120, 160, 200]  # every 2 steps of 20 samples
+        assert curves["batch_size=100"].x == [200]
+        assert max(curves["batch_size=100"].x) == max(curves["batch_size=20"].x)
+        legend_text = str(app.screen.query_one("#compare").border_subtitle)
+        assert legend_text.startswith("batch_size ") and "━ 20[" in legend_text and "━ 100[" in legend_text
+        assert "samples seen" in str(app.screen.query_one("#compare").border_title)
+        assert "waiting" not in text(app, "#compare") and "200" in text(app, "#compare")  # x ticks
+        await pilot.press("q")
+    assert app.exit_code() == 0 and app.states == ["finished", "finished"]
+    dirs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
+    assert dirs == ["compare_batch_size-batch_size100", "compare_batch_size-batch_size20"]
+    assert len(app.run_dirs) == 2
+    assert all((d / "metrics.csv").exists() and (d / "checkpoint.pt").exists() for d in app.run_dirs)
+
+
+async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "run 1/2" in text(app, "#header") and "paused" in text(app, "#header"),
+                    what="run 1 paused")
+        await pilot.press("q")
+    first = app.session
+    assert not first.alive and first.final_state == "stopped"
+    assert (first.run_dir / "checkpoint.pt").exists() and (first.run_dir / "metrics.csv").exists()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.run_dir.name]
+    assert app.index == 0 and app.exit_code() == 0
