@@ -219,6 +219,7 @@ class ControlServer:
         self._lock = threading.Lock()
         self._ino = None
         self._follow = 0
+        self._follow_lock = threading.Lock()
         self.run_started: E.RunStarted | None = None
         self.finished = False
         self.status = {"type": "Status", "pid": os.getpid(), "state": "starting", "epoch": 0,
@@ -308,7 +309,11 @@ class ControlServer:
         self._remove_files()
 
     def _follow_events(self) -> None:
-        events, self._follow = self.engine.events.read(self._follow)
+        with self._follow_lock:  # the listener and Status requests both catch up here
+            events, self._follow = self.engine.events.read(self._follow)
+            self._track(events)
+
+    def _track(self, events: list[E.Event]) -> None:
         st = self.status
         for ev in events:
             st["epoch"], st["step"] = ev.epoch, ev.step
@@ -442,6 +447,7 @@ class _Client:
             return
         cid = obj.get("id") if isinstance(obj, dict) else None
         if isinstance(obj, dict) and obj.get("type") == "Status":
+            self.server._follow_events()
             self._send(encode({**self.server.status, "clients": self.server.clients}))
             return
         try:
