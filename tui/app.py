@@ -216,6 +216,8 @@ class DeeptuiApp(App[int]):
         if not self.stop_on_quit:
             self.session.detach()  # the run goes on in its own process
             return True
+        if self.attached:
+            reason = f"{reason} from an attached dashboard"
         if self._started and self.session.alive:
             return bool(self.session.shutdown(reason, timeout=self.shutdown_timeout))
         return True

@@ -167,6 +167,9 @@ def attach_headless(session: RemoteSession, printer=None) -> int:
                     printer.handle(ev)
                 break
             session.events.wait(cursor, 0.5)
+    except BrokenPipeError:  # `deeptui attach --headless | head`: the reader left; so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        caught.append(signal.SIGPIPE)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
