@@ -160,7 +160,7 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
     status = Raw(srv.path)
     status.send(b'{"type": "Status"}\n')
     st = status.next("Status")
-    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0
+    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0, (st, eng.step, srv._thread.is_alive(), srv._follow, len(eng.events))
     status.close()
 
 
@@ -270,8 +270,22 @@ def _text(app, selector: str) -> str:
     return text_of(app, selector)
 
 
+async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
+    """tests.test_app.until, saying more when it fails: what the session got, the app's own
+    exception, and the detached run's log."""
+    from tests.test_app import until as app_until
+
+    try:
+        await app_until(pilot, pred, timeout, what)
+    except AssertionError as e:
+        app, session = pilot.app, pilot.app.session
+        seen, _ = session.events.read(max(0, len(session.events) - 5))
+        log = (Path(session.run_dir) / "deeptui.log").read_text()[-1500:]
+        raise AssertionError(f"{e}; alive={session.alive} last events={seen} "
+                             f"app exception={getattr(app, '_exception', None)!r}; log tail:\n{log}") from None
+
+
 async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached, capsys):
-    from tests.test_app import until
     from tui.app import DeeptuiApp
     from tui.quit_screen import QuitScreen
     from tui.remote_cli import ls_main
@@ -323,3 +337,19 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[1:5] == ["finished", "2", "80", row[4]] and row[-1] == "-"
     assert "finished" in (run_dir / "deeptui.log").read_text()
+
+
+def test_a_local_headless_run_serves_its_socket_too(tmp_path):
+    from tests.test_faults import read_until, start_headless
+
+    proc = start_headless(tmp_path)
+    try:
+        read_until(proc, "step 10 ")
+        s = RemoteSession(only_run_dir(tmp_path))
+        s.start()
+        assert s.shutdown("stopped over the socket", timeout=60) and s.final_state == "stopped"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "stopped over the socket" in out, err
+    assert not (only_run_dir(tmp_path) / SOCKET_NAME).exists()
