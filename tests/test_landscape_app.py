@@ -25,7 +25,7 @@ def panel(app) -> str:
 
 
 def path_lines(app) -> list[str]:
-    """The panel's two lines per path, joined: '▶ ━━ sgd lr=0.01  … step 1 loss ...'."""
+    """The panel's two lines per path, joined: '▶━ sgd lr=0.01 …   step   1 loss ...'."""
     lines = panel(app).splitlines()
     return [lines[i] + " " + lines[i + 1] for i in range(0, len(lines), 2)]
 
@@ -56,12 +56,12 @@ async def test_keys_step_switch_run_and_quit(tmp_path):
 
         # o / O: the highlight moves; n now steps that path
         await pilot.press("o")
-        assert run.current == 1 and path_lines(app)[1].startswith("▶ ━━ sgd lr=0.02")
+        assert run.current == 1 and path_lines(app)[1].startswith("▶━ sgd lr=0.02")
         assert not path_lines(app)[0].startswith("▶")
         await pilot.press("n")
         assert [t.steps for t in run.trajectories][:2] == [2, 1]
         await pilot.press("O", "O")
-        assert run.current == 6 and path_lines(app)[6].startswith("▶ ━━ adam lr=0.1")
+        assert run.current == 6 and path_lines(app)[6].startswith("▶━ adam lr=0.1")
 
         # space: every path steps on its own; space again pauses
         await pilot.press("space")

@@ -185,9 +185,9 @@ class LandscapeApp(App[int]):
     def on_mount(self) -> None:
         q = self.landscape.quad
         plot = self.query_one("#ls-plot", PlotView)
-        plot.border_title = (f"f = ½ pᵀAp · eigenvalues {q.eigenvalues[0]:g}, {q.eigenvalues[1]:g} "
+        plot.border_title = (f"f = ½ pᵀAp, eigenvalues {q.eigenvalues[0]:g}, {q.eigenvalues[1]:g} "
                              f"at {q.angle_deg:g}°")
-        plot.border_subtitle = "o start  + minimum  ● highlighted  x diverged"
+        plot.border_subtitle = "o start + minimum ● current x diverged"
         self.query_one("#ls-paths").border_title = "paths"
         self.query_one("#ls-note").border_title = "run directory"
         self.set_interval(TICK_SECONDS, self.tick)
@@ -302,15 +302,13 @@ class LandscapeApp(App[int]):
         t = Text()
         for i, tr in enumerate(self.landscape.trajectories):
             cur = i == self.landscape.current
-            color = "#%02x%02x%02x" % path_color(i)
-            t.append("▶ " if cur else "  ", "bold")
-            t.append("━━ ", color)
+            t.append("▶" if cur else " ", "bold")
+            t.append("━ ", "#%02x%02x%02x" % path_color(i))  # the path's colour in the plot
             t.append(tr.label, "bold reverse" if cur else "bold")
             text, style = verdict(self.landscape, tr)
-            t.append(f"  {text}\n", style)
+            t.append(f" {text}\n", style)
             _, _, _, loss = tr.last
-            t.append(f"   step {tr.steps:>3}  loss {loss:.1e}  dist {tr.distance():.1e}\n",
-                     "" if cur else "dim")
+            t.append(f"  step {tr.steps:>3} loss {loss:.1e} dist {tr.distance():.1e}\n", "" if cur else "dim")
         t.rstrip()
         self.query_one("#ls-paths", Static).update(t)
 
