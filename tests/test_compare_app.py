@@ -95,3 +95,25 @@ async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
     assert (first.run_dir / "checkpoint.pt").exists() and (first.run_dir / "metrics.csv").exists()
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.run_dir.name]
     assert app.index == 0 and app.exit_code() == 0
+
+
+async def test_a_run_that_cannot_start_ends_the_series_with_exit_1(tmp_path):
+    from engine.config import ConfigError
+
+    app = make_app(tmp_path)
+    real = app.make_engine
+
+    def second_fails(one):
+        if one.data.batch_size == 100:
+            raise ConfigError("batch_size 100: no such luck; fix: none")
+        return real(one)
+
+    app.make_engine = second_fails
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text(app, "#header"), what="run 1 paused")
+        await pilot.press("space")
+        await until(pilot, lambda: "batch_size=100 ✖ failed" in text(app, "#runs"), what="run 2 failed")
+        assert "run 1/2" in text(app, "#header") and app.index == 0
+        await pilot.press("q")
+    assert app.states == ["finished", "failed"] and app.exit_code() == 1
+    assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -25,7 +25,7 @@ from engine import commands as C
 from engine import events as E
 
 from .app import PLOT_MIN_SECONDS, Dashboard, DeeptuiApp, PlotView
-from .view import RunView, Series, _empty, _figure, downsample, finite, legend
+from .view import RunView, Series, _empty, _figure, downsample, finite, legend, loss_plot
 
 # One colour per compared run (repeats after six).
 RUN_COLORS = [(90, 150, 255), (255, 170, 40), (60, 210, 100), (225, 90, 225), (240, 70, 70),
@@ -129,7 +129,6 @@ class CompareApp(DeeptuiApp):
         return [(label, s) for (label, _), s in zip(self.runs, self.losses)]
 
     def live_loss_plot(self, w: int, h: int) -> str:
-        from .view import loss_plot
         return loss_plot(self.view, w, h, self.log_scale)
 
     # ---- the series ---------------------------------------------------------------------
@@ -160,20 +159,19 @@ class CompareApp(DeeptuiApp):
         UI thread: a short freeze between runs, and no engine can outlive a quit half-made."""
         if self._closing:
             return
-        old = self.session
-        old.shutdown("next run", timeout=10)  # its thread has ended or is ending: join it
-        self.index += 1
-        label, cfg = self.runs[self.index]
+        self.session.shutdown("next run", timeout=10)  # its thread has ended or is ending: join it
+        nxt = self.index + 1
+        cfg = self.runs[nxt][1]
         try:
             engine = self.make_engine(cfg)
         except Exception as e:  # a setup error of a later run: the series ends here
-            self.states[self.index] = "failed"
+            self.states[nxt] = "failed"
             self.failed = True
-            self.view.note(f"{self.title_of(self.index)} could not start: {e}", "bold red")
-            self.notify(str(e), title=f"{self.title_of(self.index)} could not start", severity="error",
-                        timeout=30)
+            self.view.note(f"{self.title_of(nxt)} could not start: {e}", "bold red")
+            self.notify(str(e), title=f"{self.title_of(nxt)} could not start", severity="error", timeout=30)
             self.refresh_view(True)
             return
+        self.index = nxt
         engine.interactive = True
         self.run_dirs.append(Path(engine.run_dir))
         self.session = engine
