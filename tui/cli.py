@@ -290,6 +290,21 @@ class HeadlessPrinter:
                       + f"; run directory {ev.run_dir}")
 
 
+def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None:
+    """Hand every event of a session (an Engine or a RemoteSession) to the printer until the
+    session ends or `until()` says so."""
+    cursor = 0
+    while not until():
+        events, cursor = session.events.read(cursor)
+        for ev in events:
+            printer.handle(ev)
+        if not session.alive:
+            for ev in session.events.read(cursor)[0]:  # what came in while it was ending
+                printer.handle(ev)
+            return
+        session.events.wait(cursor, 0.5)
+
+
 def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
     """Run the engine in its thread; print its events; stop cleanly on SIGINT/SIGTERM/SIGHUP."""
     from engine.commands import Stop
@@ -305,17 +320,7 @@ def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
     old = {s: signal.signal(s, on_signal) for s in SIGNAL_EXIT}
     try:
         engine.start()
-        cursor = 0
-        while True:
-            events, cursor = engine.events.read(cursor)
-            for ev in events:
-                printer.handle(ev)
-            if not engine.alive:
-                events, cursor = engine.events.read(cursor)
-                for ev in events:
-                    printer.handle(ev)
-                break
-            engine.events.wait(cursor, 0.5)
+        print_events(engine, printer)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

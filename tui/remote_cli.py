@@ -150,23 +150,13 @@ def attach_main(argv: list[str]) -> int:
 
 def attach_headless(session: RemoteSession, printer=None) -> int:
     """Print the run's events; Ctrl+C, SIGTERM or a closed terminal only detach."""
-    from tui.cli import SIGNAL_EXIT, HeadlessPrinter
+    from tui.cli import SIGNAL_EXIT, HeadlessPrinter, print_events
 
     printer = printer or HeadlessPrinter()
     caught: list[int] = []
     old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in SIGNAL_EXIT}
     try:
-        cursor = 0
-        while not caught:
-            events, cursor = session.events.read(cursor)
-            for ev in events:
-                printer.handle(ev)
-            if not session.alive:
-                events, cursor = session.events.read(cursor)
-                for ev in events:
-                    printer.handle(ev)
-                break
-            session.events.wait(cursor, 0.5)
+        print_events(session, printer, until=lambda: bool(caught))
     except BrokenPipeError:  # `deeptui attach --headless | head`: the reader left; so do we
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         caught.append(signal.SIGPIPE)
