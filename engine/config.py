@@ -216,7 +216,7 @@ def _build(src: str, raw: dict) -> Config:
 
 def _check_consistency(cfg: Config) -> None:
     """Settings that are valid alone but contradict each other."""
-    src, o, m, d = cfg.source, cfg.optimizer, cfg.model, cfg.data
+    src, o, m = cfg.source, cfg.optimizer, cfg.model
     for i, name in enumerate(o.choices):
         if name not in OPTIMIZERS:
             hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)

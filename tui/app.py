@@ -280,14 +280,18 @@ class DeeptuiApp(App[int]):
             return
         self._drawn_at = time.monotonic()
         try:
-            self._draw_header(dash)
-            self._draw_run(dash)
-            self._draw_timing(dash)
-            self._draw_error(dash)
-            self._draw_log(dash)
+            self._draw_panels(dash)
             self._draw_plots(dash, force_plots)
         except NoMatches:  # the screen is being torn down while the app exits
             pass
+
+    def _draw_panels(self, dash: Screen) -> None:
+        """Every text panel of this screen (a compare dashboard draws its own set)."""
+        self._draw_header(dash)
+        self._draw_run(dash)
+        self._draw_timing(dash)
+        self._draw_error(dash)
+        self._draw_log(dash)
 
     def _set(self, widget: Static, content, layout: bool = False) -> None:
         """Update a panel only when its text changed; the panels have fixed sizes, so a repaint

@@ -16,7 +16,6 @@ from typing import Callable
 from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
@@ -197,20 +196,12 @@ class CompareApp(DeeptuiApp):
 
     # ---- drawing ------------------------------------------------------------------------
 
-    def refresh_view(self, force_plots: bool = False) -> None:
-        dash = self._dash
-        if dash is None or not dash.is_mounted or dash.has_class("-too-small"):
-            return
-        self._drawn_at = time.monotonic()
-        try:
-            self._draw_header(dash)
-            self._draw_run(dash)
-            self._draw_runs(dash)
-            self._draw_error(dash)
-            self._draw_log(dash)
-            self._draw_plots(dash, force_plots)
-        except NoMatches:  # the screen is being torn down while the app exits
-            pass
+    def _draw_panels(self, dash: Screen) -> None:
+        self._draw_header(dash)
+        self._draw_run(dash)
+        self._draw_runs(dash)
+        self._draw_error(dash)
+        self._draw_log(dash)
 
     def _draw_runs(self, dash: Screen) -> None:
         """One line per run in its overlay colour: waiting, running or how it ended, last loss."""
