@@ -202,7 +202,13 @@ def compare_headless(cfg, args) -> int:
             engine = Engine.create_in_thread(one, data_root=default_data_root(args.data_dir), log_dir=args.log_dir)
         except setup_errors() as e:
             return fail(str(e))
-        code = run_headless(engine)
+        from tui.remote_cli import start_control_server
+        server = start_control_server(engine)  # `deeptui attach` reaches the live run
+        try:
+            code = run_headless(engine)
+        finally:
+            if server is not None and not isinstance(server, int):
+                server.close()
         if code != 0:
             return code
     return 0

@@ -260,10 +260,19 @@ def run_compare_dashboard(cfg, args) -> int:
     from engine.data import default_data_root
     from engine.engine import Engine
 
+    from tui.remote_cli import start_control_server
+
     data_root = default_data_root(args.data_dir)
+    servers = []
 
     def make_engine(one):
-        return Engine.create(one, data_root=data_root, log_dir=args.log_dir)
+        # built in its own thread, like a single run (one OpenMP team), and served on its
+        # control socket so `deeptui attach` reaches the live run of the series
+        engine = Engine.create_in_thread(one, data_root=data_root, log_dir=args.log_dir)
+        server = start_control_server(engine)
+        if server is not None and not isinstance(server, int):
+            servers.append(server)
+        return engine
 
     runs = variants(cfg)
     key = next(iter(cfg.run.compare), "")
@@ -272,6 +281,8 @@ def run_compare_dashboard(cfg, args) -> int:
         app.run()
     finally:
         stopped = app.stop_session("quit")
+        for server in servers:
+            server.close()
     if app.session.final_state:  # the live run's end, which the app may not have polled
         app.states[app.index] = app.session.final_state
     for i, run_dir in enumerate(app.run_dirs):
