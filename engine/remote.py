@@ -380,6 +380,7 @@ class _Client:
     def _write_events(self) -> None:
         buf = self.server.engine.events
         events, cursor = self.server.history()
+        history = True
         while not self.closed:
             for i in range(0, len(events), CHUNK):
                 part = events[i:i + CHUNK]
@@ -387,6 +388,10 @@ class _Client:
                     return
                 if any(isinstance(e, E.Finished) for e in part):
                     self.close()  # the client reads Finished, then EOF
+                    return
+            if history:  # what came before this client connected: shown, but not acted upon
+                history = False
+                if not self._send(encode({"type": "HistoryEnd"})):
                     return
             if self.server._stop.is_set() and not self.server.engine.alive:
                 events, cursor = buf.read(cursor)
@@ -482,6 +487,8 @@ class RemoteSession:
         self._reader: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._finished = threading.Event()
+        self._history_done = threading.Event()
+        self.replayed = 0  # events[:replayed] happened before we attached (no toasts, no dialogs)
         self._last: E.Event | None = None
         # Ids in a range of their own, so answers meant for another dashboard are not taken for ours.
         self._ids = itertools.count(random.randrange(1, 2**40) << 16)
@@ -493,6 +500,7 @@ class RemoteSession:
         self._sock = connect(self.path, self.connect_timeout)
         self._reader = threading.Thread(target=self._read, name="deeptui-remote", daemon=True)
         self._reader.start()
+        self._history_done.wait(self.connect_timeout)  # so `replayed` is known before any poll
 
     @property
     def alive(self) -> bool:
@@ -545,6 +553,10 @@ class RemoteSession:
                     obj = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(obj, dict) and obj.get("type") == "HistoryEnd":
+                    self.replayed = len(self.events)
+                    self._history_done.set()
+                    continue
                 ev = decode_event(obj)
                 if ev is None:
                     if isinstance(obj, dict) and obj.get("type") == "Error":
@@ -558,6 +570,9 @@ class RemoteSession:
         except OSError:
             pass
         finally:
+            if not self._history_done.is_set():  # ended during the history: all of it was history
+                self.replayed = len(self.events)
+                self._history_done.set()
             with contextlib.suppress(OSError):
                 f.close()
         if not self._finished.is_set() and not self.detached:

@@ -256,3 +256,27 @@ async def test_command_palette_lists_the_keys(make_engine):
             assert t in titles
         await titles["Learning rate x2"].callback()
         await until(pilot, lambda: eng.base_lr == pytest.approx(0.1), what="lr x2 from the palette")
+
+
+async def test_replayed_history_is_shown_without_dialogs_or_toasts():
+    """An attached dashboard replays the run's history: a non-finite loss that happened before
+    the attach shows in the log, but only a live one opens the dialog."""
+    from tests.conftest import tiny_config
+    from tui.fake import FakeSession
+
+    def nan_warning(step):
+        return E.Warning(1.0, 1, step, message=f"training loss is nan at step {step}: paused; resume, "
+                                                "restore the last checkpoint or halve the lr")
+    history = [E.RunStarted(0.1, 1, 0, preset="tiny", run_dir="/runs/tiny", device="cpu", model="monster",
+                            parameters=1, epochs=2, steps_per_epoch=16, max_steps=0, has_features=True,
+                            optimizer_choices=("sgd",)),
+               nan_warning(4)]
+    session = FakeSession(tiny_config(), history, run_dir="/runs/tiny")
+    session.replayed = len(history)
+    app = DeeptuiApp(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "training loss is nan at step 4" in text_of(app, "#log"), what="history")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, NanScreen)
+        session.events.append(nan_warning(8))  # live, after the attach
+        await until(pilot, lambda: isinstance(app.screen, NanScreen), what="live NaN dialog")

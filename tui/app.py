@@ -230,9 +230,14 @@ class DeeptuiApp(App[int]):
         urgent = False
         if events:
             self._event_clock = self.clock()
-            for ev in events:
+            first = self._cursor - len(events)
+            replayed = getattr(self.session, "replayed", 0)  # an attached run's history
+            for i, ev in enumerate(events):
                 self.view.apply(ev)
-                self._react(ev)
+                if first + i >= replayed:  # no toasts or dialogs for what happened before attach
+                    self._react(ev)
+            if first < replayed:
+                self.refresh_bindings()  # keys follow the replayed state (finished, features, ...)
                 urgent = urgent or not isinstance(ev, ROUTINE)
         # Every repaint costs the UI thread milliseconds, and on a small CPU machine that time
         # is taken from the training thread (the GIL): metrics are drawn once a second.
