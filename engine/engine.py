@@ -528,6 +528,7 @@ class Engine:
                 cmd = self.commands.get(timeout=0.1) if block else self.commands.get_nowait()
             except queue.Empty:
                 if self.state == self.PAUSED and not self._stop_requested:
+                    self.log.flush_if_due()  # rows written while paused reach the disk too
                     continue
                 return
             self._handle(cmd)
@@ -780,6 +781,9 @@ class NullLog:
         pass
 
     def flush(self) -> None:
+        pass
+
+    def flush_if_due(self) -> None:
         pass
 
     def close(self) -> None:

@@ -93,6 +93,11 @@ class RunLog:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
+    def flush_if_due(self) -> None:
+        """Flush when flush_seconds have passed since the last flush (called while paused)."""
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
     def flush(self) -> None:
         if self.closed:
             return

@@ -217,3 +217,14 @@ def test_engine_does_not_import_textual():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_rows_written_while_paused_reach_the_disk(make_engine):
+    eng = make_engine("log.flush_seconds=0.2")
+    r = EventReader(eng)
+    eng.send(C.Pause())
+    eng.start()
+    r.answer(eng.send(C.SetMode(mode="eval")))
+    time.sleep(0.8)  # still paused: nothing else is written, yet the rows are on disk
+    events = (eng.run_dir / "events.csv").read_text()
+    assert "applied:Pause" in events and "applied:SetMode" in events
