@@ -99,7 +99,6 @@ def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, worker
         f"data.num_workers={workers}", "log.checkpoint_every=0", *overrides])
     with tempfile.TemporaryDirectory() as logs:
         eng = Engine.create(cfg, data_root=root, log_dir=logs)
-        eng._want_checkpoint_on_stop = False
         eng.run()
         marks = [e for e in eng.events.read(0)[0] if isinstance(e, E.StepMetrics)]
     first = next(e for e in marks if e.step == warmup)

@@ -7,15 +7,12 @@ freeze state and modes never drift apart. Metrics are summed across ranks at rea
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
-from . import commands as C
 
 
 @dataclass(frozen=True)
@@ -54,20 +51,10 @@ def device_for(info: DistInfo, spec: str) -> torch.device:
 
 
 def broadcast_object(obj, info: DistInfo):
-    """rank 0's `obj` on every rank (small, picklable: command dicts, a path)."""
+    """rank 0's `obj` on every rank (small and picklable: a list of commands, a path)."""
     box = [obj if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def command_to_dict(cmd: C.Command) -> dict:
-    return {"type": type(cmd).__name__, **dataclasses.asdict(cmd)}
-
-
-def command_from_dict(d: dict) -> C.Command:
-    d = dict(d)
-    cls = C.BY_NAME[d.pop("type")]
-    return cls(**d)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

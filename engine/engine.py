@@ -12,7 +12,6 @@ import queue
 import random
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -95,6 +94,7 @@ class Engine:
         self._pending_state = ""
         self._stop_reason = ""
         self._stop_requested = False
+        self._want_checkpoint_on_stop = True  # a Stop may ask for none (benchmarks)
         self._t0 = time.monotonic()
         self._time_offset = 0.0   # time_s carried over from before a resume
         self._thread: threading.Thread | None = None
@@ -278,8 +278,6 @@ class Engine:
         self.emit(E.Finished(self.now(), self.epoch + 1, self.step, state=state,
                              run_dir=str(self.run_dir), reason=reason))
 
-    _want_checkpoint_on_stop = True
-
     def _report_error(self, exc: Exception) -> str:
         message, fix = f"{type(exc).__name__}: {exc}".strip(), ""
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
@@ -388,7 +386,6 @@ class Engine:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         opt = self.optimizer
-        self.model.train(self.mode == "train")
         model = self._forward_module()
         if self._memory_format is torch.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -536,7 +533,7 @@ class Engine:
     def _between_steps_distributed(self) -> None:
         """Rank 0 gathers the commands and broadcasts them; every rank applies the same list at
         the same step. While paused, the ranks loop here together (a broadcast every 0.1 s)."""
-        from .distributed import broadcast_object, command_from_dict, command_to_dict
+        from .distributed import broadcast_object
 
         while True:
             batch = []
@@ -546,9 +543,8 @@ class Engine:
                     batch.append(self.commands.get(timeout=0.1) if paused else self.commands.get_nowait())
                     while True:
                         batch.append(self.commands.get_nowait())
-                batch = [command_to_dict(c) for c in batch]
-            for d in broadcast_object(batch, self.dist):
-                self._handle(command_from_dict(d))
+            for cmd in broadcast_object(batch, self.dist):  # the dataclasses travel pickled
+                self._handle(cmd)
             if not (self.state == self.PAUSED and not self._stop_requested):
                 return
 
@@ -757,6 +753,7 @@ class Engine:
         self.optimizer = self._make_optimizer(self.optimizer_name)
         self.optimizer.load_state_dict(st["optimizer"])
         self.mode = st["mode"]
+        self.model.train(self.mode == "train")
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
         self.batch_in_epoch, self.samples_seen = int(st["batch_in_epoch"]), int(st["samples_seen"])
         self._time_offset = float(st["time_s"])
@@ -820,6 +817,3 @@ def load_checkpoint(path: Path, cfg: Config | None = None) -> dict:
                               f"'{cfg.run.name}'; fix: resume with the run's own preset")
     return st
 
-
-def event_to_dict(event: E.Event) -> dict:
-    return {"type": type(event).__name__, **asdict(event)}

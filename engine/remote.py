@@ -101,8 +101,13 @@ def encode(obj: dict) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
+def as_message(obj) -> dict:
+    """A command or an event as a JSON-ready object: its class name under "type", its fields."""
+    return {"type": type(obj).__name__, **dataclasses.asdict(obj)}
+
+
 def encode_event(event: E.Event) -> bytes:
-    return encode({"type": type(event).__name__, **dataclasses.asdict(event)})
+    return encode(as_message(event))
 
 
 def _tuples(value):
@@ -512,7 +517,7 @@ class RemoteSession:
         sock = self._sock
         if sock is None or self.detached:
             return command.id
-        data = encode({"type": type(command).__name__, **dataclasses.asdict(command)})
+        data = encode(as_message(command))
         try:
             with self._send_lock:
                 sock.sendall(data)
