@@ -8,40 +8,17 @@ import time
 
 import pytest
 import torch
-from textual.widgets import Input, OptionList, RichLog, Static
+from textual.widgets import Input, OptionList, Static
 
 from engine import commands as C
 from engine import events as E
-from tui.app import DeeptuiApp, Dashboard
+from tests.pilot import dashboard_of, text_of, until
+from tui.app import Dashboard, DeeptuiApp
 from tui.screens import ExportScreen, NanScreen, OptimizerScreen
 
 pytestmark = pytest.mark.asyncio
 
 SMALL_TIMING = {"repeats": 3, "sizes": (64, 32, 32)}
-
-
-def text_of(app, selector: str) -> str:
-    w = _dash(app).query_one(selector)
-    if isinstance(w, RichLog):
-        return "\n".join("".join(seg.text for seg in line) for line in w.lines)
-    if isinstance(w, Static):
-        r = w.render()
-        return getattr(r, "plain", str(r))
-    raise TypeError(selector)
-
-
-def _dash(app) -> Dashboard:
-    return next(s for s in app.screen_stack if isinstance(s, Dashboard))
-
-
-async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
-    """Let the app run until pred() holds (the engine thread and the 4 Hz poll both move)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}; header: {text_of(pilot.app, '#header')!r}")
 
 
 def features(eng):
@@ -105,7 +82,7 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
         assert app.log_scale is False
         await pilot.press("l")
         assert app.log_scale is True
-        assert "log y" in str(_dash(app).query_one("#loss").border_title)
+        assert "log y" in str(dashboard_of(app).query_one("#loss").border_title)
 
         # e: flush, show the paths, copy them where the user says
         await pilot.press("e")
@@ -216,7 +193,7 @@ async def test_small_terminal_shows_size_message_and_redraws(make_engine):
     app = DeeptuiApp(eng)
     async with app.run_test(size=(70, 20)) as pilot:
         await pilot.pause(0.3)
-        dash = _dash(app)
+        dash = dashboard_of(app)
         msg = dash.query_one("#too-small", Static)
         assert msg.display and "80x24" in str(msg.render()) and "70x20" in str(msg.render())
         assert not dash.query_one("#body").display or dash.has_class("-too-small")

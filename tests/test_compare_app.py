@@ -3,17 +3,16 @@ another in their own run directories, the overlay holds every run's curve, the h
 run is live; q mid-series stops the live run and starts no other."""
 from __future__ import annotations
 
-import time
 
 import pytest
-from textual.widgets import Static
 
 from engine import commands as C
 from engine.compare import variants
 from engine.config import load_config
 from engine.engine import Engine
 from tests.conftest import ROOT
-from tui.app import PlotView
+from tests.pilot import text_of as text
+from tests.pilot import until
 from tui.compare_app import CompareApp
 
 pytestmark = pytest.mark.asyncio
@@ -32,23 +31,6 @@ def make_app(tmp_path) -> CompareApp:
         return eng
 
     return CompareApp(variants(cfg), make_engine, key="data.batch_size")
-
-
-def text(app, selector: str) -> str:
-    w = app.screen.query_one(selector)
-    if isinstance(w, PlotView) or isinstance(w, Static):
-        r = w.render()
-        return getattr(r, "plain", str(r))
-    raise TypeError(selector)
-
-
-async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}; header: {text(pilot.app, '#header')!r}")
 
 
 async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):

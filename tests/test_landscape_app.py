@@ -3,7 +3,6 @@ trajectories.csv; a snapshot at 100x30 (the paths are deterministic)."""
 from __future__ import annotations
 
 import csv
-import time
 
 import pytest
 from textual.widgets import Static
@@ -11,6 +10,7 @@ from textual.widgets import Static
 from engine.config import load_config
 from engine.landscape import from_config
 from tests.conftest import ROOT
+from tests.pilot import until
 from tui.landscape_app import LandscapeApp, clipped_polylines, landscape_plot
 
 PRESET = ROOT / "presets" / "landscape.toml"
@@ -28,15 +28,6 @@ def path_lines(app) -> list[str]:
     """The panel's two lines per path, joined: '▶━ sgd lr=0.01 …   step   1 loss ...'."""
     lines = panel(app).splitlines()
     return [lines[i] + " " + lines[i + 1] for i in range(0, len(lines), 2)]
-
-
-async def until(pilot, pred, timeout: float = 10.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}")
 
 
 @pytest.mark.asyncio

@@ -66,35 +66,51 @@ class PlotView(Static):
             self.content_size.width, self.content_size.height)
 
 
+def on_exit_signals(handler: Callable[[int], None]) -> None:
+    """SIGTERM and SIGHUP (the SSH session dropped) call handler(signum) on the app's loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no loop support
+            pass
+
+
 class Dashboard(Screen):
-    """The one main screen; shows a size message instead of the dashboard below 80x24."""
+    """The one main screen; shows a size message instead of the dashboard below 80x24.
+    A variant (the compare dashboard) changes only its plots, side panels and titles."""
+
+    SIDE = ("run", "timing")  # the text panels beside the plots, top to bottom
+
+    def plots(self, app) -> list[PlotView]:
+        return [PlotView(lambda w, h: loss_plot(app.view, w, h, app.log_scale), id="loss"),
+                PlotView(lambda w, h: accuracy_plot(app.view, w, h), id="accuracy")]
+
+    def titles(self, app) -> dict[str, tuple[str, str]]:
+        """widget id -> (border title, border subtitle)"""
+        return {"loss": ("loss · x: step", legend("train", "smoothed", "test", "optimizer", "freeze", "mode")),
+                "accuracy": ("accuracy %", legend("train", "test")),
+                "run": ("run", ""), "timing": ("batch vs loop", ""), "log": ("events", "")}
 
     def compose(self) -> ComposeResult:
-        app: DeeptuiApp = self.app  # type: ignore[assignment]
         yield Static(id="header")
         with Vertical(id="body"):
             with Horizontal(id="main"):
                 with Vertical(id="plots"):
-                    yield PlotView(lambda w, h: loss_plot(app.view, w, h, app.log_scale), id="loss")
-                    yield PlotView(lambda w, h: accuracy_plot(app.view, w, h), id="accuracy")
+                    yield from self.plots(self.app)
                 with Vertical(id="side"):
-                    yield Static(id="run")
-                    yield Static(id="timing")
+                    for name in self.SIDE:
+                        yield Static(id=name)
             yield Static(id="error")
             yield RichLog(id="log", max_lines=1000, wrap=False, markup=False, auto_scroll=True)
         yield Static(id="too-small")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#loss").border_title = "loss · x: step"
-        self.query_one("#loss").border_subtitle = legend("train", "smoothed", "test", "optimizer",
-                                                         "freeze", "mode")
-        self.query_one("#accuracy").border_title = "accuracy %"
-        self.query_one("#accuracy").border_subtitle = legend("train", "test")
-        self.query_one("#run").border_title = "run"
-        self.query_one("#timing").border_title = "batch vs loop"
-        self.query_one("#log").border_title = "events"
         app: DeeptuiApp = self.app  # type: ignore[assignment]
+        for name, (title, subtitle) in self.titles(app).items():
+            widget = self.query_one(f"#{name}")
+            widget.border_title, widget.border_subtitle = title, subtitle or None
         app._dash = self
         app.refresh_view(True)
 
@@ -192,12 +208,7 @@ class DeeptuiApp(App[int]):
         self._started = True
         self.set_interval(POLL_SECONDS, self.poll)
         if self.handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                try:
-                    loop.add_signal_handler(sig, self._on_signal, sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass
+            on_exit_signals(self._on_signal)
 
     def _on_signal(self, sig: int) -> None:
         self.signal_exit = 128 + int(sig)

@@ -107,6 +107,11 @@ def launch_distributed(args, argv: list[str]) -> int:
     return 0
 
 
+def wants_dashboard(args) -> bool:
+    """The dashboard needs a terminal both ways; --headless, a pipe or nohup get plain lines."""
+    return not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
+
+
 def _overrides(args) -> list[str]:
     out = list(args.overrides)
     for flag, key in (("epochs", "run.epochs"), ("max_steps", "run.max_steps"), ("seed", "run.seed")):
@@ -145,12 +150,6 @@ def run(args) -> int:
                                    run_dir=Path(args.run_dir) if args.run_dir else None)
     except setup_errors() as e:
         return fail(str(e))
-    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
-    if not headless:
-        try:
-            from tui.app import run_dashboard
-        except ImportError:
-            headless = True
     if engine.dist is not None and not engine.is_main:
         return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
     from tui.remote_cli import start_control_server
@@ -158,8 +157,9 @@ def run(args) -> int:
     if isinstance(server, int):
         return server
     try:
-        if headless:
+        if not wants_dashboard(args):
             return run_headless(engine)
+        from tui.app import run_dashboard
         engine.interactive = True
         return run_dashboard(engine)
     finally:
@@ -218,14 +218,9 @@ def run_compare(cfg, args) -> int:
     from engine.compare import variants
 
     variants(cfg)  # every value is checked before the first run starts
-    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
-    if not headless:
-        try:
-            from tui.compare_app import run_compare_dashboard
-        except ImportError:
-            headless = True
-    if headless:
+    if not wants_dashboard(args):
         return compare_headless(cfg, args)
+    from tui.compare_app import run_compare_dashboard
     return run_compare_dashboard(cfg, args)
 
 
@@ -235,17 +230,12 @@ def run_landscape(cfg, args) -> int:
 
     run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
     write_config(run_dir, cfg.to_dict())
-    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
-    if not headless:
-        try:
-            from engine.landscape import from_config
-            from tui.landscape_app import run_landscape_dashboard
-        except ImportError:
-            headless = True
-    if headless:
-        code = landscape_headless(cfg, run_dir)
-    else:
+    if wants_dashboard(args):
+        from engine.landscape import from_config
+        from tui.landscape_app import run_landscape_dashboard
         code = run_landscape_dashboard(from_config(cfg), run_dir, preset=cfg.run.name)
+    else:
+        code = landscape_headless(cfg, run_dir)
     print(f"run directory: {run_dir}")
     return code
 

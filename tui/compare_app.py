@@ -15,10 +15,8 @@ from typing import Callable
 
 from rich.markup import escape
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import Static
 
 from engine import commands as C
 from engine import events as E
@@ -69,34 +67,16 @@ def overlay_legend(labels: list[str]) -> str:
 class CompareDashboard(Dashboard):
     """The live run's loss above the overlay of every run; the run panel and the list of runs."""
 
-    def compose(self) -> ComposeResult:
-        app: CompareApp = self.app  # type: ignore[assignment]
-        yield Static(id="header")
-        with Vertical(id="body"):
-            with Horizontal(id="main"):
-                with Vertical(id="plots"):
-                    yield PlotView(lambda w, h: app.live_loss_plot(w, h), id="loss")
-                    yield PlotView(lambda w, h: overlay_plot(app.curves(), w, h, app.log_scale), id="compare")
-                with Vertical(id="side"):
-                    yield Static(id="run")
-                    yield Static(id="runs")
-            yield Static(id="error")
-            yield RichLog(id="log", max_lines=1000, wrap=False, markup=False, auto_scroll=True)
-        yield Static(id="too-small")
-        yield Footer(compact=True, show_command_palette=False)
+    SIDE = ("run", "runs")
 
-    def on_mount(self, event) -> None:
-        event.prevent_default()  # not Dashboard.on_mount: this screen has no accuracy or timing panel
-        app: CompareApp = self.app  # type: ignore[assignment]
-        self.query_one("#loss").border_title = "live run: loss · x: step"
-        self.query_one("#loss").border_subtitle = legend("train", "smoothed", "test")
-        self.query_one("#compare").border_title = "train loss · x: samples seen"
-        self.query_one("#compare").border_subtitle = overlay_legend([label for label, _ in app.runs])
-        self.query_one("#run").border_title = "live run"
-        self.query_one("#runs").border_title = f"compare {app.key}"
-        self.query_one("#log").border_title = "events"
-        app._dash = self
-        app.refresh_view(True)
+    def plots(self, app) -> list[PlotView]:
+        return [PlotView(lambda w, h: app.live_loss_plot(w, h), id="loss"),
+                PlotView(lambda w, h: overlay_plot(app.curves(), w, h, app.log_scale), id="compare")]
+
+    def titles(self, app) -> dict[str, tuple[str, str]]:
+        return {"loss": ("live run: loss · x: step", legend("train", "smoothed", "test")),
+                "compare": ("train loss · x: samples seen", overlay_legend([label for label, _ in app.runs])),
+                "run": ("live run", ""), "runs": (f"compare {app.key}", ""), "log": ("events", "")}
 
 
 class CompareApp(DeeptuiApp):

@@ -8,9 +8,7 @@ r reset, e write trajectories.csv, q quit (writes it too).
 """
 from __future__ import annotations
 
-import asyncio
 import math
-import signal
 from pathlib import Path
 
 from rich.text import Text
@@ -21,7 +19,7 @@ from textual.widgets import Footer, Static
 
 from engine.landscape import CONVERGED_FRACTION, LandscapeRun
 
-from .app import PlotView
+from .app import PlotView, on_exit_signals
 from .view import _empty, _figure
 
 TICK_SECONDS = 0.1    # how often a running landscape steps and redraws
@@ -192,12 +190,7 @@ class LandscapeApp(App[int]):
         self.query_one("#ls-note").border_title = "run directory"
         self.set_interval(TICK_SECONDS, self.tick)
         if self.handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                try:
-                    loop.add_signal_handler(sig, self._on_signal, sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass
+            on_exit_signals(self._on_signal)
         self.redraw()
 
     def on_resize(self, event) -> None:

@@ -137,14 +137,10 @@ def attach_main(argv: list[str]) -> int:
         return fail(str(e))
     except Exception as e:  # config.toml missing or unreadable: not a run directory
         return fail(f"{run_dir}: not a deeptui run directory ({e})")
-    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
-    if not headless:
-        try:
-            from tui.app import run_dashboard
-        except ImportError:
-            headless = True
-    if headless:
+    from tui.cli import wants_dashboard
+    if not wants_dashboard(args):
         return attach_headless(session)
+    from tui.app import run_dashboard
     return run_dashboard(session, attached=True)
 
 
