@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import commands as C
 from . import events as E
-from .config import Config, ConfigError
+from .config import OPTIMIZERS, Config, ConfigError
 from .models import build_model, has_features, is_frozen, set_frozen
 from .optim import describe, group_names, make_optimizer, set_base_lr
 from .runlog import RunLog, new_run_dir, save_checkpoint, write_config
@@ -587,8 +587,7 @@ class Engine:
     def _cmd_SwitchOptimizer(self, cmd):
         name = cmd.name or self.choices[(self.choices.index(self.optimizer_name) + 1) % len(self.choices)
                                         if self.optimizer_name in self.choices else 0]
-        if name not in {"sgd", "momentum", "nesterov", "adam", "adagrad", "adadelta", "rmsprop", "adamax",
-                        "nadam", "lbfgs"}:
+        if name not in OPTIMIZERS:
             return False, f"unknown optimizer {name!r}"
         if name == "lbfgs" and self.dist is not None:
             return False, "LBFGS is not supported in a data-parallel run (its line search is per rank)"
