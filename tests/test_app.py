@@ -259,3 +259,50 @@ async def test_replayed_history_is_shown_without_dialogs_or_toasts():
         assert not isinstance(app.screen, NanScreen)
         session.events.append(nan_warning(8))  # live, after the attach
         await until(pilot, lambda: isinstance(app.screen, NanScreen), what="live NaN dialog")
+
+
+async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeypatch):
+    """On a small CPU every millisecond of the UI is taken from training: a plot rebuild that
+    takes 30 ms waits 3 s (1% of the time) before the next one, while the panels show each new
+    step at once; when the run pauses, the plot catches up at the next poll."""
+    import tui.app as app_module
+    from tests.conftest import tiny_config
+    from tui.fake import FakeSession
+
+    def metrics(step):
+        return E.StepMetrics(step / 10, 1, step, loss=1.0 / step, accuracy=0.5, lr=0.1, optimizer="sgd",
+                             frozen=False, mode="train", samples_per_s=100.0, samples_seen=step * 8,
+                             gpu_memory_mb=0.0)
+
+    def state(name, step):
+        return E.StateChanged(step / 10, 1, step, state=name, optimizer="sgd", optimizer_params="lr=0.1",
+                              lr=0.1, frozen=False, mode="train", reason="")
+
+    slow_plot = app_module.loss_plot
+
+    def loss_plot(*a, **kw):
+        time.sleep(0.03)
+        return slow_plot(*a, **kw)
+
+    monkeypatch.setattr(app_module, "loss_plot", loss_plot)
+    start = [E.RunStarted(0.0, 1, 0, preset="tiny", run_dir="/runs/tiny", device="cpu", model="mlp",
+                          parameters=1, epochs=1, steps_per_epoch=1000, max_steps=0, has_features=False,
+                          optimizer_choices=("sgd",)), state("running", 0), metrics(10)]
+    session = FakeSession(tiny_config(), start, run_dir="/runs/tiny")
+    app = DeeptuiApp(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        plot = dashboard_of(app).query_one("#loss")
+        await until(pilot, lambda: plot.built_version == app.view.points_version and "10" in text_of(app, "#run"),
+                    what="first plot")
+        drawn = plot.built_version
+        session.events.append(metrics(20))
+        await until(pilot, lambda: "step 20" in text_of(app, "#run"), what="step 20 in the run panel")
+        t0 = time.monotonic()
+        await pilot.pause(1.5)
+        assert plot.built_version == drawn, "rebuilt within 1.5 s of a 30 ms rebuild"
+        await until(pilot, lambda: plot.built_version != drawn, timeout=10, what="the plot's next rebuild")
+        assert time.monotonic() - t0 >= 1.5
+        drawn = plot.built_version
+        session.events.append(metrics(30))
+        session.events.append(state("paused", 30))
+        await until(pilot, lambda: plot.built_version != drawn, timeout=1.0, what="a rebuild once paused")

@@ -36,7 +36,10 @@ MIN_WIDTH, MIN_HEIGHT = 80, 24
 POLL_SECONDS = 0.25          # how often the UI reads the engine's events
 FRAME_SECONDS = 1.0          # while running, redraw metrics (panels, plots) at most this often;
                              # state changes and command answers are drawn at the next poll
-PLOT_MIN_SECONDS = 1.0       # while running, rebuild the plots at most this often
+PLOT_MIN_SECONDS = 1.0       # while running, rebuild the plots at most this often,
+PLOT_CPU_SHARE = 0.01        # and let their rebuilds take at most this share of the time:
+                             # plotext takes ~15 ms for both on a laptop-class core, and on a small
+                             # CPU machine every millisecond of the UI is taken from training
 ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "timing": "bold cyan",
                "finished": "bold blue", "stopped": "bold magenta", "failed": "bold red",
@@ -189,6 +192,7 @@ class DeeptuiApp(App[int]):
         self._event_clock = clock()   # local clock when the latest event was read
         self._log_shown = 0
         self._plots_at = -math.inf
+        self._plots_cost = 0.0        # seconds the last plot rebuild took
         self._drawn_at = -math.inf
         self._pending: dict[int, str] = {}   # command id -> what to do when it is applied
         self._nan_open = False
@@ -413,17 +417,25 @@ class DeeptuiApp(App[int]):
 
     def _draw_plots(self, dash: Screen, force: bool) -> None:
         version = self.view.points_version
-        plots = [dash.query_one("#loss", PlotView), dash.query_one("#accuracy", PlotView)]
-        if not any(p.stale(version) for p in plots) and not force:
+        self._redraw_plots([(dash.query_one("#loss", PlotView), version),
+                            (dash.query_one("#accuracy", PlotView), version)], force)
+
+    def _redraw_plots(self, plots: list[tuple[PlotView, int]], force: bool) -> None:
+        """Rebuild the plots whose data or size changed. While training runs, not within
+        PLOT_MIN_SECONDS of the last rebuild, nor before the last rebuild's cost is within
+        PLOT_CPU_SHARE of the time since it (a wide terminal or a slow core redraws less often)."""
+        if not force and not any(p.stale(v) for p, v in plots):
             return
         now = time.monotonic()
         running = self.view.state == "running" and not self.view.finished
-        if not force and running and now - self._plots_at < PLOT_MIN_SECONDS:
+        wait = max(PLOT_MIN_SECONDS, self._plots_cost / PLOT_CPU_SHARE)
+        if not force and running and now - self._plots_at < wait:
             return
         self._plots_at = now
-        for p in plots:
-            if force or p.stale(version):
-                p.redraw(version)
+        for p, v in plots:
+            if force or p.stale(v):
+                p.redraw(v)
+        self._plots_cost = time.monotonic() - now
 
     def watch_log_scale(self, value: bool) -> None:
         try:

@@ -9,7 +9,6 @@ run (checkpoint, logs) and starts no other.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ from textual.widgets import Static
 from engine import commands as C
 from engine import events as E
 
-from .app import PLOT_MIN_SECONDS, Dashboard, DeeptuiApp, PlotView
+from .app import Dashboard, DeeptuiApp, PlotView
 from .view import RunView, Series, _empty, _figure, downsample, finite, legend, loss_plot
 
 # One colour per compared run (repeats after six).
@@ -206,18 +205,8 @@ class CompareApp(DeeptuiApp):
 
     def _draw_plots(self, dash: Screen, force: bool) -> None:
         """As the parent's, for the live loss and the overlay (each with its own version)."""
-        plots = [(dash.query_one("#loss", PlotView), self.view.points_version),
-                 (dash.query_one("#compare", PlotView), self.overlay_version)]
-        if not force and not any(p.stale(v) for p, v in plots):
-            return
-        now = time.monotonic()
-        running = self.view.state == "running" and not self.view.finished
-        if not force and running and now - self._plots_at < PLOT_MIN_SECONDS:
-            return
-        self._plots_at = now
-        for p, v in plots:
-            if force or p.stale(v):
-                p.redraw(v)
+        self._redraw_plots([(dash.query_one("#loss", PlotView), self.view.points_version),
+                            (dash.query_one("#compare", PlotView), self.overlay_version)], force)
 
     def watch_log_scale(self, value: bool) -> None:
         try:
