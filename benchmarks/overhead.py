@@ -1,28 +1,44 @@
 """What deeptui costs: training steps/s of (a) a plain PyTorch loop written as the lecture writes
 it, (b) deeptui's engine headless, (c) the engine with the dashboard live under Textual's headless
-driver. Same preset (quickstart's Monster on generated shapes), same data in memory, batch size,
-optimizer and number of steps; the variants run interleaved and each prints the median of its
-repeats, then the ratios headless/plain, dashboard/plain and dashboard/headless.
+driver. Same preset (quickstart's Monster on generated shapes), same data in memory, batch size and
+optimizer; the engine variants run as the CLI runs them (engine built in its own thread, control
+socket served). Prints each variant's median steps/s and the medians of the paired ratios
+headless/plain, dashboard/plain and dashboard/headless.
 
-    .venv/bin/python benchmarks/overhead.py [--steps 200] [--repeats 5] [--threads N] [--preset P]
+    .venv/bin/python benchmarks/overhead.py [--rounds 30] [--seconds 2] [--threads N] [--preset P] [-v]
 
-Throughput is measured over the training steps only: for the engine from its first to its last
-logged interval (engine clock, so setup, data generation and the end-of-run evaluation are not
-counted); for the plain loop over the same steps after the same warm-up steps. Augmentation and
-the feature-freezing schedule are switched off so that the three do the same arithmetic.
+How it measures. On a shared 2-core machine the speed of torch's two OpenMP threads swings by
++-15% from one second to the next (other tenants, kernel threads), more than the effect measured
+here, so variants that run one after the other in whole runs compare the machine's moods, not the
+code. Here the three variants run as three processes side by side and take turns: the benchmark
+lets one run for `--seconds` (SIGCONT) while the other two are frozen (SIGSTOP), then the next,
+for `--rounds` rounds, rotating who goes first. A round's three windows lie within a few seconds
+of each other, so each round gives one paired ratio; the result is the median over rounds, with
+its 95% confidence interval (distribution-free, from the order statistics). The first round is
+warm-up (the dashboard mounts in it) and is not counted.
 
-Each measurement runs in a fresh process: torch's OpenMP pools are per calling thread, and once a
+Speed is read from the rows each variant logs every `log.interval` steps (the engine's own
+metrics.csv, on the engine's clock; the plain loop writes the same rows): the steps from the last
+row before a window to the last row in it, over the time the process ran in between. A frozen
+process's clock runs on, so its timed work falls due when it is continued (the dashboard redraws,
+the engine flushes its log); that work is counted. With windows as short as the dashboard's
+1-second frame it redraws a little more often than for a user: the error is against the
+dashboard. Spans that hold an epoch end are left out (the engine evaluates there, the plain loop
+does not); augmentation and the feature-freezing schedule are off, so the three do the same
+arithmetic.
+
+Each variant is its own process anyway: torch's OpenMP pools are per calling thread, and once a
 process has run torch in more threads than it has cores, libgomp stops spin-waiting and every
-later run in that process is slower, which would punish whichever variant ran last.
-
-On 2 CPU cores any other busy process makes torch's intra-op threads wait on each other; run it
-on a quiet machine, or pass --threads 1 to compare single-threaded.
+later run in that process is slower.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import csv
 import io
+import math
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,137 +51,234 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from engine import events as E  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.data import build_data  # noqa: E402
-from engine.engine import Engine, seed_everything  # noqa: E402
+from engine.engine import seed_everything  # noqa: E402
 from engine.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "headless", "dashboard")
+EPOCH_BATCHES = 1500  # batches per epoch, generated once per process: tens of seconds of training
 
 
-def config(preset: str, steps: int):
+def config(preset: str, overrides: list[str] = ()):
     probe = load_config(preset, [])
     batch = probe.data.batch_size
     return load_config(preset, [
-        "run.epochs=1", "run.max_steps=0", "run.timing_at_start=false", 'run.device="cpu"',
-        f"data.train_size={steps * batch}", "data.test_size=100", "data.flip=false",
+        "run.epochs=100000", "run.max_steps=0", "run.timing_at_start=false", 'run.device="cpu"',
+        f"data.train_size={EPOCH_BATCHES * batch}", "data.test_size=100", "data.flip=false",
         "data.crop_padding=0", "data.shuffle=true", "schedule.freeze_features_epochs=0",
-        "log.checkpoint_every=0",
+        "log.checkpoint_every=0", *overrides,
     ])
 
 
-def plain(cfg, root: Path, warmup: int) -> float:
-    """The lecture's loop over batches already in memory; steps/s after `warmup` steps."""
+# ---- the variants: each runs in its own process until it is terminated ---------------------
+
+def ready(clock_offset: float) -> None:
+    """Tell the parent we are set up (and how our clock maps to time.monotonic), then freeze
+    until our first window."""
+    print(f"ready {clock_offset!r}", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def plain(cfg, tmp: Path, rows: Path) -> None:
+    """The lecture's loop over batches already in memory; a row every log.interval steps."""
     seed_everything(cfg.run.seed)
-    data = build_data(cfg, root, torch.device("cpu"))
+    data = build_data(cfg, tmp / "data", torch.device("cpu"))
     batches = list(data.train)  # tensors in memory, cut once
     data.close()
     model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
     model.train()
-    running_loss = 0.0
-    t0 = None
-    for i, (x, y) in enumerate(batches):
-        if i == warmup:
-            t0 = time.perf_counter()
-        out = model(x)
-        loss = criterion(out, y)
-        model.zero_grad()
-        loss.backward()
-        optimizer.step()
-        running_loss += loss.item()
-    return (len(batches) - warmup) / (time.perf_counter() - t0)
+    interval = cfg.log.interval
+    out = rows.open("w", buffering=1)
+    ready(0.0)
+    step, epoch = 0, 0
+    while True:
+        epoch += 1
+        running_loss = 0.0
+        for x, y in batches:
+            output = model(x)
+            loss = criterion(output, y)
+            model.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            step += 1
+            if step % interval == 0:
+                out.write(f"{epoch},{step},{time.monotonic()!r}\n")
 
 
-def engine_rate(events: list[E.Event]) -> float:
-    steps = [e for e in events if isinstance(e, E.StepMetrics)]
-    first, last = steps[0], steps[-1]
-    return (last.step - first.step) / (last.time_s - first.time_s)
+def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
+    from engine.engine import Engine
+    from tui.remote_cli import start_control_server
 
-
-def headless(cfg, root: Path, runs: Path) -> float:
-    from tui.cli import HeadlessPrinter, run_headless
-
-    eng = Engine.create_in_thread(cfg, data_root=root, log_dir=runs)  # as the CLI does
-    run_headless(eng, HeadlessPrinter(out=io.StringIO()))
-    return engine_rate(eng.events.read(0)[0])
-
-
-def dashboard(cfg, root: Path, runs: Path, size=(100, 30)) -> float:
-    from tui.app import DeeptuiApp
-
-    eng = Engine.create_in_thread(cfg, data_root=root, log_dir=runs)  # as the CLI does
-    app = DeeptuiApp(eng)
-
-    async def drive():
-        # The app runs as a user's would (headless driver, no Pilot: Pilot.pause messages every
-        # widget to wait for idle, which would load the UI thread far more than a user does).
-        async def quit_when_finished():
-            while not app.view.finished:
-                await asyncio.sleep(0.25)
-            app.exit()
-
-        watcher = asyncio.ensure_future(quit_when_finished())
-        await app.run_async(headless=True, size=size)
-        watcher.cancel()
-
-    asyncio.run(drive())
-    return engine_rate(eng.events.read(0)[0])
-
-
-def measure(name: str, args) -> float:
-    """One run of one variant in a fresh interpreter; returns its steps/s."""
-    cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--preset", args.preset]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
-
-
-def one(name: str, cfg) -> float:
-    warmup = cfg.log.interval  # the engine's first logged interval is its warm-up
-    with tempfile.TemporaryDirectory() as tmp:
-        root, runs = Path(tmp) / "data", Path(tmp) / "runs"
-        if name == "plain":
-            return plain(cfg, root, warmup)
+    eng = Engine.create_in_thread(cfg, data_root=tmp / "data", log_dir=tmp / "runs" / name)  # as the CLI does
+    server = start_control_server(eng)
+    ready(time.monotonic() - eng.now())
+    try:
         if name == "headless":
-            return headless(cfg, root, runs)
-        return dashboard(cfg, root, runs)
+            from tui.cli import HeadlessPrinter, run_headless
+            run_headless(eng, HeadlessPrinter(out=io.StringIO()))  # SIGTERM: stop, flush, return
+        else:
+            # The app runs as a user's would (headless driver, no Pilot: Pilot.pause messages every
+            # widget to wait for idle, which would load the UI thread far more than a user does).
+            from tui.app import DeeptuiApp
+            eng.interactive = True
+            app = DeeptuiApp(eng, handle_signals=True)  # SIGTERM: stop the engine, flush, exit
+            app.run(headless=True, size=size)
+            app.stop_session("quit")
+    finally:
+        if server is not None:
+            server.close()
+
+
+# ---- the parent: windows, rows, ratios ------------------------------------------------------
+
+def read_rows(name: str, tmp: Path, offset: float) -> list[tuple[int, int, float]]:
+    """(epoch, step, time.monotonic) of each logged training row."""
+    if name == "plain":
+        lines = (tmp / "plain.rows").read_text().splitlines()
+        return [(int(e), int(s), float(t)) for e, s, t in (line.split(",") for line in lines if line)]
+    (metrics,) = (tmp / "runs" / name).glob("*/metrics.csv")
+    with metrics.open() as f:
+        return [(int(r["epoch"]), int(r["step"]), float(r["time_s"]) + offset)
+                for r in csv.DictReader(f) if r["split"] == "train"]
+
+
+def window_rate(rows, windows: list[tuple[float, float]], k: int) -> float | None:
+    """Steps/s in window k: from the last row logged before the window to the last row logged
+    in it, over the time the process ran in between (SIGSTOPped time excluded). So the work a
+    variant does right after it is continued (the dashboard's redraw, the engine's log flush,
+    which a frozen clock makes due) is counted, not lost between rows. None if the span holds
+    an epoch end (the engine evaluates there, the plain loop does not) or has no rows."""
+    t0, t1 = windows[k]
+    before = [r for r in rows if r[2] < t0]
+    inside = [r for r in rows if t0 <= r[2] <= t1]
+    if not before or not inside:
+        return None
+    (ea, sa, ta), (eb, sb, tb) = before[-1], inside[-1]
+    if ea != eb:
+        return None
+    ran = sum(max(0.0, min(tb, w1) - max(ta, w0)) for w0, w1 in windows)
+    return (sb - sa) / ran if ran > 0 else None
+
+
+def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: (x_(k), x_(n+1-k)), k the largest
+    with P(Binomial(n, 1/2) <= k-1) <= (1-level)/2."""
+    xs, n = sorted(xs), len(xs)
+    tail, k = 0.0, 0
+    while tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else (xs[0], xs[-1])
+
+
+def wait_stopped(proc: subprocess.Popen) -> None:
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        err = proc.stderr.read() if proc.stderr else ""
+        raise SystemExit(f"overhead.py: a variant exited during the benchmark:\n{err[-2000:]}")
+
+
+def spawn(name: str, args, tmp: Path) -> tuple[subprocess.Popen, float]:
+    cmd = [sys.executable, __file__, "--variant", name, "--tmp", str(tmp), "--preset", args.preset,
+           "--threads", str(args.threads)] + [f"--set={s}" for s in args.set]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("ready "):
+        raise SystemExit(f"overhead.py: variant {name} did not start:\n{proc.stderr.read()[-2000:]}")
+    wait_stopped(proc)
+    return proc, float(line.split()[1])
+
+
+def finish(procs: dict[str, subprocess.Popen]) -> None:
+    """Engines stop as on Ctrl-C (flushing metrics.csv); the plain loop is killed."""
+    for name, p in procs.items():
+        os.kill(p.pid, signal.SIGKILL if name == "plain" else signal.SIGTERM)
+        os.kill(p.pid, signal.SIGCONT)
+    for p in procs.values():
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default=str(ROOT / "presets" / "quickstart.toml"))
-    p.add_argument("--steps", type=int, default=200, help="training steps per run")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=30, help="counted rounds (one warm-up round more)")
+    p.add_argument("--seconds", type=float, default=2.0, help="each variant's window per round")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: torch's default")
-    p.add_argument("--variant", choices=("plain", "headless", "dashboard"), help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more preset override (as deeptui --set)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every round's steps/s")
+    p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config(args.preset, args.steps)
-    if args.variant:  # a child process: one measurement, printed last
-        print(one(args.variant, cfg))
+    cfg = config(args.preset, args.set)
+    if args.variant:  # a child process
+        tmp = Path(args.tmp)
+        if args.variant == "plain":
+            plain(cfg, tmp, tmp / "plain.rows")
+        else:
+            engine_variant(args.variant, cfg, tmp)
         return 0
-    results: dict[str, list[float]] = {"plain": [], "headless": [], "dashboard": []}
-    for r in range(args.repeats):
-        order = ["plain", "headless", "dashboard"]
-        order = order[r % 3:] + order[:r % 3]  # rotate, so no variant always runs first
-        for name in order:
-            results[name].append(measure(name, args))
-        print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
-            f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\n{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
-          f"batch {cfg.data.batch_size}, {args.steps} steps, {torch.get_num_threads()} torch threads, "
-          f"median of {args.repeats}, each run in a fresh process")
-    for k in ("plain", "headless", "dashboard"):
-        print(f"  {k:9s} {med[k]:7.2f} steps/s   (all: {', '.join(f'{v:.1f}' for v in results[k])})")
-    print(f"  headless / plain      {med['headless'] / med['plain']:.3f}   (target >= 0.98)")
-    print(f"  dashboard / plain     {med['dashboard'] / med['plain']:.3f}   (target >= 0.95)")
-    print(f"  dashboard / headless  {med['dashboard'] / med['headless']:.3f}")
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        procs, offsets = {}, {}
+        try:
+            for name in VARIANTS:
+                procs[name], offsets[name] = spawn(name, args, tmp)
+            windows: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+            for r in range(args.rounds + 1):
+                order = VARIANTS[r % 3:] + VARIANTS[:r % 3]  # rotate, so no variant always goes first
+                for name in order:
+                    proc = procs[name]
+                    t0 = time.monotonic()
+                    os.kill(proc.pid, signal.SIGCONT)
+                    time.sleep(args.seconds)
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    t1 = time.monotonic()
+                    wait_stopped(proc)
+                    windows[name].append((t0, t1))
+        finally:
+            finish(procs)
+        rows = {name: read_rows(name, tmp, offsets[name]) for name in VARIANTS}
+
+    rates = {name: [window_rate(rows[name], windows[name], k) for k in range(1, args.rounds + 1)]
+             for name in VARIANTS}
+    counted = [i for i in range(args.rounds) if all(rates[n][i] for n in VARIANTS)]
+    if not counted:
+        raise SystemExit("overhead.py: no window held a logged row; pass a longer --seconds "
+                         "or --set log.interval=<fewer steps>")
+    rates = {n: [rates[n][i] for i in counted] for n in VARIANTS}
+    if args.verbose:
+        for i in range(len(counted)):
+            print(f"round {counted[i] + 1:3d}: " + "  ".join(f"{n} {rates[n][i]:5.1f}" for n in VARIANTS))
+
+    def paired(a: str, b: str) -> tuple[float, float, float]:
+        ratios = [x / y for x, y in zip(rates[a], rates[b])]
+        return (statistics.median(ratios), *median_ci(ratios))
+
+    print(f"{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
+          f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {len(counted)} rounds "
+          f"of {args.seconds:g} s windows per variant, taking turns")
+    for n in VARIANTS:
+        print(f"  {n:9s} {statistics.median(rates[n]):7.2f} steps/s median   "
+              f"(range {min(rates[n]):.1f} - {max(rates[n]):.1f})")
+    print("  paired ratio: median over rounds (95% confidence interval of the median)")
+    for a, b, target in (("headless", "plain", 0.98), ("dashboard", "plain", 0.95),
+                         ("dashboard", "headless", None)):
+        med, lo, hi = paired(a, b)
+        goal = f"   target >= {target}" if target else ""
+        print(f"  {a + ' / ' + b:22s} {med:.3f}   ({lo:.3f} - {hi:.3f}){goal}")
     return 0
 
 
