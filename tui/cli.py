@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 from engine import events as E
@@ -16,6 +17,9 @@ from engine import events as E
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "presets" / "quickstart.toml"
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+# Headless output is read in batches, at most this often: every wake-up of the printing thread
+# preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
+PRINT_SECONDS = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,7 +293,10 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
     """Hand every event of a session (an Engine or a RemoteSession) to the printer until the
     session ends or `until()` says so."""
     cursor = 0
+    read_at = 0.0
     while not until():
+        time.sleep(max(0.0, read_at + PRINT_SECONDS - time.monotonic()))
+        read_at = time.monotonic()
         events, cursor = session.events.read(cursor)
         for ev in events:
             printer.handle(ev)
@@ -297,7 +304,6 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
             for ev in session.events.read(cursor)[0]:  # what came in while it was ending
                 printer.handle(ev)
             return
-        session.events.wait(cursor, 0.5)
 
 
 def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
