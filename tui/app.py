@@ -249,11 +249,11 @@ class DeeptuiApp(App[int]):
             replayed = getattr(self.session, "replayed", 0)  # an attached run's history
             for i, ev in enumerate(events):
                 self.view.apply(ev)
+                urgent = urgent or not isinstance(ev, ROUTINE)
                 if first + i >= replayed:  # no toasts or dialogs for what happened before attach
                     self._react(ev)
             if first < replayed:
                 self.refresh_bindings()  # keys follow the replayed state (finished, features, ...)
-                urgent = urgent or not isinstance(ev, ROUTINE)
         # Every repaint costs the UI thread milliseconds, and on a small CPU machine that time
         # is taken from the training thread (the GIL): metrics are drawn once a second.
         if urgent or time.monotonic() - self._drawn_at >= FRAME_SECONDS:
