@@ -215,6 +215,14 @@ class Engine:
         started = self._go is None or self._go.is_set()
         return self._thread is not None and self._thread.is_alive() and started
 
+    def wait_finished(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the run's thread to end; True when it has (as RemoteSession's)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:
+            time.sleep(timeout)
+        return not self.alive
+
     # ---- the run ------------------------------------------------------------------------
 
     def now(self) -> float:

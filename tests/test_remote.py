@@ -336,7 +336,10 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[1:5] == ["finished", "2", "80", row[4]] and row[-1] == "-"
-    assert "finished" in (run_dir / "deeptui.log").read_text()
+    log = run_dir / "deeptui.log"  # the detached process prints its last line as its engine thread ends
+    while "finished" not in log.read_text() and time.monotonic() < deadline + 10:
+        time.sleep(0.1)
+    assert "finished" in log.read_text()
 
 
 def test_a_local_headless_run_serves_its_socket_too(tmp_path):

@@ -295,7 +295,8 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
     cursor = 0
     read_at = 0.0
     while not until():
-        time.sleep(max(0.0, read_at + PRINT_SECONDS - time.monotonic()))
+        # batch what comes in, but print the end of the run as soon as it comes
+        session.wait_finished(max(0.0, read_at + PRINT_SECONDS - time.monotonic()))
         read_at = time.monotonic()
         events, cursor = session.events.read(cursor)
         for ev in events:
