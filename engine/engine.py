@@ -215,6 +215,12 @@ class Engine:
         started = self._go is None or self._go.is_set()
         return self._thread is not None and self._thread.is_alive() and started
 
+    @property
+    def epoch_now(self) -> int:
+        """The 1-based epoch that events and rows are labelled with; after the last epoch has
+        ended (final evaluation, checkpoint, Finished) it stays the last one, not epochs + 1."""
+        return min(self.epoch + 1, self.cfg.run.epochs)
+
     def wait_finished(self, timeout: float) -> bool:
         """Wait up to `timeout` for the run's thread to end; True when it has (as RemoteSession's)."""
         if self._thread is not None:
@@ -232,13 +238,13 @@ class Engine:
         self.events.append(event)
 
     def _mark(self, event: str, detail: str = "") -> None:
-        self.log.event(round(self.now(), 3), self.epoch + 1, self.step, event, detail)
+        self.log.event(round(self.now(), 3), self.epoch_now, self.step, event, detail)
 
     def run(self) -> str:
         """Train until done, stopped or failed; returns the final state. Never raises."""
         cfg = self.cfg
         try:
-            self.emit(E.RunStarted(self.now(), self.epoch + 1, self.step, preset=cfg.run.name,
+            self.emit(E.RunStarted(self.now(), self.epoch_now, self.step, preset=cfg.run.name,
                                    run_dir=str(self.run_dir), device=device_label(self.device),
                                    model=cfg.model.name,
                                    parameters=sum(p.numel() for p in self.model.parameters()),
@@ -271,7 +277,7 @@ class Engine:
         try:
             self.log.close()
         except OSError as exc:
-            self.emit(E.RunError(self.now(), self.epoch + 1, self.step,
+            self.emit(E.RunError(self.now(), self.epoch_now, self.step,
                                  message=f"could not write the logs: {exc}",
                                  fix=f"free space or check permissions in {self.run_dir}"))
             state = "failed"
@@ -281,9 +287,9 @@ class Engine:
             from .distributed import close
             with contextlib.suppress(Exception):
                 close()
-        self.emit(E.StateChanged(self.now(), self.epoch + 1, self.step, state=state, reason=reason,
+        self.emit(E.StateChanged(self.now(), self.epoch_now, self.step, state=state, reason=reason,
                                  **self._state_fields()))
-        self.emit(E.Finished(self.now(), self.epoch + 1, self.step, state=state,
+        self.emit(E.Finished(self.now(), self.epoch_now, self.step, state=state,
                              run_dir=str(self.run_dir), reason=reason))
 
     def _report_error(self, exc: Exception) -> str:
@@ -301,7 +307,7 @@ class Engine:
         elif type(exc).__name__ == "DataError":
             message, fix = str(exc), ""
         message = message.splitlines()[0][:300] if message else type(exc).__name__
-        self.emit(E.RunError(self.now(), self.epoch + 1, self.step, message=message, fix=fix))
+        self.emit(E.RunError(self.now(), self.epoch_now, self.step, message=message, fix=fix))
         with contextlib.suppress(Exception):
             self._mark("error", message + (f"; fix: {fix}" if fix else ""))
         return message
@@ -449,10 +455,10 @@ class Engine:
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         self._reset_sums()
         t = round(self.now(), 3)
-        self.log.metric(time_s=t, epoch=self.epoch + 1, step=self.step, split="train", loss=loss,
+        self.log.metric(time_s=t, epoch=self.epoch_now, step=self.step, split="train", loss=loss,
                         accuracy=acc, lr=self.base_lr, optimizer=self.optimizer_name,
                         frozen=self._frozen_bool(), mode=self.mode, samples_per_s=round(sps, 1))
-        self.emit(E.StepMetrics(t, self.epoch + 1, self.step, loss=loss, accuracy=acc, lr=self.base_lr,
+        self.emit(E.StepMetrics(t, self.epoch_now, self.step, loss=loss, accuracy=acc, lr=self.base_lr,
                                 optimizer=self.optimizer_name, frozen=self._frozen_bool(), mode=self.mode,
                                 samples_per_s=sps, samples_seen=seen, gpu_memory_mb=gpu_mb))
         if not math.isfinite(loss):
@@ -467,7 +473,7 @@ class Engine:
         if policy == "stop":
             raise FloatingPointError(f"{msg}; fix: lower the learning rate (e.g. --set optimizer.lr="
                                      f"{self.base_lr / 10:g}) or set run.on_nan = \"pause\"")
-        self.emit(E.Warning(self.now(), self.epoch + 1, self.step,
+        self.emit(E.Warning(self.now(), self.epoch_now, self.step,
                             message=f"{msg}: " + ("paused; resume, restore the last checkpoint or halve the lr"
                                                   if policy == "pause" else "continuing (run.on_nan = continue)")))
         if policy == "pause":
@@ -517,10 +523,10 @@ class Engine:
         if want != self._frozen_bool():
             set_frozen(self.model, want)
             action = "freeze" if want else "unfreeze"
-            detail = f"features {'frozen' if want else 'trainable'} at epoch {self.epoch + 1} (schedule: " \
+            detail = f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} (schedule: " \
                      f"frozen for the first {n} epochs)"
             self._mark(f"schedule_{action}", detail)
-            self.emit(E.ScheduleAction(self.now(), self.epoch + 1, self.step, action=action, detail=detail))
+            self.emit(E.ScheduleAction(self.now(), self.epoch_now, self.step, action=action, detail=detail))
             self._emit_state()
 
     def _between_steps(self) -> None:
@@ -566,11 +572,11 @@ class Engine:
         ok, text = result
         if ok:
             self._mark(f"applied:{name}", text)
-            self.emit(E.CommandApplied(self.now(), self.epoch + 1, self.step, command_id=cmd.id,
+            self.emit(E.CommandApplied(self.now(), self.epoch_now, self.step, command_id=cmd.id,
                                        command=name, detail=text))
         else:
             self._mark(f"rejected:{name}", text)
-            self.emit(E.CommandRejected(self.now(), self.epoch + 1, self.step, command_id=cmd.id,
+            self.emit(E.CommandRejected(self.now(), self.epoch_now, self.step, command_id=cmd.id,
                                         command=name, reason=text))
 
     def _cmd_Pause(self, cmd):
@@ -672,7 +678,7 @@ class Engine:
         finally:
             self._set_state(previous, "timing done")
         self._interval_start = time.monotonic()  # the timing's time is not training time
-        self.emit(E.TimingResult(self.now(), self.epoch + 1, self.step, device=report.device,
+        self.emit(E.TimingResult(self.now(), self.epoch_now, self.step, device=report.device,
                                  batch_ms=report.batch_s * 1e3, loop_ms=report.loop_s * 1e3,
                                  ratio=report.ratio, batch_gflops=report.batch_gflops,
                                  loop_gflops=report.loop_gflops))
@@ -712,7 +718,7 @@ class Engine:
         if state == self.RUNNING and self.state != self.RUNNING:
             self._interval_start = time.monotonic()  # pauses do not count against samples/s
         self.state = state
-        self.emit(E.StateChanged(self.now(), self.epoch + 1, self.step, state=state, reason=reason,
+        self.emit(E.StateChanged(self.now(), self.epoch_now, self.step, state=state, reason=reason,
                                  **self._state_fields()))
 
     def _emit_state(self) -> None:
@@ -747,7 +753,7 @@ class Engine:
         save_checkpoint(path, payload)
         self._last_checkpoint = path
         self._mark("checkpoint", str(path))
-        self.emit(E.CheckpointSaved(self.now(), self.epoch + 1, self.step, path=str(path)))
+        self.emit(E.CheckpointSaved(self.now(), self.epoch_now, self.step, path=str(path)))
         return path
 
     def _load_state(self, st: dict) -> None:

@@ -211,6 +211,20 @@ def test_run_directory_has_three_files_with_exact_headers(make_engine):
     assert all(len(r) == len(METRICS_HEADER) and None not in r.values() for r in rows)
 
 
+def test_the_end_of_a_run_is_labelled_with_its_last_epoch(make_engine):
+    """After 2 epochs the final test row, checkpoint and 'finished' say epoch 2, not 3."""
+    eng = make_engine("run.epochs=2")
+    r = EventReader(eng)
+    eng.start()
+    r.wait(lambda e: isinstance(e, E.Finished))
+    events = eng.events.read(0)[0]
+    assert max(e.epoch for e in events) == 2
+    assert isinstance(events[-1], E.Finished) and events[-1].epoch == 2
+    rows = list(csv.DictReader(open(eng.run_dir / "events.csv")))
+    assert rows[-1]["event"] == "finished" and rows[-1]["epoch"] == "2"
+    metrics = list(csv.DictReader(open(eng.run_dir / "metrics.csv")))
+    assert {r["epoch"] for r in metrics} == {"1", "2"}
+
 def test_engine_does_not_import_textual():
     code = ("import sys, engine.engine, engine.data, engine.config, engine.timing; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'tui', 'plotext')]; "
