@@ -91,8 +91,10 @@ class Dashboard(Screen):
 
     def titles(self, app) -> dict[str, tuple[str, str]]:
         """widget id -> (border title, border subtitle)"""
-        return {"loss": ("loss · x: step", legend("train", "smoothed", "test", "optimizer", "freeze", "mode")),
-                "accuracy": ("accuracy %", legend("train", "test")),
+        compact = self.has_class("-compact")
+        return {"loss": ("loss · x: step", legend("train", "smoothed", "test", "optimizer", "freeze", "mode",
+                                                  compact=compact)),
+                "accuracy": ("accuracy %", legend("train", "test", compact=compact)),
                 "run": ("run", ""), "timing": ("batch vs loop", ""), "log": ("events", "")}
 
     def compose(self) -> ComposeResult:
@@ -111,17 +113,21 @@ class Dashboard(Screen):
 
     def on_mount(self) -> None:
         app: DeeptuiApp = self.app  # type: ignore[assignment]
-        for name, (title, subtitle) in self.titles(app).items():
-            widget = self.query_one(f"#{name}")
-            widget.border_title, widget.border_subtitle = title, subtitle or None
+        self._apply_titles()
         app._dash = self
         app.refresh_view(True)
+
+    def _apply_titles(self) -> None:
+        for name, (title, subtitle) in self.titles(self.app).items():
+            widget = self.query_one(f"#{name}")
+            widget.border_title, widget.border_subtitle = title, subtitle or None
 
     def on_resize(self, event) -> None:
         w, h = event.size.width, event.size.height
         small = w < MIN_WIDTH or h < MIN_HEIGHT
         self.set_class(small, "-too-small")
         self.set_class(w < 100 or h < 30, "-compact")
+        self._apply_titles()  # shorter legends when compact
         if small:
             self.query_one("#too-small", Static).update(
                 Text(f"deeptui needs a terminal of at least {MIN_WIDTH}x{MIN_HEIGHT}\n"
@@ -192,7 +198,7 @@ class DeeptuiApp(App[int]):
         self._event_clock = clock()   # local clock when the latest event was read
         self._log_shown = 0
         self._plots_at = -math.inf
-        self._plots_cost = 0.0        # seconds the last plot rebuild took
+        self._plots_cost = 0.0        # CPU seconds the last plot rebuild took
         self._drawn_at = -math.inf
         self._pending: dict[int, str] = {}   # command id -> what to do when it is applied
         self._nan_open = False
@@ -422,7 +428,7 @@ class DeeptuiApp(App[int]):
 
     def _redraw_plots(self, plots: list[tuple[PlotView, int]], force: bool) -> None:
         """Rebuild the plots whose data or size changed. While training runs, not within
-        PLOT_MIN_SECONDS of the last rebuild, nor before the last rebuild's cost is within
+        PLOT_MIN_SECONDS of the last rebuild, nor before the last rebuild's CPU time is within
         PLOT_CPU_SHARE of the time since it (a wide terminal or a slow core redraws less often)."""
         if not force and not any(p.stale(v) for p, v in plots):
             return
@@ -432,10 +438,11 @@ class DeeptuiApp(App[int]):
         if not force and running and now - self._plots_at < wait:
             return
         self._plots_at = now
+        cpu = time.thread_time()  # CPU time: on a busy machine the wall time also counts waiting
         for p, v in plots:
             if force or p.stale(v):
                 p.redraw(v)
-        self._plots_cost = time.monotonic() - now
+        self._plots_cost = time.thread_time() - cpu
 
     def watch_log_scale(self, value: bool) -> None:
         try:

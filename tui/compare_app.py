@@ -73,7 +73,8 @@ class CompareDashboard(Dashboard):
                 PlotView(lambda w, h: overlay_plot(app.curves(), w, h, app.log_scale), id="compare")]
 
     def titles(self, app) -> dict[str, tuple[str, str]]:
-        return {"loss": ("live run: loss · x: step", legend("train", "smoothed", "test")),
+        return {"loss": ("live run: loss · x: step", legend("train", "smoothed", "test",
+                                                            compact=self.has_class("-compact"))),
                 "compare": ("train loss · x: samples seen", overlay_legend([label for label, _ in app.runs])),
                 "run": ("live run", ""), "runs": (f"compare {app.key}", ""), "log": ("events", "")}
 

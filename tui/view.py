@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from plotext._figure import _figure_class  # imported here, not at the first plot: the plots'
+                                           # redraw cadence is set by what a rebuild costs
+
 from engine import events as E
 
 EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
@@ -241,8 +244,6 @@ def fmt_duration(seconds: float | None) -> str:
 # ---- plots ------------------------------------------------------------------------------
 
 def _figure(width: int, height: int):
-    from plotext._figure import _figure_class
-
     fig = _figure_class()
     fig.plotsize(max(width, 10), max(height, 4))
     fig.theme("clear")
@@ -294,7 +295,10 @@ def accuracy_plot(view: RunView, width: int, height: int) -> str:
     return fig.build()
 
 
-def legend(*names: str) -> str:
-    """Textual markup naming each series / marker in its plot colour (for a border subtitle)."""
+def legend(*names: str, compact: bool = False) -> str:
+    """Textual markup naming each series / marker in its plot colour (for a border subtitle);
+    compact: short enough for the loss plot of an 80-column terminal."""
     marks = {"optimizer": "│opt", "freeze": "│freeze", "mode": "│mode"}
+    if compact:
+        marks.update(smoothed="━avg", train="━train", test="━test")
     return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)
