@@ -254,7 +254,7 @@ def main(argv=None) -> int:
 
     rates = {name: [window_rate(rows[name], windows[name], k) for k in range(1, args.rounds + 1)]
              for name in VARIANTS}
-    counted = [i for i in range(args.rounds) if all(rates[n][i] for n in VARIANTS)]
+    counted = [i for i in range(args.rounds) if all(rates[n][i] is not None for n in VARIANTS)]
     if not counted:
         raise SystemExit("overhead.py: no window held a logged row; pass a longer --seconds "
                          "or --set log.interval=<fewer steps>")

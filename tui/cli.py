@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 
 from engine import events as E
@@ -293,11 +292,7 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
     """Hand every event of a session (an Engine or a RemoteSession) to the printer until the
     session ends or `until()` says so."""
     cursor = 0
-    read_at = 0.0
     while not until():
-        # batch what comes in, but print the end of the run as soon as it comes
-        session.wait_finished(max(0.0, read_at + PRINT_SECONDS - time.monotonic()))
-        read_at = time.monotonic()
         events, cursor = session.events.read(cursor)
         for ev in events:
             printer.handle(ev)
@@ -305,6 +300,7 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
             for ev in session.events.read(cursor)[0]:  # what came in while it was ending
                 printer.handle(ev)
             return
+        session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
 
 
 def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
