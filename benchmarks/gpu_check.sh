@@ -24,7 +24,7 @@ fi
 echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 echo "== deeptui bench --device cuda"
-timeout 120 $PY -m tui.cli bench --device cuda
+timeout 120 $PY -m deeptui bench --device cuda
 echo "== sync-free training step"
 timeout 180 $PY -m pytest -q -p no:asyncio tests/test_gpu.py
 echo "== Monster, batch 64, 300 steps: lecture loop vs deeptui"

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.config import DataConfig  # noqa: E402
-from engine.data import bundle_from_tensors  # noqa: E402
+from deeptui.engine.config import DataConfig  # noqa: E402
+from deeptui.engine.data import bundle_from_tensors  # noqa: E402
 
 
 def rate(source, device: torch.device, repeats: int, max_batches: int) -> list[float]:

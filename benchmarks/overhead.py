@@ -51,10 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from engine.config import load_config  # noqa: E402
-from engine.data import build_data  # noqa: E402
-from engine.engine import seed_everything  # noqa: E402
-from engine.models import build_model  # noqa: E402
+from deeptui.engine.config import load_config  # noqa: E402
+from deeptui.engine.data import build_data  # noqa: E402
+from deeptui.engine.loop import seed_everything  # noqa: E402
+from deeptui.engine.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "headless", "dashboard")
@@ -111,20 +111,20 @@ def plain(cfg, tmp: Path, rows: Path) -> None:
 
 
 def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
-    from engine.engine import Engine
-    from tui.remote_cli import start_control_server
+    from deeptui.engine.build import build_in_thread
+    from deeptui.tui.runner import serve as start_control_server
 
-    eng = Engine.create_in_thread(cfg, data_root=tmp / "data", log_dir=tmp / "runs" / name)  # as the CLI does
+    eng = build_in_thread(cfg, data_root=tmp / "data", log_dir=tmp / "runs" / name)  # as the CLI does
     server = start_control_server(eng)
     ready(time.monotonic() - eng.now())
     try:
         if name == "headless":
-            from tui.cli import HeadlessPrinter, run_headless
+            from deeptui.tui.headless import HeadlessPrinter, run_headless
             run_headless(eng, HeadlessPrinter(out=io.StringIO()))  # SIGTERM: stop, flush, return
         else:
             # The app runs as a user's would (headless driver, no Pilot: Pilot.pause messages every
             # widget to wait for idle, which would load the UI thread far more than a user does).
-            from tui.app import DeeptuiApp
+            from deeptui.tui.app import DeeptuiApp
             eng.interactive = True
             app = DeeptuiApp(eng, handle_signals=True)  # SIGTERM: stop the engine, flush, exit
             app.run(headless=True, size=size)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(nproc: int, args) -> float:
     with tempfile.TemporaryDirectory() as logs:
-        cmd = [sys.executable, "-m", "tui.cli", args.preset, "--headless", "--log-dir", logs,
+        cmd = [sys.executable, "-m", "deeptui", args.preset, "--headless", "--log-dir", logs,
                "--device", args.device, "--max-steps", str(args.steps), "--set", f"log.interval={args.interval}",
                "--set", "log.checkpoint_every=0", "--set", f"data.batch_size={args.batch}"]
         if nproc > 1:

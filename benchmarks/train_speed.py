@@ -40,8 +40,8 @@ def lecture_loop(root: Path, device, steps: int, warmup: int, blocks: int, worke
     from PIL import Image
     from torchvision import transforms
 
-    from engine.data import _load_cifar10
-    from engine.models import Monster
+    from deeptui.engine.data import _load_cifar10
+    from deeptui.engine.models import Monster
 
     (x, y), _ = _load_cifar10(root, False, 0, 0)
     images = x.permute(0, 2, 3, 1).numpy()  # HWC like torchvision's CIFAR10.data
@@ -89,16 +89,16 @@ def lecture_loop(root: Path, device, steps: int, warmup: int, blocks: int, worke
 def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, workers: int,
                 overrides: list[str]) -> float:
     """deeptui's engine headless; samples/s between the readback after the warm-up and the last."""
-    from engine import events as E
-    from engine.config import load_config
-    from engine.engine import Engine
+    from deeptui.engine import events as E
+    from deeptui.engine.config import load_config
+    from deeptui.engine.build import build_engine
 
     cfg = load_config(ROOT / "presets" / "cifar_monster.toml", [
         "model.pretrained=false", f"model.blocks={blocks}", f"run.max_steps={warmup + steps}",
         f"log.interval={warmup}", "data.test_size=1000", f'run.device="{device}"',
         f"data.num_workers={workers}", "log.checkpoint_every=0", *overrides])
     with tempfile.TemporaryDirectory() as logs:
-        eng = Engine.create(cfg, data_root=root, log_dir=logs)
+        eng = build_engine(cfg, data_root=root, log_dir=logs)
         eng.run()
         marks = [e for e in eng.events.read(0)[0] if isinstance(e, E.StepMetrics)]
     first = next(e for e in marks if e.step == warmup)

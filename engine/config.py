@@ -1,12 +1,15 @@
-"""Preset TOML -> nested frozen dataclasses.
+"""Preset TOML -> nested frozen dataclasses, each section checked, with one-line errors.
 
 Every error is a ConfigError whose message names the file, the dotted key and the fix, on one
-line, so the CLI can print it and exit 2 without a traceback.
+line, so the CLI can print it and exit 2 without a traceback. No torch here: a preset is checked
+before torch has loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +20,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "adadelta", "rmsprop",
-              "adamax", "nadam", "lbfgs")
+from . import registry
+from .errors import ConfigError
+
+OPTIMIZERS = registry.NAMES
 DATASETS = ("shapes", "cifar10", "mnist")
 MODELS = ("monster", "mnist_net", "mlp")
 LOADERS = ("memory", "dataloader")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
-
-
-class ConfigError(ValueError):
-    """A preset or override that cannot be used; str() is the one-line message for the user."""
 
 
 def _f(default: Any, doc: str, **rules: Any) -> Any:
@@ -84,7 +85,7 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS)
     lr: float = _f(1e-2, "learning rate", gt=0.0)
-    momentum: float = _f(0.9, "momentum for the momentum, nesterov and rmsprop choices (sgd uses 0)",
+    momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)",
                          min=0.0, lt=1.0)
     weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
     betas: list = _f([0.9, 0.999], "adam, adamax, nadam: (beta1, beta2)")
@@ -242,12 +243,136 @@ def _check_consistency(cfg: Config) -> None:
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
     if cfg.run.kind == "landscape":  # the paths are checked with the rest of the preset
-        from .landscape import check_landscape
         check_landscape(cfg)
     for k, vals in cfg.run.compare.items():
         if not isinstance(vals, list) or not vals:
             raise ConfigError(f"{src}: run.compare.\"{k}\" must be a non-empty array of values; "
                               f"fix: e.g. {{ \"{k}\" = [1, 10, 100] }}")
+
+
+# ---- [landscape] paths: one table per optimizer path, checked against engine.registry
+
+
+@dataclass
+class PathSpec:
+    label: str  # e.g. "sgd lr=0.05", "momentum 0.5 lr=0.05", "adam lr=0.1"
+    optimizer: str  # a name from engine.registry
+    hyper: dict = field(default_factory=dict)  # keyword arguments of the torch optimizer, lr included
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _path_keys(name: str) -> dict[str, Any]:
+    """The keys a path of optimizer `name` may set, with their defaults (lr is required)."""
+    entry = registry.OPTIMIZERS[name]
+    keys = (*entry.keys, *entry.path_only)
+    return {k: list(v) if isinstance(v := entry.default(k), tuple) else v for k in keys}
+
+
+def _check_hyper(src: str, key: str, name: str, k: str, v: Any) -> Any:
+    """One path value, checked; returns it in the form torch wants."""
+
+    def bad(want: str, example: str) -> ConfigError:
+        return ConfigError(f"{src}: {key}.{k} = {v!r} for {name}; fix: {want}, e.g. {k} = {example}")
+
+    if k == "lr":
+        if not _num(v) or v <= 0:
+            raise bad("a learning rate > 0", "1e-2")
+        return float(v)
+    if k == "betas":
+        if not (isinstance(v, list) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)):
+            raise bad("two numbers in [0, 1)", "[0.9, 0.999]")
+        return [float(b) for b in v]
+    if k == "eps":
+        if not _num(v) or v <= 0:
+            raise bad("a number > 0", "1e-8")
+        return float(v)
+    if k == "momentum":
+        low_ok = name == "rmsprop"  # SGD momentum 0 would be plain sgd: say so
+        if not _num(v) or not (0 <= v < 1) or (v == 0 and not low_ok):
+            raise bad("a number in (0, 1) (or optimizer = \"sgd\" for none)", "0.9")
+        return float(v)
+    if k in ("rho", "alpha"):
+        if not _num(v) or not (0 <= v <= 1):
+            raise bad("a number in [0, 1]", "0.9")
+        return float(v)
+    if k == "weight_decay":
+        if not _num(v) or v < 0:
+            raise bad("a number >= 0", "0.0")
+        return float(v)
+    if k == "max_iter":
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise bad("an integer >= 1", "4")
+        return v
+    raise AssertionError(k)  # pragma: no cover - the registry and this function list the same keys
+
+
+def _path_label(name: str, hyper: dict) -> str:
+    lr = f"lr={hyper['lr']:g}"
+    if name in ("momentum", "nesterov"):
+        return f"{name} {hyper['momentum']:g} {lr}"
+    return f"{name} {lr}"
+
+
+def path_specs(cfg: Config) -> list[PathSpec]:
+    """landscape.paths as PathSpecs; any bad table raises ConfigError naming the key and the fix."""
+    src = cfg.source
+    paths = cfg.landscape.paths
+    if not paths:
+        raise ConfigError(f"{src}: landscape.paths is empty; fix: add at least one path, e.g. "
+                          "paths = [ { optimizer = \"sgd\", lr = 1e-2 } ]")
+    specs: list[PathSpec] = []
+    for i, table in enumerate(paths):
+        key = f"landscape.paths[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: {key} = {table!r} is not a table; fix: write it as "
+                              "{ optimizer = \"sgd\", lr = 1e-2 }")
+        name = table.get("optimizer")
+        if name is None:
+            raise ConfigError(f"{src}: {key} has no optimizer; fix: add optimizer = \"sgd\" "
+                              "(one of " + ", ".join(OPTIMIZERS) + ")")
+        if name not in OPTIMIZERS:
+            hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
+            raise ConfigError(f"{src}: {key}.optimizer = {name!r} is not an optimizer; fix: use one of "
+                              + ", ".join(OPTIMIZERS) + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        defaults = _path_keys(name)
+        allowed = ["optimizer", "lr", *defaults]
+        for k in table:
+            if k not in allowed:
+                hint = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
+                extra = f"did you mean '{hint[0]}'? " if hint else ""
+                if k == "momentum" and name == "sgd":
+                    extra = "for momentum use optimizer = \"momentum\"; "
+                raise ConfigError(f"{src}: unknown key {key}.{k} for optimizer '{name}'; fix: {extra}"
+                                  f"'{name}' takes " + ", ".join(allowed[1:]))
+        if "lr" not in table:
+            raise ConfigError(f"{src}: {key} has no lr; fix: add lr = 1e-2 (the learning rate)")
+        hyper = {k: _check_hyper(src, key, name, k, table[k]) for k in allowed[1:] if k in table}
+        hyper = {**defaults, **hyper}  # defaults for what the table leaves out
+        label = _path_label(name, hyper)
+        n_same = sum(s.label == label or s.label.startswith(label + " #") for s in specs)
+        if n_same:  # the label is the CSV's key: keep it unique
+            label = f"{label} #{n_same + 1}"
+        specs.append(PathSpec(label=label, optimizer=name, hyper=hyper))
+    return specs
+
+
+def check_landscape(cfg: Config) -> None:
+    """The [landscape] section of a run.kind = "landscape" preset, paths included."""
+    src, ls = cfg.source, cfg.landscape
+    ev = ls.eigenvalues
+    if not (len(ev) == 2 and all(_num(e) and e > 0 for e in ev)):
+        raise ConfigError(f"{src}: landscape.eigenvalues = {ev!r}; fix: two curvatures > 0, e.g. [1.0, 39.0]")
+    if not (len(ls.start) == 2 and all(_num(s) for s in ls.start)):
+        raise ConfigError(f"{src}: landscape.start = {ls.start!r}; fix: a point [x, y], e.g. [-1.5, 1.0]")
+    if not math.isfinite(ls.angle_deg):
+        raise ConfigError(f"{src}: landscape.angle_deg = {ls.angle_deg!r}; fix: an angle in degrees, e.g. 30")
+    path_specs(cfg)
+
+
+# ---- overrides and loading
 
 
 def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:

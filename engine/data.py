@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
+
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
@@ -47,10 +49,6 @@ SHAPES_TRAIN, SHAPES_TEST = 10_000, 2_000
 # The shapes set is fixed like a downloaded one (run.seed only drives order and augmentation);
 # the test images come from a different seed than the training images.
 SHAPES_TRAIN_SEED, SHAPES_TEST_SEED = 0, 1
-
-
-class DataError(Exception):
-    """A data set that cannot be used; str() is the one-line message: the path, the fault, the fix."""
 
 
 def _mix(*parts) -> int:

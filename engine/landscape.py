@@ -2,52 +2,22 @@
 
 f(p) = 0.5 p^T A p with A = R diag(eigenvalues) R^T: the minimum is at (0, 0). Plain SGD is stable
 only for lr < 2 / max eigenvalue; past it the stiff direction oscillates with growing amplitude.
-Momentum and Adam show their own paths from the same start. `run.kind = "landscape"` presets.
+Momentum and Adam show their own paths from the same start. `run.kind = "landscape"` presets;
+the front ends draw or print them.
 """
 from __future__ import annotations
 
 import csv
-import difflib
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-from engine.config import OPTIMIZERS, ConfigError
+from . import registry
+from .config import PathSpec, check_landscape, path_specs
 
 DIVERGED_LOSS = 1e6  # a path whose loss passes this (or is not finite) stops stepping
-CONVERGED_FRACTION = 1e-2  # run_headless: converged = within 1% of the start's distance to the minimum
-
-# Keys each optimizer accepts in a path table, with defaults (lr is required everywhere).
-_KEYS: dict[str, dict[str, Any]] = {
-    "sgd": {"weight_decay": 0.0},
-    "momentum": {"momentum": 0.9, "weight_decay": 0.0},
-    "nesterov": {"momentum": 0.9, "weight_decay": 0.0},
-    "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "adamax": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "nadam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "adagrad": {"eps": 1e-10, "weight_decay": 0.0},
-    "adadelta": {"rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
-    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
-    "lbfgs": {"max_iter": 4},
-}
-assert set(_KEYS) == set(OPTIMIZERS)
-
-
-def _make_optimizer(name: str, params, hyper: dict) -> torch.optim.Optimizer:
-    h = dict(hyper)
-    if name == "sgd":
-        return torch.optim.SGD(params, **h)
-    if name in ("momentum", "nesterov"):
-        return torch.optim.SGD(params, nesterov=(name == "nesterov"), **h)
-    if "betas" in h:
-        h["betas"] = tuple(h["betas"])
-    cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam,
-           "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
-           "rmsprop": torch.optim.RMSprop, "lbfgs": torch.optim.LBFGS}[name]
-    return cls(params, **h)
+CONVERGED_FRACTION = 1e-2  # converged = within 1% of the start's distance to the minimum
 
 
 class Quadratic:
@@ -91,20 +61,6 @@ def levels_below(top: float, n: int = 8, factor: float = 4.0) -> list[float]:
     return [top / factor ** k for k in range(n)]
 
 
-@dataclass
-class PathSpec:
-    label: str  # e.g. "sgd lr=0.05", "momentum 0.5 lr=0.05", "adam lr=0.1"
-    optimizer: str  # a name from engine.config.OPTIMIZERS
-    hyper: dict = field(default_factory=dict)  # keyword arguments of the torch optimizer, lr included
-
-
-def _label(name: str, hyper: dict) -> str:
-    lr = f"lr={hyper['lr']:g}"
-    if name in ("momentum", "nesterov"):
-        return f"{name} {hyper['momentum']:g} {lr}"
-    return f"{name} {lr}"
-
-
 class Trajectory:
     """One optimizer on its own copy of the start point; step() is one real optimizer step."""
 
@@ -113,7 +69,7 @@ class Trajectory:
         self.quad = quad
         self.start = (float(start[0]), float(start[1]))
         self.param = torch.nn.Parameter(torch.tensor(self.start, dtype=torch.float64))
-        self.optimizer = _make_optimizer(spec.optimizer, [self.param], spec.hyper)
+        self.optimizer = registry.build(spec.optimizer, [self.param], **spec.hyper)
         self.steps = 0
         self.diverged = False
         self.points: list[tuple[int, float, float, float]] = []  # (step, x, y, loss)
@@ -201,6 +157,11 @@ class LandscapeRun:
         """Step every path `steps` times (default: the preset's landscape.steps)."""
         self.step_all(self.steps if steps is None else steps)
 
+    def converged(self, t: Trajectory) -> bool:
+        """Within CONVERGED_FRACTION of the start's distance to the minimum."""
+        start_dist = math.hypot(self.start[0] - self.quad.minimum[0], self.start[1] - self.quad.minimum[1])
+        return not t.diverged and t.distance() <= CONVERGED_FRACTION * start_dist
+
     def done(self) -> bool:
         """Every path has made landscape.steps steps or diverged."""
         return all(t.diverged or t.steps >= self.steps for t in self.trajectories)
@@ -223,134 +184,8 @@ class LandscapeRun:
         return path
 
 
-# ---------------------------------------------------------------- preset validation
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_hyper(src: str, key: str, name: str, k: str, v: Any) -> Any:
-    """One path value, checked; returns it in the form torch wants."""
-    def bad(want: str, example: str) -> ConfigError:
-        return ConfigError(f"{src}: {key}.{k} = {v!r} for {name}; fix: {want}, e.g. {k} = {example}")
-
-    if k == "lr":
-        if not _num(v) or v <= 0:
-            raise bad("a learning rate > 0", "1e-2")
-        return float(v)
-    if k == "betas":
-        if not (isinstance(v, list) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)):
-            raise bad("two numbers in [0, 1)", "[0.9, 0.999]")
-        return [float(b) for b in v]
-    if k == "eps":
-        if not _num(v) or v <= 0:
-            raise bad("a number > 0", "1e-8")
-        return float(v)
-    if k == "momentum":
-        low_ok = name == "rmsprop"  # SGD momentum 0 would be plain sgd: say so
-        if not _num(v) or not (0 <= v < 1) or (v == 0 and not low_ok):
-            raise bad("a number in (0, 1) (or optimizer = \"sgd\" for none)", "0.9")
-        return float(v)
-    if k in ("rho", "alpha"):
-        if not _num(v) or not (0 <= v <= 1):
-            raise bad("a number in [0, 1]", "0.9")
-        return float(v)
-    if k == "weight_decay":
-        if not _num(v) or v < 0:
-            raise bad("a number >= 0", "0.0")
-        return float(v)
-    if k == "max_iter":
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise bad("an integer >= 1", "4")
-        return v
-    raise AssertionError(k)  # pragma: no cover - _KEYS and this function list the same keys
-
-
-def path_specs(cfg) -> list[PathSpec]:
-    """landscape.paths as PathSpecs; any bad table raises ConfigError naming the key and the fix."""
-    src = cfg.source
-    paths = cfg.landscape.paths
-    if not paths:
-        raise ConfigError(f"{src}: landscape.paths is empty; fix: add at least one path, e.g. "
-                          "paths = [ { optimizer = \"sgd\", lr = 1e-2 } ]")
-    specs: list[PathSpec] = []
-    for i, table in enumerate(paths):
-        key = f"landscape.paths[{i}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{src}: {key} = {table!r} is not a table; fix: write it as "
-                              "{ optimizer = \"sgd\", lr = 1e-2 }")
-        name = table.get("optimizer")
-        if name is None:
-            raise ConfigError(f"{src}: {key} has no optimizer; fix: add optimizer = \"sgd\" "
-                              "(one of " + ", ".join(OPTIMIZERS) + ")")
-        if name not in OPTIMIZERS:
-            hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
-            raise ConfigError(f"{src}: {key}.optimizer = {name!r} is not an optimizer; fix: use one of "
-                              + ", ".join(OPTIMIZERS) + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        allowed = ["optimizer", "lr", *_KEYS[name]]
-        for k in table:
-            if k not in allowed:
-                hint = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
-                extra = f"did you mean '{hint[0]}'? " if hint else ""
-                if k == "momentum" and name == "sgd":
-                    extra = "for momentum use optimizer = \"momentum\"; "
-                raise ConfigError(f"{src}: unknown key {key}.{k} for optimizer '{name}'; fix: {extra}"
-                                  f"'{name}' takes " + ", ".join(allowed[1:]))
-        if "lr" not in table:
-            raise ConfigError(f"{src}: {key} has no lr; fix: add lr = 1e-2 (the learning rate)")
-        hyper = {k: _check_hyper(src, key, name, k, table[k]) for k in allowed[1:] if k in table}
-        hyper = {**_KEYS[name], **hyper}  # defaults for what the table leaves out
-        label = _label(name, hyper)
-        n_same = sum(s.label == label or s.label.startswith(label + " #") for s in specs)
-        if n_same:  # the label is the CSV's key: keep it unique
-            label = f"{label} #{n_same + 1}"
-        specs.append(PathSpec(label=label, optimizer=name, hyper=hyper))
-    return specs
-
-
-def check_landscape(cfg) -> None:
-    """Everything from_config checks, without building the paths (for the CLI's --check)."""
-    src, ls = cfg.source, cfg.landscape
-    ev = ls.eigenvalues
-    if not (len(ev) == 2 and all(_num(e) and e > 0 for e in ev)):
-        raise ConfigError(f"{src}: landscape.eigenvalues = {ev!r}; fix: two curvatures > 0, e.g. [1.0, 39.0]")
-    if not (len(ls.start) == 2 and all(_num(s) for s in ls.start)):
-        raise ConfigError(f"{src}: landscape.start = {ls.start!r}; fix: a point [x, y], e.g. [-1.5, 1.0]")
-    if not math.isfinite(ls.angle_deg):
-        raise ConfigError(f"{src}: landscape.angle_deg = {ls.angle_deg!r}; fix: an angle in degrees, e.g. 30")
-    path_specs(cfg)
-
-
 def from_config(cfg) -> LandscapeRun:
     check_landscape(cfg)
     ls = cfg.landscape
     torch.manual_seed(cfg.run.seed)  # the paths are deterministic; this only keeps runs alike
     return LandscapeRun(Quadratic(ls.eigenvalues, ls.angle_deg), path_specs(cfg), ls.start, ls.steps)
-
-
-def run_headless(cfg, run_dir: str | Path, out: Callable[[str], Any] = print) -> int:
-    """Every path for landscape.steps steps; writes run_dir/trajectories.csv; one line per path."""
-    run = from_config(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    q = run.quad
-    start_loss = float(q.loss(run.start))
-    start_dist = math.hypot(run.start[0] - q.minimum[0], run.start[1] - q.minimum[1])
-    out(f"landscape: eigenvalues {q.eigenvalues[0]:g}, {q.eigenvalues[1]:g} at {q.angle_deg:g} deg, "
-        f"start ({run.start[0]:g}, {run.start[1]:g}) loss {start_loss:.4g}; "
-        f"SGD is stable for lr < {q.stability_limit():.4g}")
-    run.run()
-    width = max(len(lbl) for lbl in run.labels)
-    for t in run.trajectories:
-        step, x, y, loss = t.last
-        if t.diverged:
-            verdict = f"diverged at step {step}"
-        elif t.distance() <= CONVERGED_FRACTION * start_dist:
-            verdict = "converged"
-        else:
-            verdict = "not converged"
-        out(f"{t.label:<{width}}  step {step:>4}  x {x:+.4e}  y {y:+.4e}  loss {loss:.3e}  "
-            f"distance {t.distance():.2e}  {verdict}")
-    path = run.write_csv(run_dir / "trajectories.csv")
-    out(f"wrote {path}")
-    return 0

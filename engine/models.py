@@ -5,9 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class WeightsError(Exception):
-    """Pretrained weights asked for but not available; the message says how to fix it."""
+from .errors import WeightsError
 
 
 class MnistNet(nn.Module):

@@ -1,10 +1,12 @@
-"""Optimizer registry, per-group learning rates, switching."""
+"""Optimizers over a model: parameter groups with their own learning rates, building, describing."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .config import OPTIMIZERS, OptimizerConfig
+from . import registry
+from .config import OptimizerConfig
 
 
 def group_names(model: nn.Module) -> list[str]:
@@ -32,42 +34,18 @@ def param_groups(model: nn.Module, ocfg: OptimizerConfig, base_lr: float, single
     return groups
 
 
-def hyperparameters(name: str, ocfg: OptimizerConfig) -> dict:
-    """The keyword arguments of `name` taken from the preset (lr is set per group)."""
-    wd = {"weight_decay": ocfg.weight_decay}
-    betas = tuple(ocfg.betas)
-    return {
-        "sgd": {"momentum": 0.0, **wd},
-        "momentum": {"momentum": ocfg.momentum, **wd},
-        "nesterov": {"momentum": ocfg.momentum, "nesterov": True, **wd},
-        "adam": {"betas": betas, "eps": ocfg.eps, **wd},
-        "adagrad": {"eps": max(ocfg.eps, 1e-10), **wd},
-        "adadelta": {"rho": ocfg.rho, "eps": max(ocfg.eps, 1e-6), **wd},
-        "rmsprop": {"alpha": ocfg.alpha, "eps": ocfg.eps, **wd},
-        "adamax": {"betas": betas, "eps": ocfg.eps, **wd},
-        "nadam": {"betas": betas, "eps": ocfg.eps, **wd},
-        "lbfgs": {"max_iter": ocfg.lbfgs_max_iter, "history_size": 10},
-    }[name]
-
-
-_CLASSES = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-            "adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
-            "rmsprop": torch.optim.RMSprop, "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam,
-            "lbfgs": torch.optim.LBFGS}
-assert set(_CLASSES) == set(OPTIMIZERS)
-
-
 def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float,
                    device_type: str = "cpu") -> torch.optim.Optimizer:
     """A fresh optimizer over the model's groups; LBFGS supports only one group. On CUDA, SGD and
     Adam use torch's fused kernels (one launch for all parameters instead of one per tensor)."""
-    groups = param_groups(model, ocfg, base_lr, single=(name == "lbfgs"))
-    kwargs = hyperparameters(name, ocfg)
-    if device_type == "cuda" and name in ("sgd", "momentum", "nesterov", "adam"):
+    entry = registry.OPTIMIZERS[name]
+    kwargs = registry.preset_hyperparameters(name, ocfg)
+    if device_type == "cuda" and entry.fused:
         kwargs["fused"] = True
-    if name == "lbfgs":
-        return torch.optim.LBFGS(groups[0]["params"], lr=base_lr, **kwargs)
-    return _CLASSES[name](groups, lr=base_lr, **kwargs)
+    if entry.one_group:
+        return registry.build(name, param_groups(model, ocfg, base_lr, single=True)[0]["params"],
+                              lr=base_lr, **kwargs)
+    return registry.build(name, param_groups(model, ocfg, base_lr), lr=base_lr, **kwargs)
 
 
 def set_base_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
@@ -81,7 +59,7 @@ def describe(name: str, ocfg: OptimizerConfig, optimizer: torch.optim.Optimizer)
     for g in optimizer.param_groups:
         label = g.get("group", "all")
         parts.append(f"lr={g['lr']:.3g}" if label in ("default", "all") else f"lr[{label}]={g['lr']:.3g}")
-    for k, v in hyperparameters(name, ocfg).items():
+    for k, v in registry.preset_hyperparameters(name, ocfg).items():
         if k == "weight_decay" and not v:
             continue
         if k == "nesterov":

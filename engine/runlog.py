@@ -1,4 +1,5 @@
-"""The run directory: metrics.csv, events.csv, config.toml and checkpoints, written as things happen."""
+"""The run directory: metrics.csv, events.csv and config.toml, written as things happen."""
+
 from __future__ import annotations
 
 import csv
@@ -9,15 +10,12 @@ import time
 from pathlib import Path
 
 import tomli_w
-import torch
+
+from .errors import RunDirError
 
 METRICS_HEADER = ["time_s", "epoch", "step", "split", "loss", "accuracy", "lr", "optimizer",
                   "frozen", "mode", "samples_per_s"]
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
-
-
-class RunDirError(Exception):
-    """The log directory cannot be used; the message names it and the fix."""
 
 
 def new_run_dir(log_dir: str | Path, name: str) -> Path:
@@ -135,15 +133,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_checkpoint(path: Path, payload: dict) -> Path:
-    """torch.save to a temporary file, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+class NullLog:
+    """The run log of a rank other than 0: accepts rows, writes nothing."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.csv"
+        self.events_path = self.run_dir / "events.csv"
+
+    def metric(self, **kw) -> None:
+        pass
+
+    def event(self, *a) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def flush_if_due(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

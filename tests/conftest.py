@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as E
-from engine.config import load_config
+from deeptui.engine import events as E
+from deeptui.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,13 +45,13 @@ def tiny_config(*overrides: str, text: str = TINY):
 @pytest.fixture
 def make_engine(tmp_path):
     """make_engine(*overrides) -> an Engine on tiny shapes data, logging under tmp_path."""
-    from engine.engine import Engine
+    from deeptui.engine.build import build_engine
 
     made = []
 
     def make(*overrides: str, text: str = TINY, **kw):
         cfg = tiny_config(*overrides, text=text)
-        eng = Engine.create(cfg, data_root=tmp_path / "data", log_dir=tmp_path / "runs", **kw)
+        eng = build_engine(cfg, data_root=tmp_path / "data", log_dir=tmp_path / "runs", **kw)
         made.append(eng)
         return eng
 

@@ -13,18 +13,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import commands as C  # noqa: E402
-from engine import events as E  # noqa: E402
-from engine.engine import Engine  # noqa: E402
+from deeptui.engine import commands as C  # noqa: E402
+from deeptui.engine import events as E  # noqa: E402
+from deeptui.engine.build import build_engine  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 
 def main(out: Path) -> None:
     cfg = tiny_config("run.epochs=1", "schedule.freeze_features_epochs=5", "log.interval=2")
-    eng = Engine.create(cfg, data_root=out / "data", log_dir=out / "runs")
+    eng = build_engine(cfg, data_root=out / "data", log_dir=out / "runs")
 
     def steer():  # rank 0's user presses o, then f, mid-run
-        while eng.step < 3:
+        while eng.train.step < 3:
             time.sleep(0.005)
         eng.send(C.SwitchOptimizer(name="adam"))
         eng.send(C.SetFrozen(frozen=False))
@@ -37,7 +37,7 @@ def main(out: Path) -> None:
     (out / f"rank{eng.dist.rank}.json").write_text(json.dumps({
         "optimizer": type(eng.optimizer).__name__,
         "features_require_grad": [p.requires_grad for p in eng.model.features.parameters()],
-        "step": eng.step,
+        "step": eng.train.step,
         "applied_at": applied,
         "final_state": eng.final_state,
         "fc_weight_sum": float(eng.model.fc.weight.detach().sum()),

@@ -6,7 +6,7 @@ import time
 from textual.css.query import NoMatches
 from textual.widgets import RichLog, Static
 
-from tui.app import Dashboard
+from deeptui.tui.dashboard import Dashboard
 
 
 def dashboard_of(app) -> Dashboard:

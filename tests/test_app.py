@@ -10,11 +10,12 @@ import pytest
 import torch
 from textual.widgets import Input, OptionList, Static
 
-from engine import commands as C
-from engine import events as E
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
 from tests.pilot import dashboard_of, text_of, until
-from tui.app import Dashboard, DeeptuiApp
-from tui.screens import ExportScreen, NanScreen, OptimizerScreen
+from deeptui.tui.app import DeeptuiApp
+from deeptui.tui.dashboard import Dashboard
+from deeptui.tui.dialogs import ExportScreen, NanScreen, OptimizerScreen
 
 pytestmark = pytest.mark.asyncio
 
@@ -61,7 +62,7 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
         # m: train -> eval mode
         await pilot.press("m")
         await until(pilot, lambda: "mode eval" in text_of(app, "#run"), what="eval")
-        assert eng.model.training is False and eng.mode == "eval"
+        assert eng.model.training is False and eng.train.mode == "eval"
 
         # + / -: learning rate x2 / x0.5
         await pilot.press("plus")
@@ -98,12 +99,12 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
         # p / space: resume, then pause; while paused the step does not advance
         await pilot.press("p")
         await until(pilot, lambda: "running" in text_of(app, "#header"), what="running")
-        await until(pilot, lambda: eng.step >= 4, what="steps")
+        await until(pilot, lambda: eng.train.step >= 4, what="steps")
         await pilot.press("space")
         await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused again")
-        step = eng.step
+        step = eng.train.step
         await pilot.pause(0.6)
-        assert eng.step == step and eng.state == "paused"
+        assert eng.train.step == step and eng.state == "paused"
         await pilot.press("q")
     assert not eng.alive and eng.final_state == "stopped"
     assert not [t for t in threading.enumerate() if t.name == "deeptui-engine"]
@@ -119,7 +120,7 @@ async def test_screen_shows_what_the_engine_applied_not_what_was_asked(make_engi
         await pilot.press("o")  # momentum needs momentum > 0: rejected by the engine
         await until(pilot, lambda: "SwitchOptimizer rejected" in text_of(app, "#log"), what="rejection")
         assert "\nsgd  lr" in text_of(app, "#run")
-        assert isinstance(eng.optimizer, torch.optim.SGD) and eng.optimizer_name == "sgd"
+        assert isinstance(eng.optimizer, torch.optim.SGD) and eng.train.optimizer == "sgd"
 
 
 async def test_freeze_on_a_model_without_features_says_why(make_engine):
@@ -175,7 +176,7 @@ async def test_quit_stops_engine_thread_and_dataloader_workers(make_engine):
     eng = make_engine("data.loader='dataloader'", "data.num_workers=2", "run.epochs=50")
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: eng.step >= 2, timeout=60, what="steps with workers")
+        await until(pilot, lambda: eng.train.step >= 2, timeout=60, what="steps with workers")
         assert multiprocessing.active_children()
         await pilot.press("q")
     assert not eng.alive and eng.final_state == "stopped"
@@ -211,11 +212,11 @@ async def test_non_finite_loss_offers_a_way_out(make_engine):
         await until(pilot, lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
                     timeout=60, what="NaN dialog")
         assert eng.state == "paused"
-        lr = eng.base_lr
+        lr = eng.train.base_lr
         ol = app.screen.query_one(OptionList)
         ol.highlighted = ol.get_option_index("halve")
         await pilot.press("enter")
-        await until(pilot, lambda: eng.base_lr == pytest.approx(lr / 2), what="lr halved")
+        await until(pilot, lambda: eng.train.base_lr == pytest.approx(lr / 2), what="lr halved")
         await until(pilot, lambda: any(isinstance(e, E.CommandApplied) and e.command == "Resume"
                                        for e in eng.events.read(0)[0]), what="resumed")
         await pilot.press("escape")  # a second NaN may have reopened the dialog: stay paused
@@ -234,14 +235,14 @@ async def test_command_palette_lists_the_keys(make_engine):
                   "Batch-vs-loop timing", "Save checkpoint", "Toggle log scale", "Quit"):
             assert t in titles
         await titles["Learning rate x2"].callback()
-        await until(pilot, lambda: eng.base_lr == pytest.approx(0.1), what="lr x2 from the palette")
+        await until(pilot, lambda: eng.train.base_lr == pytest.approx(0.1), what="lr x2 from the palette")
 
 
 async def test_replayed_history_is_shown_without_dialogs_or_toasts():
     """An attached dashboard replays the run's history: a non-finite loss that happened before
     the attach shows in the log, but only a live one opens the dialog."""
     from tests.conftest import tiny_config
-    from tui.fake import FakeSession
+    from tests.fake import FakeSession
 
     def nan_warning(step):
         return E.Warning(1.0, 1, step, message=f"training loss is nan at step {step}: paused; resume, "
@@ -265,9 +266,9 @@ async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeyp
     """On a small CPU every millisecond of the UI is taken from training: a plot rebuild that
     takes 30 ms of CPU waits 3 s (1% of the time) before the next one, while the panels show each new
     step at once; when the run pauses, the plot catches up at the next poll."""
-    import tui.app as app_module
+    import deeptui.tui.app as app_module
     from tests.conftest import tiny_config
-    from tui.fake import FakeSession
+    from tests.fake import FakeSession
 
     def metrics(step):
         return E.StepMetrics(step / 10, 1, step, loss=1.0 / step, accuracy=0.5, lr=0.1, optimizer="sgd",

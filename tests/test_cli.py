@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from engine.config import documented_keys, load_config
-from engine.runlog import EVENTS_HEADER, METRICS_HEADER
+from deeptui.engine.config import documented_keys, load_config
+from deeptui.engine.runlog import EVENTS_HEADER, METRICS_HEADER
 from tests.conftest import ROOT
-from tui.cli import main
+from deeptui.tui.cli import main
 
 DATA = ROOT / "tests" / "data"
 PRESETS = sorted((ROOT / "presets").glob("*.toml"))
@@ -121,7 +121,7 @@ def test_headless_run_writes_the_run_directory(capsys, tmp_path):
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tui.cli", str(DATA / "unknown_key.toml"), "--headless"],
+    out = subprocess.run([sys.executable, "-m", "deeptui", str(DATA / "unknown_key.toml"), "--headless"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.startswith("deeptui: ") and "Traceback" not in out.stderr

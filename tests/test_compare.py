@@ -5,10 +5,10 @@ import csv
 
 import pytest
 
-from engine.compare import variants
-from engine.config import ConfigError, load_config
+from deeptui.engine.compare import variants
+from deeptui.engine.config import ConfigError, load_config
 from tests.conftest import ROOT
-from tui.cli import main
+from deeptui.tui.cli import main
 
 PRESET = str(ROOT / "presets" / "compare_batch_size.toml")
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as C
-from engine.compare import variants
-from engine.config import load_config
-from engine.engine import Engine
+from deeptui.engine import commands as C
+from deeptui.engine.compare import variants
+from deeptui.engine.config import load_config
+from deeptui.engine.build import build_engine
 from tests.conftest import ROOT
 from tests.pilot import text_of as text
 from tests.pilot import until
-from tui.compare_app import CompareApp
+from deeptui.tui.compare_app import CompareApp
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,7 +26,7 @@ def make_app(tmp_path) -> CompareApp:
     cfg = load_config(PRESET, TINY)
 
     def make_engine(one):
-        eng = Engine.create(one, data_root=tmp_path / "data", log_dir=tmp_path / "runs")
+        eng = build_engine(one, data_root=tmp_path / "data", log_dir=tmp_path / "runs")
         eng.send(C.Pause())  # each run waits for the test to look at it
         return eng
 
@@ -80,7 +80,7 @@ async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
 
 
 async def test_a_run_that_cannot_start_ends_the_series_with_exit_1(tmp_path):
-    from engine.config import ConfigError
+    from deeptui.engine.config import ConfigError
 
     app = make_app(tmp_path)
     real = app.make_engine

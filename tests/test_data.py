@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import Config, DataConfig, RunConfig
-from engine.data import (DataBundle, DataError, _shape_mask, build_data, bundle_from_tensors,
+from deeptui.engine.config import Config, DataConfig, RunConfig
+from deeptui.engine.data import (DataBundle, DataError, _shape_mask, build_data, bundle_from_tensors,
                          default_data_root, make_shapes)
 from tests.datafiles import write_cifar10, write_malicious_cifar, write_mnist
 

@@ -20,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def deeptui(*argv, timeout=240):
-    return subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, env=ENV,
+    return subprocess.run([sys.executable, "-m", "deeptui", *argv], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,7 +82,7 @@ def _local_rank(pid: int) -> str | None:
 
 
 def test_killing_one_worker_ends_the_run_with_exit_1(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", QUICK, "--nproc", "2", "--log-dir", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "deeptui", QUICK, "--nproc", "2", "--log-dir", str(tmp_path),
                              "--headless", "--device", "cpu", "--epochs", "50", "--set", "log.interval=2",
                              "--set", "data.train_size=1000"],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from engine import commands as C
-from engine import events as E
-from engine.runlog import EVENTS_HEADER, METRICS_HEADER
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
+from deeptui.engine.runlog import EVENTS_HEADER, METRICS_HEADER
 from tests.conftest import ROOT, EventReader
 
 
@@ -112,7 +112,7 @@ def test_mode_switch_sets_model_training(make_engine):
     eng.start()
     ev = r.answer(eng.send(C.SetMode(mode="eval")))
     assert isinstance(ev, E.CommandApplied)
-    assert eng.model.training is False and eng.mode == "eval"
+    assert eng.model.training is False and eng.train.mode == "eval"
     ev = r.answer(eng.send(C.SetMode(mode="eval")))
     assert isinstance(ev, E.CommandRejected)
     eng.send(C.Resume())
@@ -129,12 +129,12 @@ def test_no_steps_while_paused_then_resume(make_engine):
     eng.start()
     r.wait(lambda e: isinstance(e, E.StateChanged) and e.state == "paused")
     time.sleep(0.8)
-    assert eng.step == 0
+    assert eng.train.step == 0
     ev = r.answer(eng.send(C.Pause()))
     assert isinstance(ev, E.CommandRejected) and "already paused" in ev.reason
     r.answer(eng.send(C.Resume()))
     r.wait(lambda e: isinstance(e, E.StepMetrics))
-    assert eng.step > 0
+    assert eng.train.step > 0
 
 
 def test_learning_rate_set_and_scale_apply_to_every_group(make_engine):
@@ -161,8 +161,8 @@ def test_one_readback_per_logging_interval(make_engine):
     r = EventReader(eng)
     eng.start()
     r.wait(lambda e: isinstance(e, E.Finished))
-    assert eng.step == 16
-    assert eng.readbacks == 4
+    assert eng.train.step == 16
+    assert eng.sums.readbacks == 4
     assert len([e for e in r.seen if isinstance(e, E.StepMetrics)]) == 4
 
 
@@ -226,8 +226,8 @@ def test_the_end_of_a_run_is_labelled_with_its_last_epoch(make_engine):
     assert {r["epoch"] for r in metrics} == {"1", "2"}
 
 def test_engine_does_not_import_textual():
-    code = ("import sys, engine.engine, engine.data, engine.config, engine.timing; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'tui', 'plotext')]; "
+    code = ("import sys, deeptui.engine.loop, deeptui.engine.data, deeptui.engine.config, deeptui.engine.timing; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'plotext') or m.startswith('deeptui.tui')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import events as E
-from engine.runlog import EVENTS_HEADER, METRICS_HEADER, RunLog
+from deeptui.engine import events as E
+from deeptui.engine.runlog import EVENTS_HEADER, METRICS_HEADER, RunLog
 from tests.conftest import ROOT, EventReader
 from tests.datafiles import write_cifar10, write_malicious_cifar
-from tui.cli import main
+from deeptui.tui.cli import main
 
 QUICK = str(ROOT / "presets" / "quickstart.toml")
 # 3000 / 64 -> 47 steps per epoch; lr 0.01 makes the loss fall within ~100 steps.
@@ -44,7 +44,7 @@ def only_run_dir(log_dir: Path) -> Path:
 
 
 def start_headless(log_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", QUICK, "--headless", "--log-dir", str(log_dir),
+    return subprocess.Popen([sys.executable, "-m", "deeptui", QUICK, "--headless", "--log-dir", str(log_dir),
                              "--device", "cpu", *SMALL, *extra], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -90,7 +90,7 @@ def test_sigterm_mid_epoch_then_resume_continues_steps_and_loss(tmp_path):
     first_loss = float(train_before[0]["loss"])
     last_loss = float(train_before[-1]["loss"])
 
-    resumed = subprocess.run([sys.executable, "-m", "tui.cli", "--resume", str(run_dir), "--headless"],
+    resumed = subprocess.run([sys.executable, "-m", "deeptui", "--resume", str(run_dir), "--headless"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout
@@ -127,23 +127,23 @@ def test_nonfinite_loss_continue_policy_finishes_with_warnings(tmp_path, capsys)
 
 
 def test_nonfinite_loss_pause_policy_pauses_until_resumed(make_engine):
-    from engine import commands as C
+    from deeptui.engine import commands as C
     eng = make_engine("optimizer.lr=1e30", "run.on_nan='pause'", "run.max_steps=12")
     r = EventReader(eng)
     eng.start()
     r.wait(lambda e: isinstance(e, E.Warning) and "training loss is" in e.message)
     assert r.last(lambda e: isinstance(e, E.StateChanged)).state == "paused"
-    step = eng.step
+    step = eng.train.step
     time.sleep(0.5)
-    assert eng.step == step
+    assert eng.train.step == step
     ev = r.answer(eng.send(C.ScaleLearningRate(factor=0.5)))  # commands still work while paused
-    assert isinstance(ev, E.CommandApplied) and eng.base_lr == 0.5e30
+    assert isinstance(ev, E.CommandApplied) and eng.train.base_lr == 0.5e30
     eng.send(C.Stop(reason="user gave up"))
     assert r.wait(lambda e: isinstance(e, E.Finished)).state == "stopped"
 
 
 def test_out_of_memory_while_running_is_reported_with_a_fix(make_engine, monkeypatch, capsys):
-    from tui.cli import run_headless
+    from deeptui.tui.headless import run_headless
     eng = make_engine()
     calls = []
 
@@ -162,7 +162,7 @@ def test_out_of_memory_while_running_is_reported_with_a_fix(make_engine, monkeyp
 
 
 def test_full_disk_while_running_fails_cleanly(make_engine, monkeypatch, capsys):
-    from tui.cli import run_headless
+    from deeptui.tui.headless import run_headless
     eng = make_engine()
     real_flush = RunLog.flush
     count = []

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from engine.config import OPTIMIZERS, ConfigError, load_config
-from engine.landscape import (PathSpec, Quadratic, Trajectory, from_config,
-                              path_specs, run_headless)
+from deeptui.engine.config import OPTIMIZERS, ConfigError, load_config
+from deeptui.engine.landscape import PathSpec, Quadratic, Trajectory, from_config, path_specs
+from deeptui.tui.landscape_headless import run_headless
 
 PRESET = "presets/landscape.toml"
 
@@ -202,5 +202,5 @@ def test_duplicate_paths_get_distinct_labels(tmp_path):
 
 
 def test_engine_modules_do_not_import_textual():
-    code = "import sys, engine.landscape, engine.timing; sys.exit('textual' in sys.modules)"
+    code = "import sys, deeptui.engine.landscape, deeptui.engine.timing; sys.exit('textual' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

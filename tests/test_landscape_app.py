@@ -7,11 +7,11 @@ import csv
 import pytest
 from textual.widgets import Static
 
-from engine.config import load_config
-from engine.landscape import from_config
+from deeptui.engine.config import load_config
+from deeptui.engine.landscape import from_config
 from tests.conftest import ROOT
 from tests.pilot import until
-from tui.landscape_app import LandscapeApp, clipped_polylines, landscape_plot
+from deeptui.tui.landscape_app import LandscapeApp, clipped_polylines, landscape_plot
 
 PRESET = ROOT / "presets" / "landscape.toml"
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import AlexNet_Weights
 
-from engine.config import load_config
-from engine.models import MLP, Monster, MnistNet, ResBlock, WeightsError, build_model, set_frozen
+from deeptui.engine.config import load_config
+from deeptui.engine.models import MLP, Monster, MnistNet, ResBlock, WeightsError, build_model, set_frozen
 from tests.conftest import ROOT
-from tui.cli import main
+from deeptui.tui.cli import main
 
 
 def test_monster_is_the_lectures_network():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import events as E
+from deeptui.engine import events as E
 from tests.conftest import EventReader
 
 
@@ -23,7 +23,7 @@ def test_training_steps_make_no_host_sync(make_engine, monkeypatch):
     monkeypatch.setattr(type(eng), "_train_step",
                         lambda self, x, y, _f=type(eng)._train_step: (steps.append(len(syncs)), _f(self, x, y)))
     eng.run()
-    assert eng.step == 16 and eng.readbacks == 4
+    assert eng.train.step == 16 and eng.sums.readbacks == 4
     # syncs counted before each step grow only at readbacks: 16 steps, 4 intervals -> 4 tolist calls
     # before the last step's readback; the evaluation adds 1 at the end.
     assert steps[0] == 0
@@ -38,7 +38,7 @@ def test_channels_last_and_amp_options_train(make_engine):
     eng.start()
     assert r.wait(lambda e: isinstance(e, E.Finished)).state == "finished"
     assert eng.model.converter[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert eng._amp_dtype is None  # CPU keeps fp32 numerics
+    assert eng.runner.amp_dtype is None  # CPU keeps fp32 numerics
 
 
 def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
@@ -52,7 +52,7 @@ def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
     r = EventReader(eng)
     eng.start()
     r.wait(lambda e: isinstance(e, E.Finished))
-    assert len(compiled) == 2 and set(eng._compiled) == {True, False}
+    assert len(compiled) == 2 and set(eng.runner.variants) == {True, False}
     states = [e.state for e in r.seen if isinstance(e, E.StateChanged)]
     assert states.count("compiling") == 2
     assert states[states.index("compiling") + 1] == "running"

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import commands as C
-from engine import events as E
-from engine.events import EventBuffer
-from engine.remote import (SOCKET_NAME, _address, ControlServer, RemoteError, RemoteSession, connect,
-                           decode_command, decode_event, encode_event, is_live)
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
+from deeptui.engine.events import EventBuffer
+from deeptui.engine.errors import RemoteError
+from deeptui.engine.remote.client import RemoteSession
+from deeptui.engine.remote.server import ControlServer
+from deeptui.engine.remote.wire import (SOCKET_NAME, address, connect, decode_command, decode_event, encode_event,
+                                        is_live)
 from tests.conftest import ROOT, EventReader
 from tests.test_faults import QUICK, SMALL, assert_csv_complete, only_run_dir
 
@@ -33,7 +36,7 @@ def served(make_engine):
     def make(*overrides, start=True, buffer: EventBuffer | None = None):
         eng = make_engine(*overrides)
         if buffer is not None:
-            eng.events = buffer
+            eng.report.events = buffer
         srv = ControlServer(eng).start()
         made.append(srv)
         if start:
@@ -120,7 +123,7 @@ def test_remote_session_gets_the_history_then_the_live_stream_and_steers(served)
     assert isinstance(started, E.RunStarted) and started.preset == "tiny"  # history from the start
     cid = s2.send(C.SwitchOptimizer(name="adam"))
     applied = r1.answer(cid)  # s1 sees what s2 caused, with s2's command id
-    assert isinstance(applied, E.CommandApplied) and eng.optimizer_name == "adam"
+    assert isinstance(applied, E.CommandApplied) and eng.train.optimizer == "adam"
     assert EventReader(s2).answer(cid) == applied
     assert s1.alive and srv.clients == 2
     s2.detach()
@@ -147,10 +150,10 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
     # 10 MB without a newline, in pieces: answered once, skipped without being buffered.
     c.send(b'{"type": "Pause", "pad": "' + b"x" * (10 * 2**20) + b'"}\n')
     assert "longer than" in c.next("Error")["message"]
-    before = eng.step
+    before = eng.train.step
     c.send(b'{"type": "SwitchOptimizer", "name": "momentum", "id": 424242}\n')  # still understood
     ev = reader.answer(424242)
-    assert isinstance(ev, E.CommandApplied) and eng.optimizer_name == "momentum"
+    assert isinstance(ev, E.CommandApplied) and eng.train.optimizer == "momentum"
     # A client that leaves in the middle of a line changes nothing.
     c.send(b'{"type": "Stop", "reas')
     c.close()
@@ -160,13 +163,13 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
     status = Raw(srv.path)
     status.send(b'{"type": "Status"}\n')
     st = status.next("Status")
-    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0, (st, eng.step, srv._thread.is_alive(), srv._follow, len(eng.events))
+    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0, (st, eng.train.step, srv._thread.is_alive(), srv._follow, len(eng.events))
     status.close()
 
 
 def leave_stale_socket(path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
-    with _address(path) as addr:
+    with address(path) as addr:
         sock.bind(addr)
     sock.close()
 
@@ -209,7 +212,7 @@ def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
     r.answer(cid)
     assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
     steps = [e.step for e in r.seen if isinstance(e, E.StepMetrics)]
-    assert steps == list(range(1, eng.step + 1))  # every step once: from metrics.csv, then the buffer
+    assert steps == list(range(1, eng.train.step + 1))  # every step once: from metrics.csv, then the buffer
     assert [e.step for e in r.seen if isinstance(e, E.EpochEnd)] == [16]
     s.detach()
 
@@ -219,7 +222,7 @@ def test_a_client_killed_mid_stream_leaves_the_run_training(served):
     reader = EventReader(eng)
     # The real client, `deeptui attach --headless`, in its own process.
     # No run directory given: attach picks the most recent live run under --log-dir.
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "attach", "--log-dir", str(eng.run_dir.parent),
+    proc = subprocess.Popen([sys.executable, "-m", "deeptui", "attach", "--log-dir", str(eng.run_dir.parent),
                              "--headless"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -233,7 +236,7 @@ def test_a_client_killed_mid_stream_leaves_the_run_training(served):
         proc.wait(10)
     finally:
         proc.kill()
-    step = eng.step
+    step = eng.train.step
     reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= step + 12)
     assert eng.alive and eng.state == "running"
     deadline = time.monotonic() + 10
@@ -249,7 +252,7 @@ def test_a_client_killed_mid_stream_leaves_the_run_training(served):
 def detached(tmp_path, capsys):
     """Start `deeptui QUICK --detach` with small data; yields the run directory; kills the
     background process at teardown if a test left it running."""
-    from tui.cli import main
+    from deeptui.tui.cli import main
 
     code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL,
                  "--max-steps", "80"])
@@ -286,9 +289,9 @@ async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
 
 
 async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached, capsys):
-    from tui.app import DeeptuiApp
-    from tui.quit_screen import QuitScreen
-    from tui.remote_cli import ls_main
+    from deeptui.tui.app import DeeptuiApp
+    from deeptui.tui.dialogs import QuitScreen
+    from deeptui.tui.runs import ls_main
 
     run_dir = detached
     s1 = RemoteSession(run_dir)

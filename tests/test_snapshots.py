@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from engine import events as E
+from deeptui.engine import events as E
 from tests.conftest import tiny_config
-from tui.app import DeeptuiApp
-from tui.fake import FakeSession
+from deeptui.tui.app import DeeptuiApp
+from tests.fake import FakeSession
 
 STEPS_PER_EPOCH = 94
 

@@ -4,8 +4,10 @@ import re
 import pytest
 import torch
 
-from engine import timing
-from engine.timing import TimingReport, bench_main, check_same, measure, sweep
+from deeptui.engine import timing
+from deeptui.engine.timing import TimingReport, check_same, measure, sweep
+from deeptui.tui import bench
+from deeptui.tui.bench import bench_main
 
 SMALL = (256, 150, 100)  # rows of x, rows of w, inner dimension
 LINE = re.compile(r"^(CPU|GPU) batch vs\. loop speed ratio \d+\.\d$")
@@ -75,7 +77,7 @@ def test_sweep_batch_sizes_are_powers_of_two_then_n():
 
 def test_sweep_plot_is_plain_text():
     rows = [(1, 2e-6, 2e-6), (4, 1e-6, 2e-6), (16, 0.5e-6, 2e-6)]
-    text = timing.sweep_plot(rows, width=50, height=10)
+    text = bench.sweep_plot(rows, width=50, height=10)
     assert "batch size" in text and "\x1b[" not in text
 
 

@@ -1,0 +1,1 @@
+"""deeptui.tui: the front ends (dashboards, headless printer, attach/ls/bench) and the command line."""

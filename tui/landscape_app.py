@@ -17,10 +17,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
-from engine.landscape import CONVERGED_FRACTION, LandscapeRun
+from deeptui.engine.landscape import LandscapeRun
 
-from .app import PlotView, on_exit_signals
-from .view import _empty, _figure
+from .app import on_exit_signals
+from .dashboard import PlotView
+from .plots import empty_plot, figure
 
 TICK_SECONDS = 0.1    # how often a running landscape steps and redraws
 STEPS_PER_TICK = 3    # steps per path per tick: the preset's 250 steps take about 8 s to watch
@@ -102,8 +103,8 @@ def landscape_plot(run: LandscapeRun, width: int, height: int) -> str:
     """Contour lines, every path (the highlighted one bright and on top), start, minimum and the
     point where a diverged path left the view; plotext ANSI text."""
     if width < 20 or height < 6:
-        return _empty(width, height, "too small")
-    fig = _figure(width, height)
+        return empty_plot(width, height, "too small")
+    fig = figure(width, height)
     box = view_box(run, width - 8, height - 2)  # minus the y tick labels and the x axis
     fig.xlim(box[0], box[1])
     fig.ylim(box[2], box[3])
@@ -132,10 +133,9 @@ def landscape_plot(run: LandscapeRun, width: int, height: int) -> str:
 
 def verdict(run: LandscapeRun, t) -> tuple[str, str]:
     """(text, style) for one path: diverged, converged (as the headless run judges it), or not."""
-    start_dist = math.hypot(run.start[0] - run.quad.minimum[0], run.start[1] - run.quad.minimum[1])
     if t.diverged:
         return f"✖ diverged at {t.steps}", "bold red"
-    if t.distance() <= CONVERGED_FRACTION * start_dist:
+    if run.converged(t):
         return "✓ converged", "green"
     return ("· done" if t.steps >= run.steps else "…"), "dim"
 

@@ -1,35 +1,22 @@
 """What the dashboard knows about a run, built only from the engine's events (no Textual here).
 
 `RunView.apply(event)` folds one event into plain Python state: the series to plot, the markers,
-the latest state the engine reported, the log lines. The app reads it to draw; nothing here
-talks back to the engine. `loss_plot` / `accuracy_plot` turn it into plotext text, downsampling
-each series to about twice the plot's width so a 100-epoch run draws as fast as a short one.
+the latest state the engine reported, the log lines. The dashboard reads it to draw; nothing here
+talks back to the engine.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from plotext._figure import _figure_class  # imported here, not at the first plot: the plots'
-                                           # redraw cadence is set by what a rebuild costs
-
-from engine import events as E
+from deeptui.engine import events as E
 
 EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
 
-# Commands whose application is drawn as a vertical marker on the loss plot, and its colour.
+# Commands whose application is drawn as a vertical marker on the loss plot.
 MARKER_KINDS = {"SwitchOptimizer": "optimizer", "SetFrozen": "freeze", "SetMode": "mode",
                 "RestoreCheckpoint": "restore"}
-COLORS = {"train": (90, 150, 255), "smoothed": (255, 170, 40), "test": (60, 210, 100),
-          "optimizer": (225, 90, 225), "freeze": (40, 210, 210), "mode": (235, 215, 40),
-          "restore": (240, 70, 70)}
-MARKER_COLORS = {k: COLORS[k] for k in ("optimizer", "freeze", "mode", "restore")}
-
-
-def hex_color(name: str) -> str:
-    return "#%02x%02x%02x" % COLORS[name]
-STEERING_COMMANDS = {"Pause", "Resume", "SwitchOptimizer", "SetFrozen", "SetMode", "SetLearningRate",
-                     "ScaleLearningRate", "RunTiming", "SaveCheckpoint", "RestoreCheckpoint", "EvaluateNow"}
 
 
 @dataclass
@@ -44,27 +31,6 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.x)
-
-
-def downsample(xs: list, ys: list, n: int) -> tuple[list, list]:
-    """At most about n points: the mean of each of n equal runs of points; non-finite values and,
-    for log plots, the caller's filtering happen before. Short series come back unchanged."""
-    if n <= 0 or len(xs) <= n:
-        return list(xs), list(ys)
-    out_x, out_y = [], []
-    size = len(xs) / n
-    for i in range(n):
-        a, b = int(i * size), int((i + 1) * size)
-        if b <= a:
-            continue
-        out_x.append(xs[b - 1])
-        out_y.append(sum(ys[a:b]) / (b - a))
-    return out_x, out_y
-
-
-def finite(xs: list, ys: list, positive: bool = False) -> tuple[list, list]:
-    keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y) and (y > 0 or not positive)]
-    return [p[0] for p in keep], [p[1] for p in keep]
 
 
 class RunView:
@@ -115,9 +81,9 @@ class RunView:
 
     def apply(self, ev: E.Event) -> None:
         self.time_s = max(self.time_s, ev.time_s)
-        handler = getattr(self, f"_on_{type(ev).__name__}", None)
+        handler = self.HANDLERS.get(type(ev))
         if handler is not None:
-            handler(ev)
+            handler(self, ev)
 
     def note(self, text: str, style: str = "yellow") -> None:
         """A line from the dashboard itself (e.g. why a key cannot act), not from the engine."""
@@ -201,6 +167,13 @@ class RunView:
         self._log("bold", ev, f"run {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
                   + f"; run directory {ev.run_dir}")
 
+    HANDLERS = {E.RunStarted: _on_RunStarted, E.StateChanged: _on_StateChanged,
+                E.StepMetrics: _on_StepMetrics, E.EpochEnd: _on_EpochEnd,
+                E.CommandApplied: _on_CommandApplied, E.CommandRejected: _on_CommandRejected,
+                E.ScheduleAction: _on_ScheduleAction, E.TimingResult: _on_TimingResult,
+                E.Warning: _on_Warning, E.CheckpointSaved: _on_CheckpointSaved, E.RunError: _on_RunError,
+                E.Finished: _on_Finished}
+
     # ---- derived numbers ----------------------------------------------------------------
 
     @property
@@ -239,66 +212,3 @@ def fmt_duration(seconds: float | None) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-# ---- plots ------------------------------------------------------------------------------
-
-def _figure(width: int, height: int):
-    fig = _figure_class()
-    fig.plotsize(max(width, 10), max(height, 4))
-    fig.theme("clear")
-    fig.frame(False)
-    fig.xaxes(True, False)
-    fig.yaxes(True, False)
-    return fig
-
-
-def _empty(width: int, height: int, message: str) -> str:
-    return "\n" * (height // 2) + message.center(width)
-
-
-def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -> str:
-    """Train loss (raw and EMA) per interval, test loss per epoch, markers; plotext ANSI text."""
-    n = max(8, 2 * width)
-    tx, ty = finite(view.train_loss.x, view.train_loss.y, positive=log_scale)
-    if not tx:
-        return _empty(width, height, "waiting for the first training loss ...")
-    fig = _figure(width, height)
-    ex, ey = finite(view.train_loss_ema.x, view.train_loss_ema.y, positive=log_scale)
-    vx, vy = finite(view.test_loss.x, view.test_loss.y, positive=log_scale)
-    if log_scale:
-        fig.yscale("log")
-    x, y = downsample(tx, ty, n)
-    fig.plot(x, y, marker="braille", color=COLORS["train"])
-    x, y = downsample(ex, ey, n)
-    fig.plot(x, y, marker="braille", color=COLORS["smoothed"])
-    if vx:
-        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
-    for step, kind in view.markers[-50:]:
-        if tx[0] <= step <= tx[-1] + 1:
-            fig.vertical_line(step, color=MARKER_COLORS.get(kind, (200, 200, 200)))
-    return fig.build()
-
-
-def accuracy_plot(view: RunView, width: int, height: int) -> str:
-    """Train accuracy per interval and test accuracy per epoch, in %."""
-    n = max(8, 2 * width)
-    tx, ty = finite(view.train_acc.x, view.train_acc.y)
-    if not tx:
-        return _empty(width, height, "waiting for the first accuracy ...")
-    fig = _figure(width, height)
-    x, y = downsample(tx, ty, n)
-    fig.plot(x, y, marker="braille", color=COLORS["train"])
-    vx, vy = finite(view.test_acc.x, view.test_acc.y)
-    if vx:
-        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
-    return fig.build()
-
-
-def legend(*names: str, compact: bool = False) -> str:
-    """Textual markup naming each series / marker in its plot colour (for a border subtitle);
-    compact: short enough for the loss plot of an 80-column terminal."""
-    marks = {"optimizer": "│opt", "freeze": "│freeze", "mode": "│mode"}
-    if compact:
-        marks.update(smoothed="━avg", train="━train", test="━test")
-    return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)

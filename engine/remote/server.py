@@ -1,177 +1,23 @@
-"""The engine's commands and events as JSON lines over a Unix domain socket in the run directory.
+"""ControlServer: serves one engine's events and commands on <run_dir>/control.sock."""
 
-    client -> server   {"type": "SwitchOptimizer", "name": "adam", "id": 12}
-                       {"type": "Status"}                 (answered with one Status line)
-    server -> client   {"type": "CommandApplied", "time_s": ..., "command_id": 12, ...}
-                       {"type": "Error", "message": "...", "id": 12}   (bad input; the run goes on)
-                       {"type": "Status", "state": "running", "step": 120, ...}
-
-On connect a client first gets every event of the run so far, then the live stream; after
-Finished the server closes the connection. Commands are answered by the engine's own
-CommandApplied / CommandRejected events (with the command's id), which every client sees.
-
-`ControlServer(engine)` serves one run; `RemoteSession(run_dir)` is the client with the Engine's
-surface (send, events, start, shutdown, alive, final_state, cfg, run_dir) plus `detach()`.
-The socket is only reachable through the file system: mode 0600, nothing on a network port.
-"""
 from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
-import itertools
 import json
 import os
-import random
 import socket
 import threading
 import time
 from pathlib import Path
 
-from . import commands as C
-from . import events as E
+from .. import events as E
+from ..errors import RemoteError
+from .wire import (MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event,
+                   is_live)
 
-SOCKET_NAME = "control.sock"
-PID_NAME = "deeptui.pid"
-MAX_LINE = 64 * 1024        # longest accepted client line; longer ones are skipped, not buffered
 SEND_TIMEOUT = 30.0         # a client that reads nothing for this long is dropped
 CHUNK = 256                 # events per write while replaying the history
-
-
-class RemoteError(Exception):
-    """No live run at the given place, or the socket cannot be served; the message has the fix."""
-
-
-# ---- addresses ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _address(path: Path):
-    """A path short enough for AF_UNIX (108 bytes): deep run directories are reached through
-    /proc/self/fd/N of an open directory descriptor (Linux)."""
-    path = Path(path)
-    if len(os.fsencode(str(path))) < 100:
-        yield str(path)
-        return
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def connect(path: Path, timeout: float = 5.0) -> socket.socket:
-    """Connect to a run's control socket. A socket file nobody listens on (a crashed run) is
-    removed and reported as not live."""
-    path = Path(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        with _address(path) as addr:
-            sock.connect(addr)
-    except FileNotFoundError:
-        sock.close()
-        raise RemoteError(f"{path}: no control socket; the run is not live (or was started by an "
-                          "older deeptui); fix: pass the directory of a running run (deeptui ls)") from None
-    except ConnectionRefusedError:
-        sock.close()
-        # The server renames its socket into place only once it listens, so refused means stale.
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise RemoteError(f"{path}: stale control socket of a run that is no longer running "
-                          "(removed); fix: pass the directory of a running run (deeptui ls)") from None
-    except OSError as e:
-        sock.close()
-        raise RemoteError(f"{path}: cannot connect ({e.strerror or e}); fix: check the path and "
-                          "that you own the run") from None
-    sock.settimeout(None)
-    return sock
-
-
-def is_live(path: Path) -> bool:
-    try:
-        connect(path, timeout=2.0).close()
-        return True
-    except RemoteError:
-        return False
-
-
-# ---- the wire format ---------------------------------------------------------------------
-
-def encode(obj: dict) -> bytes:
-    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
-
-
-def as_message(obj) -> dict:
-    """A command or an event as a JSON-ready object: its class name under "type", its fields."""
-    return {"type": type(obj).__name__, **dataclasses.asdict(obj)}
-
-
-def encode_event(event: E.Event) -> bytes:
-    return encode(as_message(event))
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def decode_event(obj) -> E.Event | None:
-    """A JSON object back into its event dataclass (lists become tuples); None for an object
-    that is not an event this version knows."""
-    if not isinstance(obj, dict):
-        return None
-    cls = getattr(E, str(obj.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, E.Event)):
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
-    except TypeError:
-        return None
-
-
-_PLAIN = (str, int, float, bool)
-
-
-def _field_value(cmd: str, key: str, kind, value):
-    """Check one command field against its declared type; raise ValueError naming the fix."""
-    kind = getattr(kind, "__name__", kind)
-    ok = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "tuple": lambda v: isinstance(v, list) and all(isinstance(x, _PLAIN) for x in v),
-    }.get(kind)
-    if ok is None or not ok(value):
-        want = {"tuple": "a list", "float": "a number", "int": "an integer", "bool": "true or false",
-                "str": "a string"}.get(kind, kind)
-        raise ValueError(f"{cmd}.{key} must be {want}, "
-                         f"not {json.dumps(value)[:40]}")
-    if kind == "float":
-        return float(value)
-    if kind == "tuple":
-        return tuple(value)
-    return value
-
-
-def decode_command(obj) -> C.Command:
-    """A JSON object into a command dataclass; ValueError with a one-line reason otherwise."""
-    if not isinstance(obj, dict):
-        raise ValueError('a command is a JSON object like {"type": "Pause"}')
-    name = obj.get("type")
-    cls = C.BY_NAME.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"unknown command type {json.dumps(name)[:60]}; known: {', '.join(C.BY_NAME)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in obj.items():
-        if key == "type":
-            continue
-        if key not in fields:
-            known = ", ".join(k for k in fields) or "none"
-            raise ValueError(f"{name} has no field {key[:40]!r}; fields: {known}")
-        kwargs[key] = _field_value(name, key, fields[key].type, value)
-    return cls(**kwargs)
 
 
 def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
@@ -202,7 +48,7 @@ def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
     return out
 
 
-# ---- the server --------------------------------------------------------------------------
+
 
 class ControlServer:
     """Serves one engine's events and commands on `<run_dir>/control.sock` until the run ends.
@@ -242,7 +88,7 @@ class ControlServer:
             tmp.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            with _address(tmp) as addr:
+            with address(tmp) as addr:
                 sock.bind(addr)
             os.chmod(tmp, 0o600)
             sock.listen(16)
@@ -467,124 +313,3 @@ class _Client:
         self.server.engine.send(cmd)
 
 
-# ---- the client --------------------------------------------------------------------------
-
-class RemoteSession:
-    """A run in another process, seen through its control socket, with the Engine's surface.
-
-    `events` fills from a reader thread: the whole history first, then the live stream.
-    `shutdown()` stops the run; `detach()` only disconnects and the run goes on.
-    """
-
-    def __init__(self, run_dir: str | Path, *, connect_timeout: float = 5.0):
-        from .config import load_config
-
-        p = Path(run_dir)
-        self.run_dir = p.parent if p.name == SOCKET_NAME else p
-        self.path = self.run_dir / SOCKET_NAME
-        self.connect_timeout = connect_timeout
-        self.cfg = load_config(self.run_dir / "config.toml")
-        self.events = E.EventBuffer()
-        self.final_state = ""
-        self.interactive = True
-        self.detached = False
-        self._sock: socket.socket | None = None
-        self._reader: threading.Thread | None = None
-        self._send_lock = threading.Lock()
-        self._finished = threading.Event()
-        self._history_done = threading.Event()
-        self.replayed = 0  # events[:replayed] happened before we attached (no toasts, no dialogs)
-        self._last: E.Event | None = None
-        # Ids in a range of their own, so answers meant for another dashboard are not taken for ours.
-        self._ids = itertools.count(random.randrange(1, 2**40) << 16)
-
-    def start(self) -> None:
-        """Connect and start reading; raises RemoteError when the run is not live. Idempotent."""
-        if self._sock is not None:
-            return
-        self._sock = connect(self.path, self.connect_timeout)
-        self._reader = threading.Thread(target=self._read, name="deeptui-remote", daemon=True)
-        self._reader.start()
-        self._history_done.wait(self.connect_timeout)  # so `replayed` is known before any poll
-
-    @property
-    def alive(self) -> bool:
-        return (self._reader is not None and self._reader.is_alive() and not self._finished.is_set()
-                and not self.detached)
-
-    def send(self, command: C.Command) -> int:
-        command = dataclasses.replace(command, id=next(self._ids))
-        sock = self._sock
-        if sock is None or self.detached:
-            return command.id
-        data = encode(as_message(command))
-        try:
-            with self._send_lock:
-                sock.sendall(data)
-        except OSError:
-            pass  # the reader sees the connection end and says so
-        return command.id
-
-    def wait_finished(self, timeout: float) -> bool:
-        return self._finished.wait(timeout)
-
-    def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
-        """Stop the run (it saves a checkpoint and flushes its logs) and wait for Finished."""
-        if self.alive:
-            self.send(C.Stop(reason=reason))
-            self._finished.wait(timeout)
-        done = self._finished.is_set()
-        self.detach()
-        return done
-
-    def detach(self) -> None:
-        """Disconnect; the run goes on."""
-        self.detached = True
-        sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(5.0)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _read(self) -> None:
-        f = self._sock.makefile("rb")
-        try:
-            for line in f:
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict) and obj.get("type") == "HistoryEnd":
-                    self.replayed = len(self.events)
-                    self._history_done.set()
-                    continue
-                ev = decode_event(obj)
-                if ev is None:
-                    if isinstance(obj, dict) and obj.get("type") == "Error":
-                        self._note(f"the run refused a message: {obj.get('message')}")
-                    continue
-                self._last = ev
-                self.events.append(ev)
-                if isinstance(ev, E.Finished):
-                    self.final_state = ev.state
-                    self._finished.set()
-        except OSError:
-            pass
-        finally:
-            if not self._history_done.is_set():  # ended during the history: all of it was history
-                self.replayed = len(self.events)
-                self._history_done.set()
-            with contextlib.suppress(OSError):
-                f.close()
-        if not self._finished.is_set() and not self.detached:
-            self._note("lost the connection to the run (its process ended or closed the socket); "
-                       f"see {self.run_dir / 'deeptui.log'}")
-
-    def _note(self, message: str) -> None:
-        last = self._last
-        self.events.append(E.Warning(last.time_s if last else 0.0, last.epoch if last else 0,
-                                     last.step if last else 0, message=message))

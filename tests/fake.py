@@ -1,15 +1,16 @@
-"""A stand-in session that replays a fixed list of events (snapshot tests, demos).
+"""A stand-in session that replays a fixed list of events (snapshot tests, dashboard tests).
 
-It has the Engine's surface (`send`, `events`, `start`, `shutdown`, `alive`, `final_state`,
-`cfg`, `run_dir`) and no thread: `start()` makes every event readable at once, and `send`
-records the command and answers it with CommandApplied, or CommandRejected when `reject` says so.
+It implements deeptui.engine.session.Session and has no thread: `start()` makes every event
+readable at once, and `send` records the command and answers it with CommandApplied, or
+CommandRejected when `reject` says so.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from engine import commands as C
-from engine import events as E
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
 
 
 class FakeSession:
@@ -22,6 +23,8 @@ class FakeSession:
         self._alive_after_start = alive
         self.alive = False
         self.final_state = final_state
+        self.interactive = True
+        self.replayed = 0
         self.sent: list[C.Command] = []
         self.reject: dict[str, str] = {}  # command class name -> reason
 
@@ -46,3 +49,9 @@ class FakeSession:
         self.alive = False
         self.final_state = self.final_state or "stopped"
         return True
+
+    def detach(self) -> None:
+        self.alive = False
+
+    def wait_finished(self, timeout: float) -> bool:
+        return not self.alive

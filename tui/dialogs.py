@@ -1,4 +1,6 @@
-"""Modal dialogs of the dashboard: pick an optimizer, react to a non-finite loss, export the logs."""
+"""Modal dialogs of the dashboard: pick an optimizer, react to a non-finite loss, export the logs,
+and quit an attached dashboard (detach or stop the run)."""
+
 from __future__ import annotations
 
 import shutil
@@ -109,3 +111,30 @@ class ExportScreen(ModalScreen[None]):
             return
         self.app.notify(f"copied {len(copied)} file(s) to {dest}", title="export")
         self.dismiss(None)
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """q on a dashboard attached to a run in another process: quitting may mean "stop the run" or
+    only "detach" (the default: enter, d or q again). Dismisses with 'detach', 'stop' or None."""
+
+    DEFAULT_CSS = "QuitScreen { align: center middle; }"
+    BINDINGS = [Binding("escape", "dismiss(None)", "stay"),
+                Binding("q,d", "dismiss('detach')", "detach"),
+                Binding("s", "dismiss('stop')", "stop the run")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="quit-dialog"):
+            yield Label("Quit the dashboard: detach or stop the run?", classes="dialog-title")
+            yield OptionList(
+                Option("Detach: the run goes on (deeptui attach to come back)", id="detach"),
+                Option("Stop the run: checkpoint, flush the logs, end it", id="stop"),
+                id="quit-options",
+            )
+            yield Label("enter/d/q: detach · s: stop the run · esc: stay", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).highlighted = 0
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)

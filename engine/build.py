@@ -1,0 +1,86 @@
+"""Building an Engine from a config: device, data, model, run directory, data-parallel setup.
+Every setup error is raised here, before anything trains, as a one-line engine.errors.SetupError."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from . import distributed
+from .config import Config
+from .data import build_data, default_data_root
+from .device import resolve_device
+from .errors import CheckpointError, ConfigError
+from .loop import Engine, check_distributed, seed_everything
+from .models import build_model
+from .optim import group_names
+from .runlog import new_run_dir, write_config
+
+
+def build_engine(cfg: Config, *, data_root: Path | None = None, log_dir: str | Path | None = None,
+                 device: str | None = None, run_dir: Path | None = None, resume: dict | None = None) -> Engine:
+    """Resolve the device, load data and weights, make the run directory (rank 0)."""
+    info = distributed.from_env()
+    dev = resolve_device(device or cfg.run.device)
+    if info is not None:
+        dev = distributed.device_for(info, device or cfg.run.device)
+        check_distributed(cfg, info)
+        distributed.init(info, dev.type)
+    saved_world = resume.get("world_size", 1) if resume is not None else None
+    if saved_world is not None and saved_world != (info.world if info else 1):
+        raise CheckpointError(f"{cfg.source}: the checkpoint was saved by {saved_world} process(es); "
+                              f"fix: resume with --nproc {saved_world}")
+    seed_everything(cfg.run.seed)
+    data = build_data(cfg, data_root or default_data_root(None), dev,
+                      rank=info.rank if info else 0, world=info.world if info else 1)
+    try:
+        model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
+        names = group_names(model)
+        for k in cfg.optimizer.group_lr:
+            if k not in names:
+                raise ConfigError(f"{cfg.source}: optimizer.group_lr.{k}: the model has no module '{k}'; "
+                                  f"fix: use one of {', '.join(names)}")
+        if info is None or info.is_main:
+            if run_dir is None:
+                run_dir = new_run_dir(log_dir or cfg.log.dir, cfg.run.name)
+            if resume is None:
+                write_config(run_dir, cfg.to_dict())
+        if info is not None:  # every rank learns rank 0's run directory
+            run_dir = Path(distributed.broadcast_object(str(run_dir), info))
+    except BaseException:
+        data.close()
+        raise
+    return Engine(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume, dist_info=info)
+
+
+def build_in_thread(cfg: Config, **kw) -> Engine:
+    """build_engine, run inside the thread that will then train (engine.start() lets it go).
+
+    Why: PyTorch's CPU kernels use an OpenMP thread team per calling thread. If the main thread
+    builds the data and model, its team stays alive next to the engine thread's, the process has
+    more OpenMP threads than a small machine has cores, and libgomp then stops spin-waiting
+    between parallel regions: every op pays a wake-up. Doing all torch work in one thread keeps
+    one team. Setup errors are raised here, in the caller's thread."""
+    box: dict = {}
+    ready, go = threading.Event(), threading.Event()
+
+    def body():
+        try:
+            box["engine"] = build_engine(cfg, **kw)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        go.wait()
+        box["engine"].run()
+
+    thread = threading.Thread(target=body, name="deeptui-engine", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in box:
+        thread.join()
+        raise box["error"]
+    engine = box["engine"]
+    engine._thread, engine._go = thread, go
+    return engine

@@ -1,0 +1,216 @@
+"""Commands in: applied between two training steps, through one table from command type to
+handler; every command is answered with CommandApplied or CommandRejected (and marked in
+events.csv), so front ends show what the engine did, not what a key asked for.
+
+In a data-parallel run rank 0 takes the user's commands and broadcasts them at each step
+boundary, and every rank applies the same list at the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import time
+from typing import TYPE_CHECKING, Callable
+
+from . import commands as C
+from . import events as E
+from .config import OPTIMIZERS
+from .state import RunState
+
+if TYPE_CHECKING:
+    from .loop import Engine
+
+Result = tuple[bool, str]  # (applied, what happened or why not)
+
+
+def between_steps(engine: Engine) -> None:
+    """Apply every queued command; while paused, wait for commands here."""
+    if engine.dist is not None:
+        return _between_steps_distributed(engine)
+    while True:
+        waiting = engine.state == RunState.PAUSED and not engine.stop_requested
+        try:
+            cmd = engine.commands.get(timeout=0.1) if waiting else engine.commands.get_nowait()
+        except queue.Empty:
+            if not waiting:
+                return
+            engine.log.flush_if_due()  # rows written while paused reach the disk too
+            continue
+        apply(engine, cmd)
+
+
+def _between_steps_distributed(engine: Engine) -> None:
+    """Rank 0 gathers the commands and broadcasts them; every rank applies the same list at the
+    same step. While paused, the ranks loop here together (a broadcast every 0.1 s)."""
+    from .distributed import broadcast_object
+
+    while True:
+        batch = []
+        if engine.is_main:
+            waiting = engine.state == RunState.PAUSED and not engine.stop_requested
+            with contextlib.suppress(queue.Empty):
+                batch.append(engine.commands.get(timeout=0.1) if waiting else engine.commands.get_nowait())
+                while True:
+                    batch.append(engine.commands.get_nowait())
+        for cmd in broadcast_object(batch, engine.dist):  # the dataclasses travel pickled
+            apply(engine, cmd)
+        if not (engine.state == RunState.PAUSED and not engine.stop_requested):
+            return
+
+
+def apply(engine: Engine, cmd: C.Command) -> None:
+    """Run the command's handler and answer it; a handler that raises rejects the command and
+    the run goes on."""
+    name = type(cmd).__name__
+    handler = HANDLERS.get(type(cmd))
+    try:
+        ok, text = handler(engine, cmd) if handler else (False, f"unknown command {name}")
+    except Exception as exc:
+        ok, text = False, f"{type(exc).__name__}: {exc}"
+    if ok:
+        engine.report.mark(f"applied:{name}", text)
+        engine.report.emit(E.CommandApplied, command_id=cmd.id, command=name, detail=text)
+    else:
+        engine.report.mark(f"rejected:{name}", text)
+        engine.report.emit(E.CommandRejected, command_id=cmd.id, command=name, reason=text)
+
+
+def stop_pending(engine: Engine) -> bool:
+    """A Stop waiting in the queue (peeked, not taken): lets a long timing end early."""
+    with engine.commands.mutex:
+        return any(isinstance(c, C.Stop) for c in engine.commands.queue)
+
+
+# ---- the handlers ----------------------------------------------------------------------------
+
+
+def pause(engine: Engine, cmd: C.Pause) -> Result:
+    if engine.state == RunState.PAUSED:
+        return False, "already paused"
+    engine.set_state(RunState.PAUSED, "paused by user")
+    engine.log.flush()
+    return True, f"paused at step {engine.train.step}"
+
+
+def resume(engine: Engine, cmd: C.Resume) -> Result:
+    if engine.state != RunState.PAUSED:
+        return False, "not paused"
+    engine.set_state(RunState.RUNNING, "resumed by user")
+    return True, f"resumed at step {engine.train.step}"
+
+
+def stop(engine: Engine, cmd: C.Stop) -> Result:
+    engine.request_stop(cmd.reason, save_checkpoint=cmd.save_checkpoint)
+    return True, f"stopping at step {engine.train.step}: {cmd.reason}"
+
+
+def switch_optimizer(engine: Engine, cmd: C.SwitchOptimizer) -> Result:
+    current, choices = engine.train.optimizer, engine.choices
+    name = cmd.name or choices[(choices.index(current) + 1) % len(choices) if current in choices else 0]
+    if name not in OPTIMIZERS:
+        return False, f"unknown optimizer {name!r}"
+    if name == "lbfgs" and engine.dist is not None:
+        return False, "LBFGS is not supported in a data-parallel run (its line search is per rank)"
+    if name in ("momentum", "nesterov") and engine.cfg.optimizer.momentum == 0:
+        return False, f"{name} needs optimizer.momentum > 0 (the preset sets 0)"
+    engine.optimizer = engine.make_optimizer(name)
+    engine.train.optimizer = name
+    engine.emit_state()
+    note = " (LBFGS takes one parameter group: per-group learning rates are not applied)" \
+        if name == "lbfgs" and engine.cfg.optimizer.group_lr else ""
+    return True, f"{current} -> {name}; {engine.describe_optimizer()}; state starts fresh{note}"
+
+
+def set_frozen(engine: Engine, cmd: C.SetFrozen) -> Result:
+    if not engine.has_features:
+        return False, f"model '{engine.cfg.model.name}' has no pretrained features to freeze"
+    engine.train.freeze_override = cmd.frozen
+    if cmd.frozen == engine.frozen:
+        return False, f"features already {'frozen' if cmd.frozen else 'trainable'}"
+    n = engine.set_frozen(cmd.frozen)
+    engine.emit_state()
+    return True, f"features {'frozen' if cmd.frozen else 'trainable'} ({n} parameters); schedule overridden"
+
+
+def set_mode(engine: Engine, cmd: C.SetMode) -> Result:
+    if cmd.mode not in ("train", "eval"):
+        return False, f"mode must be train or eval, not {cmd.mode!r}"
+    if cmd.mode == engine.train.mode:
+        return False, f"already in {cmd.mode} mode"
+    engine.train.mode = cmd.mode
+    engine.model.train(cmd.mode == "train")
+    engine.emit_state()
+    return True, f"training steps now run in {cmd.mode} mode"
+
+
+def set_learning_rate(engine: Engine, cmd: C.SetLearningRate) -> Result:
+    if not (cmd.lr > 0 and math.isfinite(cmd.lr)):
+        return False, f"learning rate must be a positive number, not {cmd.lr}"
+    old = engine.train.base_lr
+    engine.set_base_lr(float(cmd.lr))
+    return True, f"lr {old:.3g} -> {engine.train.base_lr:.3g}"
+
+
+def scale_learning_rate(engine: Engine, cmd: C.ScaleLearningRate) -> Result:
+    if not (cmd.factor > 0 and math.isfinite(cmd.factor)):
+        return False, f"factor must be a positive number, not {cmd.factor}"
+    return set_learning_rate(engine, C.SetLearningRate(lr=engine.train.base_lr * cmd.factor, id=cmd.id))
+
+
+def evaluate_now(engine: Engine, cmd: C.EvaluateNow) -> Result:
+    engine.evaluate()
+    return True, f"evaluated at step {engine.train.step}"
+
+
+def save_checkpoint(engine: Engine, cmd: C.SaveCheckpoint) -> Result:
+    return True, f"saved {engine.save_checkpoint()}"
+
+
+def flush_logs(engine: Engine, cmd: C.FlushLogs) -> Result:
+    engine.log.flush()
+    return True, f"flushed {engine.log.metrics_path} and {engine.log.events_path}"
+
+
+def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
+    from .device import synchronize
+    from .timing import TimingAborted, measure
+
+    if not engine.is_main:
+        return True, "timing runs on rank 0"
+    previous = engine.state
+    engine.set_state(RunState.TIMING, "batch-vs-loop timing")
+    try:
+        synchronize(engine.device)
+        report = measure(engine.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes),
+                         should_stop=lambda: stop_pending(engine))
+    except TimingAborted:
+        return False, "timing aborted: the run is stopping"
+    finally:
+        engine.set_state(previous, "timing done")
+    engine.sums.started = time.monotonic()  # the timing's time is not training time
+    engine.report.emit(E.TimingResult, **report.event_fields())
+    return True, report.line()
+
+
+def restore_checkpoint(engine: Engine, cmd: C.RestoreCheckpoint) -> Result:
+    from . import checkpoint
+
+    path = engine.last_checkpoint or (engine.run_dir / checkpoint.FILE_NAME)
+    if not path.exists():
+        return False, "no checkpoint saved yet in this run"
+    checkpoint.restore(engine, checkpoint.load(path, engine.cfg))
+    engine.sums.reset()
+    engine.emit_state()
+    return True, f"restored {path} (step {engine.train.step})"
+
+
+HANDLERS: dict[type, Callable[[Engine, C.Command], Result]] = {
+    C.Pause: pause, C.Resume: resume, C.Stop: stop, C.SwitchOptimizer: switch_optimizer,
+    C.SetFrozen: set_frozen, C.SetMode: set_mode, C.SetLearningRate: set_learning_rate,
+    C.ScaleLearningRate: scale_learning_rate, C.EvaluateNow: evaluate_now,
+    C.SaveCheckpoint: save_checkpoint, C.FlushLogs: flush_logs, C.RunTiming: run_timing,
+    C.RestoreCheckpoint: restore_checkpoint,
+}
+assert set(HANDLERS) == set(C.ALL), "every command needs a handler"

@@ -1,0 +1,51 @@
+"""Errors that mean "the run could not start", and the one table from outcomes to exit codes.
+
+Every SetupError's str() is one line naming the file or thing at fault and the fix, so a front end
+prints it and exits 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class SetupError(Exception):
+    """The run could not start; str() is the one-line message for the user (exit 2)."""
+
+
+class ConfigError(SetupError, ValueError):
+    """A preset or override that cannot be used."""
+
+
+class DataError(SetupError):
+    """A data set that cannot be used: the path, the fault, the fix."""
+
+
+class DeviceError(SetupError):
+    """The device asked for is not available; the message says what to use instead."""
+
+
+class WeightsError(SetupError):
+    """Pretrained weights asked for but not available."""
+
+
+class RunDirError(SetupError):
+    """The log directory cannot be used."""
+
+
+class CheckpointError(SetupError):
+    """A checkpoint that cannot be used."""
+
+
+class RemoteError(SetupError):
+    """No live run at the given place, or its control socket cannot be served."""
+
+
+EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
+# Stopped by a signal: 128 + its number, after a checkpoint (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP).
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+def exit_code(final_state: str) -> int:
+    """0 for a run that finished or that the user stopped; 1 for one that failed (or never ended)."""
+    return EXIT_OK if final_state in ("finished", "stopped") else EXIT_FAILED

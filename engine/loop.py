@@ -1,0 +1,367 @@
+"""The Engine: one training run, in a background thread. Epochs, steps, the freeze schedule and
+the boundaries between steps, where commands are applied; everything else is a part it holds.
+
+Commands come in through `engine.commands` (a queue.Queue) and are applied only between steps,
+each answered with an event (engine.control). Events go out through `engine.events` (an
+EventBuffer) that front ends poll. Nothing else crosses the thread boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, control
+from . import commands as C
+from . import events as E
+from .config import Config
+from .device import device_label
+from .errors import ConfigError
+from .metrics import IntervalSums, Reporter, Settings, evaluate
+from .models import has_features, is_frozen, set_frozen
+from .optim import describe, make_optimizer, set_base_lr
+from .runlog import NullLog, RunLog
+from .state import RunState, TrainState
+from .step import StepRunner
+
+
+class Engine:
+    """One training run. Build it with engine.build (setup errors are raised before anything
+    runs), then `start()` its thread, or call `run()` in the current thread."""
+
+    def __init__(self, cfg: Config, *, device: torch.device, data, model: torch.nn.Module,
+                 run_dir: Path, resume: dict | None = None, dist_info=None):
+        self.cfg, self.device, self.data = cfg, device, data
+        self.dist = dist_info  # engine.distributed.DistInfo in a data-parallel run, else None
+        self.is_main = dist_info is None or dist_info.is_main
+        self.model = model.to(device)
+        self.run_dir = Path(run_dir)
+        self.commands: queue.Queue = queue.Queue()
+        # Only rank 0 writes the run directory; the other ranks log to nowhere.
+        self.log = RunLog(self.run_dir, cfg.log.flush_seconds) if self.is_main else NullLog(self.run_dir)
+        self.report = Reporter(self.log, E.EventBuffer(), self.position)
+        self.has_features = has_features(model)
+        self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
+        self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
+        self.state = RunState.STARTING
+        self.final_state = ""
+        self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
+        self.replayed = 0         # the Session surface: a local run has no history from before
+        self.stop_requested, self.stop_reason, self._save_on_stop = False, "", True
+        self.last_checkpoint: Path | None = None
+        self.restart_clock(0.0)
+        self._thread: threading.Thread | None = None
+        self._go: threading.Event | None = None  # set by build_in_thread: the thread waits on it
+        if self.has_features and cfg.schedule.freeze_features_epochs > 0:
+            set_frozen(self.model, True)
+        self.runner = StepRunner(self.model, device, cfg.perf, distributed=dist_info is not None)
+        self.optimizer = self.make_optimizer(self.train.optimizer)
+        self.sums = IntervalSums(device)
+        self.resumed = resume is not None
+        if resume is not None:
+            checkpoint.restore(self, resume)
+
+    # ---- the Session surface (engine.session): thread-safe -------------------------------
+
+    @property
+    def events(self) -> E.EventBuffer:
+        return self.report.events
+
+    def send(self, command: C.Command) -> int:
+        self.commands.put(command)
+        return command.id
+
+    def start(self) -> threading.Thread:
+        if self._go is not None:  # made by build_in_thread: its thread is waiting to train
+            self._go.set()
+            return self._thread
+        self._thread = threading.Thread(target=self.run, name="deeptui-engine", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
+        """Ask the run to stop at the next step boundary and wait; True when the thread ended."""
+        self.send(C.Stop(reason=reason))
+        if self._go is not None:
+            self._go.set()  # never started: it runs, sees the Stop first, and ends "stopped"
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def detach(self) -> None:
+        """A local run lives in this process: there is nothing to detach from."""
+
+    @property
+    def alive(self) -> bool:
+        started = self._go is None or self._go.is_set()
+        return self._thread is not None and self._thread.is_alive() and started
+
+    def wait_finished(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the run's thread to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:
+            time.sleep(timeout)
+        return not self.alive
+
+    # ---- clock, position, settings ------------------------------------------------------
+
+    def restart_clock(self, offset: float) -> None:
+        """The run clock reads `offset` now (seconds run before a resume or a restore)."""
+        self._t0, self._time_offset = time.monotonic(), offset
+
+    def now(self) -> float:
+        return self._time_offset + time.monotonic() - self._t0
+
+    @property
+    def epoch_now(self) -> int:
+        """The 1-based epoch that events and rows are labelled with; after the last epoch has
+        ended (final evaluation, checkpoint, Finished) it stays the last one, not epochs + 1."""
+        return min(self.train.epoch + 1, self.cfg.run.epochs)
+
+    def position(self) -> tuple[float, int, int]:
+        return self.now(), self.epoch_now, self.train.step
+
+    @property
+    def frozen(self) -> bool:
+        return is_frozen(self.model)
+
+    def settings(self) -> Settings:
+        t = self.train
+        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode)
+
+    def make_optimizer(self, name: str) -> torch.optim.Optimizer:
+        return make_optimizer(name, self.model, self.cfg.optimizer, self.train.base_lr, self.device.type)
+
+    def describe_optimizer(self) -> str:
+        return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
+
+    def set_base_lr(self, lr: float) -> None:
+        self.train.base_lr = lr
+        set_base_lr(self.optimizer, lr)
+        self.emit_state()
+
+    def set_frozen(self, frozen: bool) -> int:
+        return set_frozen(self.model, frozen)
+
+    def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
+        self.stop_requested, self.stop_reason, self._save_on_stop = True, reason, save_checkpoint
+
+    def set_state(self, state: RunState, reason: str = "") -> None:
+        if state == RunState.RUNNING and self.state != RunState.RUNNING:
+            self.sums.started = time.monotonic()  # pauses do not count against samples/s
+        self.state = state
+        s = self.settings()
+        self.report.emit(E.StateChanged, state=state.value, reason=reason, optimizer=s.optimizer,
+                         optimizer_params=self.describe_optimizer(), lr=s.lr, frozen=s.frozen, mode=s.mode)
+
+    def emit_state(self) -> None:
+        self.set_state(self.state)
+
+    # ---- the run ------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Train until done, stopped or failed; returns the final state. Never raises."""
+        cfg, t = self.cfg, self.train
+        try:
+            self.report.emit(E.RunStarted, preset=cfg.run.name, run_dir=str(self.run_dir),
+                             device=device_label(self.device), model=cfg.model.name,
+                             parameters=sum(p.numel() for p in self.model.parameters()),
+                             epochs=cfg.run.epochs, steps_per_epoch=len(self.data.train),
+                             max_steps=cfg.run.max_steps, has_features=self.has_features,
+                             optimizer_choices=self.choices, resumed=self.resumed)
+            frozen = ("frozen" if self.frozen else "trainable") if self.has_features else "n/a"
+            self.report.mark("resume" if self.resumed else "start",
+                             f"preset={cfg.run.name} device={device_label(self.device)} "
+                             f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}")
+            self.set_state(RunState.RUNNING)
+            self._train()
+            state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
+            reason = self.stop_reason
+        except Exception as exc:  # any failure becomes an event; the logs are kept
+            state, reason = RunState.FAILED, self._report_error(exc)
+        self._finish(state, reason)
+        return state.value
+
+    def _train(self) -> None:
+        cfg, t = self.cfg, self.train
+        while t.epoch < cfg.run.epochs and not self.stop_requested:
+            self._apply_schedule()
+            self.data.train.set_epoch(t.epoch)
+            skip = t.batch_in_epoch  # after a resume mid-epoch: the same order, minus what was done
+            for i, (x, y) in enumerate(self.data.train):
+                if i < skip:
+                    continue
+                control.between_steps(self)
+                if self.stop_requested:
+                    return
+                self._train_step(x, y)
+                t.step += 1
+                t.batch_in_epoch += 1
+                if t.step % cfg.log.interval == 0:
+                    self._readback()
+                if cfg.run.max_steps and t.step >= cfg.run.max_steps:
+                    self._readback()
+                    self.report.mark("max_steps", f"reached {cfg.run.max_steps} steps")
+                    self.evaluate()
+                    return
+            self._readback()
+            t.epoch += 1
+            t.batch_in_epoch = 0
+            self.evaluate()
+            self.log.flush()
+            if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
+                self.save_checkpoint()
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        frozen = self.frozen
+        compiling = self.runner.needs_compile(frozen)
+        if compiling:
+            previous = self.state
+            self.set_state(RunState.COMPILING, f"torch.compile for features "
+                                               f"{'frozen' if frozen else 'trainable'}")
+        loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen,
+                                        lbfgs=self.train.optimizer == "lbfgs")
+        if compiling:  # the first step of a compiled variant is done: compiling is over
+            self.set_state(previous, "compiled")
+        self.sums.add(loss, logits, y)  # running sums stay on the device
+        self.train.samples_seen += y.shape[0]
+
+    def _readback(self) -> None:
+        """The interval's sums as one logged row: the one host sync per interval."""
+        got = self.sums.read(self.dist)
+        if got is None:
+            return
+        loss, acc, n, seconds = got
+        seen = self.train.samples_seen * (self.dist.world if self.dist else 1)
+        gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
+        self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu_memory_mb=gpu_mb)
+        if not math.isfinite(loss):
+            self._on_nonfinite(loss)
+
+    def _on_nonfinite(self, loss: float) -> None:
+        policy = self.cfg.run.on_nan
+        if policy == "auto":
+            policy = "pause" if self.interactive else "stop"
+        msg = f"training loss is {loss} at step {self.train.step}"
+        self.report.mark("nonfinite_loss", f"{msg}; on_nan={policy}")
+        if policy == "stop":
+            raise FloatingPointError(f"{msg}; fix: lower the learning rate (e.g. --set optimizer.lr="
+                                     f"{self.train.base_lr / 10:g}) or set run.on_nan = \"pause\"")
+        self.report.emit(E.Warning, message=f"{msg}: " + (
+            "paused; resume, restore the last checkpoint or halve the lr" if policy == "pause"
+            else "continuing (run.on_nan = continue)"))
+        if policy == "pause":
+            self.set_state(RunState.PAUSED, "non-finite loss")
+
+    def evaluate(self) -> None:
+        """Test loss and error in eval mode. In a data-parallel run rank 0 evaluates (the
+        weights are the same on every rank)."""
+        if not self.is_main:
+            return
+        got = evaluate(self.model, self.data.test, self.runner.autocast, self.device)
+        if got is None:
+            return
+        epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
+        self.report.test(epoch, got[0], got[1], self.settings())
+        self.log.flush()
+
+    def _apply_schedule(self) -> None:
+        """Features frozen for the first N epochs, unless the user has overridden it."""
+        n = self.cfg.schedule.freeze_features_epochs
+        if not self.has_features or n == 0 or self.train.freeze_override is not None:
+            return
+        want = self.train.epoch < n
+        if want != self.frozen:
+            set_frozen(self.model, want)
+            action = "freeze" if want else "unfreeze"
+            detail = (f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
+                      f"(schedule: frozen for the first {n} epochs)")
+            self.report.mark(f"schedule_{action}", detail)
+            self.report.emit(E.ScheduleAction, action=action, detail=detail)
+            self.emit_state()
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / checkpoint.FILE_NAME
+        if not self.is_main:
+            return path
+        checkpoint.save(path, checkpoint.collect(self))
+        self.last_checkpoint = path
+        self.report.mark("checkpoint", str(path))
+        self.report.emit(E.CheckpointSaved, path=str(path))
+        return path
+
+    def _finish(self, state: RunState, reason: str) -> None:
+        self.final_state = state.value
+        try:  # the final model is kept too, so a finished run can be evaluated or extended
+            if state == RunState.FINISHED or (state == RunState.STOPPED and self._save_on_stop):
+                self.save_checkpoint()
+        except Exception as exc:
+            self._report_error(exc)
+        with contextlib.suppress(Exception):
+            self.report.mark(state.value, reason)
+        self.state = state
+        try:
+            self.log.close()
+        except OSError as exc:
+            self.report.emit(E.RunError, message=f"could not write the logs: {exc}",
+                             fix=f"free space or check permissions in {self.run_dir}")
+            state = RunState.FAILED
+        with contextlib.suppress(Exception):
+            self.data.close()
+        if self.dist is not None:
+            from .distributed import close
+
+            with contextlib.suppress(Exception):
+                close()
+        self.set_state(state, reason)
+        self.report.emit(E.Finished, state=state.value, run_dir=str(self.run_dir), reason=reason)
+
+    def _report_error(self, exc: Exception) -> str:
+        message, fix = describe_failure(exc, self.cfg, self.dist)
+        self.report.emit(E.RunError, message=message, fix=fix)
+        with contextlib.suppress(Exception):
+            self.report.mark("error", message + (f"; fix: {fix}" if fix else ""))
+        return message
+
+
+def describe_failure(exc: Exception, cfg: Config, dist=None) -> tuple[str, str]:
+    """(one-line message, fix) for an exception that ended a run."""
+    message, fix = f"{type(exc).__name__}: {exc}".strip(), ""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        message = "CUDA out of memory"
+        fix = f"use a smaller batch, e.g. --set data.batch_size={max(1, cfg.data.batch_size // 2)}"
+    elif isinstance(exc, OSError):
+        fix = "check the file named above, its permissions and the free disk space"
+    elif isinstance(exc, FloatingPointError):
+        message, _, fix = str(exc).partition("; fix: ")
+    elif dist is not None and isinstance(exc, (RuntimeError, ConnectionError)):
+        message = f"rank {dist.rank}: lost contact with the other ranks ({message[:160]})"
+        fix = "a worker process died or was killed; see the launcher's message for which rank"
+    elif type(exc).__name__ == "DataError":
+        message = str(exc)
+    message = message.splitlines()[0][:300] if message else type(exc).__name__
+    return message, fix
+
+
+def check_distributed(cfg: Config, info) -> None:
+    """Settings a data-parallel run cannot take, refused before it starts."""
+    if cfg.data.batch_size % info.world:
+        raise ConfigError(f"{cfg.source}: data.batch_size = {cfg.data.batch_size} is the global batch and "
+                          f"must divide evenly over {info.world} processes; fix: use a multiple of {info.world}")
+    if cfg.optimizer.name == "lbfgs":
+        raise ConfigError(f"{cfg.source}: optimizer.name = 'lbfgs' is not supported in a data-parallel run; "
+                          "fix: pick another optimizer")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device

@@ -1,0 +1,121 @@
+"""Training metrics without host syncs: device-side sums per logging interval read back once,
+the evaluation on the test set, and the Reporter that turns them into rows and events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import events as E
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every metrics row and event says the run was using."""
+
+    lr: float
+    optimizer: str
+    frozen: bool
+    mode: str
+
+
+class IntervalSums:
+    """Loss and correct-prediction sums of one logging interval, kept on the device; `read()` is
+    the one host sync per interval (and, in a data-parallel run, the one collective)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.readbacks = 0  # host syncs made; the tests count them
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.samples = 0
+        self.started = time.monotonic()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self.loss_sum += loss * n
+        self.correct += (logits.argmax(1) == y).sum()
+        self.samples += n
+
+    def read(self, dist=None) -> tuple[float, float, int, float] | None:
+        """(mean loss, accuracy, samples, seconds) of the interval, then a fresh interval; None
+        when it holds no sample. Samples are summed over the ranks of a data-parallel run."""
+        n = self.samples
+        if n == 0:
+            return None
+        loss_sum, correct = torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype)]).tolist()
+        if dist is not None:
+            from .distributed import all_reduce_sum
+
+            loss_sum, correct, n = all_reduce_sum([loss_sum, correct, float(n)], self.device)
+        self.readbacks += 1
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.reset()
+        return loss_sum / n, correct / n, int(n), elapsed
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, autocast, device: torch.device) -> tuple[float, float] | None:
+    """(mean loss, accuracy) over `batches` in eval mode, one host sync at the end; the model's
+    mode is restored after. None for an empty test set."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    try:
+        for x, y in batches:
+            with autocast():
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            n += y.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return None
+    loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    return loss_sum / n, correct / n
+
+
+class Reporter:
+    """Everything a run tells, stamped with its clock and position: events to the buffer that
+    front ends read, and rows and marks to the run log (metrics.csv, events.csv)."""
+
+    def __init__(self, log, events: E.EventBuffer, position: Callable[[], tuple[float, int, int]]):
+        self.log, self.events, self.position = log, events, position
+
+    def emit(self, kind: type[E.Event], **fields) -> None:
+        self.events.append(kind(*self.position(), **fields))
+
+    def mark(self, event: str, detail: str = "") -> None:
+        t, epoch, step = self.position()
+        self.log.event(round(t, 3), epoch, step, event, detail)
+
+    def train(self, loss: float, accuracy: float, samples_per_s: float, samples_seen: int,
+              settings: Settings, gpu_memory_mb: float = 0.0) -> None:
+        t, epoch, step = self.position()
+        t = round(t, 3)
+        self.log.metric(time_s=t, epoch=epoch, step=step, split="train", loss=loss, accuracy=accuracy,
+                        lr=settings.lr, optimizer=settings.optimizer, frozen=settings.frozen,
+                        mode=settings.mode, samples_per_s=round(samples_per_s, 1))
+        self.events.append(E.StepMetrics(t, epoch, step, loss=loss, accuracy=accuracy, lr=settings.lr,
+                                         optimizer=settings.optimizer, frozen=settings.frozen,
+                                         mode=settings.mode, samples_per_s=samples_per_s,
+                                         samples_seen=samples_seen, gpu_memory_mb=gpu_memory_mb))
+
+    def test(self, epoch: int, loss: float, accuracy: float, settings: Settings) -> None:
+        t, _, step = self.position()
+        t = round(t, 3)
+        self.log.metric(time_s=t, epoch=epoch, step=step, split="test", loss=loss, accuracy=accuracy,
+                        lr=settings.lr, optimizer=settings.optimizer, frozen=settings.frozen,
+                        mode="eval", samples_per_s="")
+        self.events.append(E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=accuracy,
+                                      test_error_pct=100.0 * (1 - accuracy)))

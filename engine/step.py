@@ -1,0 +1,91 @@
+"""StepRunner: one training step with the [perf] options, and nothing else.
+
+channels_last, autocast, the fp16 gradient scaler, LBFGS's closure, and the torch.compile and
+DistributedDataParallel wrappers live here. A step returns the detached loss and logits; it emits
+no event and reads no value back to the host (the caller sums them on the device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StepRunner:
+    def __init__(self, model: nn.Module, device: torch.device, perf, distributed: bool = False):
+        self.model, self.device, self.distributed = model, device, distributed
+        self.compile = perf.compile
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+        self.memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
+        if perf.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # Mixed precision only where it helps (CUDA); CPU runs keep fp32 whatever the preset says.
+        self.amp_dtype = AMP_DTYPES.get(perf.amp) if device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # torch.compile specialises on requires_grad and DDP registers gradient hooks only for the
+        # parameters that require grad when it is built: one wrapper per freeze state, built when
+        # first needed (at the same step on every rank).
+        self.variants: dict[bool, nn.Module] = {}
+
+    def needs_compile(self, frozen: bool) -> bool:
+        """The next step with this freeze state compiles a variant first (it takes long)."""
+        return self.compile and frozen not in self.variants
+
+    def module(self, frozen: bool) -> nn.Module:
+        """What the step calls: the model, or its DDP / compiled wrapper for this freeze state."""
+        if not self.compile and not self.distributed:
+            return self.model
+        if frozen not in self.variants:
+            module = self.model
+            if self.distributed:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                module = DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.compile:
+                module = torch.compile(module)
+            self.variants[frozen] = module
+        return self.variants[frozen]
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+             frozen: bool, lbfgs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch (x, y); returns (loss, logits), detached."""
+        model = self.module(frozen)
+        if self.memory_format is torch.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if lbfgs:  # LBFGS evaluates the loss several times per step: a closure, in fp32
+            box: list[torch.Tensor] = []
+
+            def closure():
+                optimizer.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                loss.backward()
+                box[:] = [out, loss]
+                return loss
+
+            optimizer.step(closure)
+            out, loss = box
+        else:
+            with self.autocast():
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+        return loss.detach(), out.detach()

@@ -1,0 +1,67 @@
+"""`deeptui attach [RUN_DIR]`: the dashboard (or plain lines) on a run in another process, through
+its control socket: the history so far, then the live stream."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from deeptui.engine.errors import SIGNAL_EXIT, RemoteError, exit_code
+from deeptui.engine.remote.client import RemoteSession
+
+from .headless import HeadlessPrinter, print_events
+from .options import fail, wants_dashboard
+from .runs import DEFAULT_LOG_DIR, list_runs
+
+
+def attach_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="deeptui attach",
+                                description="Open the dashboard on a run started elsewhere (e.g. --detach): "
+                                            "its history so far, then the live stream; q asks stop or detach.")
+    p.add_argument("run_dir", nargs="?", help="the run directory (default: the most recent live run)")
+    p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help=f"where to look for runs (default: {DEFAULT_LOG_DIR})")
+    p.add_argument("--headless", action="store_true", help="print the event lines instead of the dashboard")
+    args = p.parse_args(argv)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        live = [r for r in list_runs(Path(args.log_dir)) if r.live]
+        if not live:
+            return fail(f"no live run under {args.log_dir}; fix: start one with 'deeptui PRESET --detach' "
+                        "or pass a run directory (deeptui ls lists them)")
+        run_dir = live[0].path
+    try:
+        session = RemoteSession(run_dir)
+        session.start()
+    except RemoteError as e:
+        return fail(str(e))
+    except Exception as e:  # config.toml missing or unreadable: not a run directory
+        return fail(f"{run_dir}: not a deeptui run directory ({e})")
+    if not wants_dashboard(args):
+        return attach_headless(session)
+    from .app import run_dashboard
+
+    return run_dashboard(session, attached=True)
+
+
+def attach_headless(session: RemoteSession, printer=None) -> int:
+    """Print the run's events; Ctrl+C, SIGTERM or a closed terminal only detach."""
+    printer = printer or HeadlessPrinter()
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in SIGNAL_EXIT}
+    try:
+        print_events(session, printer, until=lambda: bool(caught))
+    except BrokenPipeError:  # `deeptui attach --headless | head`: the reader left; so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        caught.append(signal.SIGPIPE)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        session.detach()
+    if caught or not session.final_state:
+        printer.line(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")
+        return 0
+    return exit_code(session.final_state)

@@ -1,0 +1,185 @@
+"""The dashboard screen: owns its widgets and draws the app's RunView into them.
+
+Its parts are data: a list of plots and a list of side panels, each a function of the view, so
+the compare dashboard is the same screen with other parts. Redraws are paced for a small CPU
+machine, where every millisecond of the UI is taken from training (the GIL).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Footer, RichLog, Static
+
+from . import panels
+
+MIN_WIDTH, MIN_HEIGHT = 80, 24
+PLOT_MIN_SECONDS = 1.0       # while running, rebuild the plots at most this often,
+PLOT_CPU_SHARE = 0.01        # and let their rebuilds take at most this share of the time:
+                             # plotext takes ~15 ms for both on a laptop-class core
+
+
+@dataclass(frozen=True)
+class Plot:
+    id: str
+    build: Callable[[int, int], str]            # (width, height) -> plotext text
+    version: Callable[[], int]                  # changes whenever the plotted data changes
+    titles: Callable[[bool], tuple[str, str]]   # compact -> (border title, border subtitle)
+
+
+@dataclass(frozen=True)
+class Panel:
+    id: str
+    render: Callable[[], Text]
+    title: str
+
+
+class PlotView(Static):
+    """A plotext plot rendered to text; rebuilt only when its data or size changed."""
+
+    def __init__(self, build: Callable[[int, int], str], **kw):
+        super().__init__("", **kw)
+        self._build = build
+        self.built_size: tuple[int, int] | None = None
+        self.built_version = -1
+
+    def redraw(self, version: int) -> None:
+        w, h = self.content_size.width, self.content_size.height
+        if w < 10 or h < 4:
+            return
+        self.update(Text.from_ansi(self._build(w, h), no_wrap=True), layout=False)
+        self.built_size, self.built_version = (w, h), version
+
+    def stale(self, version: int) -> bool:
+        return version != self.built_version or self.built_size != (
+            self.content_size.width, self.content_size.height)
+
+
+class Dashboard(Screen):
+    """Header, plots beside side panels, the error banner and the event log, the key footer;
+    below 80x24 a message that says how big it needs to be."""
+
+    def __init__(self, plots: list[Plot], side: list[Panel]):
+        super().__init__()
+        self.plots, self.side = plots, side
+        self._log: list | None = None  # the view's log list being shown, and how much of it
+        self._log_shown = 0
+        self._plots_at = -math.inf
+        self._plots_cost = 0.0        # CPU seconds the last plot rebuild took
+        self.drawn_at = -math.inf
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with Vertical(id="body"):
+            with Horizontal(id="main"):
+                with Vertical(id="plots"):
+                    for plot in self.plots:
+                        yield PlotView(plot.build, id=plot.id)
+                with Vertical(id="side"):
+                    for panel in self.side:
+                        yield Static(id=panel.id)
+            yield Static(id="error")
+            yield RichLog(id="log", max_lines=1000, wrap=False, markup=False, auto_scroll=True)
+        yield Static(id="too-small")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.apply_titles()
+        self.refresh_view(True)
+
+    def apply_titles(self) -> None:
+        compact = self.has_class("-compact")
+        for plot in self.plots:
+            widget = self.query_one(f"#{plot.id}")
+            title, subtitle = plot.titles(compact)
+            widget.border_title, widget.border_subtitle = title, subtitle or None
+        for panel in self.side:
+            self.query_one(f"#{panel.id}").border_title = panel.title
+        self.query_one("#log").border_title = "events"
+
+    def on_resize(self, event) -> None:
+        w, h = event.size.width, event.size.height
+        small = w < MIN_WIDTH or h < MIN_HEIGHT
+        self.set_class(small, "-too-small")
+        self.set_class(w < 100 or h < 30, "-compact")
+        self.apply_titles()  # shorter legends when compact
+        if small:
+            self.query_one("#too-small", Static).update(
+                Text(f"deeptui needs a terminal of at least {MIN_WIDTH}x{MIN_HEIGHT}\n"
+                     f"this one is {w}x{h}: please make it larger\n\nthe run goes on; q quits",
+                     justify="center"))
+        self.app.call_after_refresh(self.refresh_view, True)
+
+    # ---- drawing ------------------------------------------------------------------------
+
+    def refresh_view(self, force_plots: bool = False) -> None:
+        """Draw the app's view: the text panels now, the plots at their own pace."""
+        if not self.is_mounted or self.has_class("-too-small"):
+            return
+        self.drawn_at = time.monotonic()
+        app = self.app
+        try:
+            self._set(self.query_one("#header", Static), panels.header(app.view, app.elapsed(), self.size.width))
+            for panel in self.side:
+                self._set(self.query_one(f"#{panel.id}", Static), panel.render())
+            self._draw_error(panels.error_banner(app.view))
+            self._draw_log(app.view.log)
+            self._draw_plots(force_plots)
+        except NoMatches:  # the screen is being torn down while the app exits
+            pass
+
+    def redraw_plots(self) -> None:
+        """Rebuild every plot now (after a change of how they are drawn, e.g. log scale)."""
+        for plot in self.plots:
+            self.query_one(f"#{plot.id}", PlotView).redraw(plot.version())
+
+    def _set(self, widget: Static, content, layout: bool = False) -> None:
+        """Update a panel only when its text changed; the panels have fixed sizes, so a repaint
+        without a layout pass is enough (a layout pass of the whole screen costs milliseconds)."""
+        key = content.plain if isinstance(content, Text) else str(content)
+        if getattr(widget, "_deeptui_key", None) != key:
+            widget._deeptui_key = key  # type: ignore[attr-defined]
+            widget.update(content, layout=layout)
+
+    def _draw_error(self, banner: Text | None) -> None:
+        w = self.query_one("#error", Static)
+        w.display = banner is not None
+        if banner is not None:
+            self._set(w, banner, layout=True)
+
+    def _draw_log(self, lines: list[tuple[str, str]]) -> None:
+        if lines is not self._log:  # a new view (the next run of a series) goes on below
+            self._log, self._log_shown = lines, 0
+        if self._log_shown == len(lines):
+            return
+        log = self.query_one("#log", RichLog)
+        for style, text in lines[self._log_shown:]:
+            log.write(Text(text, style=style, no_wrap=True))
+        self._log_shown = len(lines)
+
+    def _draw_plots(self, force: bool) -> None:
+        """Rebuild the plots whose data or size changed. While training runs, not within
+        PLOT_MIN_SECONDS of the last rebuild, nor before the last rebuild's CPU time is within
+        PLOT_CPU_SHARE of the time since it (a wide terminal or a slow core redraws less often)."""
+        views = [(self.query_one(f"#{p.id}", PlotView), p.version()) for p in self.plots]
+        if not force and not any(view.stale(version) for view, version in views):
+            return
+        now = time.monotonic()
+        running = self.app.view.state == "running" and not self.app.view.finished
+        wait = max(PLOT_MIN_SECONDS, self._plots_cost / PLOT_CPU_SHARE)
+        if not force and running and now - self._plots_at < wait:
+            return
+        self._plots_at = now
+        cpu = time.thread_time()  # CPU time: on a busy machine the wall time also counts waiting
+        for view, version in views:
+            if force or view.stale(version):
+                view.redraw(version)
+        self._plots_cost = time.thread_time() - cpu

@@ -1,0 +1,71 @@
+"""`deeptui PRESET --detach`: the run in a background process of its own session (no controlling
+terminal, so closing the terminal sends it nothing), writing to <run_dir>/deeptui.log; it serves
+its control socket like every run, for `deeptui attach` and `deeptui ls`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deeptui.engine.config import load_config
+from deeptui.engine.errors import RemoteError, SetupError
+from deeptui.engine.remote.wire import SOCKET_NAME, connect
+from deeptui.engine.runlog import new_run_dir
+
+from .options import fail, find_preset, overrides
+
+LOG_NAME = "deeptui.log"
+
+
+def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
+    """Start the run in a background process, wait until its control socket answers, print the
+    run directory. Setup errors (bad preset, missing data) still come back here with exit 2."""
+    try:
+        if args.resume:
+            target = Path(args.resume)
+            run_dir = target if target.is_dir() else target.parent
+        else:
+            cfg = load_config(find_preset(args.preset), overrides(args))
+            if cfg.run.kind == "landscape":
+                return fail("--detach runs training presets; a landscape run takes seconds: run it "
+                            "without --detach")
+            run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
+    except SetupError as e:
+        return fail(str(e))
+    run_dir = run_dir.resolve()
+    child = [a for a in argv if a != "--detach"] + ["--headless", "--run-dir", str(run_dir)]
+    with open(run_dir / LOG_NAME, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "deeptui", *child], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sock = run_dir / SOCKET_NAME
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = _tail(run_dir / LOG_NAME, 5)
+            print(tail, file=sys.stderr, end="" if tail.endswith("\n") else "\n")
+            return fail(f"the detached run ended at once (exit {code}); its log: {run_dir / LOG_NAME}",
+                        code or 1)
+        if sock.exists():
+            try:
+                connect(sock, timeout=2.0).close()
+                break
+            except RemoteError:
+                pass
+        time.sleep(0.1)
+    else:
+        return fail(f"the detached run (pid {proc.pid}) did not open {sock} within {wait_s:.0f}s; "
+                    f"its log: {run_dir / LOG_NAME}", 1)
+    print(f"run directory: {run_dir}")
+    print(f"deeptui: running in the background (pid {proc.pid}); watch and steer it with "
+          f"'deeptui attach {run_dir}', list runs with 'deeptui ls'")
+    return 0
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-n:])
+    except OSError:
+        return ""

@@ -1,0 +1,96 @@
+"""The headless front end: plain progress lines from a session's events (for nohup, CI, pipes),
+and the signal handling of a headless run. Imports no textual, rich or plotext."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from deeptui.engine import events as E
+from deeptui.engine.commands import Stop
+from deeptui.engine.errors import SIGNAL_EXIT, exit_code
+
+# Headless output is read in batches, at most this often: every wake-up of the printing thread
+# preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
+PRINT_SECONDS = 0.5
+
+
+class HeadlessPrinter:
+    """One plain line per event worth telling."""
+
+    def __init__(self, out=None, quiet: bool = False):
+        self.out = out or sys.stdout
+        self.quiet = quiet
+        self.epochs = 0
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.out, flush=True)
+
+    def handle(self, ev: E.Event) -> None:
+        if isinstance(ev, E.RunStarted):
+            self.epochs = ev.epochs
+        text = self.describe(ev)
+        if text is not None:
+            self.line(text)
+
+    def describe(self, ev: E.Event) -> str | None:
+        fmt = LINES.get(type(ev))
+        return fmt(self, ev) if fmt is not None else None
+
+
+LINES = {
+    E.RunStarted: lambda p, ev: (
+        f"deeptui: {'resumed' if ev.resumed else 'started'} {ev.preset} on {ev.device}: {ev.model} "
+        f"({ev.parameters:,} parameters), {ev.epochs} epochs x {ev.steps_per_epoch} steps; "
+        f"run directory {ev.run_dir}"),
+    E.StepMetrics: lambda p, ev: (
+        f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} acc {100 * ev.accuracy:.1f}% "
+        f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"),
+    E.EpochEnd: lambda p, ev: f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%",
+    E.CommandApplied: lambda p, ev: f"applied {ev.command}: {ev.detail}",
+    E.CommandRejected: lambda p, ev: f"rejected {ev.command}: {ev.reason}",
+    E.ScheduleAction: lambda p, ev: f"schedule: {ev.detail}",
+    E.TimingResult: lambda p, ev: f"timing: {ev.device} batch vs. loop speed ratio {ev.ratio:.1f}",
+    E.Warning: lambda p, ev: f"warning: {ev.message}",
+    E.CheckpointSaved: lambda p, ev: f"checkpoint saved: {ev.path}",
+    E.RunError: lambda p, ev: f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""),
+    E.Finished: lambda p, ev: (f"deeptui: {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
+                               + f"; run directory {ev.run_dir}"),
+}
+
+
+def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None:
+    """Hand every event of a session to the printer until the session ends or `until()` says so."""
+    cursor = 0
+    while not until():
+        events, cursor = session.events.read(cursor)
+        for ev in events:
+            printer.handle(ev)
+        if not session.alive:
+            for ev in session.events.read(cursor)[0]:  # what came in while it was ending
+                printer.handle(ev)
+            return
+        session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
+
+
+def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
+    """Run the engine in its thread; print its events; stop cleanly on SIGINT/SIGTERM/SIGHUP."""
+    printer = printer or HeadlessPrinter()
+    caught: list[int] = []
+
+    def on_signal(signum, frame):
+        if not caught:
+            caught.append(signum)
+            engine.send(Stop(reason=f"signal {signal.Signals(signum).name}"))
+
+    old = {s: signal.signal(s, on_signal) for s in SIGNAL_EXIT}
+    try:
+        engine.start()
+        print_events(engine, printer)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if caught:
+        return SIGNAL_EXIT[caught[0]]
+    return exit_code(engine.final_state)

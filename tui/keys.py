@@ -1,0 +1,137 @@
+"""The dashboard's keys and command palette: what each one sends to the engine, and why a key
+that cannot act now (the run ended, no features to freeze) says so instead of doing nothing."""
+
+from __future__ import annotations
+
+from textual.app import SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from deeptui.engine import commands as C
+from deeptui.engine.config import OPTIMIZERS
+
+from .dashboard import Dashboard
+from .dialogs import ExportScreen, OptimizerScreen
+
+# Actions that send a command to the engine: they cannot act once the run has ended.
+STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "timing", "save"}
+
+
+class Steering:
+    """Key bindings and actions of DeeptuiApp (a mixin: the app provides session, view, send)."""
+
+    # Footer order: quit first, so that it shows even on a narrow terminal.
+    KEYS = [
+        Binding("q", "quit", "quit", tooltip="stop the run, flush the logs and quit"),
+        Binding("p", "pause", "pause", tooltip="pause or resume training (also space)"),
+        Binding("space", "pause", "pause/resume", show=False),
+        Binding("o", "next_optimizer", "optim", tooltip="next optimizer in the preset's list"),
+        Binding("O", "pick_optimizer", "pick", key_display="O", tooltip="pick an optimizer from a list"),
+        Binding("f", "freeze", "freeze", tooltip="freeze or unfreeze the pretrained features"),
+        Binding("m", "mode", "mode", tooltip="run training steps in train or eval mode"),
+        Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
+        Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
+        Binding("t", "timing", "time", tooltip="run the batch-vs-loop timing"),
+        Binding("s", "save", "save", tooltip="save a checkpoint"),
+        Binding("e", "export", "csv", tooltip="flush the CSV logs and show or copy them"),
+        Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
+    ]
+    # Titles and help for the command palette, by action.
+    COMMANDS_HELP = {
+        "pause": ("Pause / resume training", "p or space"),
+        "next_optimizer": ("Next optimizer", "o: the next optimizer in the preset's list"),
+        "pick_optimizer": ("Pick optimizer ...", "O: choose any optimizer from a list"),
+        "freeze": ("Freeze / unfreeze features", "f: requires_grad on the pretrained features"),
+        "mode": ("Train / eval mode", "m: run training steps in train or eval mode"),
+        "lr(2.0)": ("Learning rate x2", "+"),
+        "lr(0.5)": ("Learning rate x0.5", "-"),
+        "timing": ("Batch-vs-loop timing", "t: time the batched product against the loop"),
+        "save": ("Save checkpoint", "s"),
+        "export": ("Export logs as CSV", "e: flush metrics.csv and events.csv, copy them"),
+        "log_scale": ("Toggle log scale", "l: the loss plot's y axis"),
+        "quit": ("Quit", "q: stop the run, flush the logs, print the run directory"),
+    }
+
+    def why_not(self, action: str) -> str | None:
+        """Why `action` cannot act now, or None when it can."""
+        v = self.view
+        if action in STEERING and (v.finished or (self._started and not self.session.alive)):
+            return f"the run has {v.state if v.state in ('finished', 'stopped', 'failed') else 'ended'}"
+        if action == "freeze" and v.has_features is False:
+            return "this model has no pretrained features"
+        return None
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in STEERING:
+            return None if self.why_not(action) else True
+        return True
+
+    def on_key(self, event) -> None:
+        """A key whose binding is switched off now says why instead of doing nothing."""
+        if not isinstance(self.screen, Dashboard):
+            return
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            reason = self.why_not(binding.action.split("(")[0])
+            if reason:
+                self.say_why(binding.description, reason)
+                event.stop()
+                return
+
+    def get_system_commands(self, screen: Screen):
+        yield from super().get_system_commands(screen)
+        for action, (title, help_text) in self.COMMANDS_HELP.items():
+            yield SystemCommand(title, help_text, lambda a=action: self.invoke(a))
+
+    async def invoke(self, action: str) -> None:
+        """Run an action from the command palette, saying why when it cannot act."""
+        reason = self.why_not(action.split("(")[0])
+        if reason:
+            self.say_why(self.COMMANDS_HELP.get(action, (action,))[0], reason)
+            return
+        await self.run_action(action)
+
+    def say_why(self, what: str, reason: str) -> None:
+        self.notify(reason, title=what, severity="warning")
+        self.view.note(f"{what}: {reason}")
+        self.refresh_view(False)
+
+    # ---- the actions --------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        self.send(C.Resume() if self.view.state == "paused" else C.Pause())
+
+    def action_next_optimizer(self) -> None:
+        self.send(C.SwitchOptimizer())
+
+    def action_pick_optimizer(self) -> None:
+        def chosen(name: str | None) -> None:
+            if name:
+                self.send(C.SwitchOptimizer(name=name))
+
+        choices = self.view.optimizer_choices or tuple(self.session.cfg.optimizer.choices)
+        self.push_screen(OptimizerScreen(choices, OPTIMIZERS, self.view.optimizer), chosen)
+
+    def action_freeze(self) -> None:
+        self.send(C.SetFrozen(frozen=not self.view.frozen))
+
+    def action_mode(self) -> None:
+        self.send(C.SetMode(mode="eval" if self.view.mode == "train" else "train"))
+
+    def action_lr(self, factor: float) -> None:
+        self.send(C.ScaleLearningRate(factor=float(factor)))
+
+    def action_timing(self) -> None:
+        self.notify("timing batch vs loop; training waits for it", title="timing")
+        self.send(C.RunTiming(**self.timing_kwargs))
+
+    def action_save(self) -> None:
+        self.send(C.SaveCheckpoint())
+
+    def action_export(self) -> None:
+        if self.session.alive:
+            self.send(C.FlushLogs(), follow="export")
+        else:  # the engine closed (and so flushed) the files when the run ended
+            self.push_screen(ExportScreen(self.log_files()))
+
+    def action_log_scale(self) -> None:
+        self.log_scale = not self.log_scale

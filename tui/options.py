@@ -1,0 +1,53 @@
+"""What every command-line front end shares: the shipped presets and how a name finds one, the
+flags that become --set overrides, the choice between dashboard and plain lines, the one-line
+error. Imports no textual, rich or plotext."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from deeptui.engine.errors import EXIT_SETUP
+
+# Shipped inside the package (deeptui/presets/ in a wheel; presets/ beside tui/ in a checkout).
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+QUICKSTART = PRESETS_DIR / "quickstart.toml"
+
+
+def fail(message: str, code: int = EXIT_SETUP) -> int:
+    """Print the one-line reason on stderr; return the exit code."""
+    print(f"deeptui: {message}", file=sys.stderr)
+    return code
+
+
+def find_preset(name: str | None) -> str:
+    """A preset path as given, or a shipped preset by name ('cifar_monster', 'quickstart.toml');
+    no name: the quickstart. A name that is neither stays as given, for the config's error."""
+    if not name:
+        return str(QUICKSTART)
+    if Path(name).is_file():
+        return name
+    shipped = PRESETS_DIR / (name if name.endswith(".toml") else f"{name}.toml")
+    if "/" not in name and shipped.is_file():
+        return str(shipped)
+    return name
+
+
+def shipped_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def overrides(args) -> list[str]:
+    """--set values plus the flags that are preset keys (--epochs, --max-steps, --seed, --device)."""
+    out = list(args.overrides)
+    for flag, key in (("epochs", "run.epochs"), ("max_steps", "run.max_steps"), ("seed", "run.seed")):
+        if getattr(args, flag) is not None:
+            out.append(f"{key}={getattr(args, flag)}")
+    if args.device is not None:
+        out.append(f'run.device="{args.device}"')
+    return out
+
+
+def wants_dashboard(args) -> bool:
+    """The dashboard needs a terminal both ways; --headless, a pipe or nohup get plain lines."""
+    return not args.headless and sys.stdout.isatty() and sys.stdin.isatty()

@@ -1,0 +1,101 @@
+"""The dashboard's text panels as pure functions of the RunView: header, run, timing, error."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+
+from .view import RunView, fmt_count, fmt_duration
+
+STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "timing": "bold cyan",
+               "compiling": "bold cyan", "finished": "bold blue", "stopped": "bold magenta",
+               "failed": "bold red", "starting": "dim"}
+PALETTE_HINT = " ^p commands"
+
+
+def header(v: RunView, elapsed: float, width: int) -> Text:
+    """One line: preset, device, state (and why), elapsed time; the palette hint at the right."""
+    t = Text.assemble(
+        (" deeptui ", "bold reverse"), " ", (v.preset or "?", "bold"), "  ",
+        (v.device or "…", ""), "  ", (f"● {v.state}", STATE_STYLE.get(v.state, "bold")),
+        "  ", (fmt_duration(elapsed), ""),
+    )
+    if v.reason and v.state in ("paused", "stopped", "failed"):
+        t.append(f"  ({v.reason})", "dim")
+    room = max(0, width - len(PALETTE_HINT) - 1)
+    t.truncate(room)
+    t.pad_right(max(0, room - len(t)))
+    t.append(PALETTE_HINT, "dim")
+    return t
+
+
+def run_panel(v: RunView) -> Text:
+    """Progress, speed, model, optimizer and its hyperparameters, freeze state, mode, last figures."""
+    t = Text()
+    ep_total = f"/{v.epochs}" if v.epochs else ""
+    total = v.total_steps
+    epoch = min(v.epoch, v.epochs) if v.epochs else v.epoch
+    t.append(f"epoch {epoch}{ep_total}  step {v.step}" + (f"/{total}" if total else "") + "\n")
+    bar_w = 18
+    filled = int(round(v.progress * bar_w))
+    t.append("█" * filled, "green")
+    t.append("░" * (bar_w - filled), "dim")
+    t.append(f" {100 * v.progress:3.0f}%\n")
+    t.append(f"ETA {fmt_duration(v.eta_s())}  {v.samples_per_s:,.0f} samples/s\n")
+    if v.model:
+        t.append(f"{v.model} ", "bold")
+        t.append(f"{fmt_count(v.parameters)} parameters\n", "dim")
+    t.append(f"{v.optimizer or '…'}", "bold")
+    t.append(f"  lr {v.lr:.4g}\n" if v.lr else "\n")
+    params = " ".join(p for p in v.optimizer_params.split() if not p.startswith("lr="))
+    if params:
+        t.append(f"  {params}\n", "dim")
+    feats = "n/a" if v.has_features is False else ("frozen" if v.frozen else "trainable")
+    t.append("features ", "dim")
+    t.append(feats, "bold cyan" if v.frozen else "")
+    t.append("  mode ", "dim")
+    t.append(v.mode + "\n", "bold yellow" if v.mode == "eval" else "")
+    if v.train_loss:
+        loss = f"{v.last_loss:.4f}" if math.isfinite(v.last_loss) else str(v.last_loss)
+        t.append("loss ", "dim")
+        t.append(f"{loss}", "" if math.isfinite(v.last_loss) else "bold red")
+        t.append("  acc ", "dim")
+        t.append(f"{100 * v.last_accuracy:.1f}%\n")
+    if math.isfinite(v.test_error_pct):
+        t.append("test error ", "dim")
+        t.append(f"{v.test_error_pct:.2f}%\n")
+    if v.device.startswith("cuda"):
+        t.append("GPU memory ", "dim")
+        t.append(f"{v.gpu_memory_mb:,.0f} MiB\n")
+    t.rstrip()
+    return t
+
+
+def timing_panel(v: RunView) -> Text:
+    """The batch-vs-loop ratio and both forms' times, or how to get them."""
+    tr = v.timing
+    if tr is None:
+        t = Text("timing ...\n" if v.state == "timing" else "press t to time\n", "dim")
+        t.append("x @ w.T batched vs a loop", "dim")
+        return t
+    t = Text()
+    t.append(f"{tr.ratio:.1f}x", "bold")
+    t.append(" faster batched\n", "dim")
+    t.append("batch ", "dim")
+    t.append(f"{tr.batch_ms:6.1f} ms {tr.batch_gflops:4.0f} GFLOP/s\n")
+    t.append("loop  ", "dim")
+    t.append(f"{tr.loop_ms:6.1f} ms {tr.loop_gflops:4.0f} GFLOP/s")
+    return t
+
+
+def error_banner(v: RunView) -> Text | None:
+    """Why the run failed and the fix, or None while it has not."""
+    err = v.error
+    if err is None:
+        return None
+    t = Text("✖ run failed: ", "bold")
+    t.append(err.message)
+    if err.fix:
+        t.append(f"\nfix: {err.fix}")
+    return t
