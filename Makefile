@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine that has only Python:
 #   make demo   - train the embedded quickstart preset (dashboard in a terminal, plain lines otherwise)
-#   make test   - run the test suite
+#   make test   - check the code (format, lint, import contracts), then run the whole test suite
+# Also: make fast (the suite without the end-to-end tests), make check, make bench.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test fast check bench setup clean
 
 setup: $(STAMP)
 
@@ -19,8 +20,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/deeptui presets/quickstart.toml $(ARGS)
 
-test: $(STAMP)
+check: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+fast: check
+	$(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/deeptui bench --device cpu

@@ -11,6 +11,7 @@ Run it on a quiet machine: with 2 cores, any other busy process makes torch's 2 
 wait on each other, and the memory path (many small ops) then slows down by an order of
 magnitude while single-threaded DataLoader workers barely notice. --threads 1 avoids that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ def rate(source, device: torch.device, repeats: int, max_batches: int) -> list[f
         source.set_epoch(epoch)
         n = 0
         t = time.perf_counter()
-        for i, (x, y) in enumerate(source):
+        for i, (_, y) in enumerate(source):
             n += len(y)
             if i + 1 >= max_batches:
                 break
@@ -61,26 +62,43 @@ def main(argv=None) -> int:
     n, repeats, max_batches = (10_000, 3, 60) if args.quick else (50_000, args.repeats, 10**9)
 
     g = torch.Generator().manual_seed(0)
-    train = (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-             torch.randint(0, 10, (n,), generator=g))
+    train = (
+        torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=g),
+    )
     test = (train[0][:1000], train[1][:1000])
-    print(f"{n} images 3x32x32, batch {args.batch_size}, crop_padding 4, flip, normalize, "
-          f"device {device}, torch threads {torch.get_num_threads()}, "
-          f"median of {repeats} repeats of {min(max_batches, -(-n // args.batch_size))} batches")
+    print(
+        f"{n} images 3x32x32, batch {args.batch_size}, crop_padding 4, flip, normalize, "
+        f"device {device}, torch threads {torch.get_num_threads()}, "
+        f"median of {repeats} repeats of {min(max_batches, -(-n // args.batch_size))} batches"
+    )
 
     results = {}
-    for label, loader, workers in (("memory", "memory", 0), ("dataloader, 4 workers", "dataloader", 4),
-                                   ("dataloader, 2 workers", "dataloader", 2)):
-        cfg = DataConfig(dataset="cifar10", loader=loader, batch_size=args.batch_size,
-                         num_workers=workers, crop_padding=4, flip=True, normalize=True)
+    for label, loader, workers in (
+        ("memory", "memory", 0),
+        ("dataloader, 4 workers", "dataloader", 4),
+        ("dataloader, 2 workers", "dataloader", 2),
+    ):
+        cfg = DataConfig(
+            dataset="cifar10",
+            loader=loader,
+            batch_size=args.batch_size,
+            num_workers=workers,
+            crop_padding=4,
+            flip=True,
+            normalize=True,
+        )
         bundle = bundle_from_tensors(train, test, cfg, seed=0, device=device)
         try:
             rates = rate(bundle.train, device, repeats, max_batches)
         finally:
             bundle.close()
         results[label] = statistics.median(rates)
-        print(f"  {label:24s} {results[label]:12,.0f} samples/s   (repeats: "
-              + ", ".join(f"{r:,.0f}" for r in rates) + ")")
+        print(
+            f"  {label:24s} {results[label]:12,.0f} samples/s   (repeats: "
+            + ", ".join(f"{r:,.0f}" for r in rates)
+            + ")"
+        )
     mem = results["memory"]
     for w in (4, 2):
         print(f"  ratio memory / dataloader ({w} workers): {mem / results[f'dataloader, {w} workers']:.1f}x")

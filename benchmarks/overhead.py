@@ -31,6 +31,7 @@ Each variant is its own process anyway: torch's OpenMP pools are per calling thr
 process has run torch in more threads than it has cores, libgomp stops spin-waiting and every
 later run in that process is slower.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from deeptui.engine.build import seed_everything  # noqa: E402
 from deeptui.engine.config import load_config  # noqa: E402
 from deeptui.engine.data import build_data  # noqa: E402
-from deeptui.engine.loop import seed_everything  # noqa: E402
 from deeptui.engine.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,15 +65,27 @@ EPOCH_BATCHES = 1500  # batches per epoch, generated once per process: tens of s
 def config(preset: str, overrides: list[str] = ()):
     probe = load_config(preset, [])
     batch = probe.data.batch_size
-    return load_config(preset, [
-        "run.epochs=100000", "run.max_steps=0", "run.timing_at_start=false", 'run.device="cpu"',
-        f"data.train_size={EPOCH_BATCHES * batch}", "data.test_size=100", "data.flip=false",
-        "data.crop_padding=0", "data.shuffle=true", "schedule.freeze_features_epochs=0",
-        "log.checkpoint_every=0", *overrides,
-    ])
+    return load_config(
+        preset,
+        [
+            "run.epochs=100000",
+            "run.max_steps=0",
+            "run.timing_at_start=false",
+            'run.device="cpu"',
+            f"data.train_size={EPOCH_BATCHES * batch}",
+            "data.test_size=100",
+            "data.flip=false",
+            "data.crop_padding=0",
+            "data.shuffle=true",
+            "schedule.freeze_features_epochs=0",
+            "log.checkpoint_every=0",
+            *overrides,
+        ],
+    )
 
 
 # ---- the variants: each runs in its own process until it is terminated ---------------------
+
 
 def ready(clock_offset: float) -> None:
     """Tell the parent we are set up (and how our clock maps to time.monotonic), then freeze
@@ -120,11 +133,13 @@ def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
     try:
         if name == "headless":
             from deeptui.tui.headless import HeadlessPrinter, run_headless
+
             run_headless(eng, HeadlessPrinter(out=io.StringIO()))  # SIGTERM: stop, flush, return
         else:
             # The app runs as a user's would (headless driver, no Pilot: Pilot.pause messages every
             # widget to wait for idle, which would load the UI thread far more than a user does).
             from deeptui.tui.app import DeeptuiApp
+
             eng.interactive = True
             app = DeeptuiApp(eng, handle_signals=True)  # SIGTERM: stop the engine, flush, exit
             app.run(headless=True, size=size)
@@ -136,6 +151,7 @@ def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
 
 # ---- the parent: windows, rows, ratios ------------------------------------------------------
 
+
 def read_rows(name: str, tmp: Path, offset: float) -> list[tuple[int, int, float]]:
     """(epoch, step, time.monotonic) of each logged training row."""
     if name == "plain":
@@ -143,8 +159,11 @@ def read_rows(name: str, tmp: Path, offset: float) -> list[tuple[int, int, float
         return [(int(e), int(s), float(t)) for e, s, t in (line.split(",") for line in lines if line)]
     (metrics,) = (tmp / "runs" / name).glob("*/metrics.csv")
     with metrics.open() as f:
-        return [(int(r["epoch"]), int(r["step"]), float(r["time_s"]) + offset)
-                for r in csv.DictReader(f) if r["split"] == "train"]
+        return [
+            (int(r["epoch"]), int(r["step"]), float(r["time_s"]) + offset)
+            for r in csv.DictReader(f)
+            if r["split"] == "train"
+        ]
 
 
 def window_rate(rows, windows: list[tuple[float, float]], k: int) -> float | None:
@@ -170,8 +189,8 @@ def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
     with P(Binomial(n, 1/2) <= k-1) <= (1-level)/2."""
     xs, n = sorted(xs), len(xs)
     tail, k = 0.0, 0
-    while tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
-        tail += math.comb(n, k) / 2 ** n
+    while tail + math.comb(n, k) / 2**n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2**n
         k += 1
     return (xs[k - 1], xs[n - k]) if k else (xs[0], xs[-1])
 
@@ -184,8 +203,18 @@ def wait_stopped(proc: subprocess.Popen) -> None:
 
 
 def spawn(name: str, args, tmp: Path) -> tuple[subprocess.Popen, float]:
-    cmd = [sys.executable, __file__, "--variant", name, "--tmp", str(tmp), "--preset", args.preset,
-           "--threads", str(args.threads)] + [f"--set={s}" for s in args.set]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        name,
+        "--tmp",
+        str(tmp),
+        "--preset",
+        args.preset,
+        "--threads",
+        str(args.threads),
+    ] + [f"--set={s}" for s in args.set]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("ready "):
@@ -213,8 +242,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=30, help="counted rounds (one warm-up round more)")
     p.add_argument("--seconds", type=float, default=2.0, help="each variant's window per round")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: torch's default")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="one more preset override (as deeptui --set)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="one more preset override (as deeptui --set)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print every round's steps/s")
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -238,7 +268,7 @@ def main(argv=None) -> int:
                 procs[name], offsets[name] = spawn(name, args, tmp)
             windows: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
             for r in range(args.rounds + 1):
-                order = VARIANTS[r % 3:] + VARIANTS[:r % 3]  # rotate, so no variant always goes first
+                order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]  # rotate, so no variant always goes first
                 for name in order:
                     proc = procs[name]
                     t0 = time.monotonic()
@@ -252,12 +282,12 @@ def main(argv=None) -> int:
             finish(procs)
         rows = {name: read_rows(name, tmp, offsets[name]) for name in VARIANTS}
 
-    rates = {name: [window_rate(rows[name], windows[name], k) for k in range(1, args.rounds + 1)]
-             for name in VARIANTS}
+    rates = {name: [window_rate(rows[name], windows[name], k) for k in range(1, args.rounds + 1)] for name in VARIANTS}
     counted = [i for i in range(args.rounds) if all(rates[n][i] is not None for n in VARIANTS)]
     if not counted:
-        raise SystemExit("overhead.py: no window held a logged row; pass a longer --seconds "
-                         "or --set log.interval=<fewer steps>")
+        raise SystemExit(
+            "overhead.py: no window held a logged row; pass a longer --seconds or --set log.interval=<fewer steps>"
+        )
     rates = {n: [rates[n][i] for i in counted] for n in VARIANTS}
     if args.verbose:
         for i in range(len(counted)):
@@ -267,15 +297,18 @@ def main(argv=None) -> int:
         ratios = [x / y for x, y in zip(rates[a], rates[b])]
         return (statistics.median(ratios), *median_ci(ratios))
 
-    print(f"{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
-          f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {len(counted)} rounds "
-          f"of {args.seconds:g} s windows per variant, taking turns")
+    print(
+        f"{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
+        f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {len(counted)} rounds "
+        f"of {args.seconds:g} s windows per variant, taking turns"
+    )
     for n in VARIANTS:
-        print(f"  {n:9s} {statistics.median(rates[n]):7.2f} steps/s median   "
-              f"(range {min(rates[n]):.1f} - {max(rates[n]):.1f})")
+        print(
+            f"  {n:9s} {statistics.median(rates[n]):7.2f} steps/s median   "
+            f"(range {min(rates[n]):.1f} - {max(rates[n]):.1f})"
+        )
     print("  paired ratio: median over rounds (95% confidence interval of the median)")
-    for a, b, target in (("headless", "plain", 0.98), ("dashboard", "plain", 0.95),
-                         ("dashboard", "headless", None)):
+    for a, b, target in (("headless", "plain", 0.98), ("dashboard", "plain", 0.95), ("dashboard", "headless", None)):
         med, lo, hi = paired(a, b)
         goal = f"   target >= {target}" if target else ""
         print(f"  {a + ' / ' + b:22s} {med:.3f}   ({lo:.3f} - {hi:.3f}){goal}")

@@ -6,6 +6,7 @@
 Reads samples/s from each run's metrics.csv (global samples over the rows after the first,
 so start-up and the first interval's warm-up are left out); prints the speed-up against 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(nproc: int, args) -> float:
     with tempfile.TemporaryDirectory() as logs:
-        cmd = [sys.executable, "-m", "deeptui", args.preset, "--headless", "--log-dir", logs,
-               "--device", args.device, "--max-steps", str(args.steps), "--set", f"log.interval={args.interval}",
-               "--set", "log.checkpoint_every=0", "--set", f"data.batch_size={args.batch}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deeptui",
+            args.preset,
+            "--headless",
+            "--log-dir",
+            logs,
+            "--device",
+            args.device,
+            "--max-steps",
+            str(args.steps),
+            "--set",
+            f"log.interval={args.interval}",
+            "--set",
+            "log.checkpoint_every=0",
+            "--set",
+            f"data.batch_size={args.batch}",
+        ]
         if nproc > 1:
             cmd += ["--nproc", str(nproc)]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}

@@ -14,6 +14,7 @@ Prints samples/s for each and the ratio to the lecture's loop.
   python benchmarks/train_speed.py --device cuda --steps 300
   python benchmarks/train_speed.py --device cpu --steps 20 --images 2000 --blocks 2   # smoke test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,17 +87,26 @@ def lecture_loop(root: Path, device, steps: int, warmup: int, blocks: int, worke
     return steps * 64 / elapsed
 
 
-def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, workers: int,
-                overrides: list[str]) -> float:
+def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, workers: int, overrides: list[str]) -> float:
     """deeptui's engine headless; samples/s between the readback after the warm-up and the last."""
     from deeptui.engine import events as E
-    from deeptui.engine.config import load_config
     from deeptui.engine.build import build_engine
+    from deeptui.engine.config import load_config
 
-    cfg = load_config(ROOT / "presets" / "cifar_monster.toml", [
-        "model.pretrained=false", f"model.blocks={blocks}", f"run.max_steps={warmup + steps}",
-        f"log.interval={warmup}", "data.test_size=1000", f'run.device="{device}"',
-        f"data.num_workers={workers}", "log.checkpoint_every=0", *overrides])
+    cfg = load_config(
+        ROOT / "presets" / "cifar_monster.toml",
+        [
+            "model.pretrained=false",
+            f"model.blocks={blocks}",
+            f"run.max_steps={warmup + steps}",
+            f"log.interval={warmup}",
+            "data.test_size=1000",
+            f'run.device="{device}"',
+            f"data.num_workers={workers}",
+            "log.checkpoint_every=0",
+            *overrides,
+        ],
+    )
     with tempfile.TemporaryDirectory() as logs:
         eng = build_engine(cfg, data_root=root, log_dir=logs)
         eng.run()
@@ -116,8 +126,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="add perf.compile to the fast path")
-    ap.add_argument("--paths", default="lecture,dataloader,memory,fast",
-                    help="comma-separated subset of lecture,dataloader,memory,fast")
+    ap.add_argument(
+        "--paths",
+        default="lecture,dataloader,memory,fast",
+        help="comma-separated subset of lecture,dataloader,memory,fast",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
 
@@ -129,25 +142,32 @@ def main(argv=None) -> int:
         fast = ["perf.amp='bf16'", "perf.channels_last=true"] + (["perf.compile=true"] if args.compile else [])
         runs = {
             "lecture": lambda: lecture_loop(root, device, args.steps, args.warmup, args.blocks, args.workers),
-            "dataloader": lambda: deeptui_run(root, device, args.steps, args.warmup, args.blocks, args.workers,
-                                              ["data.loader='dataloader'"]),
-            "memory": lambda: deeptui_run(root, device, args.steps, args.warmup, args.blocks, args.workers,
-                                          ["data.loader='memory'"]),
-            "fast": lambda: deeptui_run(root, device, args.steps, args.warmup, args.blocks, args.workers,
-                                        ["data.loader='memory'", *fast]),
+            "dataloader": lambda: deeptui_run(
+                root, device, args.steps, args.warmup, args.blocks, args.workers, ["data.loader='dataloader'"]
+            ),
+            "memory": lambda: deeptui_run(
+                root, device, args.steps, args.warmup, args.blocks, args.workers, ["data.loader='memory'"]
+            ),
+            "fast": lambda: deeptui_run(
+                root, device, args.steps, args.warmup, args.blocks, args.workers, ["data.loader='memory'", *fast]
+            ),
         }
         runs = {k: v for k, v in runs.items() if k in args.paths.split(",")}
         results = {k: [] for k in runs}
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every path alike
             for name, fn in runs.items():
                 results[name].append(fn())
-    print(f"Monster ({args.blocks} blocks) on {args.images} CIFAR-format images, batch 64, {args.steps} steps "
-          f"after {args.warmup} warm-up, device {device}, median of {args.repeats}")
+    print(
+        f"Monster ({args.blocks} blocks) on {args.images} CIFAR-format images, batch 64, {args.steps} steps "
+        f"after {args.warmup} warm-up, device {device}, median of {args.repeats}"
+    )
     base = statistics.median(results.get("lecture") or [float("nan")])
     for name, vals in results.items():
         med = statistics.median(vals)
-        print(f"  {name:<11} {med:10.0f} samples/s   x{med / base:5.2f} vs the lecture's loop   "
-              f"(runs: {', '.join(f'{v:.0f}' for v in vals)})")
+        print(
+            f"  {name:<11} {med:10.0f} samples/s   x{med / base:5.2f} vs the lecture's loop   "
+            f"(runs: {', '.join(f'{v:.0f}' for v in vals)})"
+        )
     return 0
 
 

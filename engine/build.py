@@ -3,22 +3,33 @@ Every setup error is raised here, before anything trains, as a one-line engine.e
 
 from __future__ import annotations
 
+import random
 import threading
 from pathlib import Path
+
+import torch
 
 from . import distributed
 from .config import Config
 from .data import build_data, default_data_root
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError
-from .loop import Engine, check_distributed, seed_everything
+from .loop import Engine
 from .models import build_model
 from .optim import group_names
 from .runlog import new_run_dir, write_config
+from .thread import EngineThread
 
 
-def build_engine(cfg: Config, *, data_root: Path | None = None, log_dir: str | Path | None = None,
-                 device: str | None = None, run_dir: Path | None = None, resume: dict | None = None) -> Engine:
+def build_engine(
+    cfg: Config,
+    *,
+    data_root: Path | None = None,
+    log_dir: str | Path | None = None,
+    device: str | None = None,
+    run_dir: Path | None = None,
+    resume: dict | None = None,
+) -> Engine:
     """Resolve the device, load data and weights, make the run directory (rank 0)."""
     info = distributed.from_env()
     dev = resolve_device(device or cfg.run.device)
@@ -28,18 +39,23 @@ def build_engine(cfg: Config, *, data_root: Path | None = None, log_dir: str | P
         distributed.init(info, dev.type)
     saved_world = resume.get("world_size", 1) if resume is not None else None
     if saved_world is not None and saved_world != (info.world if info else 1):
-        raise CheckpointError(f"{cfg.source}: the checkpoint was saved by {saved_world} process(es); "
-                              f"fix: resume with --nproc {saved_world}")
+        raise CheckpointError(
+            f"{cfg.source}: the checkpoint was saved by {saved_world} process(es); "
+            f"fix: resume with --nproc {saved_world}"
+        )
     seed_everything(cfg.run.seed)
-    data = build_data(cfg, data_root or default_data_root(None), dev,
-                      rank=info.rank if info else 0, world=info.world if info else 1)
+    data = build_data(
+        cfg, data_root or default_data_root(None), dev, rank=info.rank if info else 0, world=info.world if info else 1
+    )
     try:
         model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
         names = group_names(model)
         for k in cfg.optimizer.group_lr:
             if k not in names:
-                raise ConfigError(f"{cfg.source}: optimizer.group_lr.{k}: the model has no module '{k}'; "
-                                  f"fix: use one of {', '.join(names)}")
+                raise ConfigError(
+                    f"{cfg.source}: optimizer.group_lr.{k}: the model has no module '{k}'; "
+                    f"fix: use one of {', '.join(names)}"
+                )
         if info is None or info.is_main:
             if run_dir is None:
                 run_dir = new_run_dir(log_dir or cfg.log.dir, cfg.run.name)
@@ -82,5 +98,24 @@ def build_in_thread(cfg: Config, **kw) -> Engine:
         thread.join()
         raise box["error"]
     engine = box["engine"]
-    engine._thread, engine._go = thread, go
+    engine.thread = EngineThread(thread, go)
     return engine
+
+
+def check_distributed(cfg: Config, info) -> None:
+    """Settings a data-parallel run cannot take, refused before it starts."""
+    if cfg.data.batch_size % info.world:
+        raise ConfigError(
+            f"{cfg.source}: data.batch_size = {cfg.data.batch_size} is the global batch and "
+            f"must divide evenly over {info.world} processes; fix: use a multiple of {info.world}"
+        )
+    if cfg.optimizer.name == "lbfgs":
+        raise ConfigError(
+            f"{cfg.source}: optimizer.name = 'lbfgs' is not supported in a data-parallel run; "
+            "fix: pick another optimizer"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device

@@ -31,8 +31,10 @@ def collect(engine: Engine) -> dict:
         "optimizer": engine.optimizer.state_dict(),
         "train": {**engine.train.state_dict(), "time_s": engine.now()},
         "frozen": engine.frozen,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
     }
 
 
@@ -67,11 +69,16 @@ def save(path: Path, payload: dict) -> Path:
 
 def _from_format_1(st: dict) -> dict:
     """A checkpoint of deeptui 0.1's first format, in today's layout."""
-    train = {k: st[k] for k in ("base_lr", "freeze_override", "mode", "epoch", "step", "batch_in_epoch",
-                                "samples_seen", "time_s")}
-    return {**{k: st[k] for k in ("world_size", "preset", "config", "model", "optimizer", "frozen")},
-            "format": FORMAT, "train": {**train, "optimizer": st["optimizer_name"]},
-            "rng": {"torch": st["torch_rng"], "cuda": st["cuda_rng"]}}
+    train = {
+        k: st[k]
+        for k in ("base_lr", "freeze_override", "mode", "epoch", "step", "batch_in_epoch", "samples_seen", "time_s")
+    }
+    return {
+        **{k: st[k] for k in ("world_size", "preset", "config", "model", "optimizer", "frozen")},
+        "format": FORMAT,
+        "train": {**train, "optimizer": st["optimizer_name"]},
+        "rng": {"torch": st["torch_rng"], "cuda": st["cuda_rng"]},
+    }
 
 
 def load(path: Path, cfg=None) -> dict:
@@ -79,16 +86,19 @@ def load(path: Path, cfg=None) -> dict:
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found; fix: pass a run directory that has "
-                              f"{FILE_NAME}") from None
+        raise CheckpointError(f"{path}: checkpoint not found; fix: pass a run directory that has {FILE_NAME}") from None
     except Exception as e:
-        raise CheckpointError(f"{path}: checkpoint is corrupt or not a deeptui checkpoint "
-                              f"({type(e).__name__}); fix: use another run's checkpoint") from None
+        raise CheckpointError(
+            f"{path}: checkpoint is corrupt or not a deeptui checkpoint "
+            f"({type(e).__name__}); fix: use another run's checkpoint"
+        ) from None
     if isinstance(st, dict) and st.get("format") == 1:
         st = _from_format_1(st)
     if not isinstance(st, dict) or st.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a deeptui checkpoint; fix: pass a run directory made by deeptui")
     if cfg is not None and st.get("preset") != cfg.run.name:
-        raise CheckpointError(f"{path}: checkpoint is from preset '{st.get('preset')}', not "
-                              f"'{cfg.run.name}'; fix: resume with the run's own preset")
+        raise CheckpointError(
+            f"{path}: checkpoint is from preset '{st.get('preset')}', not "
+            f"'{cfg.run.name}'; fix: resume with the run's own preset"
+        )
     return st

@@ -3,6 +3,7 @@
 Every command is applied only between training steps and answered with a CommandApplied or
 CommandRejected event carrying the same `id`, so the UI shows what happened, not what was asked.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,6 +34,7 @@ class Resume(Command):
 @dataclass(frozen=True)
 class Stop(Command):
     """End the run at the next step boundary; the logs are flushed and a checkpoint saved."""
+
     reason: str = "stop requested"
     save_checkpoint: bool = True
 
@@ -40,30 +42,35 @@ class Stop(Command):
 @dataclass(frozen=True)
 class SwitchOptimizer(Command):
     """Switch to `name`, or to the next in the preset's choices when name is empty."""
+
     name: str = ""
 
 
 @dataclass(frozen=True)
 class SetFrozen(Command):
     """Freeze (True) or unfreeze (False) the pretrained features; overrides the schedule."""
+
     frozen: bool = True
 
 
 @dataclass(frozen=True)
 class SetMode(Command):
     """Run the training steps with the model in 'train' or 'eval' mode."""
+
     mode: str = "train"
 
 
 @dataclass(frozen=True)
 class SetLearningRate(Command):
     """Set the base learning rate; parameter groups keep their ratio to it."""
+
     lr: float = 0.01
 
 
 @dataclass(frozen=True)
 class ScaleLearningRate(Command):
     """Multiply every group's learning rate by `factor` (the dashboard's + and - keys)."""
+
     factor: float = 2.0
 
 
@@ -80,6 +87,7 @@ class SaveCheckpoint(Command):
 @dataclass(frozen=True)
 class RunTiming(Command):
     """Pause training, run the batch-vs-loop timing on the training device, resume."""
+
     repeats: int = 51
     sizes: tuple = (2500, 1500, 1000)  # the lecture's x 2500x1000 and w 1500x1000
 
@@ -87,15 +95,30 @@ class RunTiming(Command):
 @dataclass(frozen=True)
 class FlushLogs(Command):
     """Flush the CSV files now (the dashboard's export key)."""
+
     pass
 
 
 @dataclass(frozen=True)
 class RestoreCheckpoint(Command):
     """Load the last checkpoint of this run (offered after a non-finite loss)."""
+
     pass
 
 
-ALL = (Pause, Resume, Stop, SwitchOptimizer, SetFrozen, SetMode, SetLearningRate,
-       ScaleLearningRate, EvaluateNow, SaveCheckpoint, RunTiming, FlushLogs, RestoreCheckpoint)
+ALL = (
+    Pause,
+    Resume,
+    Stop,
+    SwitchOptimizer,
+    SetFrozen,
+    SetMode,
+    SetLearningRate,
+    ScaleLearningRate,
+    EvaluateNow,
+    SaveCheckpoint,
+    RunTiming,
+    FlushLogs,
+    RestoreCheckpoint,
+)
 BY_NAME = {c.__name__: c for c in ALL}

@@ -40,24 +40,34 @@ def _f(default: Any, doc: str, **rules: Any) -> Any:
 @dataclass(frozen=True)
 class RunConfig:
     name: str = _f("", "run name; the run directory is <log.dir>/<name>-<timestamp>; empty: the preset's file name")
-    kind: str = _f("train", "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)",
-                   choices=("train", "landscape"))
+    kind: str = _f(
+        "train",
+        "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)",
+        choices=("train", "landscape"),
+    )
     seed: int = _f(0, "seed for torch, data order and augmentation; seeded CPU runs are reproducible", min=0)
     device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
     epochs: int = _f(10, "number of epochs", min=1)
     max_steps: int = _f(0, "stop after this many training steps in total; 0: no limit", min=0)
     timing_at_start: bool = _f(True, "run the batch-vs-loop timing once when the dashboard starts")
-    on_nan: str = _f("auto", "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
-                             "continue, or auto (pause in the dashboard, stop headless)",
-                     choices=("auto", "stop", "pause", "continue"))
-    compare: dict = _f({}, "run the preset once per value, e.g. { \"data.batch_size\" = [1, 10, 100] }")
+    on_nan: str = _f(
+        "auto",
+        "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
+        "continue, or auto (pause in the dashboard, stop headless)",
+        choices=("auto", "stop", "pause", "continue"),
+    )
+    compare: dict = _f({}, 'run the preset once per value, e.g. { "data.batch_size" = [1, 10, 100] }')
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = _f("shapes", "shapes (generated, no files), cifar10 or mnist", choices=DATASETS)
-    loader: str = _f("memory", "memory (whole set as one tensor on the device, batch augmentation) "
-                               "or dataloader (torch DataLoader with workers)", choices=LOADERS)
+    loader: str = _f(
+        "memory",
+        "memory (whole set as one tensor on the device, batch augmentation) "
+        "or dataloader (torch DataLoader with workers)",
+        choices=LOADERS,
+    )
     batch_size: int = _f(64, "training mini-batch size", min=1)
     test_batch_size: int = _f(1000, "batch size for evaluation", min=1)
     num_workers: int = _f(4, "DataLoader worker processes (dataloader path only)", min=0)
@@ -85,8 +95,7 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS)
     lr: float = _f(1e-2, "learning rate", gt=0.0)
-    momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)",
-                         min=0.0, lt=1.0)
+    momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)", min=0.0, lt=1.0)
     weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
     betas: list = _f([0.9, 0.999], "adam, adamax, nadam: (beta1, beta2)")
     eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
@@ -120,13 +129,16 @@ class PerfConfig:
 
 @dataclass(frozen=True)
 class LandscapeConfig:
-    eigenvalues: list = _f([1.0, 39.0], "run.kind = landscape: the quadratic's two curvatures; "
-                                        "SGD is stable below 2 / max")
+    eigenvalues: list = _f(
+        [1.0, 39.0], "run.kind = landscape: the quadratic's two curvatures; SGD is stable below 2 / max"
+    )
     angle_deg: float = _f(30.0, "rotation of the quadratic's axes, in degrees")
     start: list = _f([-1.5, 1.0], "starting point (x, y); the minimum is at (0, 0)")
     steps: int = _f(100, "optimizer steps per path", min=1)
-    paths: list = _f([], "one inline table per path: { optimizer = \"sgd\", lr = 1e-2, momentum = 0.5, "
-                         "betas = [0.9, 0.999], eps = 1e-8 }")
+    paths: list = _f(
+        [],
+        'one inline table per path: { optimizer = "sgd", lr = 1e-2, momentum = 0.5, betas = [0.9, 0.999], eps = 1e-8 }',
+    )
 
 
 @dataclass(frozen=True)
@@ -143,22 +155,40 @@ class Config:
 
     def to_dict(self) -> dict:
         """The resolved preset as plain TOML-ready data (without `source`)."""
-        return {f.name: dataclasses.asdict(getattr(self, f.name))
-                for f in dataclasses.fields(self) if f.name != "source"}
+        return {
+            f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"
+        }
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"}
 
 
 def _type_name(t: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            list: "an array", dict: "a table"}[t]
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }[t]
 
 
 # Names people often write for our keys, from other tools' configs.
-ALIASES = {"learning_rate": "lr", "lr_rate": "lr", "batch": "batch_size", "batchsize": "batch_size",
-           "workers": "num_workers", "epoch": "epochs", "optim": "optimizer", "opt": "optimizer",
-           "wd": "weight_decay", "beta": "betas", "nesterov": "name", "arch": "name"}
+ALIASES = {
+    "learning_rate": "lr",
+    "lr_rate": "lr",
+    "batch": "batch_size",
+    "batchsize": "batch_size",
+    "workers": "num_workers",
+    "epoch": "epochs",
+    "optim": "optimizer",
+    "opt": "optimizer",
+    "wd": "weight_decay",
+    "beta": "betas",
+    "nesterov": "name",
+    "arch": "name",
+}
 
 
 def _close(word: str, options) -> str:
@@ -175,8 +205,10 @@ def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, got_ok = float(value), True
     if not got_ok:
-        raise ConfigError(f"{src}: {key} = {value!r} is {type(value).__name__}, expected "
-                          f"{_type_name(want)}; fix: set {key} to {_type_name(want)} ({f.metadata['doc']})")
+        raise ConfigError(
+            f"{src}: {key} = {value!r} is {type(value).__name__}, expected "
+            f"{_type_name(want)}; fix: set {key} to {_type_name(want)} ({f.metadata['doc']})"
+        )
     m = f.metadata
     bad = None
     if "choices" in m and value not in m["choices"]:
@@ -221,11 +253,16 @@ def _check_consistency(cfg: Config) -> None:
     for i, name in enumerate(o.choices):
         if name not in OPTIMIZERS:
             hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
-            raise ConfigError(f"{src}: optimizer.choices[{i}] = {name!r} is not an optimizer; fix: use one of "
-                              + ", ".join(OPTIMIZERS) + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            raise ConfigError(
+                f"{src}: optimizer.choices[{i}] = {name!r} is not an optimizer; fix: use one of "
+                + ", ".join(OPTIMIZERS)
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            )
     if o.name in ("nesterov", "momentum") and o.momentum == 0:
-        raise ConfigError(f"{src}: optimizer.name = '{o.name}' with optimizer.momentum = 0: Nesterov/momentum "
-                          "needs momentum > 0; fix: set optimizer.momentum (e.g. 0.9) or use name = 'sgd'")
+        raise ConfigError(
+            f"{src}: optimizer.name = '{o.name}' with optimizer.momentum = 0: Nesterov/momentum "
+            "needs momentum > 0; fix: set optimizer.momentum (e.g. 0.9) or use name = 'sgd'"
+        )
     if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
         raise ConfigError(f"{src}: optimizer.betas = {o.betas!r}; fix: two numbers in [0, 1), e.g. [0.9, 0.999]")
     for k, v in o.group_lr.items():
@@ -234,11 +271,15 @@ def _check_consistency(cfg: Config) -> None:
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden):
         raise ConfigError(f"{src}: model.hidden = {m.hidden!r}; fix: a list of positive integers, e.g. [200]")
     if m.pretrained and m.name != "monster":
-        raise ConfigError(f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
-                          "features; fix: set model.pretrained = false or model.name = 'monster'")
+        raise ConfigError(
+            f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
+            "features; fix: set model.pretrained = false or model.name = 'monster'"
+        )
     if cfg.schedule.freeze_features_epochs and m.name != "monster":
-        raise ConfigError(f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
-                          f"but model '{m.name}' has no features to freeze; fix: set it to 0")
+        raise ConfigError(
+            f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
+            f"but model '{m.name}' has no features to freeze; fix: set it to 0"
+        )
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
@@ -246,8 +287,9 @@ def _check_consistency(cfg: Config) -> None:
         check_landscape(cfg)
     for k, vals in cfg.run.compare.items():
         if not isinstance(vals, list) or not vals:
-            raise ConfigError(f"{src}: run.compare.\"{k}\" must be a non-empty array of values; "
-                              f"fix: e.g. {{ \"{k}\" = [1, 10, 100] }}")
+            raise ConfigError(
+                f'{src}: run.compare."{k}" must be a non-empty array of values; fix: e.g. {{ "{k}" = [1, 10, 100] }}'
+            )
 
 
 # ---- [landscape] paths: one table per optimizer path, checked against engine.registry
@@ -292,7 +334,7 @@ def _check_hyper(src: str, key: str, name: str, k: str, v: Any) -> Any:
     if k == "momentum":
         low_ok = name == "rmsprop"  # SGD momentum 0 would be plain sgd: say so
         if not _num(v) or not (0 <= v < 1) or (v == 0 and not low_ok):
-            raise bad("a number in (0, 1) (or optimizer = \"sgd\" for none)", "0.9")
+            raise bad('a number in (0, 1) (or optimizer = "sgd" for none)', "0.9")
         return float(v)
     if k in ("rho", "alpha"):
         if not _num(v) or not (0 <= v <= 1):
@@ -321,22 +363,29 @@ def path_specs(cfg: Config) -> list[PathSpec]:
     src = cfg.source
     paths = cfg.landscape.paths
     if not paths:
-        raise ConfigError(f"{src}: landscape.paths is empty; fix: add at least one path, e.g. "
-                          "paths = [ { optimizer = \"sgd\", lr = 1e-2 } ]")
+        raise ConfigError(
+            f"{src}: landscape.paths is empty; fix: add at least one path, e.g. "
+            'paths = [ { optimizer = "sgd", lr = 1e-2 } ]'
+        )
     specs: list[PathSpec] = []
     for i, table in enumerate(paths):
         key = f"landscape.paths[{i}]"
         if not isinstance(table, dict):
-            raise ConfigError(f"{src}: {key} = {table!r} is not a table; fix: write it as "
-                              "{ optimizer = \"sgd\", lr = 1e-2 }")
+            raise ConfigError(
+                f'{src}: {key} = {table!r} is not a table; fix: write it as {{ optimizer = "sgd", lr = 1e-2 }}'
+            )
         name = table.get("optimizer")
         if name is None:
-            raise ConfigError(f"{src}: {key} has no optimizer; fix: add optimizer = \"sgd\" "
-                              "(one of " + ", ".join(OPTIMIZERS) + ")")
+            raise ConfigError(
+                f'{src}: {key} has no optimizer; fix: add optimizer = "sgd" (one of ' + ", ".join(OPTIMIZERS) + ")"
+            )
         if name not in OPTIMIZERS:
             hint = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
-            raise ConfigError(f"{src}: {key}.optimizer = {name!r} is not an optimizer; fix: use one of "
-                              + ", ".join(OPTIMIZERS) + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            raise ConfigError(
+                f"{src}: {key}.optimizer = {name!r} is not an optimizer; fix: use one of "
+                + ", ".join(OPTIMIZERS)
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            )
         defaults = _path_keys(name)
         allowed = ["optimizer", "lr", *defaults]
         for k in table:
@@ -344,9 +393,11 @@ def path_specs(cfg: Config) -> list[PathSpec]:
                 hint = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
                 extra = f"did you mean '{hint[0]}'? " if hint else ""
                 if k == "momentum" and name == "sgd":
-                    extra = "for momentum use optimizer = \"momentum\"; "
-                raise ConfigError(f"{src}: unknown key {key}.{k} for optimizer '{name}'; fix: {extra}"
-                                  f"'{name}' takes " + ", ".join(allowed[1:]))
+                    extra = 'for momentum use optimizer = "momentum"; '
+                raise ConfigError(
+                    f"{src}: unknown key {key}.{k} for optimizer '{name}'; fix: {extra}"
+                    f"'{name}' takes " + ", ".join(allowed[1:])
+                )
         if "lr" not in table:
             raise ConfigError(f"{src}: {key} has no lr; fix: add lr = 1e-2 (the learning rate)")
         hyper = {k: _check_hyper(src, key, name, k, table[k]) for k in allowed[1:] if k in table}
@@ -378,8 +429,10 @@ def check_landscape(cfg: Config) -> None:
 def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"{src}: --set {key}: the key must be section.key, e.g. optimizer.lr; fix: "
-                          "use one of the sections " + ", ".join(SECTIONS))
+        raise ConfigError(
+            f"{src}: --set {key}: the key must be section.key, e.g. optimizer.lr; fix: "
+            "use one of the sections " + ", ".join(SECTIONS)
+        )
     sec, k = parts
     if sec not in SECTIONS:
         raise ConfigError(f"{src}: --set {key}: unknown section '{sec}'; fix: {_close(sec, SECTIONS)}")
@@ -392,8 +445,9 @@ def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:
 def parse_override(src: str, text: str) -> tuple[str, Any]:
     """'optimizer.lr=0.1' -> ('optimizer.lr', 0.1); the value is read as TOML, bare words as strings."""
     if "=" not in text:
-        raise ConfigError(f"{src}: --set {text!r} has no '='; fix: write --set section.key=value, "
-                          "e.g. --set optimizer.lr=0.1")
+        raise ConfigError(
+            f"{src}: --set {text!r} has no '='; fix: write --set section.key=value, e.g. --set optimizer.lr=0.1"
+        )
     key, val = (s.strip() for s in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {val}")["v"]
@@ -401,8 +455,10 @@ def parse_override(src: str, text: str) -> tuple[str, Any]:
         if val and all(c.isalnum() or c in "_-:./" for c in val):
             value = val  # a bare word such as adam or cuda:0
         else:
-            raise ConfigError(f"{src}: --set {key}={val}: the value is not valid TOML; fix: quote strings, "
-                              f"e.g. --set {key}='\"text\"'") from None
+            raise ConfigError(
+                f"{src}: --set {key}={val}: the value is not valid TOML; fix: quote strings, "
+                f"e.g. --set {key}='\"text\"'"
+            ) from None
     return key, value
 
 
@@ -414,8 +470,9 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
     else:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"{src}: preset file not found; fix: check the path, or see presets/ "
-                              "for the shipped presets")
+            raise ConfigError(
+                f"{src}: preset file not found; fix: check the path, or see presets/ for the shipped presets"
+            )
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -443,5 +500,4 @@ def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
 
 def documented_keys() -> dict[str, str]:
     """Every preset key with its documentation, for the README and the commented presets' tests."""
-    return {f"{s}.{f.name}": f.metadata["doc"]
-            for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    return {f"{s}.{f.name}": f.metadata["doc"] for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}

@@ -12,10 +12,12 @@ import contextlib
 import math
 import queue
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import commands as C
 from . import events as E
+from . import models
 from .config import OPTIMIZERS
 from .state import RunState
 
@@ -118,8 +120,11 @@ def switch_optimizer(engine: Engine, cmd: C.SwitchOptimizer) -> Result:
     engine.optimizer = engine.make_optimizer(name)
     engine.train.optimizer = name
     engine.emit_state()
-    note = " (LBFGS takes one parameter group: per-group learning rates are not applied)" \
-        if name == "lbfgs" and engine.cfg.optimizer.group_lr else ""
+    note = (
+        " (LBFGS takes one parameter group: per-group learning rates are not applied)"
+        if name == "lbfgs" and engine.cfg.optimizer.group_lr
+        else ""
+    )
     return True, f"{current} -> {name}; {engine.describe_optimizer()}; state starts fresh{note}"
 
 
@@ -129,7 +134,7 @@ def set_frozen(engine: Engine, cmd: C.SetFrozen) -> Result:
     engine.train.freeze_override = cmd.frozen
     if cmd.frozen == engine.frozen:
         return False, f"features already {'frozen' if cmd.frozen else 'trainable'}"
-    n = engine.set_frozen(cmd.frozen)
+    n = models.set_frozen(engine.model, cmd.frozen)
     engine.emit_state()
     return True, f"features {'frozen' if cmd.frozen else 'trainable'} ({n} parameters); schedule overridden"
 
@@ -183,8 +188,9 @@ def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
     engine.set_state(RunState.TIMING, "batch-vs-loop timing")
     try:
         synchronize(engine.device)
-        report = measure(engine.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes),
-                         should_stop=lambda: stop_pending(engine))
+        report = measure(
+            engine.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes), should_stop=lambda: stop_pending(engine)
+        )
     except TimingAborted:
         return False, "timing aborted: the run is stopping"
     finally:
@@ -207,10 +213,18 @@ def restore_checkpoint(engine: Engine, cmd: C.RestoreCheckpoint) -> Result:
 
 
 HANDLERS: dict[type, Callable[[Engine, C.Command], Result]] = {
-    C.Pause: pause, C.Resume: resume, C.Stop: stop, C.SwitchOptimizer: switch_optimizer,
-    C.SetFrozen: set_frozen, C.SetMode: set_mode, C.SetLearningRate: set_learning_rate,
-    C.ScaleLearningRate: scale_learning_rate, C.EvaluateNow: evaluate_now,
-    C.SaveCheckpoint: save_checkpoint, C.FlushLogs: flush_logs, C.RunTiming: run_timing,
+    C.Pause: pause,
+    C.Resume: resume,
+    C.Stop: stop,
+    C.SwitchOptimizer: switch_optimizer,
+    C.SetFrozen: set_frozen,
+    C.SetMode: set_mode,
+    C.SetLearningRate: set_learning_rate,
+    C.ScaleLearningRate: scale_learning_rate,
+    C.EvaluateNow: evaluate_now,
+    C.SaveCheckpoint: save_checkpoint,
+    C.FlushLogs: flush_logs,
+    C.RunTiming: run_timing,
     C.RestoreCheckpoint: restore_checkpoint,
 }
 assert set(HANDLERS) == set(C.ALL), "every command needs a handler"

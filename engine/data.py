@@ -16,6 +16,7 @@ cannot train on a batch of one. Both loaders follow the same rule, so len() agre
 Files are read here, not by torchvision's dataset classes: those check the MD5 sums of the
 real files (which test fixtures cannot match). torchvision is used only to download.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -25,9 +26,9 @@ import io
 import os
 import pickle
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,11 +41,23 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 MNIST_DIR = os.path.join("MNIST", "raw")
-MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-SHAPES_CLASSES = ("circle", "square", "triangle", "ring", "cross", "diamond",
-                  "horizontal bar", "vertical bar", "x", "dot grid")
+SHAPES_CLASSES = (
+    "circle",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "diamond",
+    "horizontal bar",
+    "vertical bar",
+    "x",
+    "dot grid",
+)
 SHAPES_TRAIN, SHAPES_TEST = 10_000, 2_000
 # The shapes set is fixed like a downloaded one (run.seed only drives order and augmentation);
 # the test images come from a different seed than the training images.
@@ -66,6 +79,7 @@ def default_data_root(cli_value: str | None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # shapes: generated, no files
 
+
 def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n 32x32 colour images of 10 shape classes, uint8 (n, 3, 32, 32), and int64 labels.
 
@@ -75,8 +89,8 @@ def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(_mix("shapes", seed))
     size = 32
     labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
-    r = 6 + 7 * torch.rand(n, generator=g)                          # radius in pixels
-    sx = r * (0.85 + 0.3 * torch.rand(n, generator=g))              # a little aspect jitter
+    r = 6 + 7 * torch.rand(n, generator=g)  # radius in pixels
+    sx = r * (0.85 + 0.3 * torch.rand(n, generator=g))  # a little aspect jitter
     sy = r * (0.85 + 0.3 * torch.rand(n, generator=g))
     cx = 0.9 * sx + (size - 1 - 1.8 * sx) * torch.rand(n, generator=g)
     cy = 0.9 * sy + (size - 1 - 1.8 * sy) * torch.rand(n, generator=g)
@@ -85,11 +99,11 @@ def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     # too little contrast: use the background's complement as the shape's colour
     weak = (fg - bg).abs().sum(1) < 0.6
     fg[weak] = 1 - bg[weak]
-    noise = 0.03 + 0.09 * torch.rand(n, generator=g)                # uniform noise half-width
+    noise = 0.03 + 0.09 * torch.rand(n, generator=g)  # uniform noise half-width
 
     grid = torch.arange(size, dtype=torch.float32)
-    u = (grid[None, None, :] - cx[:, None, None]) / sx[:, None, None]   # (n, 1, 32), x in radii
-    v = (grid[None, :, None] - cy[:, None, None]) / sy[:, None, None]   # (n, 32, 1), y in radii
+    u = (grid[None, None, :] - cx[:, None, None]) / sx[:, None, None]  # (n, 1, 32), x in radii
+    v = (grid[None, :, None] - cy[:, None, None]) / sy[:, None, None]  # (n, 32, 1), y in radii
     mask = torch.zeros(n, size, size, dtype=torch.bool)
     for k in range(10):
         sel = (labels == k).nonzero().squeeze(1)
@@ -110,31 +124,32 @@ def _shape_mask(k: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Boolean (m, 32, 32) mask of class k; u, v are pixel offsets from the centre in radii."""
     au, av = u.abs(), v.abs()
     inside = torch.maximum(au, av) <= 1
-    if k == 0:                                                   # circle
+    if k == 0:  # circle
         return u * u + v * v <= 1
-    if k == 1:                                                   # square
+    if k == 1:  # square
         return torch.maximum(au, av) <= 0.8
-    if k == 2:                                                   # triangle, apex up
+    if k == 2:  # triangle, apex up
         return (v >= -0.9) & (v <= 0.8) & (au <= (v + 0.9) * 0.55)
-    if k == 3:                                                   # ring
+    if k == 3:  # ring
         d2 = u * u + v * v
-        return (d2 <= 1) & (d2 >= 0.55 ** 2)
-    if k == 4:                                                   # plus-shaped cross
+        return (d2 <= 1) & (d2 >= 0.55**2)
+    if k == 4:  # plus-shaped cross
         return inside & ((au <= 0.28) | (av <= 0.28))
-    if k == 5:                                                   # diamond
+    if k == 5:  # diamond
         return au + av <= 1
-    if k == 6:                                                   # horizontal bar
+    if k == 6:  # horizontal bar
         return (au <= 1) & (av <= 0.3)
-    if k == 7:                                                   # vertical bar
+    if k == 7:  # vertical bar
         return (av <= 1) & (au <= 0.3)
-    if k == 8:                                                   # x
+    if k == 8:  # x
         return inside & (((u - v).abs() <= 0.35) | ((u + v).abs() <= 0.35))
     # dot grid: 2 x 2 dots
-    return (au - 0.5) ** 2 + (av - 0.5) ** 2 <= 0.33 ** 2
+    return (au - 0.5) ** 2 + (av - 0.5) ** 2 <= 0.33**2
 
 
 # ---------------------------------------------------------------------------------------------
 # cifar10: torchvision's python pickles, read with a restricted unpickler
+
 
 def _latin1_encode(text, encoding="latin1"):
     # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
@@ -175,26 +190,24 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         d = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as e:
         if str(e).startswith("refused global"):
-            raise DataError(f"{path}: not a CIFAR-10 batch: the pickle asks for code ({e}) and was "
-                            f"not loaded; {fix}") from None
+            raise DataError(
+                f"{path}: not a CIFAR-10 batch: the pickle asks for code ({e}) and was not loaded; {fix}"
+            ) from None
         raise DataError(f"{path}: corrupt or truncated CIFAR-10 batch ({e}); {fix}") from None
     except Exception as e:  # EOFError, ValueError, ... from a damaged stream
-        raise DataError(f"{path}: corrupt or truncated CIFAR-10 batch ({type(e).__name__}: {e}); "
-                        f"{fix}") from None
+        raise DataError(f"{path}: corrupt or truncated CIFAR-10 batch ({type(e).__name__}: {e}); {fix}") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: not a CIFAR-10 batch (a {type(d).__name__}, expected a dict); {fix}")
     data = d.get(b"data", d.get("data"))
     labels = d.get(b"labels", d.get("labels"))
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == 3072):
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' should be uint8 (N, 3072), got {got}; {fix}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
         labels = None
-    if labels is None or labels.shape != (data.shape[0],) or (labels.size and (
-            labels.min() < 0 or labels.max() > 9)):
+    if labels is None or labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         raise DataError(f"{path}: 'labels' should be {data.shape[0]} integers in 0..9; {fix}")
     return data, labels
 
@@ -203,8 +216,15 @@ def _load_cifar10(root: Path, download: bool, n_train: int, n_test: int):
     folder = root / CIFAR_DIR
     names = CIFAR_TRAIN + (CIFAR_TEST,)
     if any(not (folder / f).is_file() for f in names):
-        _download(root, folder, names, download, "CIFAR-10", "cifar10",
-                  f"download cifar-10-python.tar.gz from {CIFAR_URL} and unpack it in {root}")
+        _download(
+            root,
+            folder,
+            names,
+            download,
+            "CIFAR-10",
+            "cifar10",
+            f"download cifar-10-python.tar.gz from {CIFAR_URL} and unpack it in {root}",
+        )
 
     def read(files, limit, key):
         xs, ys, have = [], [], 0
@@ -223,6 +243,7 @@ def _load_cifar10(root: Path, download: bool, n_train: int, n_test: int):
 # ---------------------------------------------------------------------------------------------
 # mnist: raw idx files, optionally gzipped
 
+
 def _read_idx(path: Path, ndim: int) -> torch.Tensor:
     fix = f"fix: delete it and download again ({MNIST_URL})"
     try:
@@ -236,14 +257,12 @@ def _read_idx(path: Path, ndim: int) -> torch.Tensor:
     want_magic = 0x0800 | ndim  # unsigned byte data, ndim dimensions
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated idx file ({len(raw)} bytes); {fix}")
-    magic, *dims = struct.unpack(f">{1 + ndim}i", raw[:4 + 4 * ndim])
+    magic, *dims = struct.unpack(f">{1 + ndim}i", raw[: 4 + 4 * ndim])
     if magic != want_magic:
-        raise DataError(f"{path}: not an MNIST idx{ndim} file (magic {magic:#x}, expected "
-                        f"{want_magic:#x}); {fix}")
+        raise DataError(f"{path}: not an MNIST idx{ndim} file (magic {magic:#x}, expected {want_magic:#x}); {fix}")
     need = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != need:
-        raise DataError(f"{path}: truncated or corrupt idx file ({len(raw)} bytes, the header "
-                        f"promises {need}); {fix}")
+        raise DataError(f"{path}: truncated or corrupt idx file ({len(raw)} bytes, the header promises {need}); {fix}")
     arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     return torch.from_numpy(arr.copy())
 
@@ -259,16 +278,25 @@ def _load_mnist(root: Path, download: bool, n_train: int, n_test: int):
     folder = root / MNIST_DIR
     names = MNIST_FILES["train"] + MNIST_FILES["test"]
     if any(_mnist_file(folder, f) is None for f in names):
-        _download(root, folder, names, download, "MNIST", "mnist",
-                  f"download the four files (.gz is fine) from {MNIST_URL} into {folder}")
+        _download(
+            root,
+            folder,
+            names,
+            download,
+            "MNIST",
+            "mnist",
+            f"download the four files (.gz is fine) from {MNIST_URL} into {folder}",
+        )
     out = []
     for split, limit in (("train", n_train), ("test", n_test)):
         img_name, lab_name = MNIST_FILES[split]
         x = _read_idx(_mnist_file(folder, img_name), 3)
         y = _read_idx(_mnist_file(folder, lab_name), 1).long()
         if len(x) != len(y):
-            raise DataError(f"{folder}: {img_name} has {len(x)} images but {lab_name} has {len(y)} "
-                            "labels; fix: delete both and download again")
+            raise DataError(
+                f"{folder}: {img_name} has {len(x)} images but {lab_name} has {len(y)} "
+                "labels; fix: delete both and download again"
+            )
         if y.numel() and y.max() > 9:
             raise DataError(f"{folder / lab_name}: labels outside 0..9; fix: delete it and download again")
         out.append(_first(x[:, None], y, limit, folder, "MNIST", f"{split}_size"))
@@ -278,32 +306,39 @@ def _load_mnist(root: Path, download: bool, n_train: int, n_test: int):
 # ---------------------------------------------------------------------------------------------
 # shared by the file-based sets
 
+
 def _download(root: Path, folder: Path, names, allowed: bool, title: str, key: str, how: str) -> None:
     """Missing files: let torchvision fetch them if allowed, else (or if that fails) a DataError."""
     missing = ", ".join(n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz")))
     if not allowed:
-        raise DataError(f"{folder}: {title} files missing ({missing}) and data.download = false; fix: "
-                        f"{how}, or set data.download = true")
+        raise DataError(
+            f"{folder}: {title} files missing ({missing}) and data.download = false; fix: "
+            f"{how}, or set data.download = true"
+        )
     try:
         import torchvision.datasets as tvd
+
         cls = tvd.CIFAR10 if key == "cifar10" else tvd.MNIST
         root.mkdir(parents=True, exist_ok=True)
         cls(str(root), train=True, download=True)  # fetches and unpacks the test split too
     except Exception as e:  # offline, proxy, disk full, ...: the message must say where files go
         reason = " ".join(str(e).split())[:160] or type(e).__name__
-        raise DataError(f"{folder}: {title} files missing ({missing}) and the download failed "
-                        f"({reason}); fix: {how}, or run once with network (--data-dir or "
-                        "$PYTORCH_DATA_DIR picks another folder)") from None
+        raise DataError(
+            f"{folder}: {title} files missing ({missing}) and the download failed "
+            f"({reason}); fix: {how}, or run once with network (--data-dir or "
+            "$PYTORCH_DATA_DIR picks another folder)"
+        ) from None
     still = [n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz"))]
     if still:
-        raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)}); "
-                        f"fix: {how}")
+        raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)}); fix: {how}")
 
 
 def _first(x: torch.Tensor, y: torch.Tensor, limit: int, where: Path, title: str, key: str):
     if limit > len(x):
-        raise DataError(f"{where}: data.{key} = {limit} but {title} has only {len(x)} samples there; "
-                        f"fix: set data.{key} to at most {len(x)}, or 0 for all")
+        raise DataError(
+            f"{where}: data.{key} = {limit} but {title} has only {len(x)} samples there; "
+            f"fix: set data.{key} to at most {len(x)}, or 0 for all"
+        )
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
@@ -323,6 +358,7 @@ def _mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 # ---------------------------------------------------------------------------------------------
 # loaders
+
 
 class BatchSource:
     """What the engine iterates: (x, y) on the device, x float32 (N, C, H, W), y int64 (N,).
@@ -353,9 +389,23 @@ def _num_batches(n: int, batch_size: int, train: bool) -> tuple[int, bool]:
 class MemoryLoader(BatchSource):
     """The whole set as one uint8 tensor on the device; batches are cut with tensor ops."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, *,
-                 train: bool, shuffle: bool = False, crop_padding: int = 0, flip: bool = False,
-                 mean=None, std=None, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        shuffle: bool = False,
+        crop_padding: int = 0,
+        flip: bool = False,
+        mean=None,
+        std=None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.n, self.c, self.h, self.w = x.shape
         self.batch_size, self.device, self.seed = batch_size, device, seed
         # Data-parallel: every rank draws the same epoch permutation and augmentation, cuts the
@@ -384,7 +434,7 @@ class MemoryLoader(BatchSource):
         ch = torch.arange(self.c, device=device).view(-1, 1, 1) * (hp * wp)
         self._rows = torch.arange(self.h, device=device).view(1, -1, 1) * wp
         self._cols = torch.arange(self.w, device=device)
-        self._base = ch + self._rows                      # (C, H, 1)
+        self._base = ch + self._rows  # (C, H, 1)
         self._sample_stride = self.c * hp * wp
 
     def __len__(self) -> int:
@@ -412,7 +462,7 @@ class MemoryLoader(BatchSource):
                 i, j = i + self.rank * share, i + (self.rank + 1) * share
             if aug:
                 # one gather: sample + crop offset + (flipped) column, for every output pixel
-                cols = torch.where(flips[i:j, None], cols_flipped, self._cols)          # (B, W)
+                cols = torch.where(flips[i:j, None], cols_flipped, self._cols)  # (B, W)
                 idx = start[i:j, None, None, None] + self._base + cols[:, None, None, :]
                 xb = torch.take(self.x, idx)  # much faster than self.x.view(-1)[idx] on CPU
             elif self.shuffle:
@@ -443,10 +493,26 @@ class _ArrayDataset(torch.utils.data.Dataset):
 class DataLoaderSource(BatchSource):
     """torch.utils.data.DataLoader with workers; batches moved to the device."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, *,
-                 train: bool, shuffle: bool = False, crop_padding: int = 0, flip: bool = False,
-                 mean=None, std=None, seed: int = 0, num_workers: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        shuffle: bool = False,
+        crop_padding: int = 0,
+        flip: bool = False,
+        mean=None,
+        std=None,
+        seed: int = 0,
+        num_workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         from torchvision import transforms as T
+
         steps = [T.ToTensor()]
         if train and crop_padding:
             steps.append(T.RandomCrop(x.shape[-1], padding=crop_padding))
@@ -462,14 +528,21 @@ class DataLoaderSource(BatchSource):
         if world > 1 and train:
             # DistributedSampler: each rank its own shard of each epoch's order (set_epoch below)
             self.sampler = torch.utils.data.DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+                dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+            )
             batch_size = batch_size // world
             self._len, drop = len(self.sampler) // batch_size, True
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=self.sampler,
-            shuffle=(shuffle and train) if self.sampler is None else False, num_workers=num_workers,
-            drop_last=drop, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
-            generator=self._gen)
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            shuffle=(shuffle and train) if self.sampler is None else False,
+            num_workers=num_workers,
+            drop_last=drop,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            generator=self._gen,
+        )
 
     def __len__(self) -> int:
         return self._len
@@ -509,9 +582,16 @@ class DataBundle:
         self.test.close()
 
 
-def bundle_from_tensors(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                        data_cfg, seed: int, device: torch.device, num_classes: int = 10,
-                        rank: int = 0, world: int = 1) -> DataBundle:
+def bundle_from_tensors(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    data_cfg,
+    seed: int,
+    device: torch.device,
+    num_classes: int = 10,
+    rank: int = 0,
+    world: int = 1,
+) -> DataBundle:
     """A DataBundle over uint8 (N, C, H, W) images and int64 labels, using data_cfg's loader,
     batch sizes, normalisation and augmentation (benchmarks and tests build sets this way)."""
     d = data_cfg
@@ -519,17 +599,45 @@ def bundle_from_tensors(train: tuple[torch.Tensor, torch.Tensor], test: tuple[to
     mean, std = _mean_std(xtr) if d.normalize else (None, None)
     common = dict(mean=mean, std=std, seed=seed)
     if d.loader == "memory":
-        tr = MemoryLoader(xtr, ytr, d.batch_size, device, train=True, shuffle=d.shuffle,
-                          crop_padding=d.crop_padding, flip=d.flip, rank=rank, world=world, **common)
+        tr = MemoryLoader(
+            xtr,
+            ytr,
+            d.batch_size,
+            device,
+            train=True,
+            shuffle=d.shuffle,
+            crop_padding=d.crop_padding,
+            flip=d.flip,
+            rank=rank,
+            world=world,
+            **common,
+        )
         te = MemoryLoader(xte, yte, d.test_batch_size, device, train=False, **common)
     else:
-        tr = DataLoaderSource(xtr, ytr, d.batch_size, device, train=True, shuffle=d.shuffle,
-                              crop_padding=d.crop_padding, flip=d.flip,
-                              num_workers=d.num_workers, rank=rank, world=world, **common)
-        te = DataLoaderSource(xte, yte, d.test_batch_size, device, train=False,
-                              num_workers=d.num_workers, **common)
-    return DataBundle(train=tr, test=te, num_classes=num_classes, in_channels=xtr.shape[1],
-                      image_size=xtr.shape[-1], train_size=len(ytr), test_size=len(yte))
+        tr = DataLoaderSource(
+            xtr,
+            ytr,
+            d.batch_size,
+            device,
+            train=True,
+            shuffle=d.shuffle,
+            crop_padding=d.crop_padding,
+            flip=d.flip,
+            num_workers=d.num_workers,
+            rank=rank,
+            world=world,
+            **common,
+        )
+        te = DataLoaderSource(xte, yte, d.test_batch_size, device, train=False, num_workers=d.num_workers, **common)
+    return DataBundle(
+        train=tr,
+        test=te,
+        num_classes=num_classes,
+        in_channels=xtr.shape[1],
+        image_size=xtr.shape[-1],
+        train_size=len(ytr),
+        test_size=len(yte),
+    )
 
 
 def build_data(cfg, data_root: Path, device: torch.device, rank: int = 0, world: int = 1) -> DataBundle:

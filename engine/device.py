@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeviceError
-
 from .config import DEVICES_HELP
+from .errors import DeviceError
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -26,8 +25,10 @@ def resolve_device(spec: str | torch.device) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         elif dev.index >= count:
-            raise DeviceError(f"there is no {dev} (this machine has {count} CUDA device(s)); "
-                              f"fix: use --device cuda:0 .. cuda:{count - 1}")
+            raise DeviceError(
+                f"there is no {dev} (this machine has {count} CUDA device(s)); "
+                f"fix: use --device cuda:0 .. cuda:{count - 1}"
+            )
     elif dev.type != "cpu":
         raise DeviceError(f"unknown device {spec!r}; fix: use {DEVICES_HELP}")
     return dev

@@ -5,6 +5,7 @@ RANK / WORLD_SIZE / LOCAL_RANK. Rank 0 reads the user's commands; at every step 
 broadcasts them, and every rank applies the same commands at the same step, so optimizers,
 freeze state and modes never drift apart. Metrics are summed across ranks at readback only.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -39,8 +40,7 @@ def init(info: DistInfo, device_type: str) -> None:
         return
     # A paused run broadcasts every 0.1 s, so a long timeout only matters for the one-off
     # collectives (timing on rank 0, evaluation on rank 0): allow them a generous hour.
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(hours=1))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
 
 
 def device_for(info: DistInfo, spec: str) -> torch.device:

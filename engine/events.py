@@ -2,6 +2,7 @@
 
 Plain fields only (numbers, strings, tuples), so events can travel as JSON lines later.
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,6 +35,7 @@ class RunStarted(Event):
 @dataclass(frozen=True)
 class StateChanged(Event):
     """The run's state as applied: running, paused, timing, finished, failed, stopped."""
+
     state: str
     optimizer: str
     optimizer_params: str  # e.g. "lr=0.01 momentum=0.9"
@@ -46,6 +48,7 @@ class StateChanged(Event):
 @dataclass(frozen=True)
 class StepMetrics(Event):
     """Training loss and accuracy averaged over one logging interval."""
+
     loss: float
     accuracy: float
     lr: float
@@ -113,6 +116,7 @@ class RunError(Event):
 @dataclass(frozen=True)
 class Finished(Event):
     """Always the last event: state is finished, stopped or failed."""
+
     state: str
     run_dir: str
     reason: str = ""
@@ -146,7 +150,7 @@ class EventBuffer:
             if cursor < first:
                 self.dropped += first - cursor
                 cursor = first
-            return list(self._items)[cursor - first:], self._total
+            return list(self._items)[cursor - first :], self._total
 
     def wait(self, cursor: int, timeout: float) -> None:
         """Block until an event past `cursor` exists or `timeout` passes (for headless readers)."""

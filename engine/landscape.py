@@ -5,6 +5,7 @@ only for lr < 2 / max eigenvalue; past it the stiff direction oscillates with gr
 Momentum and Adam show their own paths from the same start. `run.kind = "landscape"` presets;
 the front ends draw or print them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,7 @@ class Quadratic:
         self.eigenvalues = (float(eigenvalues[0]), float(eigenvalues[1]))
         self.angle_deg = float(angle_deg)
         t = math.radians(self.angle_deg)
-        self.R = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]],
-                              dtype=torch.float64)
+        self.R = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64)
         self.A = self.R @ torch.diag(torch.tensor(self.eigenvalues, dtype=torch.float64)) @ self.R.T
 
     def loss(self, p) -> torch.Tensor:
@@ -58,7 +58,7 @@ class Quadratic:
 
 def levels_below(top: float, n: int = 8, factor: float = 4.0) -> list[float]:
     """n loss levels from `top` down, each `factor` times lower: contours evenly spread in log."""
-    return [top / factor ** k for k in range(n)]
+    return [top / factor**k for k in range(n)]
 
 
 class Trajectory:

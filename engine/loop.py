@@ -8,36 +8,43 @@ EventBuffer) that front ends poll. Nothing else crosses the thread boundary.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import queue
-import random
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, control
+from . import checkpoint, control, outcome
 from . import commands as C
 from . import events as E
 from .config import Config
 from .device import device_label
-from .errors import ConfigError
 from .metrics import IntervalSums, Reporter, Settings, evaluate
 from .models import has_features, is_frozen, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
 from .runlog import NullLog, RunLog
 from .state import RunState, TrainState
 from .step import StepRunner
+from .thread import EngineThread
 
 
 class Engine:
     """One training run. Build it with engine.build (setup errors are raised before anything
     runs), then `start()` its thread, or call `run()` in the current thread."""
 
-    def __init__(self, cfg: Config, *, device: torch.device, data, model: torch.nn.Module,
-                 run_dir: Path, resume: dict | None = None, dist_info=None):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        device: torch.device,
+        data,
+        model: torch.nn.Module,
+        run_dir: Path,
+        resume: dict | None = None,
+        dist_info=None,
+    ):
         self.cfg, self.device, self.data = cfg, device, data
         self.dist = dist_info  # engine.distributed.DistInfo in a data-parallel run, else None
         self.is_main = dist_info is None or dist_info.is_main
@@ -53,12 +60,11 @@ class Engine:
         self.state = RunState.STARTING
         self.final_state = ""
         self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
-        self.replayed = 0         # the Session surface: a local run has no history from before
-        self.stop_requested, self.stop_reason, self._save_on_stop = False, "", True
+        self.replayed = 0  # the Session surface: a local run has no history from before
+        self.stop_requested, self.stop_reason, self.save_on_stop = False, "", True
         self.last_checkpoint: Path | None = None
         self.restart_clock(0.0)
-        self._thread: threading.Thread | None = None
-        self._go: threading.Event | None = None  # set by build_in_thread: the thread waits on it
+        self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
             set_frozen(self.model, True)
         self.runner = StepRunner(self.model, device, cfg.perf, distributed=dist_info is not None)
@@ -79,37 +85,23 @@ class Engine:
         return command.id
 
     def start(self) -> threading.Thread:
-        if self._go is not None:  # made by build_in_thread: its thread is waiting to train
-            self._go.set()
-            return self._thread
-        self._thread = threading.Thread(target=self.run, name="deeptui-engine", daemon=True)
-        self._thread.start()
-        return self._thread
+        return self.thread.start(self.run)
 
     def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
         """Ask the run to stop at the next step boundary and wait; True when the thread ended."""
         self.send(C.Stop(reason=reason))
-        if self._go is not None:
-            self._go.set()  # never started: it runs, sees the Stop first, and ends "stopped"
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        self.thread.release()  # never started: it runs, sees the Stop first, and ends "stopped"
+        return self.thread.join(timeout)
 
     def detach(self) -> None:
         """A local run lives in this process: there is nothing to detach from."""
 
     @property
     def alive(self) -> bool:
-        started = self._go is None or self._go.is_set()
-        return self._thread is not None and self._thread.is_alive() and started
+        return self.thread.alive
 
     def wait_finished(self, timeout: float) -> bool:
-        """Wait up to `timeout` for the run's thread to end; True when it has."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        else:
-            time.sleep(timeout)
+        self.thread.join(timeout)
         return not self.alive
 
     # ---- clock, position, settings ------------------------------------------------------
@@ -149,19 +141,17 @@ class Engine:
         set_base_lr(self.optimizer, lr)
         self.emit_state()
 
-    def set_frozen(self, frozen: bool) -> int:
-        return set_frozen(self.model, frozen)
-
     def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
-        self.stop_requested, self.stop_reason, self._save_on_stop = True, reason, save_checkpoint
+        self.stop_requested, self.stop_reason, self.save_on_stop = True, reason, save_checkpoint
 
     def set_state(self, state: RunState, reason: str = "") -> None:
         if state == RunState.RUNNING and self.state != RunState.RUNNING:
             self.sums.started = time.monotonic()  # pauses do not count against samples/s
         self.state = state
-        s = self.settings()
-        self.report.emit(E.StateChanged, state=state.value, reason=reason, optimizer=s.optimizer,
-                         optimizer_params=self.describe_optimizer(), lr=s.lr, frozen=s.frozen, mode=s.mode)
+        params = self.describe_optimizer()
+        self.report.emit(
+            E.StateChanged, state=state.value, reason=reason, optimizer_params=params, **vars(self.settings())
+        )
 
     def emit_state(self) -> None:
         self.set_state(self.state)
@@ -172,23 +162,33 @@ class Engine:
         """Train until done, stopped or failed; returns the final state. Never raises."""
         cfg, t = self.cfg, self.train
         try:
-            self.report.emit(E.RunStarted, preset=cfg.run.name, run_dir=str(self.run_dir),
-                             device=device_label(self.device), model=cfg.model.name,
-                             parameters=sum(p.numel() for p in self.model.parameters()),
-                             epochs=cfg.run.epochs, steps_per_epoch=len(self.data.train),
-                             max_steps=cfg.run.max_steps, has_features=self.has_features,
-                             optimizer_choices=self.choices, resumed=self.resumed)
+            self.report.emit(
+                E.RunStarted,
+                preset=cfg.run.name,
+                run_dir=str(self.run_dir),
+                device=device_label(self.device),
+                model=cfg.model.name,
+                parameters=sum(p.numel() for p in self.model.parameters()),
+                epochs=cfg.run.epochs,
+                steps_per_epoch=len(self.data.train),
+                max_steps=cfg.run.max_steps,
+                has_features=self.has_features,
+                optimizer_choices=self.choices,
+                resumed=self.resumed,
+            )
             frozen = ("frozen" if self.frozen else "trainable") if self.has_features else "n/a"
-            self.report.mark("resume" if self.resumed else "start",
-                             f"preset={cfg.run.name} device={device_label(self.device)} "
-                             f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}")
+            self.report.mark(
+                "resume" if self.resumed else "start",
+                f"preset={cfg.run.name} device={device_label(self.device)} "
+                f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}",
+            )
             self.set_state(RunState.RUNNING)
             self._train()
             state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
             reason = self.stop_reason
         except Exception as exc:  # any failure becomes an event; the logs are kept
-            state, reason = RunState.FAILED, self._report_error(exc)
-        self._finish(state, reason)
+            state, reason = RunState.FAILED, outcome.report_error(self, exc)
+        outcome.finish(self, state, reason)
         return state.value
 
     def _train(self) -> None:
@@ -226,10 +226,8 @@ class Engine:
         compiling = self.runner.needs_compile(frozen)
         if compiling:
             previous = self.state
-            self.set_state(RunState.COMPILING, f"torch.compile for features "
-                                               f"{'frozen' if frozen else 'trainable'}")
-        loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen,
-                                        lbfgs=self.train.optimizer == "lbfgs")
+            self.set_state(RunState.COMPILING, f"torch.compile for features {'frozen' if frozen else 'trainable'}")
+        loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen, lbfgs=self.train.optimizer == "lbfgs")
         if compiling:  # the first step of a compiled variant is done: compiling is over
             self.set_state(previous, "compiled")
         self.sums.add(loss, logits, y)  # running sums stay on the device
@@ -245,22 +243,7 @@ class Engine:
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu_memory_mb=gpu_mb)
         if not math.isfinite(loss):
-            self._on_nonfinite(loss)
-
-    def _on_nonfinite(self, loss: float) -> None:
-        policy = self.cfg.run.on_nan
-        if policy == "auto":
-            policy = "pause" if self.interactive else "stop"
-        msg = f"training loss is {loss} at step {self.train.step}"
-        self.report.mark("nonfinite_loss", f"{msg}; on_nan={policy}")
-        if policy == "stop":
-            raise FloatingPointError(f"{msg}; fix: lower the learning rate (e.g. --set optimizer.lr="
-                                     f"{self.train.base_lr / 10:g}) or set run.on_nan = \"pause\"")
-        self.report.emit(E.Warning, message=f"{msg}: " + (
-            "paused; resume, restore the last checkpoint or halve the lr" if policy == "pause"
-            else "continuing (run.on_nan = continue)"))
-        if policy == "pause":
-            self.set_state(RunState.PAUSED, "non-finite loss")
+            outcome.on_nonfinite(self, loss)
 
     def evaluate(self) -> None:
         """Test loss and error in eval mode. In a data-parallel run rank 0 evaluates (the
@@ -283,8 +266,10 @@ class Engine:
         if want != self.frozen:
             set_frozen(self.model, want)
             action = "freeze" if want else "unfreeze"
-            detail = (f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
-                      f"(schedule: frozen for the first {n} epochs)")
+            detail = (
+                f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
+                f"(schedule: frozen for the first {n} epochs)"
+            )
             self.report.mark(f"schedule_{action}", detail)
             self.report.emit(E.ScheduleAction, action=action, detail=detail)
             self.emit_state()
@@ -298,70 +283,3 @@ class Engine:
         self.report.mark("checkpoint", str(path))
         self.report.emit(E.CheckpointSaved, path=str(path))
         return path
-
-    def _finish(self, state: RunState, reason: str) -> None:
-        self.final_state = state.value
-        try:  # the final model is kept too, so a finished run can be evaluated or extended
-            if state == RunState.FINISHED or (state == RunState.STOPPED and self._save_on_stop):
-                self.save_checkpoint()
-        except Exception as exc:
-            self._report_error(exc)
-        with contextlib.suppress(Exception):
-            self.report.mark(state.value, reason)
-        self.state = state
-        try:
-            self.log.close()
-        except OSError as exc:
-            self.report.emit(E.RunError, message=f"could not write the logs: {exc}",
-                             fix=f"free space or check permissions in {self.run_dir}")
-            state = RunState.FAILED
-        with contextlib.suppress(Exception):
-            self.data.close()
-        if self.dist is not None:
-            from .distributed import close
-
-            with contextlib.suppress(Exception):
-                close()
-        self.set_state(state, reason)
-        self.report.emit(E.Finished, state=state.value, run_dir=str(self.run_dir), reason=reason)
-
-    def _report_error(self, exc: Exception) -> str:
-        message, fix = describe_failure(exc, self.cfg, self.dist)
-        self.report.emit(E.RunError, message=message, fix=fix)
-        with contextlib.suppress(Exception):
-            self.report.mark("error", message + (f"; fix: {fix}" if fix else ""))
-        return message
-
-
-def describe_failure(exc: Exception, cfg: Config, dist=None) -> tuple[str, str]:
-    """(one-line message, fix) for an exception that ended a run."""
-    message, fix = f"{type(exc).__name__}: {exc}".strip(), ""
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        message = "CUDA out of memory"
-        fix = f"use a smaller batch, e.g. --set data.batch_size={max(1, cfg.data.batch_size // 2)}"
-    elif isinstance(exc, OSError):
-        fix = "check the file named above, its permissions and the free disk space"
-    elif isinstance(exc, FloatingPointError):
-        message, _, fix = str(exc).partition("; fix: ")
-    elif dist is not None and isinstance(exc, (RuntimeError, ConnectionError)):
-        message = f"rank {dist.rank}: lost contact with the other ranks ({message[:160]})"
-        fix = "a worker process died or was killed; see the launcher's message for which rank"
-    elif type(exc).__name__ == "DataError":
-        message = str(exc)
-    message = message.splitlines()[0][:300] if message else type(exc).__name__
-    return message, fix
-
-
-def check_distributed(cfg: Config, info) -> None:
-    """Settings a data-parallel run cannot take, refused before it starts."""
-    if cfg.data.batch_size % info.world:
-        raise ConfigError(f"{cfg.source}: data.batch_size = {cfg.data.batch_size} is the global batch and "
-                          f"must divide evenly over {info.world} processes; fix: use a multiple of {info.world}")
-    if cfg.optimizer.name == "lbfgs":
-        raise ConfigError(f"{cfg.source}: optimizer.name = 'lbfgs' is not supported in a data-parallel run; "
-                          "fix: pick another optimizer")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device

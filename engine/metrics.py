@@ -4,8 +4,8 @@ the evaluation on the test set, and the Reporter that turns them into rows and e
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -99,23 +99,63 @@ class Reporter:
         t, epoch, step = self.position()
         self.log.event(round(t, 3), epoch, step, event, detail)
 
-    def train(self, loss: float, accuracy: float, samples_per_s: float, samples_seen: int,
-              settings: Settings, gpu_memory_mb: float = 0.0) -> None:
+    def train(
+        self,
+        loss: float,
+        accuracy: float,
+        samples_per_s: float,
+        samples_seen: int,
+        settings: Settings,
+        gpu_memory_mb: float = 0.0,
+    ) -> None:
         t, epoch, step = self.position()
         t = round(t, 3)
-        self.log.metric(time_s=t, epoch=epoch, step=step, split="train", loss=loss, accuracy=accuracy,
-                        lr=settings.lr, optimizer=settings.optimizer, frozen=settings.frozen,
-                        mode=settings.mode, samples_per_s=round(samples_per_s, 1))
-        self.events.append(E.StepMetrics(t, epoch, step, loss=loss, accuracy=accuracy, lr=settings.lr,
-                                         optimizer=settings.optimizer, frozen=settings.frozen,
-                                         mode=settings.mode, samples_per_s=samples_per_s,
-                                         samples_seen=samples_seen, gpu_memory_mb=gpu_memory_mb))
+        self.log.metric(
+            time_s=t,
+            epoch=epoch,
+            step=step,
+            split="train",
+            loss=loss,
+            accuracy=accuracy,
+            lr=settings.lr,
+            optimizer=settings.optimizer,
+            frozen=settings.frozen,
+            mode=settings.mode,
+            samples_per_s=round(samples_per_s, 1),
+        )
+        self.events.append(
+            E.StepMetrics(
+                t,
+                epoch,
+                step,
+                loss=loss,
+                accuracy=accuracy,
+                lr=settings.lr,
+                optimizer=settings.optimizer,
+                frozen=settings.frozen,
+                mode=settings.mode,
+                samples_per_s=samples_per_s,
+                samples_seen=samples_seen,
+                gpu_memory_mb=gpu_memory_mb,
+            )
+        )
 
     def test(self, epoch: int, loss: float, accuracy: float, settings: Settings) -> None:
         t, _, step = self.position()
         t = round(t, 3)
-        self.log.metric(time_s=t, epoch=epoch, step=step, split="test", loss=loss, accuracy=accuracy,
-                        lr=settings.lr, optimizer=settings.optimizer, frozen=settings.frozen,
-                        mode="eval", samples_per_s="")
-        self.events.append(E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=accuracy,
-                                      test_error_pct=100.0 * (1 - accuracy)))
+        self.log.metric(
+            time_s=t,
+            epoch=epoch,
+            step=step,
+            split="test",
+            loss=loss,
+            accuracy=accuracy,
+            lr=settings.lr,
+            optimizer=settings.optimizer,
+            frozen=settings.frozen,
+            mode="eval",
+            samples_per_s="",
+        )
+        self.events.append(
+            E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=accuracy, test_error_pct=100.0 * (1 - accuracy))
+        )

@@ -1,4 +1,5 @@
 """The lecture's networks: mnist_net, mlp (dropout / batchnorm) and the Monster."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ class MnistNet(nn.Module):
 class MLP(nn.Module):
     """Flatten, then Linear -> [BatchNorm1d] -> ReLU -> [Dropout] per hidden layer: eval mode matters."""
 
-    def __init__(self, in_features: int, hidden: list[int], num_classes: int = 10,
-                 dropout: float = 0.0, batchnorm: bool = False):
+    def __init__(
+        self, in_features: int, hidden: list[int], num_classes: int = 10, dropout: float = 0.0, batchnorm: bool = False
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
@@ -71,14 +73,15 @@ class Monster(nn.Module):
 
     ALEXNET_CHANNELS = 64
 
-    def __init__(self, blocks: int = 16, channels: int = 64, num_classes: int = 10, in_channels: int = 3,
-                 image_size: int = 32):
+    def __init__(
+        self, blocks: int = 16, channels: int = 64, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+    ):
         super().__init__()
         # AlexNet's conv1: Conv2d(3, 64, kernel_size=11, stride=4, padding=2); 32x32 -> 7x7
-        self.features = nn.Sequential(nn.Conv2d(in_channels, self.ALEXNET_CHANNELS, 11, stride=4, padding=2),
-                                      nn.ReLU(inplace=True))
-        self.converter = nn.Sequential(nn.Conv2d(self.ALEXNET_CHANNELS, channels, 3, padding=1),
-                                       nn.ReLU(inplace=True))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, self.ALEXNET_CHANNELS, 11, stride=4, padding=2), nn.ReLU(inplace=True)
+        )
+        self.converter = nn.Sequential(nn.Conv2d(self.ALEXNET_CHANNELS, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.resnet_blocks = nn.Sequential(*(ResBlock(channels) for _ in range(blocks)))
         map_size = (image_size + 2 * 2 - 11) // 4 + 1  # 7 for CIFAR's 32x32, as in the lecture
         self.final_average = nn.AvgPool2d(map_size)
@@ -105,7 +108,8 @@ def load_alexnet_conv1(model: Monster) -> None:
             f"model.pretrained = true but AlexNet's ImageNet weights could not be loaded "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); fix: put "
             f"{weights.url.rsplit('/', 1)[-1]} in {cache}/checkpoints/ (set TORCH_HOME to move the cache), "
-            "or run with --set model.pretrained=false") from None
+            "or run with --set model.pretrained=false"
+        ) from None
     model.features[0].weight.data.copy_(state["features.0.weight"])
     model.features[0].bias.data.copy_(state["features.0.bias"])
 
@@ -120,8 +124,7 @@ def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn
         if image_size != 28:
             raise ValueError(f"mnist_net needs 28x28 inputs, the data set gives {image_size}x{image_size}")
         return MnistNet(in_channels, num_classes)
-    return MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes,
-               mcfg.dropout, mcfg.batchnorm)
+    return MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes, mcfg.dropout, mcfg.batchnorm)
 
 
 def has_features(model: nn.Module) -> bool:

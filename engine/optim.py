@@ -22,8 +22,14 @@ def param_groups(model: nn.Module, ocfg: OptimizerConfig, base_lr: float, single
     groups, rest = [], []
     taken = set()
     for name, lr in ocfg.group_lr.items():
-        groups.append({"params": list(named[name].parameters()), "lr": base_lr * lr / ocfg.lr,
-                       "group": name, "ratio": lr / ocfg.lr})
+        groups.append(
+            {
+                "params": list(named[name].parameters()),
+                "lr": base_lr * lr / ocfg.lr,
+                "group": name,
+                "ratio": lr / ocfg.lr,
+            }
+        )
         taken.add(name)
     for name, m in named.items():
         if name not in taken:
@@ -34,8 +40,9 @@ def param_groups(model: nn.Module, ocfg: OptimizerConfig, base_lr: float, single
     return groups
 
 
-def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float,
-                   device_type: str = "cpu") -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float, device_type: str = "cpu"
+) -> torch.optim.Optimizer:
     """A fresh optimizer over the model's groups; LBFGS supports only one group. On CUDA, SGD and
     Adam use torch's fused kernels (one launch for all parameters instead of one per tensor)."""
     entry = registry.OPTIMIZERS[name]
@@ -43,8 +50,7 @@ def make_optimizer(name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: 
     if device_type == "cuda" and entry.fused:
         kwargs["fused"] = True
     if entry.one_group:
-        return registry.build(name, param_groups(model, ocfg, base_lr, single=True)[0]["params"],
-                              lr=base_lr, **kwargs)
+        return registry.build(name, param_groups(model, ocfg, base_lr, single=True)[0]["params"], lr=base_lr, **kwargs)
     return registry.build(name, param_groups(model, ocfg, base_lr), lr=base_lr, **kwargs)
 
 

@@ -10,21 +10,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Shared defaults of the hyperparameters, where an entry does not set its own.
-DEFAULTS: dict[str, Any] = {"momentum": 0.9, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8,
-                            "rho": 0.9, "alpha": 0.99, "max_iter": 4}
+DEFAULTS: dict[str, Any] = {
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "rho": 0.9,
+    "alpha": 0.99,
+    "max_iter": 4,
+}
 # [optimizer] keys that feed a hyperparameter under another name.
 PRESET_KEY = {"max_iter": "lbfgs_max_iter"}
 
 
 @dataclass(frozen=True)
 class OptimizerEntry:
-    torch_class: str                     # the class in torch.optim
-    keys: tuple[str, ...]                # hyperparameters taken from the preset or a path table
-    fixed: dict = field(default_factory=dict)      # always passed, e.g. nesterov=True
-    defaults: dict = field(default_factory=dict)   # where this optimizer's default differs
+    torch_class: str  # the class in torch.optim
+    keys: tuple[str, ...]  # hyperparameters taken from the preset or a path table
+    fixed: dict = field(default_factory=dict)  # always passed, e.g. nesterov=True
+    defaults: dict = field(default_factory=dict)  # where this optimizer's default differs
     path_only: dict = field(default_factory=dict)  # more keys a landscape path may set (default)
-    fused: bool = False                  # torch has a fused (single-kernel) implementation
-    one_group: bool = False              # takes one parameter group only (LBFGS)
+    fused: bool = False  # torch has a fused (single-kernel) implementation
+    one_group: bool = False  # takes one parameter group only (LBFGS)
 
     def default(self, key: str) -> Any:
         return self.defaults.get(key, self.path_only.get(key, DEFAULTS.get(key)))

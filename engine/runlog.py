@@ -13,8 +13,19 @@ import tomli_w
 
 from .errors import RunDirError
 
-METRICS_HEADER = ["time_s", "epoch", "step", "split", "loss", "accuracy", "lr", "optimizer",
-                  "frozen", "mode", "samples_per_s"]
+METRICS_HEADER = [
+    "time_s",
+    "epoch",
+    "step",
+    "split",
+    "loss",
+    "accuracy",
+    "lr",
+    "optimizer",
+    "frozen",
+    "mode",
+    "samples_per_s",
+]
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
 
 
@@ -32,8 +43,10 @@ def new_run_dir(log_dir: str | Path, name: str) -> Path:
             except FileExistsError:
                 continue
     except OSError as e:
-        raise RunDirError(f"{base}: log directory is not writable ({e.strerror}); fix: pass --log-dir "
-                          "to a writable directory or set log.dir in the preset") from None
+        raise RunDirError(
+            f"{base}: log directory is not writable ({e.strerror}); fix: pass --log-dir "
+            "to a writable directory or set log.dir in the preset"
+        ) from None
     raise RunDirError(f"{base}: too many runs named {name} this second; fix: retry")
 
 
@@ -76,10 +89,8 @@ class RunLog:
     def events_path(self) -> Path:
         return self.run_dir / "events.csv"
 
-    def metric(self, *, time_s, epoch, step, split, loss, accuracy, lr, optimizer, frozen, mode,
-               samples_per_s) -> None:
-        self._row("metrics", [time_s, epoch, step, split, loss, accuracy, lr, optimizer, frozen, mode,
-                              samples_per_s])
+    def metric(self, *, time_s, epoch, step, split, loss, accuracy, lr, optimizer, frozen, mode, samples_per_s) -> None:
+        self._row("metrics", [time_s, epoch, step, split, loss, accuracy, lr, optimizer, frozen, mode, samples_per_s])
 
     def event(self, time_s: float, epoch: int, step: int, event: str, detail: str = "") -> None:
         self._row("events", [time_s, epoch, step, event, detail])

@@ -17,12 +17,12 @@ from .events import EventBuffer
 
 @runtime_checkable
 class Session(Protocol):
-    cfg: Config                # the resolved preset
+    cfg: Config  # the resolved preset
     run_dir: Path
-    events: EventBuffer        # every event of the run, for each reader to read with its cursor
-    final_state: str           # "" while running; then finished, stopped or failed
-    interactive: bool          # a dashboard watches: a non-finite loss pauses (on_nan = "auto")
-    replayed: int              # events[:replayed] happened before this session attached
+    events: EventBuffer  # every event of the run, for each reader to read with its cursor
+    final_state: str  # "" while running; then finished, stopped or failed
+    interactive: bool  # a dashboard watches: a non-finite loss pauses (on_nan = "auto")
+    replayed: int  # events[:replayed] happened before this session attached
 
     @property
     def alive(self) -> bool:

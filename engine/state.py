@@ -12,10 +12,10 @@ from enum import Enum
 
 
 class RunState(str, Enum):
-    STARTING = "starting"    # the front end is up; the engine is not yet
+    STARTING = "starting"  # the front end is up; the engine is not yet
     RUNNING = "running"
     PAUSED = "paused"
-    TIMING = "timing"        # the batch-vs-loop timing runs; training waits
+    TIMING = "timing"  # the batch-vs-loop timing runs; training waits
     COMPILING = "compiling"  # torch.compile builds a variant; the first step takes long
     FINISHED = "finished"
     STOPPED = "stopped"
@@ -34,15 +34,15 @@ class TrainState:
     """Where the run is and what the user set; touched only by the engine thread once it runs.
     A checkpoint keeps `state_dict()`; a resume starts from `load_state_dict()`."""
 
-    optimizer: str                     # the optimizer's name in engine.registry
-    base_lr: float                     # parameter groups keep their ratio to it
-    epoch: int = 0                     # completed epochs
-    step: int = 0                      # training steps done, over the whole run
-    batch_in_epoch: int = 0            # steps done in the current epoch
-    samples_seen: int = 0              # by this process (a data-parallel run: per rank)
-    mode: str = "train"                # the model's mode during training steps
+    optimizer: str  # the optimizer's name in engine.registry
+    base_lr: float  # parameter groups keep their ratio to it
+    epoch: int = 0  # completed epochs
+    step: int = 0  # training steps done, over the whole run
+    batch_in_epoch: int = 0  # steps done in the current epoch
+    samples_seen: int = 0  # by this process (a data-parallel run: per rank)
+    mode: str = "train"  # the model's mode during training steps
     freeze_override: bool | None = None  # set when the user froze/unfroze by hand
-    time_s: float = 0.0                # run time before this process started (a resume)
+    time_s: float = 0.0  # run time before this process started (a resume)
 
     def state_dict(self) -> dict:
         d = dataclasses.asdict(self)

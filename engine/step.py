@@ -57,8 +57,9 @@ class StepRunner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-             frozen: bool, lbfgs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, frozen: bool, lbfgs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on the batch (x, y); returns (loss, logits), detached."""
         model = self.module(frozen)
         if self.memory_format is torch.channels_last and x.dim() == 4:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -44,14 +44,22 @@ class TimingReport:
         return f"{self.label} batch vs. loop speed ratio {self.ratio:.1f}"
 
     def details(self) -> str:
-        return (f"{self.label} ({self.device}): batch {self.batch_s * 1e3:.2f} ms "
-                f"({self.batch_gflops:.1f} GFLOP/s), loop {self.loop_s * 1e3:.2f} ms "
-                f"({self.loop_gflops:.1f} GFLOP/s)")
+        return (
+            f"{self.label} ({self.device}): batch {self.batch_s * 1e3:.2f} ms "
+            f"({self.batch_gflops:.1f} GFLOP/s), loop {self.loop_s * 1e3:.2f} ms "
+            f"({self.loop_gflops:.1f} GFLOP/s)"
+        )
 
     def event_fields(self) -> dict:
         """The fields of events.TimingResult besides time_s, epoch and step."""
-        return dict(device=self.device, batch_ms=self.batch_s * 1e3, loop_ms=self.loop_s * 1e3,
-                    ratio=self.ratio, batch_gflops=self.batch_gflops, loop_gflops=self.loop_gflops)
+        return dict(
+            device=self.device,
+            batch_ms=self.batch_s * 1e3,
+            loop_ms=self.loop_s * 1e3,
+            ratio=self.ratio,
+            batch_gflops=self.batch_gflops,
+            loop_gflops=self.loop_gflops,
+        )
 
 
 def _operands(device: torch.device, sizes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +95,12 @@ def _median_time(fn, x, w, y, repeats: int, should_stop: Callable[[], bool] | No
     return statistics.median(times)
 
 
-def measure(device: str | torch.device = "cpu", repeats: int = 51, sizes=LECTURE_SIZES,
-            should_stop: Callable[[], bool] | None = None) -> TimingReport:
+def measure(
+    device: str | torch.device = "cpu",
+    repeats: int = 51,
+    sizes=LECTURE_SIZES,
+    should_stop: Callable[[], bool] | None = None,
+) -> TimingReport:
     """Median time of `repeats` runs of the batched product and of the loop, after one warm-up each.
 
     should_stop is polled between runs; when it returns True, TimingAborted is raised.
@@ -101,8 +113,14 @@ def measure(device: str | torch.device = "cpu", repeats: int = 51, sizes=LECTURE
     batch_s = _median_time(_batch, x, w, y, repeats, should_stop)
     loop_s = _median_time(_loop, x, w, y, repeats, should_stop)
     flops = 2.0 * sizes[0] * sizes[1] * sizes[2]
-    return TimingReport(device=str(dev), batch_s=batch_s, loop_s=loop_s, ratio=loop_s / batch_s,
-                        batch_gflops=flops / batch_s / 1e9, loop_gflops=flops / loop_s / 1e9)
+    return TimingReport(
+        device=str(dev),
+        batch_s=batch_s,
+        loop_s=loop_s,
+        ratio=loop_s / batch_s,
+        batch_gflops=flops / batch_s / 1e9,
+        loop_gflops=flops / loop_s / 1e9,
+    )
 
 
 def check_same(device: str | torch.device = "cpu", sizes=LECTURE_SIZES) -> bool:
@@ -123,9 +141,13 @@ def default_batch_sizes(n: int = LECTURE_SIZES[0]) -> list[int]:
     return sizes + [n]
 
 
-def sweep(device: str | torch.device = "cpu", batch_sizes=None, repeats: int = 5,
-          sizes=LECTURE_SIZES, should_stop: Callable[[], bool] | None = None
-          ) -> list[tuple[int, float, float]]:
+def sweep(
+    device: str | torch.device = "cpu",
+    batch_sizes=None,
+    repeats: int = 5,
+    sizes=LECTURE_SIZES,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[tuple[int, float, float]]:
     """(batch size, batched seconds per sample, loop seconds per sample) for each batch size."""
     if repeats < 1:
         raise ValueError(f"repeats = {repeats}; fix: use at least 1")

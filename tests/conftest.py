@@ -1,4 +1,5 @@
 """Shared helpers: tiny engines on generated data, and waiting for engine events."""
+
 from __future__ import annotations
 
 import time
@@ -91,5 +92,6 @@ class EventReader:
         return next((e for e in reversed(self.seen) if pred(e)), None)
 
     def answer(self, command_id: int, timeout: float = 60.0):
-        return self.wait(lambda e: isinstance(e, (E.CommandApplied, E.CommandRejected))
-                         and e.command_id == command_id, timeout)
+        return self.wait(
+            lambda e: isinstance(e, (E.CommandApplied, E.CommandRejected)) and e.command_id == command_id, timeout
+        )

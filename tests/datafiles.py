@@ -6,6 +6,7 @@ b"filenames").
 write_mnist: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (optionally .gz).
 write_malicious_cifar: a data_batch_1 whose unpickling would run a shell command.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,8 +23,12 @@ CIFAR_DIR = "cifar-10-batches-py"
 def _cifar_batch(path: Path, rng: np.random.Generator, n: int, label: str) -> None:
     labels = [int(v) for v in rng.integers(0, 10, n)]
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    d = {b"batch_label": label.encode(), b"labels": labels, b"data": data,
-         b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    d = {
+        b"batch_label": label.encode(),
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
     with open(path, "wb") as fh:
         pickle.dump(d, fh, protocol=2)
 

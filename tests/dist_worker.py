@@ -2,6 +2,7 @@
 
 Rank 0 switches the optimizer and unfreezes the features mid-run; every rank then writes what
 its own engine ended with to <out>/rank<N>.json, so the test can compare the ranks."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,18 @@ def main(out: Path) -> None:
     eng.run()
     evs = eng.events.read(0)[0]
     applied = {e.command: e.step for e in evs if isinstance(e, E.CommandApplied)}
-    (out / f"rank{eng.dist.rank}.json").write_text(json.dumps({
-        "optimizer": type(eng.optimizer).__name__,
-        "features_require_grad": [p.requires_grad for p in eng.model.features.parameters()],
-        "step": eng.train.step,
-        "applied_at": applied,
-        "final_state": eng.final_state,
-        "fc_weight_sum": float(eng.model.fc.weight.detach().sum()),
-    }))
+    (out / f"rank{eng.dist.rank}.json").write_text(
+        json.dumps(
+            {
+                "optimizer": type(eng.optimizer).__name__,
+                "features_require_grad": [p.requires_grad for p in eng.model.features.parameters()],
+                "step": eng.train.step,
+                "applied_at": applied,
+                "final_state": eng.final_state,
+                "fc_weight_sum": float(eng.model.fc.weight.detach().sum()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from deeptui.engine import events as E
 
 
 class FakeSession:
-    def __init__(self, cfg, events: list[E.Event], run_dir: str | Path = "/runs/fake",
-                 alive: bool = True, final_state: str = ""):
+    def __init__(
+        self, cfg, events: list[E.Event], run_dir: str | Path = "/runs/fake", alive: bool = True, final_state: str = ""
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.events = E.EventBuffer()
@@ -38,11 +39,17 @@ class FakeSession:
         name = type(command).__name__
         last = self._script[-1] if self._script else E.Event(0.0, 1, 0)
         if name in self.reject:
-            self.events.append(E.CommandRejected(last.time_s, last.epoch, last.step, command_id=command.id,
-                                                 command=name, reason=self.reject[name]))
+            self.events.append(
+                E.CommandRejected(
+                    last.time_s, last.epoch, last.step, command_id=command.id, command=name, reason=self.reject[name]
+                )
+            )
         elif self.alive:
-            self.events.append(E.CommandApplied(last.time_s, last.epoch, last.step, command_id=command.id,
-                                                command=name, detail="(fake)"))
+            self.events.append(
+                E.CommandApplied(
+                    last.time_s, last.epoch, last.step, command_id=command.id, command=name, detail="(fake)"
+                )
+            )
         return command.id
 
     def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:

@@ -1,4 +1,5 @@
 """Helpers for Pilot tests of the dashboards: read a panel's text, wait for the screen to change."""
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """The dashboard over the real engine on tiny data: each key changes the engine (model, optimizer)
 AND the screen (widget text); quitting leaves no engine thread or DataLoader worker."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -12,10 +13,10 @@ from textual.widgets import Input, OptionList, Static
 
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
-from tests.pilot import dashboard_of, text_of, until
 from deeptui.tui.app import DeeptuiApp
 from deeptui.tui.dashboard import Dashboard
 from deeptui.tui.dialogs import ExportScreen, NanScreen, OptimizerScreen
+from tests.pilot import dashboard_of, text_of, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -43,8 +44,9 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
 
         # O: pick from the list, outside the preset's choices too
         await pilot.press("O")
-        await until(pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.query(OptionList),
-                    what="picker")
+        await until(
+            pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.query(OptionList), what="picker"
+        )
         ol = app.screen.query_one(OptionList)
         ol.highlighted = ol.get_option_index("rmsprop")
         await pilot.press("enter")
@@ -87,8 +89,9 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
 
         # e: flush, show the paths, copy them where the user says
         await pilot.press("e")
-        await until(pilot, lambda: isinstance(app.screen, ExportScreen) and app.screen.query(Input),
-                    what="export dialog")
+        await until(
+            pilot, lambda: isinstance(app.screen, ExportScreen) and app.screen.query(Input), what="export dialog"
+        )
         shown = " ".join(str(w.render()) for w in app.screen.query(".path"))
         assert str(eng.run_dir / "metrics.csv") in shown and str(eng.run_dir / "events.csv") in shown
         app.screen.query_one(Input).value = str(tmp_path / "copy")
@@ -134,8 +137,10 @@ async def test_freeze_on_a_model_without_features_says_why(make_engine):
         await until(pilot, lambda: "no pretrained features" in text_of(app, "#log"), what="reason")
         assert "features n/a" in text_of(app, "#run")
         await pilot.pause(0.3)
-        assert not any(isinstance(e, (E.CommandApplied, E.CommandRejected)) and e.command == "SetFrozen"
-                       for e in eng.events.read(0)[0])
+        assert not any(
+            isinstance(e, (E.CommandApplied, E.CommandRejected)) and e.command == "SetFrozen"
+            for e in eng.events.read(0)[0]
+        )
 
 
 async def test_timing_at_start_and_on_key(make_engine):
@@ -151,8 +156,12 @@ async def test_timing_at_start_and_on_key(make_engine):
         results = [e for e in eng.events.read(0)[0] if isinstance(e, E.TimingResult)]
         assert len(results) == 2
         # the panel shows the second result (allow the next repaint to land)
-        await until(pilot, lambda: f"{results[-1].ratio:.1f}x" in text_of(app, "#timing"),
-                    timeout=5, what="second ratio on screen")
+        await until(
+            pilot,
+            lambda: f"{results[-1].ratio:.1f}x" in text_of(app, "#timing"),
+            timeout=5,
+            what="second ratio on screen",
+        )
 
 
 async def test_finished_run_stays_open_and_keys_say_why(make_engine):
@@ -205,20 +214,33 @@ async def test_small_terminal_shows_size_message_and_redraws(make_engine):
 
 
 async def test_non_finite_loss_offers_a_way_out(make_engine):
-    eng = make_engine("run.on_nan='pause'", "model.name='mlp'", "schedule.freeze_features_epochs=0",
-                      "optimizer.lr=1e30", "log.interval=1", "run.epochs=50")
+    eng = make_engine(
+        "run.on_nan='pause'",
+        "model.name='mlp'",
+        "schedule.freeze_features_epochs=0",
+        "optimizer.lr=1e30",
+        "log.interval=1",
+        "run.epochs=50",
+    )
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
-                    timeout=60, what="NaN dialog")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
+            timeout=60,
+            what="NaN dialog",
+        )
         assert eng.state == "paused"
         lr = eng.train.base_lr
         ol = app.screen.query_one(OptionList)
         ol.highlighted = ol.get_option_index("halve")
         await pilot.press("enter")
         await until(pilot, lambda: eng.train.base_lr == pytest.approx(lr / 2), what="lr halved")
-        await until(pilot, lambda: any(isinstance(e, E.CommandApplied) and e.command == "Resume"
-                                       for e in eng.events.read(0)[0]), what="resumed")
+        await until(
+            pilot,
+            lambda: any(isinstance(e, E.CommandApplied) and e.command == "Resume" for e in eng.events.read(0)[0]),
+            what="resumed",
+        )
         await pilot.press("escape")  # a second NaN may have reopened the dialog: stay paused
         await pilot.press("q")
     assert not eng.alive
@@ -231,8 +253,16 @@ async def test_command_palette_lists_the_keys(make_engine):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: "paused" in text_of(app, "#header"))
         titles = {c.title: c for c in app.get_system_commands(app.screen)}
-        for t in ("Next optimizer", "Freeze / unfreeze features", "Learning rate x2", "Export logs as CSV",
-                  "Batch-vs-loop timing", "Save checkpoint", "Toggle log scale", "Quit"):
+        for t in (
+            "Next optimizer",
+            "Freeze / unfreeze features",
+            "Learning rate x2",
+            "Export logs as CSV",
+            "Batch-vs-loop timing",
+            "Save checkpoint",
+            "Toggle log scale",
+            "Quit",
+        ):
             assert t in titles
         await titles["Learning rate x2"].callback()
         await until(pilot, lambda: eng.train.base_lr == pytest.approx(0.1), what="lr x2 from the palette")
@@ -245,12 +275,31 @@ async def test_replayed_history_is_shown_without_dialogs_or_toasts():
     from tests.fake import FakeSession
 
     def nan_warning(step):
-        return E.Warning(1.0, 1, step, message=f"training loss is nan at step {step}: paused; resume, "
-                                                "restore the last checkpoint or halve the lr")
-    history = [E.RunStarted(0.1, 1, 0, preset="tiny", run_dir="/runs/tiny", device="cpu", model="monster",
-                            parameters=1, epochs=2, steps_per_epoch=16, max_steps=0, has_features=True,
-                            optimizer_choices=("sgd",)),
-               nan_warning(4)]
+        return E.Warning(
+            1.0,
+            1,
+            step,
+            message=f"training loss is nan at step {step}: paused; resume, restore the last checkpoint or halve the lr",
+        )
+
+    history = [
+        E.RunStarted(
+            0.1,
+            1,
+            0,
+            preset="tiny",
+            run_dir="/runs/tiny",
+            device="cpu",
+            model="monster",
+            parameters=1,
+            epochs=2,
+            steps_per_epoch=16,
+            max_steps=0,
+            has_features=True,
+            optimizer_choices=("sgd",),
+        ),
+        nan_warning(4),
+    ]
     session = FakeSession(tiny_config(), history, run_dir="/runs/tiny")
     session.replayed = len(history)
     app = DeeptuiApp(session)
@@ -271,13 +320,34 @@ async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeyp
     from tests.fake import FakeSession
 
     def metrics(step):
-        return E.StepMetrics(step / 10, 1, step, loss=1.0 / step, accuracy=0.5, lr=0.1, optimizer="sgd",
-                             frozen=False, mode="train", samples_per_s=100.0, samples_seen=step * 8,
-                             gpu_memory_mb=0.0)
+        return E.StepMetrics(
+            step / 10,
+            1,
+            step,
+            loss=1.0 / step,
+            accuracy=0.5,
+            lr=0.1,
+            optimizer="sgd",
+            frozen=False,
+            mode="train",
+            samples_per_s=100.0,
+            samples_seen=step * 8,
+            gpu_memory_mb=0.0,
+        )
 
     def state(name, step):
-        return E.StateChanged(step / 10, 1, step, state=name, optimizer="sgd", optimizer_params="lr=0.1",
-                              lr=0.1, frozen=False, mode="train", reason="")
+        return E.StateChanged(
+            step / 10,
+            1,
+            step,
+            state=name,
+            optimizer="sgd",
+            optimizer_params="lr=0.1",
+            lr=0.1,
+            frozen=False,
+            mode="train",
+            reason="",
+        )
 
     slow_plot = app_module.loss_plot
 
@@ -288,15 +358,34 @@ async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeyp
         return slow_plot(*a, **kw)
 
     monkeypatch.setattr(app_module, "loss_plot", loss_plot)
-    start = [E.RunStarted(0.0, 1, 0, preset="tiny", run_dir="/runs/tiny", device="cpu", model="mlp",
-                          parameters=1, epochs=1, steps_per_epoch=1000, max_steps=0, has_features=False,
-                          optimizer_choices=("sgd",)), state("running", 0), metrics(10)]
+    start = [
+        E.RunStarted(
+            0.0,
+            1,
+            0,
+            preset="tiny",
+            run_dir="/runs/tiny",
+            device="cpu",
+            model="mlp",
+            parameters=1,
+            epochs=1,
+            steps_per_epoch=1000,
+            max_steps=0,
+            has_features=False,
+            optimizer_choices=("sgd",),
+        ),
+        state("running", 0),
+        metrics(10),
+    ]
     session = FakeSession(tiny_config(), start, run_dir="/runs/tiny")
     app = DeeptuiApp(session)
     async with app.run_test(size=(100, 30)) as pilot:
         plot = dashboard_of(app).query_one("#loss")
-        await until(pilot, lambda: plot.built_version == app.view.points_version and "10" in text_of(app, "#run"),
-                    what="first plot")
+        await until(
+            pilot,
+            lambda: plot.built_version == app.view.points_version and "10" in text_of(app, "#run"),
+            what="first plot",
+        )
         drawn = plot.built_version
         session.events.append(metrics(20))
         await until(pilot, lambda: "step 20" in text_of(app, "#run"), what="step 20 in the run panel")

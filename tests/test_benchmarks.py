@@ -1,5 +1,6 @@
 """benchmarks/overhead.py: its arithmetic (rates across frozen windows, the median's interval) and
 one short end-to-end run, so the benchmark the speed claims rest on keeps working."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,16 +31,32 @@ def test_window_rate_leaves_out_spans_with_an_epoch_end():
 
 
 def test_median_confidence_interval_from_order_statistics():
-    assert overhead.median_ci(list(range(1, 11))) == (2, 9)    # n=10: 2nd and 9th
+    assert overhead.median_ci(list(range(1, 11))) == (2, 9)  # n=10: 2nd and 9th
     assert overhead.median_ci(list(range(30, 0, -1))) == (10, 21)  # n=30: 10th and 21st
-    assert overhead.median_ci([3.0, 1.0]) == (1.0, 3.0)        # too few for 95%: the range
+    assert overhead.median_ci([3.0, 1.0]) == (1.0, 3.0)  # too few for 95%: the range
 
 
+@pytest.mark.e2e
 def test_overhead_benchmark_runs_end_to_end():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--rounds", "2", "--seconds", "0.8",
-         "--set", "model.blocks=1", "--set", "model.channels=8", "--set", "data.train_size=64000"],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "overhead.py"),
+            "--rounds",
+            "2",
+            "--seconds",
+            "0.8",
+            "--set",
+            "model.blocks=1",
+            "--set",
+            "model.channels=8",
+            "--set",
+            "data.train_size=64000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     for line in ("headless / plain", "dashboard / plain", "dashboard / headless"):
         assert line in out.stdout

@@ -1,4 +1,5 @@
 """The command line: presets load, bad input gets one clear line and exit 2, headless runs log."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,8 @@ import pytest
 
 from deeptui.engine.config import documented_keys, load_config
 from deeptui.engine.runlog import EVENTS_HEADER, METRICS_HEADER
-from tests.conftest import ROOT
 from deeptui.tui.cli import main
+from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data"
 PRESETS = sorted((ROOT / "presets").glob("*.toml"))
@@ -66,22 +67,36 @@ def test_bad_preset_exits_2_with_one_clear_line(capsys, tmp_path, name, words):
     assert not any(tmp_path.iterdir())  # nothing started, no run directory
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["--set", "optimizer.lrr=0.1"], ["unknown key optimizer.lrr", "did you mean 'lr'"]),
-    (["--set", "optimiser.lr=0.1"], ["unknown section 'optimiser'", "did you mean 'optimizer'"]),
-    (["--set", "lr=0.1"], ["section.key"]),
-    (["--set", "optimizer.lr"], ["has no '='"]),
-    (["--set", "optimizer.lr=[1,"], ["not valid TOML"]),
-    (["--set", "optimizer.lr=abc"], ["optimizer.lr", "expected a number"]),
-    (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),
-    (["--epochs", "0"], ["run.epochs", "must be >= 1"]),
-], ids=["set-unknown-key", "set-unknown-section", "set-no-section", "set-no-value", "set-bad-toml",
-        "set-wrong-type", "cuda-absent", "epochs-zero"])
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--set", "optimizer.lrr=0.1"], ["unknown key optimizer.lrr", "did you mean 'lr'"]),
+        (["--set", "optimiser.lr=0.1"], ["unknown section 'optimiser'", "did you mean 'optimizer'"]),
+        (["--set", "lr=0.1"], ["section.key"]),
+        (["--set", "optimizer.lr"], ["has no '='"]),
+        (["--set", "optimizer.lr=[1,"], ["not valid TOML"]),
+        (["--set", "optimizer.lr=abc"], ["optimizer.lr", "expected a number"]),
+        (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),
+        (["--epochs", "0"], ["run.epochs", "must be >= 1"]),
+    ],
+    ids=[
+        "set-unknown-key",
+        "set-unknown-section",
+        "set-no-section",
+        "set-no-value",
+        "set-bad-toml",
+        "set-wrong-type",
+        "cuda-absent",
+        "epochs-zero",
+    ],
+)
 def test_bad_command_line_exits_2(capsys, tmp_path, argv, words, monkeypatch):
     import torch
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, out, err = run_cli(capsys, str(ROOT / "presets" / "quickstart.toml"), "--headless",
-                             "--log-dir", str(tmp_path), *argv)
+    code, out, err = run_cli(
+        capsys, str(ROOT / "presets" / "quickstart.toml"), "--headless", "--log-dir", str(tmp_path), *argv
+    )
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
     for w in words:
         assert w in err, (w, err)
@@ -95,16 +110,30 @@ def test_missing_preset_file(capsys):
 def test_log_dir_not_writable(capsys, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    code, out, err = run_cli(capsys, str(ROOT / "presets" / "quickstart.toml"), "--headless",
-                             "--log-dir", str(blocker / "runs"))
+    code, out, err = run_cli(
+        capsys, str(ROOT / "presets" / "quickstart.toml"), "--headless", "--log-dir", str(blocker / "runs")
+    )
     assert code == 2 and "not writable" in err and "--log-dir" in err
 
 
 def test_headless_run_writes_the_run_directory(capsys, tmp_path):
-    code, out, err = run_cli(capsys, str(ROOT / "presets" / "quickstart.toml"), "--headless",
-                             "--log-dir", str(tmp_path), "--epochs", "2", "--max-steps", "12",
-                             "--set", "data.train_size=400", "--set", "data.test_size=100",
-                             "--set", "log.interval=4")
+    code, out, err = run_cli(
+        capsys,
+        str(ROOT / "presets" / "quickstart.toml"),
+        "--headless",
+        "--log-dir",
+        str(tmp_path),
+        "--epochs",
+        "2",
+        "--max-steps",
+        "12",
+        "--set",
+        "data.train_size=400",
+        "--set",
+        "data.test_size=100",
+        "--set",
+        "log.interval=4",
+    )
     assert code == 0, err
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.startswith("quickstart-")
@@ -120,8 +149,14 @@ def test_headless_run_writes_the_run_directory(capsys, tmp_path):
     assert resolved.run.max_steps == 12 and resolved.data.train_size == 400
 
 
+@pytest.mark.e2e
 def test_console_script_reports_errors_without_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "deeptui", str(DATA / "unknown_key.toml"), "--headless"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "deeptui", str(DATA / "unknown_key.toml"), "--headless"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.startswith("deeptui: ") and "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
 """Mini-batch size comparison: one run directory per value, run headless one after another."""
+
 from __future__ import annotations
 
 import csv
@@ -7,8 +8,8 @@ import pytest
 
 from deeptui.engine.compare import variants
 from deeptui.engine.config import ConfigError, load_config
-from tests.conftest import ROOT
 from deeptui.tui.cli import main
+from tests.conftest import ROOT
 
 PRESET = str(ROOT / "presets" / "compare_batch_size.toml")
 
@@ -22,8 +23,9 @@ def test_variants_expand_the_compared_key():
 
 
 def test_a_bad_compared_value_is_refused_before_any_run(capsys, tmp_path):
-    code = main([PRESET, "--headless", "--log-dir", str(tmp_path), "--set",
-                 'run.compare={ "data.batch_size" = [10, 0] }'])
+    code = main(
+        [PRESET, "--headless", "--log-dir", str(tmp_path), "--set", 'run.compare={ "data.batch_size" = [10, 0] }']
+    )
     err = capsys.readouterr().err
     assert code == 2 and "data.batch_size" in err and "0" in err and "fix:" in err
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
@@ -32,15 +34,33 @@ def test_a_bad_compared_value_is_refused_before_any_run(capsys, tmp_path):
 
 
 def test_compare_runs_headless_one_directory_per_value(capsys, tmp_path):
-    code = main([PRESET, "--headless", "--log-dir", str(tmp_path), "--set", "data.dataset='shapes'",
-                 "--set", "data.train_size=400", "--set", "data.test_size=100", "--set", "data.normalize=false",
-                 "--set", 'run.compare={ "data.batch_size" = [10, 50, 200] }'])
+    code = main(
+        [
+            PRESET,
+            "--headless",
+            "--log-dir",
+            str(tmp_path),
+            "--set",
+            "data.dataset='shapes'",
+            "--set",
+            "data.train_size=400",
+            "--set",
+            "data.test_size=100",
+            "--set",
+            "data.normalize=false",
+            "--set",
+            'run.compare={ "data.batch_size" = [10, 50, 200] }',
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "compare run 1/3: batch_size=10" in out and "compare run 3/3: batch_size=200" in out
     dirs = sorted(p.name.rsplit("-", 2)[0] for p in tmp_path.iterdir())
-    assert dirs == ["compare_batch_size-batch_size10", "compare_batch_size-batch_size200",
-                    "compare_batch_size-batch_size50"]
+    assert dirs == [
+        "compare_batch_size-batch_size10",
+        "compare_batch_size-batch_size200",
+        "compare_batch_size-batch_size50",
+    ]
     for d in tmp_path.iterdir():
         rows = list(csv.DictReader(open(d / "metrics.csv")))
         assert rows and rows[-1]["split"] == "test"

@@ -1,25 +1,31 @@
 """The comparison dashboard with Pilot over real engines on tiny shapes data: the runs go one after
 another in their own run directories, the overlay holds every run's curve, the header says which
 run is live; q mid-series stops the live run and starts no other."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
 from deeptui.engine import commands as C
+from deeptui.engine.build import build_engine
 from deeptui.engine.compare import variants
 from deeptui.engine.config import load_config
-from deeptui.engine.build import build_engine
+from deeptui.tui.compare_app import CompareApp
 from tests.conftest import ROOT
 from tests.pilot import text_of as text
 from tests.pilot import until
-from deeptui.tui.compare_app import CompareApp
 
 pytestmark = pytest.mark.asyncio
 
 PRESET = str(ROOT / "presets" / "compare_batch_size.toml")
-TINY = ["data.dataset='shapes'", "data.train_size=200", "data.test_size=50", "data.normalize=false",
-        "log.interval=2", 'run.compare={ "data.batch_size" = [20, 100] }']
+TINY = [
+    "data.dataset='shapes'",
+    "data.train_size=200",
+    "data.test_size=50",
+    "data.normalize=false",
+    "log.interval=2",
+    'run.compare={ "data.batch_size" = [20, 100] }',
+]
 
 
 def make_app(tmp_path) -> CompareApp:
@@ -36,13 +42,19 @@ def make_app(tmp_path) -> CompareApp:
 async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: "run 1/2: batch_size=20" in text(app, "#header")
-                    and "paused" in text(app, "#header"), what="run 1 paused")
+        await until(
+            pilot,
+            lambda: "run 1/2: batch_size=20" in text(app, "#header") and "paused" in text(app, "#header"),
+            what="run 1 paused",
+        )
         assert "batch_size=20  ‖ paused" in text(app, "#runs")  # live and paused, the other waiting
         assert "batch_size=100 · waiting" in text(app, "#runs")
         await pilot.press("space")
-        await until(pilot, lambda: "run 2/2: batch_size=100" in text(app, "#header")
-                    and "paused" in text(app, "#header"), what="run 2 paused")
+        await until(
+            pilot,
+            lambda: "run 2/2: batch_size=100" in text(app, "#header") and "paused" in text(app, "#header"),
+            what="run 2 paused",
+        )
         assert "batch_size=20  ✓" in text(app, "#runs")
         await pilot.press("p")
         await until(pilot, lambda: "finished" in text(app, "#header"), what="run 2 finished")
@@ -69,8 +81,9 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
 async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: "run 1/2" in text(app, "#header") and "paused" in text(app, "#header"),
-                    what="run 1 paused")
+        await until(
+            pilot, lambda: "run 1/2" in text(app, "#header") and "paused" in text(app, "#header"), what="run 1 paused"
+        )
         await pilot.press("q")
     first = app.session
     assert not first.alive and first.final_state == "stopped"

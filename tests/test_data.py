@@ -1,4 +1,5 @@
 """engine.data: data sets from generated or fixture files, both loaders, every expected fault."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -12,8 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from deeptui.engine.config import Config, DataConfig, RunConfig
-from deeptui.engine.data import (DataBundle, DataError, _shape_mask, build_data, bundle_from_tensors,
-                         default_data_root, make_shapes)
+from deeptui.engine.data import (
+    DataBundle,
+    DataError,
+    _shape_mask,
+    build_data,
+    bundle_from_tensors,
+    default_data_root,
+    make_shapes,
+)
 from tests.datafiles import write_cifar10, write_malicious_cifar, write_mnist
 
 CPU = torch.device("cpu")
@@ -32,17 +40,20 @@ def batches(source):
 def no_download(monkeypatch):
     """torchvision's download raises as it does offline; records that it was asked."""
     import torchvision.datasets as tvd
+
     calls = []
 
     def offline(self):
         calls.append(type(self).__name__)
         raise URLError("[Errno -3] Temporary failure in name resolution")
+
     monkeypatch.setattr(tvd.CIFAR10, "download", offline)
     monkeypatch.setattr(tvd.MNIST, "download", offline)
     return calls
 
 
 # --- shapes -------------------------------------------------------------------------------
+
 
 def test_shapes_deterministic_per_seed():
     x1, y1 = make_shapes(300, 7)
@@ -80,6 +91,7 @@ def test_shapes_bundle_defaults_and_sizes():
 
 # --- file formats ---------------------------------------------------------------------------
 
+
 def test_cifar10_fixture_loads_exact_pixels(tmp_path):
     folder = write_cifar10(tmp_path, n_train=53, n_test=21)
     b = build_data(cfg(dataset="cifar10", batch_size=10, shuffle=False, test_batch_size=100), tmp_path, CPU)
@@ -91,7 +103,7 @@ def test_cifar10_fixture_loads_exact_pixels(tmp_path):
     want = torch.from_numpy(first[b"data"][:10]).view(10, 3, 32, 32)
     assert torch.equal((x * 255).round().to(torch.uint8), want)
     assert y.tolist() == first[b"labels"][:10]
-    (xt, yt), = batches(b.test)
+    ((xt, yt),) = batches(b.test)
     assert xt.shape == (21, 3, 32, 32)
 
 
@@ -118,12 +130,12 @@ def test_mnist_fixture_loads(tmp_path, gz):
 
 # --- the two loaders ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dataset", ["shapes", "cifar10", "mnist"])
 def test_memory_and_dataloader_agree(tmp_path, dataset):
     write_cifar10(tmp_path, n_train=70, n_test=30)
     write_mnist(tmp_path, n_train=70, n_test=30)
-    common = dict(dataset=dataset, batch_size=16, test_batch_size=25, normalize=True,
-                  train_size=70, test_size=30)
+    common = dict(dataset=dataset, batch_size=16, test_batch_size=25, normalize=True, train_size=70, test_size=30)
     # without augmentation or shuffling the two paths give the same numbers
     plain = [build_data(cfg(loader=ld, shuffle=False, **common), tmp_path, CPU) for ld in ("memory", "dataloader")]
     for part in ("train", "test"):
@@ -135,12 +147,15 @@ def test_memory_and_dataloader_agree(tmp_path, dataset):
             torch.testing.assert_close(xm, xd, atol=1e-5, rtol=1e-5)
     # with augmentation: same shapes, dtypes and value range. Undoing the normalisation with the
     # training set's statistics must give pixel values k/255 in [0, 1] on both paths.
-    raw = torch.cat([x for x, _ in batches(build_data(cfg(shuffle=False, **{**common, "normalize": False}),
-                                                      tmp_path, CPU).train)])
+    raw = torch.cat(
+        [x for x, _ in batches(build_data(cfg(shuffle=False, **{**common, "normalize": False}), tmp_path, CPU).train)]
+    )
     mean = raw.mean((0, 2, 3)).view(1, -1, 1, 1)
     std = raw.std((0, 2, 3), correction=0).view(1, -1, 1, 1)
-    aug = [build_data(cfg(loader=ld, crop_padding=4, flip=True, **common), tmp_path, CPU)
-           for ld in ("memory", "dataloader")]
+    aug = [
+        build_data(cfg(loader=ld, crop_padding=4, flip=True, **common), tmp_path, CPU)
+        for ld in ("memory", "dataloader")
+    ]
     shapes = []
     for b in aug:
         bs = batches(b.train)
@@ -160,7 +175,7 @@ def _crops(img: torch.Tensor, p: int) -> list[torch.Tensor]:
     out = []
     for dy in range(2 * p + 1):
         for dx in range(2 * p + 1):
-            c = padded[:, dy:dy + h, dx:dx + w]
+            c = padded[:, dy : dy + h, dx : dx + w]
             out += [c, c.flip(-1)]
     return out
 
@@ -171,10 +186,10 @@ def test_memory_augmentation_crops_and_flips_but_keeps_labels():
     b = bundle_from_tensors((x, y), (x, y), d, seed=1, device=CPU)
     got = batches(b.train)
     xa = torch.cat([xb for xb, _ in got])
-    assert torch.equal(torch.cat([yb for _, yb in got]), y)      # labels stay with their images
+    assert torch.equal(torch.cat([yb for _, yb in got]), y)  # labels stay with their images
     xa8 = (xa * 255).round().to(torch.uint8)
-    assert (xa8 != x).flatten(1).any(1).float().mean() > 0.5     # most images changed
-    for i in range(0, 64, 7):                                    # each is a crop (+ flip) of its own image
+    assert (xa8 != x).flatten(1).any(1).float().mean() > 0.5  # most images changed
+    for i in range(0, 64, 7):  # each is a crop (+ flip) of its own image
         assert any(torch.equal(xa8[i], c) for c in _crops(x[i], 2)), i
 
 
@@ -207,28 +222,27 @@ def test_lone_last_sample_is_dropped(loader, n, want):
     sizes = [len(yb) for _, yb in b.train]
     assert len(b.train) == len(sizes) == want
     assert 1 not in sizes
-    assert sum(len(yb) for _, yb in b.test) == n                 # evaluation sees every sample
+    assert sum(len(yb) for _, yb in b.test) == n  # evaluation sees every sample
 
 
 def test_normalize_uses_training_statistics():
     x, y = make_shapes(500, 2)
     d = DataConfig(loader="memory", batch_size=500, test_batch_size=500, normalize=True, shuffle=False)
     b = bundle_from_tensors((x, y), (x, y), d, seed=0, device=CPU)
-    (xt, _), = batches(b.test)
+    ((xt, _),) = batches(b.test)
     torch.testing.assert_close(xt.mean((0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
     torch.testing.assert_close(xt.std((0, 2, 3)), torch.ones(3), atol=1e-3, rtol=0)
 
 
 def test_close_stops_worker_processes():
     x, y = make_shapes(200, 0)
-    d = DataConfig(loader="dataloader", batch_size=20, test_batch_size=50, num_workers=2,
-                   crop_padding=4, flip=True)
+    d = DataConfig(loader="dataloader", batch_size=20, test_batch_size=50, num_workers=2, crop_padding=4, flip=True)
     b = bundle_from_tensors((x, y), (x, y), d, seed=0, device=CPU)
-    next(iter(b.train))                     # a partial epoch leaves workers busy
+    next(iter(b.train))  # a partial epoch leaves workers busy
     assert sum(len(yb) for _, yb in b.test) == 200
     assert len(multiprocessing.active_children()) >= 2
     b.close()
-    b.close()                               # idempotent
+    b.close()  # idempotent
     assert multiprocessing.active_children() == []
 
 
@@ -241,6 +255,7 @@ def test_default_data_root(monkeypatch):
 
 
 # --- faults: one clear DataError each, nothing run, nothing downloaded ----------------------
+
 
 def test_cifar_missing_offline_says_where_to_put_files(tmp_path, no_download):
     with pytest.raises(DataError) as e:
@@ -333,11 +348,13 @@ def test_bundle_type():
 def test_missing_files_are_downloaded_when_allowed(tmp_path, monkeypatch):
     # stands in for torchvision's class: a successful download leaves the files in place
     import torchvision.datasets as tvd
+
     calls = []
 
     def fake_cifar(root, train=True, download=False):
         calls.append((root, train, download))
         write_cifar10(Path(root), n_train=30, n_test=10)
+
     monkeypatch.setattr(tvd, "CIFAR10", fake_cifar)
     b = build_data(cfg(dataset="cifar10"), tmp_path / "new", CPU)
     assert calls == [(str(tmp_path / "new"), True, True)]

@@ -1,4 +1,5 @@
 """Data-parallel runs on CPU with gloo and 2 processes, through torchrun's machinery."""
+
 from __future__ import annotations
 
 import csv
@@ -15,13 +16,16 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_faults import assert_csv_complete, only_run_dir
 
+pytestmark = pytest.mark.e2e  # torchrun and its ranks, in subprocesses
+
 QUICK = str(ROOT / "presets" / "quickstart.toml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def deeptui(*argv, timeout=240):
-    return subprocess.run([sys.executable, "-m", "deeptui", *argv], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "deeptui", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def train_losses(run_dir: Path) -> list[tuple[int, float]]:
@@ -31,10 +35,29 @@ def train_losses(run_dir: Path) -> list[tuple[int, float]]:
 
 # An MLP without batch norm or dropout: DDP averages gradients, so 2 ranks with half the
 # global batch each compute the same update as 1 process with the whole batch.
-MLP = ["--set", "model.name='mlp'", "--set", "model.hidden=[64]", "--set", "schedule.freeze_features_epochs=0",
-       "--set", "data.train_size=640", "--set", "data.test_size=100", "--set", "log.interval=5",
-       "--set", "optimizer.name='momentum'", "--set", "optimizer.lr=0.02", "--epochs", "2", "--headless",
-       "--device", "cpu"]
+MLP = [
+    "--set",
+    "model.name='mlp'",
+    "--set",
+    "model.hidden=[64]",
+    "--set",
+    "schedule.freeze_features_epochs=0",
+    "--set",
+    "data.train_size=640",
+    "--set",
+    "data.test_size=100",
+    "--set",
+    "log.interval=5",
+    "--set",
+    "optimizer.name='momentum'",
+    "--set",
+    "optimizer.lr=0.02",
+    "--epochs",
+    "2",
+    "--headless",
+    "--device",
+    "cpu",
+]
 
 
 def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
@@ -55,9 +78,23 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
 
 
 def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          str(ROOT / "tests" / "dist_worker.py"), str(tmp_path)],
-                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(ROOT / "tests" / "dist_worker.py"),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert r0["optimizer"] == r1["optimizer"] == "Adam"
@@ -82,10 +119,32 @@ def _local_rank(pid: int) -> str | None:
 
 
 def test_killing_one_worker_ends_the_run_with_exit_1(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "deeptui", QUICK, "--nproc", "2", "--log-dir", str(tmp_path),
-                             "--headless", "--device", "cpu", "--epochs", "50", "--set", "log.interval=2",
-                             "--set", "data.train_size=1000"],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deeptui",
+            QUICK,
+            "--nproc",
+            "2",
+            "--log-dir",
+            str(tmp_path),
+            "--headless",
+            "--device",
+            "cpu",
+            "--epochs",
+            "50",
+            "--set",
+            "log.interval=2",
+            "--set",
+            "data.train_size=1000",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while "step 4 " not in proc.stdout.readline():
@@ -99,8 +158,16 @@ def test_killing_one_worker_ends_the_run_with_exit_1(tmp_path):
             proc.kill()
     assert proc.returncode == 1, err[-3000:]
     assert "worker rank 1" in err and "Traceback" not in err.split("deeptui: worker rank")[-1]
-    time.sleep(0.5)
-    assert all(not Path(f"/proc/{p}").exists() or "zombie" in Path(f"/proc/{p}/status").read_text()
-               for p in workers.values())
+
+    def gone(pid: int) -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not all(gone(p) for p in workers.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(p) for p in workers.values())
     metrics, events = assert_csv_complete(only_run_dir(tmp_path))
     assert metrics  # rows written before the failure are kept

@@ -1,5 +1,6 @@
 """The engine without any UI: push commands, read events, check the model and optimizer changed
 as the events say."""
+
 from __future__ import annotations
 
 import csv
@@ -105,8 +106,7 @@ def test_freeze_rejected_on_model_without_features(make_engine):
 
 
 def test_mode_switch_sets_model_training(make_engine):
-    eng = make_engine("model.name='mlp'", "model.dropout=0.5", "schedule.freeze_features_epochs=0",
-                      "run.max_steps=6")
+    eng = make_engine("model.name='mlp'", "model.dropout=0.5", "schedule.freeze_features_epochs=0", "run.max_steps=6")
     r = EventReader(eng)
     eng.send(C.Pause())
     eng.start()
@@ -225,10 +225,15 @@ def test_the_end_of_a_run_is_labelled_with_its_last_epoch(make_engine):
     metrics = list(csv.DictReader(open(eng.run_dir / "metrics.csv")))
     assert {r["epoch"] for r in metrics} == {"1", "2"}
 
+
 def test_engine_does_not_import_textual():
-    code = ("import sys, deeptui.engine.loop, deeptui.engine.data, deeptui.engine.config, deeptui.engine.timing; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'plotext') or m.startswith('deeptui.tui')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, deeptui.engine.loop, deeptui.engine.data, deeptui.engine.config, "
+        "deeptui.engine.timing; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'plotext') "
+        "or m.startswith('deeptui.tui')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -239,6 +244,9 @@ def test_rows_written_while_paused_reach_the_disk(make_engine):
     eng.send(C.Pause())
     eng.start()
     r.answer(eng.send(C.SetMode(mode="eval")))
-    time.sleep(0.8)  # still paused: nothing else is written, yet the rows are on disk
+    # still paused: nothing else is written, yet the rows reach the disk within flush_seconds
+    deadline = time.monotonic() + 30
+    while "applied:SetMode" not in (eng.run_dir / "events.csv").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     events = (eng.run_dir / "events.csv").read_text()
     assert "applied:Pause" in events and "applied:SetMode" in events

@@ -1,5 +1,6 @@
 """Faults: each asserts the exit code, the message's key words, and that the run directory's CSV
 files parse completely (every row has every column)."""
+
 from __future__ import annotations
 
 import csv
@@ -16,14 +17,24 @@ import torch
 
 from deeptui.engine import events as E
 from deeptui.engine.runlog import EVENTS_HEADER, METRICS_HEADER, RunLog
+from deeptui.tui.cli import main
 from tests.conftest import ROOT, EventReader
 from tests.datafiles import write_cifar10, write_malicious_cifar
-from deeptui.tui.cli import main
 
 QUICK = str(ROOT / "presets" / "quickstart.toml")
 # 3000 / 64 -> 47 steps per epoch; lr 0.01 makes the loss fall within ~100 steps.
-SMALL = ["--set", "data.train_size=3000", "--set", "data.test_size=200", "--set", "log.interval=5",
-         "--set", "optimizer.lr=0.01", "--set", "run.timing_at_start=false"]
+SMALL = [
+    "--set",
+    "data.train_size=3000",
+    "--set",
+    "data.test_size=200",
+    "--set",
+    "log.interval=5",
+    "--set",
+    "optimizer.lr=0.01",
+    "--set",
+    "run.timing_at_start=false",
+]
 STEPS_PER_EPOCH = 47
 
 
@@ -44,9 +55,25 @@ def only_run_dir(log_dir: Path) -> Path:
 
 
 def start_headless(log_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "deeptui", QUICK, "--headless", "--log-dir", str(log_dir),
-                             "--device", "cpu", *SMALL, *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deeptui",
+            QUICK,
+            "--headless",
+            "--log-dir",
+            str(log_dir),
+            "--device",
+            "cpu",
+            *SMALL,
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_until(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
@@ -62,6 +89,7 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float = 120) -> lis
     raise AssertionError(f"never saw {needle!r}: {lines[-5:]} {proc.stderr.read()[-2000:]}")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)], ids=["SIGINT", "SIGHUP"])
 def test_signal_stops_saves_and_exits_with_its_code(tmp_path, sig, code):
     proc = start_headless(tmp_path)
@@ -76,6 +104,7 @@ def test_signal_stops_saves_and_exits_with_its_code(tmp_path, sig, code):
     assert events[-1]["event"] == "stopped" and signal.Signals(sig).name in events[-1]["detail"]
 
 
+@pytest.mark.e2e
 def test_sigterm_mid_epoch_then_resume_continues_steps_and_loss(tmp_path):
     proc = start_headless(tmp_path, "--epochs", "3")
     read_until(proc, "step 100 ")  # early in epoch 3 (steps 95-141): headless prints twice a second
@@ -90,12 +119,17 @@ def test_sigterm_mid_epoch_then_resume_continues_steps_and_loss(tmp_path):
     first_loss = float(train_before[0]["loss"])
     last_loss = float(train_before[-1]["loss"])
 
-    resumed = subprocess.run([sys.executable, "-m", "deeptui", "--resume", str(run_dir), "--headless"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "deeptui", "--resume", str(run_dir), "--headless"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout
     after, events = assert_csv_complete(run_dir)
-    train_after = [r for r in after if r["split"] == "train"][len(train_before):]
+    train_after = [r for r in after if r["split"] == "train"][len(train_before) :]
     steps = [int(r["step"]) for r in train_after]
     assert steps and steps[0] > last_step and steps == sorted(steps)
     assert int(after[-1]["step"]) == 3 * STEPS_PER_EPOCH  # still ends after exactly 3 epochs of steps
@@ -109,8 +143,19 @@ def test_sigterm_mid_epoch_then_resume_continues_steps_and_loss(tmp_path):
 
 
 def test_nonfinite_loss_headless_stops_with_exit_1(tmp_path, capsys):
-    code = main([QUICK, "--headless", "--log-dir", str(tmp_path), *SMALL, "--set", "optimizer.lr=1e30",
-                 "--set", "optimizer.name='sgd'"])
+    code = main(
+        [
+            QUICK,
+            "--headless",
+            "--log-dir",
+            str(tmp_path),
+            *SMALL,
+            "--set",
+            "optimizer.lr=1e30",
+            "--set",
+            "optimizer.name='sgd'",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 1
     assert "training loss is" in out.out and "lower the learning rate" in out.out
@@ -119,8 +164,23 @@ def test_nonfinite_loss_headless_stops_with_exit_1(tmp_path, capsys):
 
 
 def test_nonfinite_loss_continue_policy_finishes_with_warnings(tmp_path, capsys):
-    code = main([QUICK, "--headless", "--log-dir", str(tmp_path), *SMALL, "--set", "optimizer.lr=1e30",
-                 "--set", "run.on_nan='continue'", "--set", "optimizer.name='sgd'", "--max-steps", "15"])
+    code = main(
+        [
+            QUICK,
+            "--headless",
+            "--log-dir",
+            str(tmp_path),
+            *SMALL,
+            "--set",
+            "optimizer.lr=1e30",
+            "--set",
+            "run.on_nan='continue'",
+            "--set",
+            "optimizer.name='sgd'",
+            "--max-steps",
+            "15",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "warning: training loss is" in out
     assert_csv_complete(only_run_dir(tmp_path))
@@ -128,6 +188,7 @@ def test_nonfinite_loss_continue_policy_finishes_with_warnings(tmp_path, capsys)
 
 def test_nonfinite_loss_pause_policy_pauses_until_resumed(make_engine):
     from deeptui.engine import commands as C
+
     eng = make_engine("optimizer.lr=1e30", "run.on_nan='pause'", "run.max_steps=12")
     r = EventReader(eng)
     eng.start()
@@ -144,6 +205,7 @@ def test_nonfinite_loss_pause_policy_pauses_until_resumed(make_engine):
 
 def test_out_of_memory_while_running_is_reported_with_a_fix(make_engine, monkeypatch, capsys):
     from deeptui.tui.headless import run_headless
+
     eng = make_engine()
     calls = []
 
@@ -151,6 +213,7 @@ def test_out_of_memory_while_running_is_reported_with_a_fix(make_engine, monkeyp
         calls.append(1)
         if len(calls) == 6:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
     eng.model.register_forward_pre_hook(oom)
     code = run_headless(eng)
     out = capsys.readouterr().out
@@ -163,6 +226,7 @@ def test_out_of_memory_while_running_is_reported_with_a_fix(make_engine, monkeyp
 
 def test_full_disk_while_running_fails_cleanly(make_engine, monkeypatch, capsys):
     from deeptui.tui.headless import run_headless
+
     eng = make_engine()
     real_flush = RunLog.flush
     count = []
@@ -172,6 +236,7 @@ def test_full_disk_while_running_fails_cleanly(make_engine, monkeypatch, capsys)
         if len(count) >= 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_flush(self)
+
     monkeypatch.setattr(RunLog, "flush", flaky_flush)
     code = run_headless(eng)
     out = capsys.readouterr().out
@@ -183,9 +248,20 @@ def test_missing_data_offline_exits_2_saying_where_to_put_files(tmp_path, capsys
 
     def offline(self):
         raise RuntimeError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
     monkeypatch.setattr(tvd.CIFAR10, "download", offline)
-    code = main([str(ROOT / "presets" / "cifar_monster.toml"), "--headless", "--data-dir", str(tmp_path / "d"),
-                 "--log-dir", str(tmp_path / "runs"), "--set", "model.pretrained=false"])
+    code = main(
+        [
+            str(ROOT / "presets" / "cifar_monster.toml"),
+            "--headless",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--log-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "model.pretrained=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "cifar-10-batches-py" in err and "download failed" in err and "fix:" in err
@@ -196,16 +272,36 @@ def test_corrupt_cifar_file_exits_2_naming_the_file(tmp_path, capsys):
     folder = write_cifar10(tmp_path / "d", n_train=50, n_test=10)
     data = (folder / "data_batch_3").read_bytes()
     (folder / "data_batch_3").write_bytes(data[: len(data) // 2])
-    code = main([str(ROOT / "presets" / "cifar_monster.toml"), "--headless", "--data-dir", str(tmp_path / "d"),
-                 "--log-dir", str(tmp_path / "runs"), "--set", "model.pretrained=false"])
+    code = main(
+        [
+            str(ROOT / "presets" / "cifar_monster.toml"),
+            "--headless",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--log-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "model.pretrained=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "data_batch_3" in err and ("truncated" in err or "corrupt" in err)
 
 
 def test_malicious_cifar_pickle_is_refused_without_running(tmp_path, capsys):
     marker = write_malicious_cifar(tmp_path / "d", marker=tmp_path / "PWNED")
-    code = main([str(ROOT / "presets" / "cifar_monster.toml"), "--headless", "--data-dir", str(tmp_path / "d"),
-                 "--log-dir", str(tmp_path / "runs"), "--set", "model.pretrained=false"])
+    code = main(
+        [
+            str(ROOT / "presets" / "cifar_monster.toml"),
+            "--headless",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--log-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "model.pretrained=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "data_batch_1" in err
     assert not marker.exists()
@@ -220,8 +316,9 @@ def _finished_run(tmp_path, capsys) -> Path:
 def test_checkpoint_from_another_preset_is_refused(tmp_path, capsys):
     run_dir = _finished_run(tmp_path, capsys)
     other = tmp_path / "other.toml"
-    other.write_text((ROOT / "presets" / "quickstart.toml").read_text().replace('name = "quickstart"',
-                                                                                  'name = "other"'))
+    other.write_text(
+        (ROOT / "presets" / "quickstart.toml").read_text().replace('name = "quickstart"', 'name = "other"')
+    )
     code = main([str(other), "--resume", str(run_dir), "--headless"])
     err = capsys.readouterr().err
     assert code == 2 and "from preset 'quickstart'" in err and "fix:" in err
@@ -238,12 +335,14 @@ def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
 
 def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     import pickle
+
     run_dir = _finished_run(tmp_path, capsys)
     marker = tmp_path / "PWNED"
 
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch '{marker}'",))
+
     torch.save({"format": 1, "x": Payload()}, run_dir / "checkpoint.pt", pickle_module=pickle)
     code = main(["--resume", str(run_dir), "--headless"])
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """GPU-only checks (skipped without CUDA; benchmarks/gpu_check.sh runs them on a lent GPU)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,6 +23,7 @@ def test_training_step_is_sync_free_on_cuda(make_engine, monkeypatch, extra):
             real(self, x, y)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
     monkeypatch.setattr(type(eng), "_train_step", strict_step)
     r = EventReader(eng)
     eng.start()

@@ -1,4 +1,5 @@
 """Optimizer paths on the 2-D quadratic, with the shipped preset (tests run from the repo root)."""
+
 import csv
 import subprocess
 import sys
@@ -142,7 +143,7 @@ def test_current_path_selection(cfg):
 
 def test_contours_lie_on_their_level():
     q = Quadratic((1.0, 39.0), 30.0)
-    (xs, ys), = q.contours([2.0], n_points=17)
+    ((xs, ys),) = q.contours([2.0], n_points=17)
     assert len(xs) == 17
     for x, y in zip(xs, ys):
         assert float(q.loss([x, y])) == pytest.approx(2.0)
@@ -195,10 +196,11 @@ def test_bad_path_tables_name_the_key_and_the_fix(tmp_path):
 
 def test_duplicate_paths_get_distinct_labels(tmp_path):
     p = tmp_path / "dup.toml"
-    p.write_text('[landscape]\npaths = [{ optimizer = "sgd", lr = 0.01 }, '
-                 '{ optimizer = "sgd", lr = 0.01 }, { optimizer = "sgd", lr = 0.01 }]\n')
-    assert [s.label for s in path_specs(load_config(p))] == ["sgd lr=0.01", "sgd lr=0.01 #2",
-                                                             "sgd lr=0.01 #3"]
+    p.write_text(
+        '[landscape]\npaths = [{ optimizer = "sgd", lr = 0.01 }, '
+        '{ optimizer = "sgd", lr = 0.01 }, { optimizer = "sgd", lr = 0.01 }]\n'
+    )
+    assert [s.label for s in path_specs(load_config(p))] == ["sgd lr=0.01", "sgd lr=0.01 #2", "sgd lr=0.01 #3"]
 
 
 def test_engine_modules_do_not_import_textual():

@@ -1,5 +1,6 @@
 """The landscape dashboard with Pilot: each key changes the LandscapeRun AND the panel; q writes
 trajectories.csv; a snapshot at 100x30 (the paths are deterministic)."""
+
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,9 @@ from textual.widgets import Static
 
 from deeptui.engine.config import load_config
 from deeptui.engine.landscape import from_config
+from deeptui.tui.landscape_app import LandscapeApp, clipped_polylines, landscape_plot
 from tests.conftest import ROOT
 from tests.pilot import until
-from deeptui.tui.landscape_app import LandscapeApp, clipped_polylines, landscape_plot
 
 PRESET = ROOT / "presets" / "landscape.toml"
 

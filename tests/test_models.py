@@ -1,5 +1,6 @@
 """The lecture's networks build as described, freeze as fine-tuning libraries do, and the
 pretrained weights fail loudly when they cannot be had."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,9 @@ import torch.nn.functional as F
 from torchvision.models import AlexNet_Weights
 
 from deeptui.engine.config import load_config
-from deeptui.engine.models import MLP, Monster, MnistNet, ResBlock, WeightsError, build_model, set_frozen
-from tests.conftest import ROOT
+from deeptui.engine.models import MLP, MnistNet, Monster, ResBlock, WeightsError, build_model, set_frozen
 from deeptui.tui.cli import main
+from tests.conftest import ROOT
 
 
 def test_monster_is_the_lectures_network():
@@ -18,8 +19,13 @@ def test_monster_is_the_lectures_network():
     m = build_model(cfg.model, 3, 32, 10)
     assert isinstance(m, Monster)
     conv = m.features[0]
-    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == \
-        (3, 64, (11, 11), (4, 4), (2, 2))
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == (
+        3,
+        64,
+        (11, 11),
+        (4, 4),
+        (2, 2),
+    )
     assert len(m.resnet_blocks) == 16 and all(isinstance(b, ResBlock) for b in m.resnet_blocks)
     assert m.resnet_blocks[0].conv1.out_channels == 64
     assert m.final_average.kernel_size == 7
@@ -65,11 +71,20 @@ def test_pretrained_weights_are_copied_from_torchvisions_cache(monkeypatch):
 def test_missing_pretrained_weights_stop_the_run(monkeypatch, capsys, tmp_path):
     def offline(self, **kw):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
     monkeypatch.setattr(AlexNet_Weights, "get_state_dict", offline)
     with pytest.raises(WeightsError) as e:
         build_model(load_config(ROOT / "presets" / "cifar_monster.toml").model, 3, 32, 10)
     assert "model.pretrained=false" in str(e.value) and "checkpoints" in str(e.value)
-    code = main([str(ROOT / "presets" / "quickstart.toml"), "--headless", "--log-dir", str(tmp_path),
-                 "--set", "model.pretrained=true"])
+    code = main(
+        [
+            str(ROOT / "presets" / "quickstart.toml"),
+            "--headless",
+            "--log-dir",
+            str(tmp_path),
+            "--set",
+            "model.pretrained=true",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "AlexNet" in err and "--set model.pretrained=false" in err

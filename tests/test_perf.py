@@ -1,4 +1,5 @@
 """The fast path: no host sync inside a training step, [perf] options that run, compile variants."""
+
 from __future__ import annotations
 
 import torch
@@ -18,10 +19,11 @@ def test_training_steps_make_no_host_sync(make_engine, monkeypatch):
         def counting(self, *a, _real=real, _name=name, **kw):
             syncs.append(_name)
             return _real(self, *a, **kw)
+
         monkeypatch.setattr(torch.Tensor, name, counting)
     steps = []
-    monkeypatch.setattr(type(eng), "_train_step",
-                        lambda self, x, y, _f=type(eng)._train_step: (steps.append(len(syncs)), _f(self, x, y)))
+    real_step = type(eng)._train_step
+    monkeypatch.setattr(type(eng), "_train_step", lambda self, x, y: (steps.append(len(syncs)), real_step(self, x, y)))
     eng.run()
     assert eng.train.step == 16 and eng.sums.readbacks == 4
     # syncs counted before each step grow only at readbacks: 16 steps, 4 intervals -> 4 tolist calls
@@ -47,6 +49,7 @@ def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
     def fake_compile(model, **kw):  # the real compiler is slow on 2 cores; the bookkeeping is ours
         compiled.append(model)
         return model
+
     monkeypatch.setattr(torch, "compile", fake_compile)
     eng = make_engine("perf.compile=true")  # frozen in epoch 1, trainable in epoch 2
     r = EventReader(eng)

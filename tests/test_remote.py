@@ -1,5 +1,6 @@
 """Detach and reattach: the control socket (JSON lines over a Unix socket), RemoteSession, a
 detached run steered by Pilot-driven dashboards, bad input on the socket, clients that die."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,19 @@ import pytest
 
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
-from deeptui.engine.events import EventBuffer
 from deeptui.engine.errors import RemoteError
+from deeptui.engine.events import EventBuffer
 from deeptui.engine.remote.client import RemoteSession
 from deeptui.engine.remote.server import ControlServer
-from deeptui.engine.remote.wire import (SOCKET_NAME, address, connect, decode_command, decode_event, encode_event,
-                                        is_live)
+from deeptui.engine.remote.wire import (
+    SOCKET_NAME,
+    address,
+    connect,
+    decode_command,
+    decode_event,
+    encode_event,
+    is_live,
+)
 from tests.conftest import ROOT, EventReader
 from tests.test_faults import QUICK, SMALL, assert_csv_complete, only_run_dir
 
@@ -76,19 +84,34 @@ class Raw:
 
 
 def test_wire_format_round_trips_events_and_checks_commands():
-    ev = E.RunStarted(0.5, 1, 0, preset="p", run_dir="/r", device="cpu", model="m", parameters=3,
-                      epochs=2, steps_per_epoch=4, max_steps=0, has_features=True,
-                      optimizer_choices=("sgd", "adam"))
+    ev = E.RunStarted(
+        0.5,
+        1,
+        0,
+        preset="p",
+        run_dir="/r",
+        device="cpu",
+        model="m",
+        parameters=3,
+        epochs=2,
+        steps_per_epoch=4,
+        max_steps=0,
+        has_features=True,
+        optimizer_choices=("sgd", "adam"),
+    )
     assert decode_event(json.loads(encode_event(ev))) == ev  # the list comes back as a tuple
     assert decode_event({"type": "NoSuchEvent"}) is None
     assert decode_command({"type": "SwitchOptimizer", "name": "adam", "id": 7}) == C.SwitchOptimizer(name="adam", id=7)
     assert decode_command({"type": "RunTiming", "sizes": [4, 2, 2]}).sizes == (4, 2, 2)
     assert decode_command({"type": "SetLearningRate", "lr": 1}).lr == 1.0
-    for bad, words in [([], "JSON object"), ({"type": "Explode"}, "unknown command"),
-                       ({"type": "SetLearningRate", "lr": "fast"}, "must be a number"),
-                       ({"type": "SetFrozen", "frozen": 1}, "true or false"),
-                       ({"type": "Pause", "id": "x"}, "integer"),
-                       ({"type": "Pause", "force": True}, "no field")]:
+    for bad, words in [
+        ([], "JSON object"),
+        ({"type": "Explode"}, "unknown command"),
+        ({"type": "SetLearningRate", "lr": "fast"}, "must be a number"),
+        ({"type": "SetFrozen", "frozen": 1}, "true or false"),
+        ({"type": "Pause", "id": "x"}, "integer"),
+        ({"type": "Pause", "force": True}, "no field"),
+    ]:
         with pytest.raises(ValueError, match=words):
             decode_command(bad)
 
@@ -137,14 +160,16 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
     eng, srv = served("run.epochs=50")
     reader = EventReader(eng)
     c = Raw(srv.path)
-    for data, words in [(b"garbage\n", "not a JSON line"),
-                        (b'{"type": "SwitchOptimizer", "name": \n', "not a JSON line"),  # truncated
-                        (b"\xff\xfe\n", "not a JSON line"),
-                        (b'[1, 2]\n', "JSON object"),
-                        (b'{"type": "FormatDisk"}\n', "unknown command"),
-                        (b'{"name": "adam"}\n', "unknown command"),
-                        (b'{"type": "SetLearningRate", "lr": "1e9", "id": 5}\n', "must be a number"),
-                        (b'{"type": "Pause", "verbose": true}\n', "no field")]:
+    for data, words in [
+        (b"garbage\n", "not a JSON line"),
+        (b'{"type": "SwitchOptimizer", "name": \n', "not a JSON line"),  # truncated
+        (b"\xff\xfe\n", "not a JSON line"),
+        (b"[1, 2]\n", "JSON object"),
+        (b'{"type": "FormatDisk"}\n', "unknown command"),
+        (b'{"name": "adam"}\n', "unknown command"),
+        (b'{"type": "SetLearningRate", "lr": "1e9", "id": 5}\n', "must be a number"),
+        (b'{"type": "Pause", "verbose": true}\n', "no field"),
+    ]:
         c.send(data)
         assert words in c.next("Error")["message"], data
     # 10 MB without a newline, in pieces: answered once, skipped without being buffered.
@@ -163,7 +188,13 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
     status = Raw(srv.path)
     status.send(b'{"type": "Status"}\n')
     st = status.next("Status")
-    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0, (st, eng.train.step, srv._thread.is_alive(), srv._follow, len(eng.events))
+    assert st["state"] == "running" and st["pid"] == os.getpid() and st["step"] > 0, (
+        st,
+        eng.train.step,
+        srv._thread.is_alive(),
+        srv._follow,
+        len(eng.events),
+    )
     status.close()
 
 
@@ -193,8 +224,9 @@ def test_stale_socket_from_a_crashed_run_is_detected_and_removed(served, tmp_pat
 
 
 def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
-    eng, srv = served("run.epochs=3", "log.interval=1", "log.flush_seconds=0.001",
-                      buffer=EventBuffer(maxlen=20), start=False)
+    eng, srv = served(
+        "run.epochs=3", "log.interval=1", "log.flush_seconds=0.001", buffer=EventBuffer(maxlen=20), start=False
+    )
     reader = EventReader(eng)
     eng.send(C.Pause())
     eng.start()
@@ -217,14 +249,19 @@ def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
     s.detach()
 
 
+@pytest.mark.e2e
 def test_a_client_killed_mid_stream_leaves_the_run_training(served):
     eng, srv = served("run.epochs=50")
     reader = EventReader(eng)
     # The real client, `deeptui attach --headless`, in its own process.
     # No run directory given: attach picks the most recent live run under --log-dir.
-    proc = subprocess.Popen([sys.executable, "-m", "deeptui", "attach", "--log-dir", str(eng.run_dir.parent),
-                             "--headless"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deeptui", "attach", "--log-dir", str(eng.run_dir.parent), "--headless"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(200):
             line = proc.stdout.readline()
@@ -254,8 +291,7 @@ def detached(tmp_path, capsys):
     background process at teardown if a test left it running."""
     from deeptui.tui.cli import main
 
-    code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL,
-                 "--max-steps", "80"])
+    code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL, "--max-steps", "80"])
     out = capsys.readouterr().out
     assert code == 0, out
     run_dir = only_run_dir(tmp_path)
@@ -270,6 +306,7 @@ def detached(tmp_path, capsys):
 
 def _text(app, selector: str) -> str:
     from tests.test_app import text_of
+
     return text_of(app, selector)
 
 
@@ -284,10 +321,13 @@ async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
         app, session = pilot.app, pilot.app.session
         seen, _ = session.events.read(max(0, len(session.events) - 5))
         log = (Path(session.run_dir) / "deeptui.log").read_text()[-1500:]
-        raise AssertionError(f"{e}; alive={session.alive} last events={seen} "
-                             f"app exception={getattr(app, '_exception', None)!r}; log tail:\n{log}") from None
+        raise AssertionError(
+            f"{e}; alive={session.alive} last events={seen} "
+            f"app exception={getattr(app, '_exception', None)!r}; log tail:\n{log}"
+        ) from None
 
 
+@pytest.mark.e2e
 async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached, capsys):
     from deeptui.tui.app import DeeptuiApp
     from deeptui.tui.dialogs import QuitScreen
@@ -317,8 +357,9 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     app = DeeptuiApp(s2, attached=True)
     async with app.run_test(size=(100, 30)) as pilot:
         # The state and the events of the first dashboard, replayed from the run's history.
-        await until(pilot, lambda: "paused" in _text(app, "#header") and "sgd" in _text(app, "#run"),
-                    what="paused with sgd")
+        await until(
+            pilot, lambda: "paused" in _text(app, "#header") and "sgd" in _text(app, "#run"), what="paused with sgd"
+        )
         log = _text(app, "#log")
         assert "Pause: paused at step" in log and "SwitchOptimizer: momentum -> sgd" in log
         await pilot.press("p")

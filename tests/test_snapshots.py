@@ -3,29 +3,43 @@ fixed list of events and a frozen clock, so nothing depends on time or training 
 
 Regenerate after an intended change: pytest tests/test_snapshots.py --snapshot-update
 """
+
 from __future__ import annotations
 
 import math
 
 from deeptui.engine import events as E
-from tests.conftest import tiny_config
 from deeptui.tui.app import DeeptuiApp
+from tests.conftest import tiny_config
 from tests.fake import FakeSession
 
 STEPS_PER_EPOCH = 94
 
 
 def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
-    common = dict(optimizer="momentum", optimizer_params="lr=0.05 momentum=0.9 weight_decay=0",
-                  lr=0.05, frozen=True, mode="train")
+    common = dict(
+        optimizer="momentum", optimizer_params="lr=0.05 momentum=0.9 weight_decay=0", lr=0.05, frozen=True, mode="train"
+    )
     evs: list[E.Event] = [
-        E.RunStarted(0.4, 1, 0, preset="quickstart", run_dir="/runs/quickstart-20250101-000000",
-                     device="cpu", model="monster", parameters=116_586, epochs=5,
-                     steps_per_epoch=STEPS_PER_EPOCH, max_steps=0, has_features=True,
-                     optimizer_choices=("momentum", "sgd", "nesterov", "adam")),
+        E.RunStarted(
+            0.4,
+            1,
+            0,
+            preset="quickstart",
+            run_dir="/runs/quickstart-20250101-000000",
+            device="cpu",
+            model="monster",
+            parameters=116_586,
+            epochs=5,
+            steps_per_epoch=STEPS_PER_EPOCH,
+            max_steps=0,
+            has_features=True,
+            optimizer_choices=("momentum", "sgd", "nesterov", "adam"),
+        ),
         E.StateChanged(0.5, 1, 0, state="running", **common),
-        E.TimingResult(4.1, 1, 0, device="cpu", batch_ms=54.3, loop_ms=281.8, ratio=5.19,
-                       batch_gflops=138.0, loop_gflops=26.6),
+        E.TimingResult(
+            4.1, 1, 0, device="cpu", batch_ms=54.3, loop_ms=281.8, ratio=5.19, batch_gflops=138.0, loop_gflops=26.6
+        ),
     ]
     t = 4.5
     for step in range(10, epochs_done * STEPS_PER_EPOCH + 1, 10):
@@ -34,32 +48,92 @@ def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
         acc = min(0.95, 1 - loss / 2.6)
         t += 0.4
         opt = "momentum" if step < 130 else "adam"
-        evs.append(E.StepMetrics(round(t, 1), epoch, step, loss=loss, accuracy=acc, lr=0.05, optimizer=opt,
-                                 frozen=step < STEPS_PER_EPOCH, mode="train", samples_per_s=1600.0,
-                                 samples_seen=64 * step))
+        evs.append(
+            E.StepMetrics(
+                round(t, 1),
+                epoch,
+                step,
+                loss=loss,
+                accuracy=acc,
+                lr=0.05,
+                optimizer=opt,
+                frozen=step < STEPS_PER_EPOCH,
+                mode="train",
+                samples_per_s=1600.0,
+                samples_seen=64 * step,
+            )
+        )
         if step == 90:
             evs.append(E.EpochEnd(round(t, 1), 1, 94, test_loss=1.9, test_accuracy=0.31, test_error_pct=69.0))
             evs.append(E.CheckpointSaved(round(t, 1), 2, 94, path="/runs/quickstart-20250101-000000/checkpoint.pt"))
-            evs.append(E.ScheduleAction(round(t, 1), 2, 94, action="unfreeze",
-                                        detail="features trainable at epoch 2 (schedule)"))
+            evs.append(
+                E.ScheduleAction(
+                    round(t, 1), 2, 94, action="unfreeze", detail="features trainable at epoch 2 (schedule)"
+                )
+            )
         if step == 130:
-            evs.append(E.CommandApplied(round(t, 1), 2, 130, command_id=1, command="SwitchOptimizer",
-                                        detail="momentum -> adam; lr=0.05 betas=(0.9, 0.999); state starts fresh"))
-            evs.append(E.StateChanged(round(t, 1), 2, 130, state="running", optimizer="adam",
-                                      optimizer_params="lr=0.05 betas=(0.9, 0.999) eps=1e-08",
-                                      lr=0.05, frozen=False, mode="train"))
+            evs.append(
+                E.CommandApplied(
+                    round(t, 1),
+                    2,
+                    130,
+                    command_id=1,
+                    command="SwitchOptimizer",
+                    detail="momentum -> adam; lr=0.05 betas=(0.9, 0.999); state starts fresh",
+                )
+            )
+            evs.append(
+                E.StateChanged(
+                    round(t, 1),
+                    2,
+                    130,
+                    state="running",
+                    optimizer="adam",
+                    optimizer_params="lr=0.05 betas=(0.9, 0.999) eps=1e-08",
+                    lr=0.05,
+                    frozen=False,
+                    mode="train",
+                )
+            )
         if step == 180:
             evs.append(E.EpochEnd(round(t, 1), 2, 188, test_loss=1.2, test_accuracy=0.58, test_error_pct=42.0))
-            evs.append(E.CommandRejected(round(t, 1), 3, 190, command_id=2, command="SetMode",
-                                         reason="already in train mode"))
+            evs.append(
+                E.CommandRejected(round(t, 1), 3, 190, command_id=2, command="SetMode", reason="already in train mode")
+            )
     if failed:
-        evs.append(E.RunError(round(t, 1), 3, 280, message="CUDA out of memory",
-                              fix="use a smaller batch, e.g. --set data.batch_size=32"))
-        evs.append(E.StateChanged(round(t, 1), 3, 280, state="failed", reason="CUDA out of memory",
-                                  optimizer="adam", optimizer_params="lr=0.05 betas=(0.9, 0.999) eps=1e-08",
-                                  lr=0.05, frozen=False, mode="train"))
-        evs.append(E.Finished(round(t, 1), 3, 280, state="failed", run_dir="/runs/quickstart-20250101-000000",
-                              reason="CUDA out of memory"))
+        evs.append(
+            E.RunError(
+                round(t, 1),
+                3,
+                280,
+                message="CUDA out of memory",
+                fix="use a smaller batch, e.g. --set data.batch_size=32",
+            )
+        )
+        evs.append(
+            E.StateChanged(
+                round(t, 1),
+                3,
+                280,
+                state="failed",
+                reason="CUDA out of memory",
+                optimizer="adam",
+                optimizer_params="lr=0.05 betas=(0.9, 0.999) eps=1e-08",
+                lr=0.05,
+                frozen=False,
+                mode="train",
+            )
+        )
+        evs.append(
+            E.Finished(
+                round(t, 1),
+                3,
+                280,
+                state="failed",
+                run_dir="/runs/quickstart-20250101-000000",
+                reason="CUDA out of memory",
+            )
+        )
     else:
         evs.append(E.EpochEnd(round(t, 1), 3, 282, test_loss=0.9, test_accuracy=0.7, test_error_pct=30.0))
     return evs
@@ -74,8 +148,9 @@ class QuietApp(DeeptuiApp):
 
 def make_app(**kw) -> DeeptuiApp:
     cfg = tiny_config("run.name='quickstart'")
-    session = FakeSession(cfg, script(**kw), run_dir="/runs/quickstart-20250101-000000",
-                          alive=not kw.get("failed", False))
+    session = FakeSession(
+        cfg, script(**kw), run_dir="/runs/quickstart-20250101-000000", alive=not kw.get("failed", False)
+    )
     return QuietApp(session, clock=lambda: 100.0)
 
 

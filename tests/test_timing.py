@@ -1,4 +1,5 @@
 """Batch vs loop timing: small sizes and few repeats, so the file runs in a few seconds."""
+
 import re
 
 import pytest
@@ -23,8 +24,7 @@ def test_line_has_the_lectures_form():
 
 
 def test_line_labels_cuda_as_gpu_and_rounds_to_one_decimal():
-    r = TimingReport(device="cuda:0", batch_s=1e-3, loop_s=76.04e-3, ratio=76.04,
-                     batch_gflops=1.0, loop_gflops=1.0)
+    r = TimingReport(device="cuda:0", batch_s=1e-3, loop_s=76.04e-3, ratio=76.04, batch_gflops=1.0, loop_gflops=1.0)
     assert r.line() == "GPU batch vs. loop speed ratio 76.0"
     assert r.event_fields()["loop_ms"] == pytest.approx(76.04)
 
@@ -95,8 +95,7 @@ def test_bench_main_cuda_absent_exits_2(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("deeptui bench: CUDA is not available on this machine; "
-                           "fix: use --device cpu")
+    assert err.strip() == ("deeptui bench: CUDA is not available on this machine; fix: use --device cpu")
 
 
 def test_bench_main_bad_arguments_exit_2(capsys):

@@ -12,8 +12,8 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from textual.app import App
 from textual.reactive import reactive
@@ -31,9 +31,10 @@ from .keys import Steering
 from .plots import accuracy_plot, legend, loss_plot
 from .view import RunView
 
-POLL_SECONDS = 0.25          # how often the UI reads the engine's events
-FRAME_SECONDS = 1.0          # while running, redraw metrics (panels, plots) at most this often;
-                             # state changes and command answers are drawn at the next poll
+POLL_SECONDS = 0.25  # how often the UI reads the engine's events
+# While running, metrics (panels, plots) are redrawn at most this often; state changes and
+# command answers are drawn at the next poll.
+FRAME_SECONDS = 1.0
 ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
 
 
@@ -58,9 +59,16 @@ class DeeptuiApp(Steering, App[int]):
     log_scale: reactive[bool] = reactive(False, init=False)
     """Whether the loss plot's y axis is logarithmic (view state only)."""
 
-    def __init__(self, session: Session, *, clock: Callable[[], float] = time.monotonic,
-                 timing: dict | None = None, handle_signals: bool = False,
-                 shutdown_timeout: float = 30.0, attached: bool = False):
+    def __init__(
+        self,
+        session: Session,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        timing: dict | None = None,
+        handle_signals: bool = False,
+        shutdown_timeout: float = 30.0,
+        attached: bool = False,
+    ):
         super().__init__()
         self.session = session
         # A run in another process (deeptui attach): q asks stop or detach; signals only detach.
@@ -72,10 +80,10 @@ class DeeptuiApp(Steering, App[int]):
         self.timing_kwargs = dict(timing) if timing is not None else {"repeats": 11}
         self.handle_signals = handle_signals
         self.shutdown_timeout = shutdown_timeout
-        self.signal_exit = 0          # 128+N when a signal ended the app
+        self.signal_exit = 0  # 128+N when a signal ended the app
         self._cursor = 0
-        self._event_clock = clock()   # local clock when the latest event was read
-        self._pending: dict[int, str] = {}   # command id -> what to do when it is applied
+        self._event_clock = clock()  # local clock when the latest event was read
+        self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
         self._nan_open = False
         self._started = False
         self._shutdown_done = False
@@ -87,15 +95,29 @@ class DeeptuiApp(Steering, App[int]):
 
     def plots(self) -> list[Plot]:
         version = lambda: self.view.points_version  # noqa: E731
-        return [Plot("loss", lambda w, h: loss_plot(self.view, w, h, self.log_scale), version,
-                     lambda compact: (self.loss_title(), legend("train", "smoothed", "test", "optimizer",
-                                                                "freeze", "mode", compact=compact))),
-                Plot("accuracy", lambda w, h: accuracy_plot(self.view, w, h), version,
-                     lambda compact: ("accuracy %", legend("train", "test", compact=compact)))]
+        return [
+            Plot(
+                "loss",
+                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
+                version,
+                lambda compact: (
+                    self.loss_title(),
+                    legend("train", "smoothed", "test", "optimizer", "freeze", "mode", compact=compact),
+                ),
+            ),
+            Plot(
+                "accuracy",
+                lambda w, h: accuracy_plot(self.view, w, h),
+                version,
+                lambda compact: ("accuracy %", legend("train", "test", compact=compact)),
+            ),
+        ]
 
     def panels(self) -> list[Panel]:
-        return [Panel("run", lambda: panels.run_panel(self.view), "run"),
-                Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop")]
+        return [
+            Panel("run", lambda: panels.run_panel(self.view), "run"),
+            Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop"),
+        ]
 
     def loss_title(self) -> str:
         return "loss (log y) · x: step" if self.log_scale else "loss · x: step"
@@ -199,8 +221,9 @@ class DeeptuiApp(Steering, App[int]):
             else:
                 self.notify(ev.message, title="warning", severity="warning")
         elif isinstance(ev, E.RunError):
-            self.notify(ev.message + (f"\nfix: {ev.fix}" if ev.fix else ""), title="run error",
-                        severity="error", timeout=30)
+            self.notify(
+                ev.message + (f"\nfix: {ev.fix}" if ev.fix else ""), title="run error", severity="error", timeout=30
+            )
         elif isinstance(ev, E.Finished):
             self.refresh_bindings()
             if ev.state != "failed":  # a failure already has its own message
@@ -264,8 +287,6 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
         print(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")
         return 0
     if not stopped:
-        print("deeptui: the training thread did not stop in time; the logs may be incomplete",
-              file=sys.stderr)
+        print("deeptui: the training thread did not stop in time; the logs may be incomplete", file=sys.stderr)
         return 1
     return app.exit_code()
-

@@ -18,9 +18,11 @@ from .runs import DEFAULT_LOG_DIR, list_runs
 
 
 def attach_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="deeptui attach",
-                                description="Open the dashboard on a run started elsewhere (e.g. --detach): "
-                                            "its history so far, then the live stream; q asks stop or detach.")
+    p = argparse.ArgumentParser(
+        prog="deeptui attach",
+        description="Open the dashboard on a run started elsewhere (e.g. --detach): "
+        "its history so far, then the live stream; q asks stop or detach.",
+    )
     p.add_argument("run_dir", nargs="?", help="the run directory (default: the most recent live run)")
     p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help=f"where to look for runs (default: {DEFAULT_LOG_DIR})")
     p.add_argument("--headless", action="store_true", help="print the event lines instead of the dashboard")
@@ -30,8 +32,10 @@ def attach_main(argv: list[str]) -> int:
     else:
         live = [r for r in list_runs(Path(args.log_dir)) if r.live]
         if not live:
-            return fail(f"no live run under {args.log_dir}; fix: start one with 'deeptui PRESET --detach' "
-                        "or pass a run directory (deeptui ls lists them)")
+            return fail(
+                f"no live run under {args.log_dir}; fix: start one with 'deeptui PRESET --detach' "
+                "or pass a run directory (deeptui ls lists them)"
+            )
         run_dir = live[0].path
     try:
         session = RemoteSession(run_dir)

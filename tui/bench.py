@@ -18,8 +18,9 @@ def sweep_table(rows: list[tuple[int, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def sweep_plot(rows: list[tuple[int, float, float]], title: str = "", width: int = 80,
-               height: int = 20, color: bool = False) -> str:
+def sweep_plot(
+    rows: list[tuple[int, float, float]], title: str = "", width: int = 80, height: int = 20, color: bool = False
+) -> str:
     """Time per sample against batch size (log-log) as plotext text."""
     import plotext as plt  # only the bench needs it
 
@@ -46,8 +47,7 @@ def _devices(arg: str) -> list[str]:
     import torch
 
     if arg == "all":
-        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())
-                          if torch.cuda.is_available()]
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count()) if torch.cuda.is_available()]
     if arg == "auto":  # every device present, as the default; cuda means the current one
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     return [arg]
@@ -59,20 +59,27 @@ def bench_main(argv: list[str], out=print, err=None, sizes=LECTURE_SIZES) -> int
     p = argparse.ArgumentParser(
         prog="deeptui bench",
         description="Time y = x.mm(w.t()) against a loop of w.mv(x[k]) (x 2500x1000, w 1500x1000, "
-                    "float32) and print the speed ratio, as in Deep Learning lecture 5.")
-    p.add_argument("--device", default="auto",
-                   help="auto (every device present: cpu, and cuda if available), cpu, cuda, cuda:N "
-                        "or all (cpu and every CUDA device)")
+        "float32) and print the speed ratio, as in Deep Learning lecture 5.",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (every device present: cpu, and cuda if available), cpu, cuda, cuda:N "
+        "or all (cpu and every CUDA device)",
+    )
     p.add_argument("--repeats", type=int, default=51, help="timed runs per form; the median is kept")
-    p.add_argument("--sweep", action="store_true",
-                   help="also time batch sizes 1, 2, 4, ..., 2500 and plot time per sample")
+    p.add_argument(
+        "--sweep", action="store_true", help="also time batch sizes 1, 2, 4, ..., 2500 and plot time per sample"
+    )
     p.add_argument("--sweep-repeats", type=int, default=5, help="timed runs per batch size in --sweep")
     args = p.parse_args(argv)
     for flag, n in (("--repeats", args.repeats), ("--sweep-repeats", args.sweep_repeats)):
         if n < 1:
-            err(f"deeptui bench: {flag} {n} is too small; fix: use {flag} 1 or more (default 51)"
-                if flag == "--repeats" else
-                f"deeptui bench: {flag} {n} is too small; fix: use {flag} 1 or more (default 5)")
+            err(
+                f"deeptui bench: {flag} {n} is too small; fix: use {flag} 1 or more (default 51)"
+                if flag == "--repeats"
+                else f"deeptui bench: {flag} {n} is too small; fix: use {flag} 1 or more (default 5)"
+            )
             return 2
     try:
         devices = [resolve_device(d) for d in _devices(args.device)]
@@ -89,7 +96,5 @@ def bench_main(argv: list[str], out=print, err=None, sizes=LECTURE_SIZES) -> int
         if args.sweep:
             rows = sweep(dev, repeats=args.sweep_repeats, sizes=sizes)
             out(sweep_table(rows))
-            out(sweep_plot(rows, title=f"{r.label} ({r.device}) time per sample",
-                           color=sys.stdout.isatty()))
+            out(sweep_plot(rows, title=f"{r.label} ({r.device}) time per sample", color=sys.stdout.isatty()))
     return 0
-

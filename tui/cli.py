@@ -26,11 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
-                    "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-                    "(dashboard on a running run), 'deeptui ls' (list runs).")
-    p.add_argument("preset", nargs="?",
-                   help="preset TOML file, or the name of a shipped preset such as cifar_monster "
-                        "(default: the quickstart preset)")
+        "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
+        "(dashboard on a running run), 'deeptui ls' (list runs).",
+    )
+    p.add_argument(
+        "preset",
+        nargs="?",
+        help="preset TOML file, or the name of a shipped preset such as cifar_monster (default: the quickstart preset)",
+    )
     p.add_argument("--version", action="version", version=f"deeptui {deeptui_version()}")
     p.add_argument("--headless", action="store_true", help="plain progress lines instead of the dashboard")
     p.add_argument("--epochs", type=int, help="override run.epochs")
@@ -39,17 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data root (default: $PYTORCH_DATA_DIR, else ./data)")
     p.add_argument("--log-dir", help="where run directories go (overrides log.dir)")
     p.add_argument("--seed", type=int, help="override run.seed")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue a run from its checkpoint (a run directory or a checkpoint.pt path)")
-    p.add_argument("--nproc", type=int, metavar="N",
-                   help="data-parallel training on N processes of this machine (torchrun's machinery; "
-                        "gloo on CPU, nccl on CUDA); rank 0 shows the dashboard")
-    p.add_argument("--detach", action="store_true",
-                   help="run in the background, independent of this terminal; prints the run directory "
-                        "(then: deeptui attach, deeptui ls)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its checkpoint (a run directory or a checkpoint.pt path)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel training on N processes of this machine (torchrun's machinery; "
+        "gloo on CPU, nccl on CUDA); rank 0 shows the dashboard",
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background, independent of this terminal; prints the run directory "
+        "(then: deeptui attach, deeptui ls)",
+    )
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # set by --detach: the run directory it made
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="set any preset key by its dotted path, value read as TOML (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any preset key by its dotted path, value read as TOML (repeatable)",
+    )
     return p
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.markup import escape
 from rich.text import Text
@@ -27,11 +27,16 @@ from .plots import downsample, empty_plot, figure, finite, legend, loss_plot
 from .view import RunView, Series
 
 # One colour per compared run (repeats after six).
-RUN_COLORS = [(90, 150, 255), (255, 170, 40), (60, 210, 100), (225, 90, 225), (240, 70, 70),
-              (40, 210, 210)]
-RUN_MARKS = {"running": ("●", "bold green"), "paused": ("‖", "bold yellow"), "timing": ("◔", "bold cyan"),
-             "compiling": ("◔", "bold cyan"), "finished": ("✓", "green"), "stopped": ("■", "magenta"),
-             "failed": ("✖", "bold red")}
+RUN_COLORS = [(90, 150, 255), (255, 170, 40), (60, 210, 100), (225, 90, 225), (240, 70, 70), (40, 210, 210)]
+RUN_MARKS = {
+    "running": ("●", "bold green"),
+    "paused": ("‖", "bold yellow"),
+    "timing": ("◔", "bold cyan"),
+    "compiling": ("◔", "bold cyan"),
+    "finished": ("✓", "green"),
+    "stopped": ("■", "magenta"),
+    "failed": ("✖", "bold red"),
+}
 
 
 def run_color(i: int) -> tuple[int, int, int]:
@@ -65,8 +70,7 @@ def overlay_legend(labels: list[str]) -> str:
         names, head = [label.split("=", 1)[1] for label in labels], f"{keys.pop()} "
     else:
         names, head = labels, ""
-    return escape(head) + " ".join(f"[#%02x%02x%02x]━ {escape(n)}[/]" % run_color(i)
-                                   for i, n in enumerate(names))
+    return escape(head) + " ".join(f"[#%02x%02x%02x]━ {escape(n)}[/]" % run_color(i) for i, n in enumerate(names))
 
 
 def runs_panel(labels: list[str], states: list[str], losses: list[Series], live: int, live_state: str) -> Text:
@@ -93,16 +97,16 @@ class CompareApp(DeeptuiApp):
     """The dashboard over the live run of a series, with the overlay and the list of runs."""
 
     def __init__(self, runs: list[tuple[str, object]], make_engine: Callable, key: str = "", **kw):
-        self.runs = list(runs)          # [(label, cfg)] from engine.compare.variants
+        self.runs = list(runs)  # [(label, cfg)] from engine.compare.variants
         self.make_engine = make_engine  # cfg -> a new Engine (setup errors raise)
-        self.key = key                  # the compared key, e.g. "data.batch_size"
-        self.index = 0                  # the live run
-        self.states = ["waiting"] * len(self.runs)   # per run: waiting/running/finished/stopped/failed
+        self.key = key  # the compared key, e.g. "data.batch_size"
+        self.index = 0  # the live run
+        self.states = ["waiting"] * len(self.runs)  # per run: waiting/running/finished/stopped/failed
         self.losses: list[Series] = [Series() for _ in self.runs]  # (samples seen, train loss)
         self.overlay_version = 0
         self.failed = False
         self._closing = False
-        self._lock = threading.Lock()   # _closing against a next run being built
+        self._lock = threading.Lock()  # _closing against a next run being built
         self._builder: threading.Thread | None = None
         first = make_engine(self.runs[0][1])  # a setup error here is the CLI's exit 2
         first.interactive = True
@@ -120,20 +124,37 @@ class CompareApp(DeeptuiApp):
 
     def plots(self) -> list[Plot]:
         labels = [label for label, _ in self.runs]
-        return [Plot("loss", lambda w, h: loss_plot(self.view, w, h, self.log_scale),
-                     lambda: self.view.points_version,
-                     lambda compact: (f"live run: {self.loss_title()}",
-                                      legend("train", "smoothed", "test", compact=compact))),
-                Plot("compare", lambda w, h: overlay_plot(self.curves(), w, h, self.log_scale),
-                     lambda: self.overlay_version,
-                     lambda compact: ("train loss (log y) · x: samples seen" if self.log_scale
-                                      else "train loss · x: samples seen", overlay_legend(labels)))]
+        return [
+            Plot(
+                "loss",
+                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
+                lambda: self.view.points_version,
+                lambda compact: (
+                    f"live run: {self.loss_title()}",
+                    legend("train", "smoothed", "test", compact=compact),
+                ),
+            ),
+            Plot(
+                "compare",
+                lambda w, h: overlay_plot(self.curves(), w, h, self.log_scale),
+                lambda: self.overlay_version,
+                lambda compact: (
+                    "train loss (log y) · x: samples seen" if self.log_scale else "train loss · x: samples seen",
+                    overlay_legend(labels),
+                ),
+            ),
+        ]
 
     def panels(self) -> list[Panel]:
         labels = [label for label, _ in self.runs]
-        return [Panel("run", lambda: panels.run_panel(self.view), "live run"),
-                Panel("runs", lambda: runs_panel(labels, self.states, self.losses, self.index, self.view.state),
-                      f"compare {self.key}")]
+        return [
+            Panel("run", lambda: panels.run_panel(self.view), "live run"),
+            Panel(
+                "runs",
+                lambda: runs_panel(labels, self.states, self.losses, self.index, self.view.state),
+                f"compare {self.key}",
+            ),
+        ]
 
     # ---- the series ---------------------------------------------------------------------
 
@@ -148,8 +169,10 @@ class CompareApp(DeeptuiApp):
             self.states[self.index] = ev.state
             self.failed = self.failed or ev.state == "failed"
             if ev.state == "finished" and self.index + 1 < len(self.runs):
-                self.notify(f"{self.runs[self.index][0]} finished; next: {self.runs[self.index + 1][0]}",
-                            title=self.title_of(self.index))
+                self.notify(
+                    f"{self.runs[self.index][0]} finished; next: {self.runs[self.index + 1][0]}",
+                    title=self.title_of(self.index),
+                )
                 self.start_next()
                 return
             if ev.state == "finished":
@@ -244,7 +267,6 @@ def run_compare_dashboard(runs: list, make_engine: Callable, key: str, servers: 
     for i, run_dir in enumerate(app.run_dirs):
         print(f"run {i + 1}/{len(runs)} {runs[i][0]}: {app.states[i]}; run directory: {run_dir}")
     if not stopped:
-        print("deeptui: the training thread did not stop in time; the logs may be incomplete",
-              file=sys.stderr)
+        print("deeptui: the training thread did not stop in time; the logs may be incomplete", file=sys.stderr)
         return 1
     return app.exit_code() or (1 if app.return_code else 0)  # a crash of the app itself: 1

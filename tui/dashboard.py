@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,17 +22,18 @@ from textual.widgets import Footer, RichLog, Static
 from . import panels
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
-PLOT_MIN_SECONDS = 1.0       # while running, rebuild the plots at most this often,
-PLOT_CPU_SHARE = 0.01        # and let their rebuilds take at most this share of the time:
-                             # plotext takes ~15 ms for both on a laptop-class core
+# While running, the plots are rebuilt at most once a second, and their rebuilds take at most 1%
+# of the time: plotext takes ~15 ms for both on a laptop-class core.
+PLOT_MIN_SECONDS = 1.0
+PLOT_CPU_SHARE = 0.01
 
 
 @dataclass(frozen=True)
 class Plot:
     id: str
-    build: Callable[[int, int], str]            # (width, height) -> plotext text
-    version: Callable[[], int]                  # changes whenever the plotted data changes
-    titles: Callable[[bool], tuple[str, str]]   # compact -> (border title, border subtitle)
+    build: Callable[[int, int], str]  # (width, height) -> plotext text
+    version: Callable[[], int]  # changes whenever the plotted data changes
+    titles: Callable[[bool], tuple[str, str]]  # compact -> (border title, border subtitle)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,7 @@ class PlotView(Static):
         self.built_size, self.built_version = (w, h), version
 
     def stale(self, version: int) -> bool:
-        return version != self.built_version or self.built_size != (
-            self.content_size.width, self.content_size.height)
+        return version != self.built_version or self.built_size != (self.content_size.width, self.content_size.height)
 
 
 class Dashboard(Screen):
@@ -73,7 +73,7 @@ class Dashboard(Screen):
         self._log: list | None = None  # the view's log list being shown, and how much of it
         self._log_shown = 0
         self._plots_at = -math.inf
-        self._plots_cost = 0.0        # CPU seconds the last plot rebuild took
+        self._plots_cost = 0.0  # CPU seconds the last plot rebuild took
         self.drawn_at = -math.inf
 
     def compose(self) -> ComposeResult:
@@ -113,9 +113,12 @@ class Dashboard(Screen):
         self.apply_titles()  # shorter legends when compact
         if small:
             self.query_one("#too-small", Static).update(
-                Text(f"deeptui needs a terminal of at least {MIN_WIDTH}x{MIN_HEIGHT}\n"
-                     f"this one is {w}x{h}: please make it larger\n\nthe run goes on; q quits",
-                     justify="center"))
+                Text(
+                    f"deeptui needs a terminal of at least {MIN_WIDTH}x{MIN_HEIGHT}\n"
+                    f"this one is {w}x{h}: please make it larger\n\nthe run goes on; q quits",
+                    justify="center",
+                )
+            )
         self.app.call_after_refresh(self.refresh_view, True)
 
     # ---- drawing ------------------------------------------------------------------------
@@ -161,7 +164,7 @@ class Dashboard(Screen):
         if self._log_shown == len(lines):
             return
         log = self.query_one("#log", RichLog)
-        for style, text in lines[self._log_shown:]:
+        for style, text in lines[self._log_shown :]:
             log.write(Text(text, style=style, no_wrap=True))
         self._log_shown = len(lines)
 

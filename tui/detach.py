@@ -29,16 +29,20 @@ def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
         else:
             cfg = load_config(find_preset(args.preset), overrides(args))
             if cfg.run.kind == "landscape":
-                return fail("--detach runs training presets; a landscape run takes seconds: run it "
-                            "without --detach")
+                return fail("--detach runs training presets; a landscape run takes seconds: run it without --detach")
             run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
     except SetupError as e:
         return fail(str(e))
     run_dir = run_dir.resolve()
     child = [a for a in argv if a != "--detach"] + ["--headless", "--run-dir", str(run_dir)]
     with open(run_dir / LOG_NAME, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "deeptui", *child], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deeptui", *child],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     sock = run_dir / SOCKET_NAME
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -46,8 +50,7 @@ def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
         if code is not None:
             tail = _tail(run_dir / LOG_NAME, 5)
             print(tail, file=sys.stderr, end="" if tail.endswith("\n") else "\n")
-            return fail(f"the detached run ended at once (exit {code}); its log: {run_dir / LOG_NAME}",
-                        code or 1)
+            return fail(f"the detached run ended at once (exit {code}); its log: {run_dir / LOG_NAME}", code or 1)
         if sock.exists():
             try:
                 connect(sock, timeout=2.0).close()
@@ -56,11 +59,16 @@ def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
                 pass
         time.sleep(0.1)
     else:
-        return fail(f"the detached run (pid {proc.pid}) did not open {sock} within {wait_s:.0f}s; "
-                    f"its log: {run_dir / LOG_NAME}", 1)
+        return fail(
+            f"the detached run (pid {proc.pid}) did not open {sock} within {wait_s:.0f}s; "
+            f"its log: {run_dir / LOG_NAME}",
+            1,
+        )
     print(f"run directory: {run_dir}")
-    print(f"deeptui: running in the background (pid {proc.pid}); watch and steer it with "
-          f"'deeptui attach {run_dir}', list runs with 'deeptui ls'")
+    print(
+        f"deeptui: running in the background (pid {proc.pid}); watch and steer it with "
+        f"'deeptui attach {run_dir}', list runs with 'deeptui ls'"
+    )
     return 0
 
 

@@ -118,9 +118,11 @@ class QuitScreen(ModalScreen[str | None]):
     only "detach" (the default: enter, d or q again). Dismisses with 'detach', 'stop' or None."""
 
     DEFAULT_CSS = "QuitScreen { align: center middle; }"
-    BINDINGS = [Binding("escape", "dismiss(None)", "stay"),
-                Binding("q,d", "dismiss('detach')", "detach"),
-                Binding("s", "dismiss('stop')", "stop the run")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "stay"),
+        Binding("q,d", "dismiss('detach')", "detach"),
+        Binding("s", "dismiss('stop')", "stop the run"),
+    ]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="quit-dialog"):

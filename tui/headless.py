@@ -43,10 +43,12 @@ LINES = {
     E.RunStarted: lambda p, ev: (
         f"deeptui: {'resumed' if ev.resumed else 'started'} {ev.preset} on {ev.device}: {ev.model} "
         f"({ev.parameters:,} parameters), {ev.epochs} epochs x {ev.steps_per_epoch} steps; "
-        f"run directory {ev.run_dir}"),
+        f"run directory {ev.run_dir}"
+    ),
     E.StepMetrics: lambda p, ev: (
         f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} acc {100 * ev.accuracy:.1f}% "
-        f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"),
+        f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"
+    ),
     E.EpochEnd: lambda p, ev: f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%",
     E.CommandApplied: lambda p, ev: f"applied {ev.command}: {ev.detail}",
     E.CommandRejected: lambda p, ev: f"rejected {ev.command}: {ev.reason}",
@@ -55,8 +57,9 @@ LINES = {
     E.Warning: lambda p, ev: f"warning: {ev.message}",
     E.CheckpointSaved: lambda p, ev: f"checkpoint saved: {ev.path}",
     E.RunError: lambda p, ev: f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""),
-    E.Finished: lambda p, ev: (f"deeptui: {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
-                               + f"; run directory {ev.run_dir}"),
+    E.Finished: lambda p, ev: (
+        f"deeptui: {ev.state}" + (f" ({ev.reason})" if ev.reason else "") + f"; run directory {ev.run_dir}"
+    ),
 }
 
 

@@ -6,6 +6,7 @@ commands and events would only add machinery. Keys: space/p run or pause (all pa
 per tick, until landscape.steps), n/. one step of the highlighted path, o/O next/previous path,
 r reset, e write trajectories.csv, q quit (writes it too).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,20 @@ from .app import on_exit_signals
 from .dashboard import PlotView
 from .plots import empty_plot, figure
 
-TICK_SECONDS = 0.1    # how often a running landscape steps and redraws
-STEPS_PER_TICK = 3    # steps per path per tick: the preset's 250 steps take about 8 s to watch
-MARGIN = 0.25         # the view reaches this fraction past the start's distance to the minimum
+TICK_SECONDS = 0.1  # how often a running landscape steps and redraws
+STEPS_PER_TICK = 3  # steps per path per tick: the preset's 250 steps take about 8 s to watch
+MARGIN = 0.25  # the view reaches this fraction past the start's distance to the minimum
 # One colour per path, in preset order (repeats after eight).
-PATH_COLORS = [(90, 150, 255), (60, 210, 100), (235, 215, 40), (255, 170, 40), (240, 70, 70),
-               (225, 90, 225), (40, 210, 210), (200, 200, 200)]
+PATH_COLORS = [
+    (90, 150, 255),
+    (60, 210, 100),
+    (235, 215, 40),
+    (255, 170, 40),
+    (240, 70, 70),
+    (225, 90, 225),
+    (40, 210, 210),
+    (200, 200, 200),
+]
 CONTOUR_COLOR = (95, 95, 95)
 
 
@@ -158,16 +167,15 @@ class LandscapeApp(App[int]):
         Binding("e", "export", "csv", tooltip="write trajectories.csv into the run directory"),
     ]
 
-    def __init__(self, run: LandscapeRun, run_dir: str | Path, preset: str = "landscape",
-                 handle_signals: bool = False):
+    def __init__(self, run: LandscapeRun, run_dir: str | Path, preset: str = "landscape", handle_signals: bool = False):
         super().__init__()
         self.landscape = run  # not self.run: App.run starts the app
         self.run_dir = Path(run_dir)
         self.preset = preset
         self.handle_signals = handle_signals
         self.steps_per_tick = STEPS_PER_TICK
-        self.running = False      # auto-stepping; the app owns the run, there is no engine thread
-        self.version = 0          # bumped whenever a path changed: the plot is rebuilt only then
+        self.running = False  # auto-stepping; the app owns the run, there is no engine thread
+        self.version = 0  # bumped whenever a path changed: the plot is rebuilt only then
         self.written: Path | None = None
         self.signal_exit = 0
 
@@ -183,8 +191,7 @@ class LandscapeApp(App[int]):
     def on_mount(self) -> None:
         q = self.landscape.quad
         plot = self.query_one("#ls-plot", PlotView)
-        plot.border_title = (f"f = ½ pᵀAp, eigenvalues {q.eigenvalues[0]:g}, {q.eigenvalues[1]:g} "
-                             f"at {q.angle_deg:g}°")
+        plot.border_title = f"f = ½ pᵀAp, eigenvalues {q.eigenvalues[0]:g}, {q.eigenvalues[1]:g} at {q.angle_deg:g}°"
         plot.border_subtitle = "o start + minimum ● current x diverged"
         self.query_one("#ls-paths").border_title = "paths"
         self.query_one("#ls-note").border_title = "run directory"
@@ -219,14 +226,18 @@ class LandscapeApp(App[int]):
             self.version += 1
         if not self._active():
             self.running = False
-            self.notify(f"every path made {self.landscape.steps} steps or diverged; r resets, n steps on",
-                        title="landscape")
+            self.notify(
+                f"every path made {self.landscape.steps} steps or diverged; r resets, n steps on", title="landscape"
+            )
         self.redraw()
 
     def action_run(self) -> None:
         if not self.running and not self._active():
-            self.notify(f"every path has made {self.landscape.steps} steps or diverged; r resets, n steps on",
-                        title="run", severity="warning")
+            self.notify(
+                f"every path has made {self.landscape.steps} steps or diverged; r resets, n steps on",
+                title="run",
+                severity="warning",
+            )
             return
         self.running = not self.running
         self.redraw()
@@ -234,8 +245,11 @@ class LandscapeApp(App[int]):
     def action_step(self) -> None:
         t = self.landscape.current_trajectory
         if not t.step():
-            self.notify(f"{t.label} diverged at step {t.steps}; o picks another path, r resets",
-                        title="step", severity="warning")
+            self.notify(
+                f"{t.label} diverged at step {t.steps}; o picks another path, r resets",
+                title="step",
+                severity="warning",
+            )
             return
         self.version += 1
         self.redraw()
@@ -286,9 +300,15 @@ class LandscapeApp(App[int]):
         state, style = ("running", "bold green") if self.running else ("paused", "bold yellow")
         if not self._active():
             state, style = "done", "bold blue"
-        t = Text.assemble((" deeptui ", "bold reverse"), " ", (self.preset, "bold"), "  ",
-                          (f"● {state}", style), f"  step {steps}/{self.landscape.steps}  ",
-                          (f"SGD stable for lr < {self.landscape.quad.stability_limit():.4g}", "dim"))
+        t = Text.assemble(
+            (" deeptui ", "bold reverse"),
+            " ",
+            (self.preset, "bold"),
+            "  ",
+            (f"● {state}", style),
+            f"  step {steps}/{self.landscape.steps}  ",
+            (f"SGD stable for lr < {self.landscape.quad.stability_limit():.4g}", "dim"),
+        )
         self.query_one("#ls-header", Static).update(t)
 
     def _draw_paths(self) -> None:

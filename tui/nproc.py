@@ -34,17 +34,24 @@ def launch_distributed(args, argv: list[str]) -> int:
     from torch.distributed.run import run as torchrun
 
     launch = get_args_parser().parse_args(
-        ["--standalone", "--nproc-per-node", str(args.nproc), "--max-restarts", "0",
-         "--module", "deeptui", *_without_nproc(argv)])
+        [
+            "--standalone",
+            "--nproc-per-node",
+            str(args.nproc),
+            "--max-restarts",
+            "0",
+            "--module",
+            "deeptui",
+            *_without_nproc(argv),
+        ]
+    )
     try:
         torchrun(launch)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
-        how = (f"signal {failure.signal_name()}" if failure.signal_name() != "<N/A>"
-               else f"exit code {failure.exitcode}")
+        how = f"signal {failure.signal_name()}" if failure.signal_name() != "<N/A>" else f"exit code {failure.exitcode}"
         code = failure.exitcode if failure.exitcode in (1, 2, 129, 130, 143) else EXIT_FAILED
         if code != 2:  # exit 2: rank 0 already printed the one-line reason
-            print(f"deeptui: worker rank {rank} ended with {how}; the run was stopped on every rank",
-                  file=sys.stderr)
+            print(f"deeptui: worker rank {rank} ended with {how}; the run was stopped on every rank", file=sys.stderr)
         return code
     return 0

@@ -4,10 +4,11 @@ error. Imports no textual, rich or plotext."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 
-from deeptui.engine.errors import EXIT_SETUP
+from deeptui.engine.errors import EXIT_SETUP, ConfigError
 
 # Shipped inside the package (deeptui/presets/ in a wheel; presets/ beside tui/ in a checkout).
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -22,15 +23,24 @@ def fail(message: str, code: int = EXIT_SETUP) -> int:
 
 def find_preset(name: str | None) -> str:
     """A preset path as given, or a shipped preset by name ('cifar_monster', 'quickstart.toml');
-    no name: the quickstart. A name that is neither stays as given, for the config's error."""
+    no name: the quickstart. Raises ConfigError (with the closest shipped name) for neither."""
     if not name:
         return str(QUICKSTART)
     if Path(name).is_file():
         return name
-    shipped = PRESETS_DIR / (name if name.endswith(".toml") else f"{name}.toml")
-    if "/" not in name and shipped.is_file():
-        return str(shipped)
-    return name
+    stem = name[: -len(".toml")] if name.endswith(".toml") else name
+    if "/" not in name and (PRESETS_DIR / f"{stem}.toml").is_file():
+        return str(PRESETS_DIR / f"{stem}.toml")
+    shipped = shipped_presets()
+    hint = difflib.get_close_matches(Path(stem).name, shipped, n=1, cutoff=0.6)
+    raise ConfigError(
+        f"{name}: preset file not found; fix: check the path"
+        + (
+            f", or did you mean the shipped preset '{hint[0]}'?"
+            if hint
+            else f", or name a shipped preset: {', '.join(shipped)}"
+        )
+    )
 
 
 def shipped_presets() -> list[str]:

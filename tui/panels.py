@@ -8,18 +8,31 @@ from rich.text import Text
 
 from .view import RunView, fmt_count, fmt_duration
 
-STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "timing": "bold cyan",
-               "compiling": "bold cyan", "finished": "bold blue", "stopped": "bold magenta",
-               "failed": "bold red", "starting": "dim"}
+STATE_STYLE = {
+    "running": "bold green",
+    "paused": "bold yellow",
+    "timing": "bold cyan",
+    "compiling": "bold cyan",
+    "finished": "bold blue",
+    "stopped": "bold magenta",
+    "failed": "bold red",
+    "starting": "dim",
+}
 PALETTE_HINT = " ^p commands"
 
 
 def header(v: RunView, elapsed: float, width: int) -> Text:
     """One line: preset, device, state (and why), elapsed time; the palette hint at the right."""
     t = Text.assemble(
-        (" deeptui ", "bold reverse"), " ", (v.preset or "?", "bold"), "  ",
-        (v.device or "…", ""), "  ", (f"● {v.state}", STATE_STYLE.get(v.state, "bold")),
-        "  ", (fmt_duration(elapsed), ""),
+        (" deeptui ", "bold reverse"),
+        " ",
+        (v.preset or "?", "bold"),
+        "  ",
+        (v.device or "…", ""),
+        "  ",
+        (f"● {v.state}", STATE_STYLE.get(v.state, "bold")),
+        "  ",
+        (fmt_duration(elapsed), ""),
     )
     if v.reason and v.state in ("paused", "stopped", "failed"):
         t.append(f"  ({v.reason})", "dim")

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import math
 
-from plotext._figure import _figure_class  # imported with the dashboard, not at the first plot:
-                                           # the plots' redraw cadence is set by what a rebuild costs
+# plotext is imported with the dashboard, not at the first plot: the plots' redraw cadence is set by
+# what a rebuild costs, and a first rebuild that pays for the import would slow them for seconds.
+from plotext._figure import _figure_class
 
 from .view import RunView
 
-COLORS = {"train": (90, 150, 255), "smoothed": (255, 170, 40), "test": (60, 210, 100),
-          "optimizer": (225, 90, 225), "freeze": (40, 210, 210), "mode": (235, 215, 40),
-          "restore": (240, 70, 70)}
+COLORS = {
+    "train": (90, 150, 255),
+    "smoothed": (255, 170, 40),
+    "test": (60, 210, 100),
+    "optimizer": (225, 90, 225),
+    "freeze": (40, 210, 210),
+    "mode": (235, 215, 40),
+    "restore": (240, 70, 70),
+}
 MARKER_COLORS = {k: COLORS[k] for k in ("optimizer", "freeze", "mode", "restore")}
 
 

@@ -31,8 +31,12 @@ def run(args) -> int:
                 return run_landscape(cfg, args)
             if cfg.run.compare:
                 return run_compare(cfg, args)
-            engine = build_in_thread(cfg, data_root=default_data_root(args.data_dir), log_dir=args.log_dir,
-                                     run_dir=Path(args.run_dir) if args.run_dir else None)
+            engine = build_in_thread(
+                cfg,
+                data_root=default_data_root(args.data_dir),
+                log_dir=args.log_dir,
+                run_dir=Path(args.run_dir) if args.run_dir else None,
+            )
     except SetupError as e:
         return fail(str(e))
     if not engine.is_main:
@@ -73,8 +77,10 @@ def resume_engine(args):
     ckpt = target / FILE_NAME if target.is_dir() else target
     run_dir = ckpt.parent
     if not ckpt.is_file():
-        raise CheckpointError(f"{ckpt}: no checkpoint to resume from; fix: pass a run directory that "
-                              "has checkpoint.pt (saved with s, on quit, on signals, every log.checkpoint_every)")
+        raise CheckpointError(
+            f"{ckpt}: no checkpoint to resume from; fix: pass a run directory that "
+            "has checkpoint.pt (saved with s, on quit, on signals, every log.checkpoint_every)"
+        )
     preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
     cfg = load_config(preset, overrides(args))
     return build_in_thread(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=load(ckpt, cfg))

@@ -78,8 +78,9 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
         for line in f:  # the history streams in first; the Status line comes between events
             obj = json.loads(line)
             if obj.get("type") == "Status":
-                return RunInfo(run_dir, obj["state"], obj.get("epoch"), obj.get("step"),
-                               obj.get("loss"), obj.get("pid"))
+                return RunInfo(
+                    run_dir, obj["state"], obj.get("epoch"), obj.get("step"), obj.get("loss"), obj.get("pid")
+                )
     except (OSError, ValueError):
         pass
     finally:
@@ -125,6 +126,8 @@ def ls_main(argv: list[str]) -> int:
     print(f"{'run':<{width}}  {'state':<11} {'epoch':>5} {'step':>7} {'loss':>9}  pid")
     for r in runs:
         loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
-        print(f"{r.path.name:<{width}}  {r.state:<11} {r.epoch if r.epoch is not None else '-':>5} "
-              f"{r.step if r.step is not None else '-':>7} {loss:>9}  {r.pid or '-'}")
+        print(
+            f"{r.path.name:<{width}}  {r.state:<11} {r.epoch if r.epoch is not None else '-':>5} "
+            f"{r.step if r.step is not None else '-':>7} {loss:>9}  {r.pid or '-'}"
+        )
     return 0

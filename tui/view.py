@@ -15,13 +15,18 @@ from deeptui.engine import events as E
 EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
 
 # Commands whose application is drawn as a vertical marker on the loss plot.
-MARKER_KINDS = {"SwitchOptimizer": "optimizer", "SetFrozen": "freeze", "SetMode": "mode",
-                "RestoreCheckpoint": "restore"}
+MARKER_KINDS = {
+    "SwitchOptimizer": "optimizer",
+    "SetFrozen": "freeze",
+    "SetMode": "mode",
+    "RestoreCheckpoint": "restore",
+}
 
 
 @dataclass
 class Series:
     """x/y points in arrival order; y may hold non-finite values (they are not drawn)."""
+
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
 
@@ -100,8 +105,11 @@ class RunView:
         self.optimizer_choices = tuple(ev.optimizer_choices)
         self.run_dir = ev.run_dir
         self.epoch, self.step = ev.epoch, ev.step
-        self._log("dim", ev, f"{'resumed' if ev.resumed else 'started'} {ev.model} "
-                             f"({ev.parameters:,} parameters) on {ev.device}")
+        self._log(
+            "dim",
+            ev,
+            f"{'resumed' if ev.resumed else 'started'} {ev.model} ({ev.parameters:,} parameters) on {ev.device}",
+        )
 
     def _on_StateChanged(self, ev: E.StateChanged) -> None:
         self.state, self.reason = ev.state, ev.reason
@@ -128,8 +136,7 @@ class RunView:
         self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
         self.test_error_pct = ev.test_error_pct
         self.points_version += 1
-        self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, "
-                          f"test error {ev.test_error_pct:.2f}%")
+        self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, test error {ev.test_error_pct:.2f}%")
 
     def _on_CommandApplied(self, ev: E.CommandApplied) -> None:
         kind = MARKER_KINDS.get(ev.command)
@@ -164,15 +171,24 @@ class RunView:
         self.finished = True
         self.state = ev.state
         self.reason = ev.reason
-        self._log("bold", ev, f"run {ev.state}" + (f" ({ev.reason})" if ev.reason else "")
-                  + f"; run directory {ev.run_dir}")
+        self._log(
+            "bold", ev, f"run {ev.state}" + (f" ({ev.reason})" if ev.reason else "") + f"; run directory {ev.run_dir}"
+        )
 
-    HANDLERS = {E.RunStarted: _on_RunStarted, E.StateChanged: _on_StateChanged,
-                E.StepMetrics: _on_StepMetrics, E.EpochEnd: _on_EpochEnd,
-                E.CommandApplied: _on_CommandApplied, E.CommandRejected: _on_CommandRejected,
-                E.ScheduleAction: _on_ScheduleAction, E.TimingResult: _on_TimingResult,
-                E.Warning: _on_Warning, E.CheckpointSaved: _on_CheckpointSaved, E.RunError: _on_RunError,
-                E.Finished: _on_Finished}
+    HANDLERS = {
+        E.RunStarted: _on_RunStarted,
+        E.StateChanged: _on_StateChanged,
+        E.StepMetrics: _on_StepMetrics,
+        E.EpochEnd: _on_EpochEnd,
+        E.CommandApplied: _on_CommandApplied,
+        E.CommandRejected: _on_CommandRejected,
+        E.ScheduleAction: _on_ScheduleAction,
+        E.TimingResult: _on_TimingResult,
+        E.Warning: _on_Warning,
+        E.CheckpointSaved: _on_CheckpointSaved,
+        E.RunError: _on_RunError,
+        E.Finished: _on_Finished,
+    }
 
     # ---- derived numbers ----------------------------------------------------------------
 

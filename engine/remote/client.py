@@ -16,8 +16,6 @@ from .. import events as E
 from .wire import SOCKET_NAME, as_message, connect, decode_event, encode
 
 
-
-
 class RemoteSession:
     """A run in another process, seen through its control socket, with the Engine's surface.
 
@@ -58,8 +56,9 @@ class RemoteSession:
 
     @property
     def alive(self) -> bool:
-        return (self._reader is not None and self._reader.is_alive() and not self._finished.is_set()
-                and not self.detached)
+        return (
+            self._reader is not None and self._reader.is_alive() and not self._finished.is_set() and not self.detached
+        )
 
     def send(self, command: C.Command) -> int:
         command = dataclasses.replace(command, id=next(self._ids))
@@ -130,10 +129,15 @@ class RemoteSession:
             with contextlib.suppress(OSError):
                 f.close()
         if not self._finished.is_set() and not self.detached:
-            self._note("lost the connection to the run (its process ended or closed the socket); "
-                       f"see {self.run_dir / 'deeptui.log'}")
+            self._note(
+                "lost the connection to the run (its process ended or closed the socket); "
+                f"see {self.run_dir / 'deeptui.log'}"
+            )
 
     def _note(self, message: str) -> None:
         last = self._last
-        self.events.append(E.Warning(last.time_s if last else 0.0, last.epoch if last else 0,
-                                     last.step if last else 0, message=message))
+        self.events.append(
+            E.Warning(
+                last.time_s if last else 0.0, last.epoch if last else 0, last.step if last else 0, message=message
+            )
+        )

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError
-from .wire import (MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event,
-                   is_live)
+from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
-SEND_TIMEOUT = 30.0         # a client that reads nothing for this long is dropped
-CHUNK = 256                 # events per write while replaying the history
+SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
+CHUNK = 256  # events per write while replaying the history
 
 
 def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
@@ -36,18 +35,28 @@ def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
                 break
             loss, acc = float(r["loss"]), float(r["accuracy"])
             if r["split"] == "test":
-                out.append(E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=acc,
-                                      test_error_pct=100.0 * (1 - acc)))
+                out.append(
+                    E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=acc, test_error_pct=100.0 * (1 - acc))
+                )
             else:
-                out.append(E.StepMetrics(t, epoch, step, loss=loss, accuracy=acc, lr=float(r["lr"]),
-                                         optimizer=r["optimizer"], frozen=r["frozen"] == "true",
-                                         mode=r["mode"], samples_per_s=float(r["samples_per_s"] or 0),
-                                         samples_seen=0))
+                out.append(
+                    E.StepMetrics(
+                        t,
+                        epoch,
+                        step,
+                        loss=loss,
+                        accuracy=acc,
+                        lr=float(r["lr"]),
+                        optimizer=r["optimizer"],
+                        frozen=r["frozen"] == "true",
+                        mode=r["mode"],
+                        samples_per_s=float(r["samples_per_s"] or 0),
+                        samples_seen=0,
+                    )
+                )
         except (KeyError, ValueError, TypeError):
             continue  # a row cut short by a crash
     return out
-
-
 
 
 class ControlServer:
@@ -72,14 +81,24 @@ class ControlServer:
         self._follow_lock = threading.Lock()
         self.run_started: E.RunStarted | None = None
         self.finished = False
-        self.status = {"type": "Status", "pid": os.getpid(), "state": "starting", "epoch": 0,
-                       "step": 0, "loss": None, "preset": "", "clients": 0}
+        self.status = {
+            "type": "Status",
+            "pid": os.getpid(),
+            "state": "starting",
+            "epoch": 0,
+            "step": 0,
+            "loss": None,
+            "preset": "",
+            "clients": 0,
+        }
 
-    def start(self) -> "ControlServer":
+    def start(self) -> ControlServer:
         if os.path.lexists(self.path):
             if is_live(self.path):
-                raise RemoteError(f"{self.path}: another deeptui process serves this run; fix: attach "
-                                  f"to it with 'deeptui attach {self.path.parent}'")
+                raise RemoteError(
+                    f"{self.path}: another deeptui process serves this run; fix: attach "
+                    f"to it with 'deeptui attach {self.path.parent}'"
+                )
             # is_live removed the stale socket of a crashed run.
         # Bind under a temporary name, restrict it to the owner, listen, then rename into place:
         # control.sock appears only when it accepts, and never with a wider mode.
@@ -98,8 +117,10 @@ class ControlServer:
             sock.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise RemoteError(f"{self.path}: cannot create the control socket ({e.strerror or e}); "
-                              "fix: check the run directory's permissions") from None
+            raise RemoteError(
+                f"{self.path}: cannot create the control socket ({e.strerror or e}); "
+                "fix: check the run directory's permissions"
+            ) from None
         self._ino = os.stat(self.path).st_ino
         self._listener = sock
         with contextlib.suppress(OSError):
@@ -146,7 +167,7 @@ class ControlServer:
                 break
             try:
                 conn, _ = self._listener.accept()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 break
@@ -185,8 +206,11 @@ class ControlServer:
         if cursor - len(events) > 0:
             first_step = events[0].step if events else self.status["step"]
             head = [self.run_started] if self.run_started is not None else []
-            events = head + csv_history(self.engine.run_dir, first_step) + [
-                e for e in events if not isinstance(e, E.RunStarted)]
+            events = (
+                head
+                + csv_history(self.engine.run_dir, first_step)
+                + [e for e in events if not isinstance(e, E.RunStarted)]
+            )
         return events, cursor
 
 
@@ -234,7 +258,7 @@ class _Client:
         history = True
         while not self.closed:
             for i in range(0, len(events), CHUNK):
-                part = events[i:i + CHUNK]
+                part = events[i : i + CHUNK]
                 if not self._send(b"".join(encode_event(e) for e in part)):
                     return
                 if any(isinstance(e, E.Finished) for e in part):
@@ -260,7 +284,7 @@ class _Client:
             while not self.closed:
                 try:
                     data = self.sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     break
@@ -271,7 +295,7 @@ class _Client:
                     if skipping:
                         if nl < 0:
                             break
-                        skipping, data = False, data[nl + 1:]
+                        skipping, data = False, data[nl + 1 :]
                         continue
                     if nl < 0:
                         if len(pending) + len(data) > MAX_LINE:
@@ -281,7 +305,7 @@ class _Client:
                         else:
                             pending += data
                         break
-                    line, data = bytes(pending) + data[:nl], data[nl + 1:]
+                    line, data = bytes(pending) + data[:nl], data[nl + 1 :]
                     pending.clear()
                     if len(line) > MAX_LINE:
                         self.error(f"line longer than {MAX_LINE // 1024} KiB: skipped")
@@ -311,5 +335,3 @@ class _Client:
             self.error(str(e), cid)
             return
         self.server.engine.send(cmd)
-
-

@@ -16,10 +16,11 @@ from ..errors import RemoteError
 
 SOCKET_NAME = "control.sock"
 PID_NAME = "deeptui.pid"
-MAX_LINE = 64 * 1024        # longest accepted client line; longer ones are skipped, not buffered
+MAX_LINE = 64 * 1024  # longest accepted client line; longer ones are skipped, not buffered
 
 
 # ---- addresses ---------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def address(path: Path):
@@ -47,19 +48,24 @@ def connect(path: Path, timeout: float = 5.0) -> socket.socket:
             sock.connect(addr)
     except FileNotFoundError:
         sock.close()
-        raise RemoteError(f"{path}: no control socket; the run is not live (or was started by an "
-                          "older deeptui); fix: pass the directory of a running run (deeptui ls)") from None
+        raise RemoteError(
+            f"{path}: no control socket; the run is not live (or was started by an "
+            "older deeptui); fix: pass the directory of a running run (deeptui ls)"
+        ) from None
     except ConnectionRefusedError:
         sock.close()
         # The server renames its socket into place only once it listens, so refused means stale.
         with contextlib.suppress(OSError):
             path.unlink()
-        raise RemoteError(f"{path}: stale control socket of a run that is no longer running "
-                          "(removed); fix: pass the directory of a running run (deeptui ls)") from None
+        raise RemoteError(
+            f"{path}: stale control socket of a run that is no longer running "
+            "(removed); fix: pass the directory of a running run (deeptui ls)"
+        ) from None
     except OSError as e:
         sock.close()
-        raise RemoteError(f"{path}: cannot connect ({e.strerror or e}); fix: check the path and "
-                          "that you own the run") from None
+        raise RemoteError(
+            f"{path}: cannot connect ({e.strerror or e}); fix: check the path and that you own the run"
+        ) from None
     sock.settimeout(None)
     return sock
 
@@ -73,6 +79,7 @@ def is_live(path: Path) -> bool:
 
 
 # ---- the wire format ---------------------------------------------------------------------
+
 
 def encode(obj: dict) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
@@ -120,10 +127,14 @@ def _field_value(cmd: str, key: str, kind, value):
         "tuple": lambda v: isinstance(v, list) and all(isinstance(x, _PLAIN) for x in v),
     }.get(kind)
     if ok is None or not ok(value):
-        want = {"tuple": "a list", "float": "a number", "int": "an integer", "bool": "true or false",
-                "str": "a string"}.get(kind, kind)
-        raise ValueError(f"{cmd}.{key} must be {want}, "
-                         f"not {json.dumps(value)[:40]}")
+        want = {
+            "tuple": "a list",
+            "float": "a number",
+            "int": "an integer",
+            "bool": "true or false",
+            "str": "a string",
+        }.get(kind, kind)
+        raise ValueError(f"{cmd}.{key} must be {want}, not {json.dumps(value)[:40]}")
     if kind == "float":
         return float(value)
     if kind == "tuple":
@@ -149,5 +160,3 @@ def decode_command(obj) -> C.Command:
             raise ValueError(f"{name} has no field {key[:40]!r}; fields: {known}")
         kwargs[key] = _field_value(name, key, fields[key].type, value)
     return cls(**kwargs)
-
-

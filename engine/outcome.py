@@ -1,0 +1,101 @@
+"""How a run ends or is stopped short: the non-finite-loss policy, failures turned into one-line
+events, and the end of every run (final checkpoint, logs closed, Finished)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import events as E
+from .config import Config
+from .state import RunState
+
+if TYPE_CHECKING:
+    from .loop import Engine
+
+
+def on_nonfinite(engine: Engine, loss: float) -> None:
+    """A non-finite training loss: stop (raise), pause for a dashboard, or go on, as run.on_nan says."""
+    policy = engine.cfg.run.on_nan
+    if policy == "auto":
+        policy = "pause" if engine.interactive else "stop"
+    msg = f"training loss is {loss} at step {engine.train.step}"
+    engine.report.mark("nonfinite_loss", f"{msg}; on_nan={policy}")
+    if policy == "stop":
+        raise FloatingPointError(
+            f"{msg}; fix: lower the learning rate (e.g. --set optimizer.lr="
+            f'{engine.train.base_lr / 10:g}) or set run.on_nan = "pause"'
+        )
+    engine.report.emit(
+        E.Warning,
+        message=f"{msg}: "
+        + (
+            "paused; resume, restore the last checkpoint or halve the lr"
+            if policy == "pause"
+            else "continuing (run.on_nan = continue)"
+        ),
+    )
+    if policy == "pause":
+        engine.set_state(RunState.PAUSED, "non-finite loss")
+
+
+def finish(engine: Engine, state: RunState, reason: str) -> None:
+    """The end of every run: the final checkpoint, the last marks, the logs closed, the data
+    loaders and process group shut down, then StateChanged and Finished."""
+    engine.final_state = state.value
+    try:  # the final model is kept too, so a finished run can be evaluated or extended
+        if state == RunState.FINISHED or (state == RunState.STOPPED and engine.save_on_stop):
+            engine.save_checkpoint()
+    except Exception as exc:
+        report_error(engine, exc)
+    with contextlib.suppress(Exception):
+        engine.report.mark(state.value, reason)
+    engine.state = state
+    try:
+        engine.log.close()
+    except OSError as exc:
+        engine.report.emit(
+            E.RunError,
+            message=f"could not write the logs: {exc}",
+            fix=f"free space or check permissions in {engine.run_dir}",
+        )
+        state = RunState.FAILED
+    with contextlib.suppress(Exception):
+        engine.data.close()
+    if engine.dist is not None:
+        from .distributed import close
+
+        with contextlib.suppress(Exception):
+            close()
+    engine.set_state(state, reason)
+    engine.report.emit(E.Finished, state=state.value, run_dir=str(engine.run_dir), reason=reason)
+
+
+def report_error(engine: Engine, exc: Exception) -> str:
+    """An exception that ended the run (or its final checkpoint) as a RunError and a mark."""
+    message, fix = describe_failure(exc, engine.cfg, engine.dist)
+    engine.report.emit(E.RunError, message=message, fix=fix)
+    with contextlib.suppress(Exception):
+        engine.report.mark("error", message + (f"; fix: {fix}" if fix else ""))
+    return message
+
+
+def describe_failure(exc: Exception, cfg: Config, dist=None) -> tuple[str, str]:
+    """(one-line message, fix) for an exception that ended a run."""
+    message, fix = f"{type(exc).__name__}: {exc}".strip(), ""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        message = "CUDA out of memory"
+        fix = f"use a smaller batch, e.g. --set data.batch_size={max(1, cfg.data.batch_size // 2)}"
+    elif isinstance(exc, OSError):
+        fix = "check the file named above, its permissions and the free disk space"
+    elif isinstance(exc, FloatingPointError):
+        message, _, fix = str(exc).partition("; fix: ")
+    elif dist is not None and isinstance(exc, (RuntimeError, ConnectionError)):
+        message = f"rank {dist.rank}: lost contact with the other ranks ({message[:160]})"
+        fix = "a worker process died or was killed; see the launcher's message for which rank"
+    elif type(exc).__name__ == "DataError":
+        message = str(exc)
+    message = message.splitlines()[0][:300] if message else type(exc).__name__
+    return message, fix

@@ -1,0 +1,34 @@
+"""The code's shape, as the README's "How the code is laid out" promises it: every module says
+what it owns in its first line, and no class grows past ~250 lines."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.conftest import ROOT
+
+MODULES = sorted(p for folder in ("engine", "tui") for p in (ROOT / folder).rglob("*.py"))
+MAX_CLASS_LINES = 260
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_module_says_what_it_owns_and_has_no_giant_class(path):
+    tree = ast.parse(path.read_text())
+    doc = ast.get_docstring(tree)
+    assert doc and doc.splitlines()[0].strip(), f"{path}: no module docstring"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= MAX_CLASS_LINES, f"{path}: class {node.name} has {size} lines; split it by responsibility"
+
+
+def test_every_module_is_in_the_readme_layout():
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in MODULES
+        if p.name != "__init__.py" and f"`{p.relative_to(ROOT)}`" not in readme
+    ]
+    assert not missing, f"README's layout section lacks {missing}"
