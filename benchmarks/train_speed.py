@@ -37,7 +37,10 @@ def sync(device):
 
 
 def lecture_loop(root: Path, device, steps: int, warmup: int, blocks: int, workers: int) -> float:
-    """Written the way the lecture writes it; returns samples/s over `steps` after `warmup`."""
+    """Written the way the lecture writes it; returns samples/s over `steps` after `warmup`.
+    In PyTorch's default state: the engine runs before it set cudnn.benchmark (perf.cudnn_benchmark),
+    which would otherwise carry over into the lecture's loop from the second repeat on."""
+    torch.backends.cudnn.benchmark = False
     from PIL import Image
     from torchvision import transforms
 

@@ -12,6 +12,7 @@ import torch
 
 from .errors import CheckpointError
 from .models import set_frozen
+from .optim import ensure_momentum_buffers
 
 if TYPE_CHECKING:
     from .loop import Engine
@@ -31,9 +32,10 @@ def collect(engine: Engine) -> dict:
         "optimizer": engine.optimizer.state_dict(),
         "train": {**engine.train.state_dict(), "time_s": engine.now()},
         "frozen": engine.frozen,
+        # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
         "rng": {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": torch.cuda.get_rng_state(engine.device) if engine.device.type == "cuda" else None,
         },
     }
 
@@ -46,11 +48,12 @@ def restore(engine: Engine, payload: dict) -> None:
     engine.train.load_state_dict(payload["train"])
     engine.optimizer = engine.make_optimizer(engine.train.optimizer)
     engine.optimizer.load_state_dict(payload["optimizer"])
+    ensure_momentum_buffers(engine.optimizer)  # a checkpoint of an older deeptui may lack some
     engine.model.train(engine.train.mode == "train")
     engine.restart_clock(engine.train.time_s)
     torch.set_rng_state(payload["rng"]["torch"])
-    if payload["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+    if payload["rng"]["cuda"] is not None and engine.device.type == "cuda":
+        torch.cuda.set_rng_state(payload["rng"]["cuda"], engine.device)
 
 
 def save(path: Path, payload: dict) -> Path:
@@ -77,7 +80,7 @@ def _from_format_1(st: dict) -> dict:
         **{k: st[k] for k in ("world_size", "preset", "config", "model", "optimizer", "frozen")},
         "format": FORMAT,
         "train": {**train, "optimizer": st["optimizer_name"]},
-        "rng": {"torch": st["torch_rng"], "cuda": st["cuda_rng"]},
+        "rng": {"torch": st["torch_rng"], "cuda": st["cuda_rng"][0] if len(st["cuda_rng"]) else None},
     }
 
 

@@ -121,10 +121,19 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class PerfConfig:
-    amp: str = _f("off", "mixed precision on CUDA: off, bf16 or fp16", choices=("off", "bf16", "fp16"))
+    amp: str = _f(
+        "off",
+        "mixed precision: off, bf16 or fp16 (autocast; fp16 with a gradient scaler), on CUDA and on the CPU",
+        choices=("off", "bf16", "fp16"),
+    )
     channels_last: bool = _f(False, "channels_last memory format for the model and batches")
-    compile: bool = _f(False, "torch.compile the model (one compiled variant per freeze state)")
+    compile: bool = _f(False, "torch.compile the model (one compiled variant per freeze state and mode)")
     cudnn_benchmark: bool = _f(True, "torch.backends.cudnn.benchmark on CUDA")
+    fused: Any = _f(
+        "auto",
+        "fused optimizer kernels for sgd, momentum, nesterov and adam: auto (on CUDA only), true or false",
+        choices=("auto", True, False),
+    )
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,12 @@ def _close(word: str, options) -> str:
 
 
 def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    choices = f.metadata.get("choices", ())
+    if any(type(value) is type(c) and value == c for c in choices):  # e.g. perf.fused: "auto" or a bool
+        return value
+    if choices and any(isinstance(c, bool) for c in choices):
+        names = ", ".join(str(c).lower() if isinstance(c, bool) else f'"{c}"' for c in choices)
+        raise ConfigError(f"{src}: {key} = {value!r} is out of range; fix: {key} must be one of {names}")
     want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
     got_ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):

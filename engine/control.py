@@ -44,9 +44,10 @@ def between_steps(engine: Engine) -> None:
 
 
 def _between_steps_distributed(engine: Engine) -> None:
-    """Rank 0 gathers the commands and broadcasts them; every rank applies the same list at the
-    same step. While paused, the ranks loop here together (a broadcast every 0.1 s)."""
-    from .distributed import broadcast_object
+    """Rank 0 gathers the commands and tells every rank how many there are (one small CPU
+    collective per step); only when there are some do they travel, pickled, and every rank
+    applies the same list at the same step. While paused, the ranks loop here together."""
+    from .distributed import broadcast_count, broadcast_object
 
     while True:
         batch = []
@@ -56,8 +57,9 @@ def _between_steps_distributed(engine: Engine) -> None:
                 batch.append(engine.commands.get(timeout=0.1) if waiting else engine.commands.get_nowait())
                 while True:
                     batch.append(engine.commands.get_nowait())
-        for cmd in broadcast_object(batch, engine.dist):  # the dataclasses travel pickled
-            apply(engine, cmd)
+        if broadcast_count(len(batch), engine.dist):
+            for cmd in broadcast_object(batch, engine.dist):  # the dataclasses travel pickled
+                apply(engine, cmd)
         if not (engine.state == RunState.PAUSED and not engine.stop_requested):
             return
 
@@ -125,6 +127,9 @@ def switch_optimizer(engine: Engine, cmd: C.SwitchOptimizer) -> Result:
         if name == "lbfgs" and engine.cfg.optimizer.group_lr
         else ""
     )
+    sync = engine.runner.sync_note(engine.optimizer, name)
+    if sync:
+        note += f"; note: {sync}"
     return True, f"{current} -> {name}; {engine.describe_optimizer()}; state starts fresh{note}"
 
 
@@ -204,9 +209,14 @@ def restore_checkpoint(engine: Engine, cmd: C.RestoreCheckpoint) -> Result:
     from . import checkpoint
 
     path = engine.last_checkpoint or (engine.run_dir / checkpoint.FILE_NAME)
-    if not path.exists():
+    payload = checkpoint.load(path, engine.cfg) if engine.is_main and path.exists() else None
+    if engine.dist is not None:  # rank 0 reads the file; every rank restores what it read
+        from .distributed import broadcast_object
+
+        payload = broadcast_object(payload, engine.dist)
+    if payload is None:
         return False, "no checkpoint saved yet in this run"
-    checkpoint.restore(engine, checkpoint.load(path, engine.cfg))
+    checkpoint.restore(engine, payload)
     engine.sums.reset()
     engine.emit_state()
     return True, f"restored {path} (step {engine.train.step})"

@@ -42,6 +42,13 @@ def device_label(device: torch.device) -> str:
     return "cpu"
 
 
+def activate(device: torch.device) -> None:
+    """Make `device` the calling thread's current CUDA device (each thread has its own): kernels
+    launched without a device, and torch.cuda calls without one, then go to the run's GPU."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the kernels queued on `device` (a no-op on the CPU)."""
     if device.type == "cuda":

@@ -28,19 +28,29 @@ class DistInfo:
 
 
 def from_env() -> DistInfo | None:
-    """The rank this process is, when started by torchrun with more than one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """The rank this process is, when torchrun started it (also as the only rank: a 1-process
+    data-parallel run takes the same code path, NCCL included, as a larger one)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
+    world = int(os.environ["WORLD_SIZE"])
     return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+# The group that control messages (commands, the run directory, a restored checkpoint) travel on:
+# gloo, on CPU tensors. On CUDA the main group is NCCL, where broadcast_object_list copies through
+# the GPU and syncs the host; None means the default group (gloo already, on CPU).
+_control = None
+
+
 def init(info: DistInfo, device_type: str) -> None:
+    global _control
     if dist.is_initialized():
         return
     # A paused run broadcasts every 0.1 s, so a long timeout only matters for the one-off
     # collectives (timing on rank 0, evaluation on rank 0): allow them a generous hour.
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
+    timeout = datetime.timedelta(hours=1)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timeout)
+    _control = dist.new_group(backend="gloo", timeout=timeout) if device_type == "cuda" else None
 
 
 def device_for(info: DistInfo, spec: str) -> torch.device:
@@ -51,10 +61,17 @@ def device_for(info: DistInfo, spec: str) -> torch.device:
 
 
 def broadcast_object(obj, info: DistInfo):
-    """rank 0's `obj` on every rank (small and picklable: a list of commands, a path)."""
+    """rank 0's `obj` on every rank (picklable: a list of commands, a path, a checkpoint)."""
     box = [obj if info.is_main else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_control)
     return box[0]
+
+
+def broadcast_count(n: int, info: DistInfo) -> int:
+    """rank 0's `n` on every rank: one small CPU collective on the control group, no GPU sync."""
+    t = torch.tensor([n if info.is_main else 0], dtype=torch.int64)
+    dist.broadcast(t, src=0, group=_control)
+    return int(t[0])
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -64,5 +81,7 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 def close() -> None:
+    global _control
     if dist.is_initialized():
         dist.destroy_process_group()
+    _control = None

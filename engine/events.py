@@ -57,7 +57,9 @@ class StepMetrics(Event):
     mode: str
     samples_per_s: float
     samples_seen: int
-    gpu_memory_mb: float = 0.0
+    gpu_memory_mb: float = 0.0  # CUDA: allocated by tensors now
+    gpu_reserved_mb: float = 0.0  # CUDA: held by the caching allocator now
+    gpu_peak_mb: float = 0.0  # CUDA: the most allocated during this interval
 
 
 @dataclass(frozen=True)

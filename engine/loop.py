@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, outcome
+from . import checkpoint, control, distributed, outcome
 from . import commands as C
 from . import events as E
 from .config import Config
-from .device import device_label
-from .metrics import IntervalSums, Reporter, Settings, evaluate
+from .device import activate, device_label
+from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
 from .models import has_features, is_frozen, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
 from .runlog import NullLog, RunLog
@@ -131,7 +131,8 @@ class Engine:
         return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode)
 
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
-        return make_optimizer(name, self.model, self.cfg.optimizer, self.train.base_lr, self.device.type)
+        cfg = self.cfg
+        return make_optimizer(name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, cfg.perf.fused)
 
     def describe_optimizer(self) -> str:
         return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
@@ -160,28 +161,11 @@ class Engine:
 
     def run(self) -> str:
         """Train until done, stopped or failed; returns the final state. Never raises."""
-        cfg, t = self.cfg, self.train
         try:
-            self.report.emit(
-                E.RunStarted,
-                preset=cfg.run.name,
-                run_dir=str(self.run_dir),
-                device=device_label(self.device),
-                model=cfg.model.name,
-                parameters=sum(p.numel() for p in self.model.parameters()),
-                epochs=cfg.run.epochs,
-                steps_per_epoch=len(self.data.train),
-                max_steps=cfg.run.max_steps,
-                has_features=self.has_features,
-                optimizer_choices=self.choices,
-                resumed=self.resumed,
-            )
-            frozen = ("frozen" if self.frozen else "trainable") if self.has_features else "n/a"
-            self.report.mark(
-                "resume" if self.resumed else "start",
-                f"preset={cfg.run.name} device={device_label(self.device)} "
-                f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}",
-            )
+            activate(self.device)  # this thread's CUDA device: where kernels go and what syncs wait for
+            if self.dist is not None:  # one non-finite-loss policy for every rank: rank 0's
+                self.interactive = bool(distributed.broadcast_object(self.interactive, self.dist))
+            announce(self)
             self.set_state(RunState.RUNNING)
             self._train()
             state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
@@ -223,10 +207,11 @@ class Engine:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         frozen = self.frozen
-        compiling = self.runner.needs_compile(frozen)
+        compiling = self.runner.needs_compile(frozen, y.shape[0])
         if compiling:
             previous = self.state
-            self.set_state(RunState.COMPILING, f"torch.compile for features {'frozen' if frozen else 'trainable'}")
+            what = f"features {'frozen' if frozen else 'trainable'}, {self.train.mode} mode, batch {y.shape[0]}"
+            self.set_state(RunState.COMPILING, f"torch.compile for {what}")
         loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen, lbfgs=self.train.optimizer == "lbfgs")
         if compiling:  # the first step of a compiled variant is done: compiling is over
             self.set_state(previous, "compiled")
@@ -240,8 +225,7 @@ class Engine:
             return
         loss, acc, n, seconds = got
         seen = self.train.samples_seen * (self.dist.world if self.dist else 1)
-        gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
-        self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu_memory_mb=gpu_mb)
+        self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu=gpu_memory(self.device))
         if not math.isfinite(loss):
             outcome.on_nonfinite(self, loss)
 
@@ -283,3 +267,31 @@ class Engine:
         self.report.mark("checkpoint", str(path))
         self.report.emit(E.CheckpointSaved, path=str(path))
         return path
+
+
+def announce(engine: Engine) -> None:
+    """The run's first event and mark, and a word on [perf] settings that cost a host sync."""
+    cfg, t = engine.cfg, engine.train
+    engine.report.emit(
+        E.RunStarted,
+        preset=cfg.run.name,
+        run_dir=str(engine.run_dir),
+        device=device_label(engine.device),
+        model=cfg.model.name,
+        parameters=sum(p.numel() for p in engine.model.parameters()),
+        epochs=cfg.run.epochs,
+        steps_per_epoch=len(engine.data.train),
+        max_steps=cfg.run.max_steps,
+        has_features=engine.has_features,
+        optimizer_choices=engine.choices,
+        resumed=engine.resumed,
+    )
+    frozen = ("frozen" if engine.frozen else "trainable") if engine.has_features else "n/a"
+    engine.report.mark(
+        "resume" if engine.resumed else "start",
+        f"preset={cfg.run.name} device={device_label(engine.device)} "
+        f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}",
+    )
+    note = engine.runner.sync_note(engine.optimizer, t.optimizer)
+    if note:
+        engine.report.emit(E.Warning, message=note)

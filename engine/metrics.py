@@ -85,6 +85,18 @@ def evaluate(model: torch.nn.Module, batches, autocast, device: torch.device) ->
     return loss_sum / n, correct / n
 
 
+def gpu_memory(device: torch.device) -> tuple[float, float, float]:
+    """(allocated now, reserved now, peak allocated since the last call) in MiB on a CUDA device,
+    zeros elsewhere; the peak starts again from here, so each interval shows its own."""
+    if device.type != "cuda":
+        return 0.0, 0.0, 0.0
+    mib = 2**20
+    now = torch.cuda.memory_allocated(device) / mib, torch.cuda.memory_reserved(device) / mib
+    peak = torch.cuda.max_memory_allocated(device) / mib
+    torch.cuda.reset_peak_memory_stats(device)
+    return now[0], now[1], peak
+
+
 class Reporter:
     """Everything a run tells, stamped with its clock and position: events to the buffer that
     front ends read, and rows and marks to the run log (metrics.csv, events.csv)."""
@@ -106,8 +118,9 @@ class Reporter:
         samples_per_s: float,
         samples_seen: int,
         settings: Settings,
-        gpu_memory_mb: float = 0.0,
+        gpu: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ) -> None:
+        """A train row and its StepMetrics; `gpu` is gpu_memory()'s (allocated, reserved, peak)."""
         t, epoch, step = self.position()
         t = round(t, 3)
         self.log.metric(
@@ -136,7 +149,9 @@ class Reporter:
                 mode=settings.mode,
                 samples_per_s=samples_per_s,
                 samples_seen=samples_seen,
-                gpu_memory_mb=gpu_memory_mb,
+                gpu_memory_mb=gpu[0],
+                gpu_reserved_mb=gpu[1],
+                gpu_peak_mb=gpu[2],
             )
         )
 

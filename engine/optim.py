@@ -40,18 +40,46 @@ def param_groups(model: nn.Module, ocfg: OptimizerConfig, base_lr: float, single
     return groups
 
 
+def uses_fused(name: str, setting: str | bool, device_type: str) -> bool:
+    """perf.fused for optimizer `name`: "auto" is on for CUDA only (one kernel launch for all
+    parameters instead of one per tensor); only sgd, momentum, nesterov and adam have the kernel."""
+    wanted = device_type == "cuda" if setting == "auto" else bool(setting)
+    return wanted and registry.OPTIMIZERS[name].fused
+
+
 def make_optimizer(
-    name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float, device_type: str = "cpu"
+    name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float, device_type: str = "cpu", fused="auto"
 ) -> torch.optim.Optimizer:
-    """A fresh optimizer over the model's groups; LBFGS supports only one group. On CUDA, SGD and
-    Adam use torch's fused kernels (one launch for all parameters instead of one per tensor)."""
+    """A fresh optimizer over the model's groups (LBFGS: one group), fused when perf.fused says so,
+    with its momentum buffers made up front (see ensure_momentum_buffers)."""
     entry = registry.OPTIMIZERS[name]
     kwargs = registry.preset_hyperparameters(name, ocfg)
-    if device_type == "cuda" and entry.fused:
+    if uses_fused(name, fused, device_type):
         kwargs["fused"] = True
     if entry.one_group:
-        return registry.build(name, param_groups(model, ocfg, base_lr, single=True)[0]["params"], lr=base_lr, **kwargs)
-    return registry.build(name, param_groups(model, ocfg, base_lr), lr=base_lr, **kwargs)
+        params = param_groups(model, ocfg, base_lr, single=True)[0]["params"]
+        return registry.build(name, params, lr=base_lr, **kwargs)
+    return ensure_momentum_buffers(registry.build(name, param_groups(model, ocfg, base_lr), lr=base_lr, **kwargs))
+
+
+def ensure_momentum_buffers(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Give every parameter of an SGD with momentum a momentum buffer (zeros) before any step.
+
+    torch makes a buffer at a parameter's first gradient; frozen features get none, and after an
+    unfreeze a fused SGD meets a group that mixes parameters with and without buffers and raises
+    (TypeError: expected Tensor ... but got NoneType). Its first step also fills buffers from
+    torch.empty_like, which a GradScaler-skipped step leaves uninitialised. A zero buffer gives
+    exactly torch's first step (buf = 0 * momentum + grad = grad, dampening 0), fused or not."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return optimizer
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0:
+            continue
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 def set_base_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
@@ -74,4 +102,6 @@ def describe(name: str, ocfg: OptimizerConfig, optimizer: torch.optim.Optimizer)
             parts.append(f"{k}=({', '.join(f'{x:g}' for x in v)})")
         else:
             parts.append(f"{k}={v:g}")
+    if optimizer.defaults.get("fused"):
+        parts.append("fused")
     return " ".join(parts)

@@ -1,8 +1,9 @@
 """StepRunner: one training step with the [perf] options, and nothing else.
 
-channels_last, autocast, the fp16 gradient scaler, LBFGS's closure, and the torch.compile and
-DistributedDataParallel wrappers live here. A step returns the detached loss and logits; it emits
-no event and reads no value back to the host (the caller sums them on the device).
+channels_last, autocast (bf16, or fp16 with a gradient scaler), LBFGS's closure, and the
+torch.compile and DistributedDataParallel wrappers live here, on CUDA and on the CPU alike (so
+the suite runs every branch a GPU user takes). A step returns the detached loss and logits; it
+emits no event and reads no value back to the host (the caller sums them on the device).
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ class StepRunner:
         self.memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
         if perf.channels_last:
             model.to(memory_format=torch.channels_last)
-        # Mixed precision only where it helps (CUDA); CPU runs keep fp32 whatever the preset says.
-        self.amp_dtype = AMP_DTYPES.get(perf.amp) if device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        # torch.compile specialises on requires_grad and DDP registers gradient hooks only for the
-        # parameters that require grad when it is built: one wrapper per freeze state, built when
+        self.amp_dtype = AMP_DTYPES.get(perf.amp)
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
+        # DDP registers gradient hooks only for the parameters that require grad when it is built,
+        # and torch.compile specialises on requires_grad: one wrapper per freeze state, built when
         # first needed (at the same step on every rank).
         self.variants: dict[bool, nn.Module] = {}
+        # What torch.compile has traced: (freeze state, train mode, batch size). A new one means a
+        # (re)compile: the engine shows the "compiling" state for that step.
+        self.traced: set[tuple[bool, bool, int]] = set()
 
-    def needs_compile(self, frozen: bool) -> bool:
-        """The next step with this freeze state compiles a variant first (it takes long)."""
-        return self.compile and frozen not in self.variants
+    def needs_compile(self, frozen: bool, batch: int) -> bool:
+        """The next step compiles first (it takes long): a new freeze state, mode or batch size."""
+        return self.compile and (frozen, self.model.training, batch) not in self.traced
 
     def module(self, frozen: bool) -> nn.Module:
         """What the step calls: the model, or its DDP / compiled wrapper for this freeze state."""
@@ -48,9 +51,21 @@ class StepRunner:
 
                 module = DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.compile:
-                module = torch.compile(module)
+                # static shapes: each (freeze state, mode, batch size) is one compile that the engine
+                # shows, not a silent switch to a dynamic-shape graph at the last partial batch
+                module = torch.compile(module, dynamic=False)
             self.variants[frozen] = module
         return self.variants[frozen]
+
+    def sync_note(self, optimizer: torch.optim.Optimizer, name: str) -> str:
+        """Why a step with this optimizer reads a value back to the host every step, or ""."""
+        if self.scaler is not None and not optimizer.defaults.get("fused") and name != "lbfgs":
+            return (
+                f"fp16 with {name} (no fused kernel in use): GradScaler.step reads its inf check back to the "
+                'host every step (a sync per step on CUDA); perf.amp = "bf16", or sgd, momentum, nesterov or '
+                "adam with perf.fused, avoid it"
+            )
+        return ""
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -84,9 +99,11 @@ class StepRunner:
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
-                self.scaler.step(optimizer)
+                self.scaler.step(optimizer)  # fused optimizers take the scaler's inf check on the device
                 self.scaler.update()
             else:
                 loss.backward()
                 optimizer.step()
+        if self.compile:
+            self.traced.add((frozen, self.model.training, y.shape[0]))
         return loss.detach(), out.detach()

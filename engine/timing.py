@@ -20,6 +20,7 @@ from .device import resolve_device, synchronize
 
 LECTURE_SIZES = (2500, 1500, 1000)  # rows of x, rows of w, shared inner dimension
 LECTURE_RATIOS = {"CPU": 5.1, "GPU": 76.0}
+CUDA_WARMUP_S = 1.0  # a GPU ramps its clocks up under load
 
 
 class TimingAborted(Exception):
@@ -82,16 +83,34 @@ def _loop(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _median_time(fn, x, w, y, repeats: int, should_stop: Callable[[], bool] | None) -> float:
-    fn(x, w, y)  # warm-up: first-call allocations, kernel selection, lazy init
+    """Median seconds of `repeats` calls of fn(x, w, y), after a warm-up: one call on the CPU
+    (first-call allocations, lazy init); on CUDA, calls for CUDA_WARMUP_S, so that the GPU is
+    timed at its working clocks, not at idle. CUDA times come from CUDA events on the device."""
+    cuda = x.device.type == "cuda"
+    warm_until = time.perf_counter() + (CUDA_WARMUP_S if cuda else 0.0)
+    while True:
+        if should_stop is not None and should_stop():
+            raise TimingAborted
+        fn(x, w, y)
+        synchronize(x.device)
+        if time.perf_counter() >= warm_until:
+            break
     times = []
     for _ in range(repeats):
         if should_stop is not None and should_stop():
             raise TimingAborted
-        synchronize(x.device)  # start from an idle GPU
-        t0 = time.perf_counter()
-        fn(x, w, y)
-        synchronize(x.device)  # kernels are asynchronous: wait before reading the clock
-        times.append(time.perf_counter() - t0)
+        if cuda:
+            with torch.cuda.device(x.device):  # events record on the current device's stream
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(x, w, y)
+                end.record()
+                end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn(x, w, y)
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 

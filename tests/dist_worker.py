@@ -1,11 +1,15 @@
 """One rank of a data-parallel test run (started by torchrun from tests/test_distributed.py).
 
-Rank 0 switches the optimizer and unfreezes the features mid-run; every rank then writes what
-its own engine ended with to <out>/rank<N>.json, so the test can compare the ranks."""
+mode "steer": a fused fp16 momentum run with crop+flip; rank 0 switches the optimizer and
+unfreezes the features mid-run, then saves a checkpoint and restores it. mode "nan": the learning
+rate makes the loss non-finite; rank 0 is watched by a dashboard (on_nan = "auto" pauses there)
+and its user stops the run once it has paused. Every rank then writes what its own engine ended
+with to <out>/rank<N>.json."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -14,14 +18,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deeptui.engine import checkpoint, distributed  # noqa: E402
 from deeptui.engine import commands as C  # noqa: E402
 from deeptui.engine import events as E  # noqa: E402
 from deeptui.engine.build import build_engine  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
+MODES = {
+    "steer": [
+        "schedule.freeze_features_epochs=5",
+        "optimizer.name='momentum'",
+        "perf.fused=true",
+        "perf.amp='fp16'",
+        "data.crop_padding=2",
+        "data.flip=true",
+    ],
+    "nan": ["optimizer.lr=1e30", "run.on_nan='auto'"],
+}
 
-def main(out: Path) -> None:
-    cfg = tiny_config("run.epochs=1", "schedule.freeze_features_epochs=5", "log.interval=2")
+
+def main(out: Path, mode: str) -> None:
+    device = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")  # benchmarks/gpu_check.sh: cuda (NCCL)
+    cfg = tiny_config("run.epochs=1", "log.interval=2", f"run.device='{device}'", *MODES[mode])
+    broadcasts = []
+    real_broadcast = distributed.broadcast_object
+
+    def counting_broadcast(obj, info):
+        broadcasts.append(type(obj).__name__)
+        return real_broadcast(obj, info)
+
+    distributed.broadcast_object = counting_broadcast  # control messages: how many, how often
+    loads = []
+    real_load = checkpoint.load
+
+    def counting_load(path, cfg=None):
+        loads.append(str(path))
+        return real_load(path, cfg)
+
+    checkpoint.load = counting_load  # who reads a checkpoint file
     eng = build_engine(cfg, data_root=out / "data", log_dir=out / "runs")
 
     def steer():  # rank 0's user presses o, then f, mid-run
@@ -29,9 +63,19 @@ def main(out: Path) -> None:
             time.sleep(0.005)
         eng.send(C.SwitchOptimizer(name="adam"))
         eng.send(C.SetFrozen(frozen=False))
+        while eng.train.step < 6:
+            time.sleep(0.005)
+        eng.send(C.SaveCheckpoint())
+        eng.send(C.RestoreCheckpoint())
+
+    def stop_when_paused():  # rank 0's user sees the pause (the NaN dialog) and stops the run
+        while eng.state != "paused":
+            time.sleep(0.005)
+        eng.send(C.Stop(reason="user stopped after the non-finite loss"))
 
     if eng.is_main:
-        threading.Thread(target=steer, daemon=True).start()
+        eng.interactive = mode == "nan"  # a dashboard watches rank 0 only
+        threading.Thread(target=steer if mode == "steer" else stop_when_paused, daemon=True).start()
     eng.run()
     evs = eng.events.read(0)[0]
     applied = {e.command: e.step for e in evs if isinstance(e, E.CommandApplied)}
@@ -43,11 +87,16 @@ def main(out: Path) -> None:
                 "step": eng.train.step,
                 "applied_at": applied,
                 "final_state": eng.final_state,
+                "states": [e.state for e in evs if isinstance(e, E.StateChanged)],
+                "errors": [e.message for e in evs if isinstance(e, E.RunError)],
                 "fc_weight_sum": float(eng.model.fc.weight.detach().sum()),
+                "finite": all(bool(p.isfinite().all()) for p in eng.model.parameters()),
+                "broadcasts": broadcasts,
+                "checkpoint_loads": loads,
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "steer")

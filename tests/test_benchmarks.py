@@ -45,7 +45,9 @@ def test_overhead_benchmark_runs_end_to_end():
             "--rounds",
             "2",
             "--seconds",
-            "0.8",
+            "1.0",
+            "--set",
+            "log.interval=5",  # a logged row in every window, also when a loaded machine runs it slowly
             "--set",
             "model.blocks=1",
             "--set",

@@ -77,7 +77,8 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     assert "deeptui: finished" in two.stdout and two.stdout.count("deeptui: started") == 1
 
 
-def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
+def two_ranks(tmp_path: Path, mode: str) -> tuple[dict, dict]:
+    """tests/dist_worker.py on 2 gloo ranks; what each rank's engine ended with."""
     out = subprocess.run(
         [
             sys.executable,
@@ -88,6 +89,7 @@ def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
             "2",
             str(ROOT / "tests" / "dist_worker.py"),
             str(tmp_path),
+            mode,
         ],
         cwd=ROOT,
         env=ENV,
@@ -97,12 +99,35 @@ def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    return r0, r1
+
+
+def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
+    """Fused momentum in fp16 with crop+flip on 2 ranks; rank 0 switches to adam and unfreezes."""
+    r0, r1 = two_ranks(tmp_path, "steer")
     assert r0["optimizer"] == r1["optimizer"] == "Adam"
     assert all(r0["features_require_grad"]) and all(r1["features_require_grad"])
     assert r0["applied_at"]["SwitchOptimizer"] == r1["applied_at"]["SwitchOptimizer"] >= 3
     assert r0["applied_at"]["SetFrozen"] == r1["applied_at"]["SetFrozen"]
     assert r0["step"] == r1["step"] and r0["final_state"] == r1["final_state"] == "finished"
     assert r0["fc_weight_sum"] == pytest.approx(r1["fc_weight_sum"], rel=1e-6)  # same weights
+    assert r0["finite"] and r1["finite"]
+    # Control messages travel only when there is something to say: the run directory at the start,
+    # rank 0's on_nan policy, the commands (two batches), the restored checkpoint; not one pickled
+    # broadcast per step.
+    assert len(r0["broadcasts"]) == len(r1["broadcasts"]) <= 6 < r0["step"], (r0["broadcasts"], r1["broadcasts"])
+    # A restore reads the file on rank 0 only and sends what it read: the ranks cannot diverge.
+    assert len(r0["checkpoint_loads"]) == 1 and r1["checkpoint_loads"] == []
+    assert r0["applied_at"]["RestoreCheckpoint"] == r1["applied_at"]["RestoreCheckpoint"]
+
+
+def test_a_non_finite_loss_pauses_every_rank_when_rank_0_has_a_dashboard(tmp_path):
+    """on_nan = "auto" pauses under a dashboard, stops headless: rank 0's policy holds on every
+    rank, so the ranks pause together and the user's Stop ends them all cleanly."""
+    r0, r1 = two_ranks(tmp_path, "nan")
+    for r in (r0, r1):
+        assert "paused" in r["states"] and r["final_state"] == "stopped" and not r["errors"], r
+    assert r0["step"] == r1["step"]
 
 
 def _children(pid: int) -> list[int]:

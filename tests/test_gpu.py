@@ -11,10 +11,14 @@ from tests.conftest import EventReader
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.mark.parametrize("extra", [[], ["perf.amp='bf16'", "perf.channels_last=true"]], ids=["fp32", "bf16-cl"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["perf.amp='bf16'", "perf.channels_last=true"], ["perf.amp='fp16'", "optimizer.name='momentum'"]],
+    ids=["fp32", "bf16-cl", "fp16-fused-momentum"],
+)
 def test_training_step_is_sync_free_on_cuda(make_engine, monkeypatch, extra):
     """torch.cuda.set_sync_debug_mode('error') inside every training step: any host sync raises."""
-    eng = make_engine("run.device='cuda'", "run.max_steps=12", "schedule.freeze_features_epochs=0", *extra)
+    eng = make_engine("run.device='cuda'", "run.max_steps=20", "schedule.freeze_features_epochs=1", *extra)
     real = type(eng)._train_step
 
     def strict_step(self, x, y):

@@ -40,7 +40,7 @@ def test_channels_last_and_amp_options_train(make_engine):
     eng.start()
     assert r.wait(lambda e: isinstance(e, E.Finished)).state == "finished"
     assert eng.model.converter[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert eng.runner.amp_dtype is None  # CPU keeps fp32 numerics
+    assert eng.runner.amp_dtype is torch.bfloat16  # honoured on the CPU too (issue 13): the suite runs it
 
 
 def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 
+from textual.widgets import OptionList
+
 from deeptui.engine import events as E
 from deeptui.tui.app import DeeptuiApp
+from deeptui.tui.dialogs import OptimizerScreen
 from tests.conftest import tiny_config
 from tests.fake import FakeSession
+from tests.pilot import until
 
 STEPS_PER_EPOCH = 94
 
@@ -179,6 +183,16 @@ def test_optimizer_picker(snap_compare):
     async def open_picker(pilot):
         await settle(pilot)
         await pilot.press("O")
+        # the dialog highlights the current optimizer once mounted: wait for that, not for a time
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, OptimizerScreen)
+                and pilot.app.screen.query(OptionList)
+                and pilot.app.screen.query_one(OptionList).highlighted is not None
+            ),
+            what="the picker",
+        )
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=open_picker)

@@ -4,11 +4,14 @@ builds its own engine (engine.distributed). Multi-node: run torchrun yourself.""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
-from deeptui.engine.errors import EXIT_FAILED
+from deeptui.engine.config import load_config
+from deeptui.engine.errors import EXIT_FAILED, ConfigError, SetupError
 
-from .options import fail
+from .options import fail, find_preset, overrides
 from .runner import run
 
 
@@ -24,9 +27,43 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def launch_distributed(args, argv: list[str]) -> int:
+def check_nproc(args) -> None:
+    """--nproc N that this machine cannot run, refused before any process starts: more ranks
+    than GPUs on CUDA (each rank takes one), or than CPU cores on the CPU."""
+    import torch
+
     if args.nproc < 1:
-        return fail(f"--nproc {args.nproc}: needs at least 1 process; fix: --nproc 2")
+        raise ConfigError(f"--nproc {args.nproc}: needs at least 1 process; fix: --nproc 2")
+    if args.resume:
+        preset = (
+            Path(args.resume) / "config.toml"
+            if Path(args.resume).is_dir()
+            else Path(args.resume).parent / "config.toml"
+        )
+    else:
+        preset = find_preset(args.preset)
+    spec = load_config(preset, overrides(args)).run.device
+    cuda = spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available())
+    if cuda:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if args.nproc > gpus:
+            raise ConfigError(
+                f"--nproc {args.nproc}: this machine has {gpus} GPU(s), one per process; "
+                f"fix: --nproc {max(gpus, 1)} or --device cpu"
+            )
+    elif args.nproc > (os.cpu_count() or 1):
+        cores = os.cpu_count() or 1
+        raise ConfigError(
+            f"--nproc {args.nproc}: this machine has {cores} CPU core(s); more processes than "
+            f"cores only wait for each other; fix: --nproc {cores} or fewer"
+        )
+
+
+def launch_distributed(args, argv: list[str]) -> int:
+    try:
+        check_nproc(args)
+    except SetupError as e:
+        return fail(str(e))
     if args.nproc == 1:
         return run(args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -79,8 +79,9 @@ def run_panel(v: RunView) -> Text:
         t.append("test error ", "dim")
         t.append(f"{v.test_error_pct:.2f}%\n")
     if v.device.startswith("cuda"):
-        t.append("GPU memory ", "dim")
-        t.append(f"{v.gpu_memory_mb:,.0f} MiB\n")
+        t.append("GPU ", "dim")  # allocated / reserved now, and the interval's peak
+        t.append(f"{v.gpu_memory_mb:,.0f}/{v.gpu_reserved_mb:,.0f} MiB")
+        t.append(f" peak {v.gpu_peak_mb:,.0f}\n", "dim")
     t.rstrip()
     return t
 

@@ -64,7 +64,9 @@ class RunView:
         self.step = 0
         self.time_s = 0.0  # the engine clock at the latest event
         self.samples_per_s = 0.0
-        self.gpu_memory_mb = 0.0
+        self.gpu_memory_mb = 0.0  # allocated now; reserved now; peak of the last interval
+        self.gpu_reserved_mb = 0.0
+        self.gpu_peak_mb = 0.0
         self.last_loss = math.nan
         self.last_accuracy = math.nan
         self.train_loss = Series()
@@ -121,6 +123,7 @@ class RunView:
         self.epoch, self.step = ev.epoch, ev.step
         self.last_loss, self.last_accuracy = ev.loss, ev.accuracy
         self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
+        self.gpu_reserved_mb, self.gpu_peak_mb = ev.gpu_reserved_mb, ev.gpu_peak_mb
         self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
         self.train_loss.add(ev.step, ev.loss)
         if math.isfinite(ev.loss):
