@@ -1,9 +1,13 @@
 """Checkpoints: collected from the parts' state_dict(), in a versioned format, written
-atomically, read back with torch.load(weights_only=True) so that nothing read runs code."""
+atomically, read back with torch.load(weights_only=True) so that nothing read runs code; and the
+run directory's policy for them (CheckpointFiles): last.pt, best.pt, the last N epochs, and a
+non-finite model never written over a finite one."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +22,8 @@ if TYPE_CHECKING:
     from .loop import Engine
 
 FORMAT = 2
-FILE_NAME = "checkpoint.pt"
+LAST, BEST, NONFINITE = "last.pt", "best.pt", "nonfinite.pt"
+LEGACY = "checkpoint.pt"  # the one file of deeptui 0.1; still read by --resume and restore
 
 
 def collect(engine: Engine) -> dict:
@@ -32,12 +37,20 @@ def collect(engine: Engine) -> dict:
         "optimizer": engine.optimizer.state_dict(),
         "train": {**engine.train.state_dict(), "time_s": engine.now()},
         "frozen": engine.frozen,
+        "finite": is_finite(engine),
         # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(engine.device) if engine.device.type == "cuda" else None,
         },
     }
+
+
+def is_finite(engine: Engine) -> bool:
+    """Every parameter and buffer finite, and the last training loss too (one host read)."""
+    tensors = [t for t in engine.model.state_dict().values() if t.is_floating_point()]
+    finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+    return finite and (engine.last_loss is None or math.isfinite(engine.last_loss))
 
 
 def restore(engine: Engine, payload: dict) -> None:
@@ -79,6 +92,7 @@ def _from_format_1(st: dict) -> dict:
     return {
         **{k: st[k] for k in ("world_size", "preset", "config", "model", "optimizer", "frozen")},
         "format": FORMAT,
+        "finite": True,
         "train": {**train, "optimizer": st["optimizer_name"]},
         "rng": {"torch": st["torch_rng"], "cuda": st["cuda_rng"][0] if len(st["cuda_rng"]) else None},
     }
@@ -89,7 +103,7 @@ def load(path: Path, cfg=None) -> dict:
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found; fix: pass a run directory that has {FILE_NAME}") from None
+        raise CheckpointError(f"{path}: checkpoint not found; fix: pass a run directory that has {LAST}") from None
     except Exception as e:
         raise CheckpointError(
             f"{path}: checkpoint is corrupt or not a deeptui checkpoint "
@@ -105,3 +119,68 @@ def load(path: Path, cfg=None) -> dict:
             f"'{cfg.run.name}'; fix: resume with the run's own preset"
         )
     return st
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.pt"
+
+
+class CheckpointFiles:
+    """The checkpoints of one run directory.
+
+    last.pt is every save's; best.pt holds the best test accuracy so far; epoch-NNNN.pt the last
+    `keep` epoch checkpoints. A model with a non-finite parameter or loss goes to nonfinite.pt
+    (for inspection) and never over a finite one, so last.pt is always a model to go back to."""
+
+    def __init__(self, run_dir: Path, keep: int = 3):
+        self.run_dir, self.keep = Path(run_dir), keep
+
+    def write(self, payload: dict, epoch: int | None = None) -> list[tuple[str, Path]]:
+        """Save a collected payload by the policy; [(kind, path)] of what was written."""
+        if not payload["finite"]:
+            return [("nonfinite", save(self.run_dir / NONFINITE, payload))]
+        written = [("last", save(self.run_dir / LAST, payload))]
+        if epoch is not None and self.keep > 0:
+            written.append(("epoch", save(self.run_dir / epoch_file(epoch), payload)))
+            for old in self.epochs()[: -self.keep]:
+                old.unlink(missing_ok=True)
+        return written
+
+    def write_best(self, payload: dict) -> list[tuple[str, Path]]:
+        return [("best", save(self.run_dir / BEST, payload))] if payload["finite"] else []
+
+    def epochs(self) -> list[Path]:
+        """The epoch checkpoints, oldest first."""
+        return sorted(p for p in self.run_dir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d+\.pt", p.name))
+
+    def find(self, which: str = "last") -> Path | None:
+        """'last' (last.pt, else a deeptui 0.1 checkpoint.pt), 'best', or an epoch ('epoch 3',
+        'epoch:3', '3'); None when there is no such file."""
+        which = which.strip().lower()
+        if which in ("", "last"):
+            candidates = [self.run_dir / LAST, self.run_dir / LEGACY]
+        elif which == "best":
+            candidates = [self.run_dir / BEST]
+        else:
+            number = re.fullmatch(r"(?:epoch)?[ :=-]?(\d+)", which)
+            if number is None:
+                raise ValueError(f"no checkpoint called {which!r}; fix: last, best or epoch N")
+            candidates = [self.run_dir / epoch_file(int(number.group(1)))]
+        return next((p for p in candidates if p.is_file()), None)
+
+    def for_resume(self) -> Path | None:
+        """The newest finite checkpoint to continue from: last.pt; if it cannot be read, the
+        newest epoch checkpoint, then best.pt, then a deeptui 0.1 checkpoint.pt. None when there
+        is none; the first file's CheckpointError when none of them can be read."""
+        errors = []
+        for path in [self.run_dir / LAST, *reversed(self.epochs()), self.run_dir / BEST, self.run_dir / LEGACY]:
+            if path.is_file():
+                try:
+                    load(path)
+                except CheckpointError as e:
+                    errors.append(e)
+                    continue
+                return path
+        if errors:
+            raise errors[0]
+        return None

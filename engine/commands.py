@@ -101,9 +101,12 @@ class FlushLogs(Command):
 
 @dataclass(frozen=True)
 class RestoreCheckpoint(Command):
-    """Load the last checkpoint of this run (offered after a non-finite loss)."""
+    """Go back to a checkpoint of this run: which = "last", "best" or "epoch N" (offered after a
+    non-finite loss); then the learning rate is `lr` when > 0, else the saved one times lr_scale."""
 
-    pass
+    which: str = "last"
+    lr: float = 0.0
+    lr_scale: float = 1.0
 
 
 ALL = (

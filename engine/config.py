@@ -116,7 +116,10 @@ class LogConfig:
     dir: str = _f("runs", "where run directories are created (--log-dir overrides)")
     interval: int = _f(50, "training steps per logged row (loss and accuracy averaged over them)", min=1)
     flush_seconds: float = _f(2.0, "flush the CSV files at least this often", gt=0.0)
-    checkpoint_every: int = _f(0, "save a checkpoint every N epochs; 0: only on demand and on exit", min=0)
+    checkpoint_every: int = _f(
+        0, "save a checkpoint (last.pt and epoch-N.pt) every N epochs; 0: only on demand and on exit", min=0
+    )
+    keep_checkpoints: int = _f(3, "epoch-N.pt checkpoints to keep (the newest); last.pt and best.pt stay", min=0)
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,10 @@ def evaluate_now(engine: Engine, cmd: C.EvaluateNow) -> Result:
 
 
 def save_checkpoint(engine: Engine, cmd: C.SaveCheckpoint) -> Result:
-    return True, f"saved {engine.save_checkpoint()}"
+    paths = engine.save_checkpoint()
+    if paths and paths[0].name == "nonfinite.pt":
+        return False, f"the model is not finite: saved as {paths[0]} only, not over the last good checkpoint"
+    return True, f"saved {', '.join(str(p) for p in paths)}"
 
 
 def flush_logs(engine: Engine, cmd: C.FlushLogs) -> Result:
@@ -208,18 +211,27 @@ def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
 def restore_checkpoint(engine: Engine, cmd: C.RestoreCheckpoint) -> Result:
     from . import checkpoint
 
-    path = engine.last_checkpoint or (engine.run_dir / checkpoint.FILE_NAME)
-    payload = checkpoint.load(path, engine.cfg) if engine.is_main and path.exists() else None
+    if not (cmd.lr >= 0 and cmd.lr_scale > 0 and math.isfinite(cmd.lr) and math.isfinite(cmd.lr_scale)):
+        return False, f"learning rate must be a positive number, not lr={cmd.lr} lr_scale={cmd.lr_scale}"
+    path = engine.checkpoints.find(cmd.which) if engine.is_main else None
+    payload = checkpoint.load(path, engine.cfg) if path is not None else None
     if engine.dist is not None:  # rank 0 reads the file; every rank restores what it read
         from .distributed import broadcast_object
 
         payload = broadcast_object(payload, engine.dist)
     if payload is None:
-        return False, "no checkpoint saved yet in this run"
+        return False, "no checkpoint saved yet in this run" if cmd.which == "last" else f"no {cmd.which} checkpoint"
     checkpoint.restore(engine, payload)
     engine.sums.reset()
+    engine.last_loss = None  # the restored model has not been measured yet
+    lr = cmd.lr if cmd.lr > 0 else engine.train.base_lr * cmd.lr_scale
+    note = ""
+    if lr != engine.train.base_lr:
+        note = f", lr {engine.train.base_lr:.3g} -> {lr:.3g}"
+        engine.set_base_lr(lr)
     engine.emit_state()
-    return True, f"restored {path} (step {engine.train.step})"
+    where = path.name if path is not None else cmd.which
+    return True, f"restored {where} (step {engine.train.step}{note})"
 
 
 HANDLERS: dict[type, Callable[[Engine, C.Command], Result]] = {

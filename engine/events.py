@@ -105,8 +105,22 @@ class Warning(Event):  # noqa: A001 - an event, not the builtin
 
 
 @dataclass(frozen=True)
+class NonFiniteLoss(Event):
+    """The training loss turned non-finite; policy says what the run did: pause (a dashboard
+    offers the ways out), continue, or stop (a RunError follows)."""
+
+    loss: float
+    policy: str
+    message: str
+
+
+@dataclass(frozen=True)
 class CheckpointSaved(Event):
+    """A checkpoint file written: kind last, best, epoch, or nonfinite (a model that is not
+    finite, kept for inspection: never written over a finite one)."""
+
     path: str
+    kind: str = "last"
 
 
 @dataclass(frozen=True)

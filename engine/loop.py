@@ -62,7 +62,8 @@ class Engine:
         self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
         self.replayed = 0  # the Session surface: a local run has no history from before
         self.stop_requested, self.stop_reason, self.save_on_stop = False, "", True
-        self.last_checkpoint: Path | None = None
+        self.checkpoints = checkpoint.CheckpointFiles(self.run_dir, cfg.log.keep_checkpoints)
+        self.last_loss: float | None = None  # the last interval's training loss (checkpoints check it)
         self.restart_clock(0.0)
         self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
@@ -203,7 +204,7 @@ class Engine:
             self.evaluate()
             self.log.flush()
             if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
-                self.save_checkpoint()
+                self.save_checkpoint(epoch=t.epoch)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         frozen = self.frozen
@@ -224,6 +225,7 @@ class Engine:
         if got is None:
             return
         loss, acc, n, seconds = got
+        self.last_loss = loss
         seen = self.train.samples_seen * (self.dist.world if self.dist else 1)
         self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu=gpu_memory(self.device))
         if not math.isfinite(loss):
@@ -239,6 +241,9 @@ class Engine:
             return
         epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
         self.report.test(epoch, got[0], got[1], self.settings())
+        if got[1] > self.train.best_accuracy and math.isfinite(got[0]):
+            self.train.best_accuracy, self.train.best_epoch = got[1], epoch
+            self.save_checkpoint(best=True)
         self.log.flush()
 
     def _apply_schedule(self) -> None:
@@ -258,15 +263,24 @@ class Engine:
             self.report.emit(E.ScheduleAction, action=action, detail=detail)
             self.emit_state()
 
-    def save_checkpoint(self) -> Path:
-        path = self.run_dir / checkpoint.FILE_NAME
+    def save_checkpoint(self, epoch: int | None = None, best: bool = False) -> list[Path]:
+        """last.pt (and epoch-N.pt at an epoch's end, best.pt when `best`) by the policy of
+        engine.checkpoint.CheckpointFiles: a non-finite model goes to nonfinite.pt only."""
         if not self.is_main:
-            return path
-        checkpoint.save(path, checkpoint.collect(self))
-        self.last_checkpoint = path
-        self.report.mark("checkpoint", str(path))
-        self.report.emit(E.CheckpointSaved, path=str(path))
-        return path
+            return []
+        payload = checkpoint.collect(self)
+        files = self.checkpoints.write_best(payload) if best else self.checkpoints.write(payload, epoch)
+        for kind, path in files:
+            self.report.mark("checkpoint" if kind != "nonfinite" else "checkpoint_nonfinite", f"{kind}: {path}")
+            self.report.emit(E.CheckpointSaved, path=str(path), kind=kind)
+        if not payload["finite"]:
+            kept = self.checkpoints.find("last")
+            good = f"the last good checkpoint ({kept.name})" if kept else "a good checkpoint"
+            self.report.emit(
+                E.Warning,
+                message=f"the model is not finite: not saved over {good}; kept for inspection in {files[0][1].name}",
+            )
+        return [path for _, path in files]
 
 
 def announce(engine: Engine) -> None:

@@ -104,8 +104,8 @@ class Reporter:
     def __init__(self, log, events: E.EventBuffer, position: Callable[[], tuple[float, int, int]]):
         self.log, self.events, self.position = log, events, position
 
-    def emit(self, kind: type[E.Event], **fields) -> None:
-        self.events.append(kind(*self.position(), **fields))
+    def emit(self, event_type: type[E.Event], /, **fields) -> None:
+        self.events.append(event_type(*self.position(), **fields))
 
     def mark(self, event: str, detail: str = "") -> None:
         t, epoch, step = self.position()

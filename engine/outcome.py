@@ -28,15 +28,12 @@ def on_nonfinite(engine: Engine, loss: float) -> None:
             f"{msg}; fix: lower the learning rate (e.g. --set optimizer.lr="
             f'{engine.train.base_lr / 10:g}) or set run.on_nan = "pause"'
         )
-    engine.report.emit(
-        E.Warning,
-        message=f"{msg}: "
-        + (
-            "paused; resume, restore the last checkpoint or halve the lr"
-            if policy == "pause"
-            else "continuing (run.on_nan = continue)"
-        ),
+    what = (
+        "paused; rewind to the last good checkpoint, stop, or stay paused"
+        if policy == "pause"
+        else ("continuing (run.on_nan = continue)")
     )
+    engine.report.emit(E.NonFiniteLoss, loss=loss, policy=policy, message=f"{msg}: {what}")
     if policy == "pause":
         engine.set_state(RunState.PAUSED, "non-finite loss")
 

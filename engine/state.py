@@ -43,6 +43,8 @@ class TrainState:
     mode: str = "train"  # the model's mode during training steps
     freeze_override: bool | None = None  # set when the user froze/unfroze by hand
     time_s: float = 0.0  # run time before this process started (a resume)
+    best_accuracy: float = -1.0  # the best test accuracy so far (best.pt holds that model)
+    best_epoch: int = 0
 
     def state_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -56,3 +58,5 @@ class TrainState:
         self.batch_in_epoch, self.samples_seen = int(d["batch_in_epoch"]), int(d["samples_seen"])
         self.freeze_override = None if fo < 0 else bool(fo)
         self.time_s = float(d["time_s"])
+        self.best_accuracy = float(d.get("best_accuracy", -1.0))  # absent before deeptui 0.2
+        self.best_epoch = int(d.get("best_epoch", 0))

@@ -3,6 +3,7 @@ AND the screen (widget text); quitting leaves no engine thread or DataLoader wor
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import threading
 import time
@@ -75,7 +76,7 @@ async def test_keys_change_the_engine_and_the_screen(make_engine, tmp_path):
         assert all(g["lr"] == pytest.approx(0.025) for g in eng.optimizer.param_groups)
 
         # s: checkpoint
-        ckpt = eng.run_dir / "checkpoint.pt"
+        ckpt = eng.run_dir / "last.pt"
         assert not ckpt.exists()
         await pilot.press("s")
         await until(pilot, lambda: "checkpoint saved" in text_of(app, "#log"), what="checkpoint")
@@ -213,39 +214,6 @@ async def test_small_terminal_shows_size_message_and_redraws(make_engine):
         assert dash.query_one("#body").region.height > 20
 
 
-async def test_non_finite_loss_offers_a_way_out(make_engine):
-    eng = make_engine(
-        "run.on_nan='pause'",
-        "model.name='mlp'",
-        "schedule.freeze_features_epochs=0",
-        "optimizer.lr=1e30",
-        "log.interval=1",
-        "run.epochs=50",
-    )
-    app = DeeptuiApp(eng)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await until(
-            pilot,
-            lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
-            timeout=60,
-            what="NaN dialog",
-        )
-        assert eng.state == "paused"
-        lr = eng.train.base_lr
-        ol = app.screen.query_one(OptionList)
-        ol.highlighted = ol.get_option_index("halve")
-        await pilot.press("enter")
-        await until(pilot, lambda: eng.train.base_lr == pytest.approx(lr / 2), what="lr halved")
-        await until(
-            pilot,
-            lambda: any(isinstance(e, E.CommandApplied) and e.command == "Resume" for e in eng.events.read(0)[0]),
-            what="resumed",
-        )
-        await pilot.press("escape")  # a second NaN may have reopened the dialog: stay paused
-        await pilot.press("q")
-    assert not eng.alive
-
-
 async def test_command_palette_lists_the_keys(make_engine):
     eng = make_engine()
     eng.send(C.Pause())
@@ -275,11 +243,13 @@ async def test_replayed_history_is_shown_without_dialogs_or_toasts():
     from tests.fake import FakeSession
 
     def nan_warning(step):
-        return E.Warning(
+        return E.NonFiniteLoss(
             1.0,
             1,
             step,
-            message=f"training loss is nan at step {step}: paused; resume, restore the last checkpoint or halve the lr",
+            loss=math.nan,
+            policy="pause",
+            message=f"training loss is nan at step {step}: paused; rewind, stop, or stay paused",
         )
 
     history = [

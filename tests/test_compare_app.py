@@ -75,7 +75,7 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
     dirs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
     assert dirs == ["compare_batch_size-batch_size100", "compare_batch_size-batch_size20"]
     assert len(app.run_dirs) == 2
-    assert all((d / "metrics.csv").exists() and (d / "checkpoint.pt").exists() for d in app.run_dirs)
+    assert all((d / "metrics.csv").exists() and (d / "last.pt").exists() for d in app.run_dirs)
 
 
 async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
@@ -87,7 +87,7 @@ async def test_quit_mid_series_stops_the_live_run_and_starts_no_other(tmp_path):
         await pilot.press("q")
     first = app.session
     assert not first.alive and first.final_state == "stopped"
-    assert (first.run_dir / "checkpoint.pt").exists() and (first.run_dir / "metrics.csv").exists()
+    assert (first.run_dir / "last.pt").exists() and (first.run_dir / "metrics.csv").exists()
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.run_dir.name]
     assert app.index == 0 and app.exit_code() == 0
 

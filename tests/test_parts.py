@@ -88,7 +88,7 @@ def test_run_states_are_the_strings_events_carry():
 def test_a_checkpoint_restores_model_optimizer_and_counters(make_engine):
     eng = make_engine("run.max_steps=6", "optimizer.name='adam'")
     eng.run()
-    path = eng.last_checkpoint
+    path = eng.checkpoints.find("last")
     other = make_engine()
     r = EventReader(other)
     other.send(C.Pause())

@@ -26,7 +26,7 @@ from deeptui.engine.session import Session
 
 from . import panels
 from .dashboard import Dashboard, Panel, Plot
-from .dialogs import ExportScreen, NanScreen, QuitScreen
+from .dialogs import ExportScreen, NanScreen, NumberScreen, QuitScreen
 from .keys import Steering
 from .plots import accuracy_plot, legend, loss_plot
 from .view import RunView
@@ -214,12 +214,14 @@ class DeeptuiApp(Steering, App[int]):
         elif isinstance(ev, E.CommandRejected):
             self._pending.pop(ev.command_id, None)
             self.notify(ev.reason, title=f"{ev.command} rejected", severity="warning", timeout=4)
-        elif isinstance(ev, E.Warning):
-            if ev.message.startswith("training loss is") and "paused" in ev.message and not self._nan_open:
+        elif isinstance(ev, E.NonFiniteLoss):
+            if ev.policy == "pause" and not self._nan_open:
                 self._nan_open = True
-                self.push_screen(NanScreen(ev.message), self._nan_choice)
-            else:
+                self.push_screen(NanScreen(ev.message, self.view.checkpoints.get("last")), self._nan_choice)
+            elif ev.policy != "pause":
                 self.notify(ev.message, title="warning", severity="warning")
+        elif isinstance(ev, E.Warning):
+            self.notify(ev.message, title="warning", severity="warning")
         elif isinstance(ev, E.RunError):
             self.notify(
                 ev.message + (f"\nfix: {ev.fix}" if ev.fix else ""), title="run error", severity="error", timeout=30
@@ -259,13 +261,20 @@ class DeeptuiApp(Steering, App[int]):
 
     def _nan_choice(self, choice: str | None) -> None:
         self._nan_open = False
-        if choice == "resume":
-            self.send(C.Resume())
-        elif choice == "restore":
-            self.send(C.RestoreCheckpoint(), follow="resume")
-        elif choice == "halve":
-            self.send(C.ScaleLearningRate(factor=0.5))
-            self.send(C.Resume())
+        if choice == "rewind_lr10":
+            self.send(C.RestoreCheckpoint(which="last", lr_scale=0.1), follow="resume")
+        elif choice == "rewind":
+            self.send(C.RestoreCheckpoint(which="last"), follow="resume")
+        elif choice == "rewind_typed":
+
+            def rewind_with(lr: float | None) -> None:
+                if lr is not None:
+                    self.send(C.RestoreCheckpoint(which="last", lr=lr), follow="resume")
+
+            step, _, lr = self.view.checkpoints["last"]
+            self.push_screen(NumberScreen(f"Learning rate after rewinding to step {step}", lr / 10), rewind_with)
+        elif choice == "stop":
+            self.send(C.Stop(reason="stopped after a non-finite loss"))
 
     def log_files(self) -> list[Path]:
         run_dir = Path(self.session.run_dir)

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue a run from its checkpoint (a run directory or a checkpoint.pt path)",
+        help="continue a run from its newest finite checkpoint (a run directory, or a .pt file of one)",
     )
     p.add_argument(
         "--nproc",

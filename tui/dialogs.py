@@ -3,6 +3,7 @@ and quit an attached dashboard (detach or stop the run)."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -52,31 +53,70 @@ class OptimizerScreen(ModalScreen[str | None]):
 
 
 class NanScreen(ModalScreen[str | None]):
-    """Shown when the engine paused itself on a non-finite training loss.
-    Dismisses with 'resume', 'restore', 'halve' or None (stay paused)."""
+    """Shown when the engine paused itself on a non-finite training loss. The ways out that can
+    act: rewinding needs a good checkpoint (last.pt is never written with a non-finite model).
+    Dismisses with 'rewind_lr10', 'rewind_typed', 'rewind', 'stop' or None (stay paused)."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "stay paused")]
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, good: tuple[int, str, float] | None):
         super().__init__()
-        self.message = message
+        self.message, self.good = message, good  # good: (step, path, lr) of the last good checkpoint
 
     def compose(self) -> ComposeResult:
+        options = []
+        if self.good is not None:
+            step, _, lr = self.good
+            at = f"the last good checkpoint (step {step})"
+            options += [
+                Option(f"Rewind to {at}, lr {lr:.3g} / 10 = {lr / 10:.3g}, and resume", id="rewind_lr10"),
+                Option(f"Rewind to {at} with a learning rate you type, and resume ...", id="rewind_typed"),
+                Option(f"Rewind to {at} as it was (lr {lr:.3g}) and resume", id="rewind"),
+            ]
+        options += [
+            Option("Stop the run (the checkpoints keep the last good model)", id="stop"),
+            Option("Stay paused", id="stay"),
+        ]
         with Vertical(classes="dialog", id="nan-dialog"):
             yield Label("Non-finite training loss: the run is paused", classes="dialog-title")
             yield Label(self.message, classes="dialog-text")
-            yield OptionList(
-                Option("Halve the learning rate and resume", id="halve"),
-                Option("Restore the last checkpoint and resume", id="restore"),
-                Option("Resume as is", id="resume"),
-                Option("Stay paused", id="stay"),
-                id="nan-options",
-            )
+            if self.good is None:
+                yield Label("No good checkpoint yet, so there is nothing to rewind to.", classes="dialog-text")
+            yield OptionList(*options, id="nan-options")
             yield Label("enter: choose · esc: stay paused", classes="dialog-help")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         self.dismiss(None if event.option.id == "stay" else event.option.id)
+
+
+class NumberScreen(ModalScreen[float | None]):
+    """Asks for a positive number (a learning rate); dismisses with it, or None on escape."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def __init__(self, title: str, current: float):
+        super().__init__()
+        self.title_text, self.current = title, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="number-dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(value=f"{self.current:g}", placeholder="e.g. 1e-3", id="number")
+            yield Label("enter: apply · esc: cancel", id="number-help", classes="dialog-help")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            value = float(event.value.strip())
+        except ValueError:
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            self.query_one("#number-help", Label).update(
+                f"{event.value.strip()!r} is not a positive number; try e.g. 1e-3 · esc: cancel"
+            )
+            return
+        self.dismiss(value)
 
 
 class ExportScreen(ModalScreen[None]):

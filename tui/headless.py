@@ -55,6 +55,7 @@ LINES = {
     E.ScheduleAction: lambda p, ev: f"schedule: {ev.detail}",
     E.TimingResult: lambda p, ev: f"timing: {ev.device} batch vs. loop speed ratio {ev.ratio:.1f}",
     E.Warning: lambda p, ev: f"warning: {ev.message}",
+    E.NonFiniteLoss: lambda p, ev: f"warning: {ev.message}",
     E.CheckpointSaved: lambda p, ev: f"checkpoint saved: {ev.path}",
     E.RunError: lambda p, ev: f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""),
     E.Finished: lambda p, ev: (

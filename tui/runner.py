@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from deeptui.engine.build import build_in_thread
-from deeptui.engine.checkpoint import FILE_NAME, load
+from deeptui.engine.checkpoint import CheckpointFiles, load
 from deeptui.engine.compare import variants
 from deeptui.engine.config import load_config
 from deeptui.engine.data import default_data_root
@@ -74,16 +74,18 @@ def resume_engine(args):
     """The run's own resolved config (or the preset given, which must be the same preset), its
     checkpoint, and the same run directory: step numbers and CSV rows continue."""
     target = Path(args.resume)
-    ckpt = target / FILE_NAME if target.is_dir() else target
-    run_dir = ckpt.parent
-    if not ckpt.is_file():
+    ckpt = CheckpointFiles(target).for_resume() if target.is_dir() else target
+    if ckpt is None or not ckpt.is_file():
         raise CheckpointError(
-            f"{ckpt}: no checkpoint to resume from; fix: pass a run directory that "
-            "has checkpoint.pt (saved with s, on quit, on signals, every log.checkpoint_every)"
+            f"{ckpt or target}: no checkpoint to resume from; fix: pass a run directory that has last.pt "
+            "(saved with s, on quit, on signals, every log.checkpoint_every)"
         )
+    run_dir = ckpt.parent
     preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
     cfg = load_config(preset, overrides(args))
-    return build_in_thread(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=load(ckpt, cfg))
+    state = load(ckpt, cfg)
+    print(f"deeptui: resuming from {ckpt} (step {state['train']['step']})", file=sys.stderr)
+    return build_in_thread(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
 
 
 def run_compare(cfg, args) -> int:

@@ -79,6 +79,8 @@ class RunView:
         self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
         self.markers: list[tuple[int, str]] = []  # (step, kind)
         self.timing: E.TimingResult | None = None
+        # kind (last, best, epoch) -> (step, path, lr then): the good checkpoints to go back to
+        self.checkpoints: dict[str, tuple[int, str, float]] = {}
         self.error: E.RunError | None = None
         self.log: list[tuple[str, str]] = []  # (style, text)
         self.points_version = 0  # bumped whenever a plotted series or marker changes
@@ -160,11 +162,13 @@ class RunView:
         self.timing = ev
         self._log("", ev, f"timing on {ev.device}: loop/batch = {ev.ratio:.1f}")
 
-    def _on_Warning(self, ev: E.Warning) -> None:
+    def _on_Warning(self, ev: E.Warning | E.NonFiniteLoss) -> None:
         self._log("bold yellow", ev, f"warning: {ev.message}")
 
     def _on_CheckpointSaved(self, ev: E.CheckpointSaved) -> None:
-        self._log("", ev, f"checkpoint saved: {ev.path}")
+        if ev.kind != "nonfinite":
+            self.checkpoints[ev.kind] = (ev.step, ev.path, self.lr)
+        self._log("" if ev.kind != "nonfinite" else "yellow", ev, f"checkpoint saved ({ev.kind}): {ev.path}")
 
     def _on_RunError(self, ev: E.RunError) -> None:
         self.error = ev
@@ -188,6 +192,7 @@ class RunView:
         E.ScheduleAction: _on_ScheduleAction,
         E.TimingResult: _on_TimingResult,
         E.Warning: _on_Warning,
+        E.NonFiniteLoss: _on_Warning,
         E.CheckpointSaved: _on_CheckpointSaved,
         E.RunError: _on_RunError,
         E.Finished: _on_Finished,
