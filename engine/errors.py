@@ -43,7 +43,10 @@ class RemoteError(SetupError):
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 # Stopped by a signal: 128 + its number, after a checkpoint (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP).
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGPIPE: 141}
+# SIGPIPE stands for a closed output (`deeptui ... | head`): Python ignores the signal itself and
+# a write raises BrokenPipeError, which the headless front end turns into the same clean stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the ones a run installs handlers for
 
 
 def exit_code(final_state: str) -> int:

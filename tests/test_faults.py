@@ -355,3 +355,22 @@ def test_resume_without_checkpoint(tmp_path, capsys):
     code = main(["--resume", str(tmp_path), "--headless"])
     err = capsys.readouterr().err
     assert code == 2 and "no checkpoint" in err
+
+
+@pytest.mark.e2e
+def test_a_closed_pipe_stops_the_run_with_a_checkpoint_and_no_traceback(tmp_path):
+    """`deeptui --headless ... | head -2` used to end in a BrokenPipeError traceback (exit 134)."""
+    script = (
+        f"set -o pipefail; {sys.executable} -m deeptui {QUICK} --headless --log-dir {tmp_path} "
+        + " ".join(SMALL)
+        + " --set log.interval=1 2>err.txt | head -2"
+    )
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    err = (tmp_path / "err.txt").read_text()
+    assert out.returncode == 141, (out.returncode, err)  # 128 + SIGPIPE, as for a tool the pipe stopped
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert len(out.stdout.splitlines()) == 2
+    run_dir = only_run_dir(tmp_path)
+    assert (run_dir / "last.pt").is_file()
+    events = (run_dir / "events.csv").read_text()
+    assert "stopped" in events and "broken pipe" in events

@@ -4,12 +4,10 @@ its control socket: the history so far, then the live stream."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import sys
 from pathlib import Path
 
-from deeptui.engine.errors import SIGNAL_EXIT, RemoteError, exit_code
+from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
 from deeptui.engine.remote.client import RemoteSession
 
 from .headless import HeadlessPrinter, print_events
@@ -52,15 +50,14 @@ def attach_main(argv: list[str]) -> int:
 
 
 def attach_headless(session: RemoteSession, printer=None) -> int:
-    """Print the run's events; Ctrl+C, SIGTERM or a closed terminal only detach."""
+    """Print the run's events; Ctrl+C, SIGTERM, a closed terminal or a closed pipe (`| head`)
+    only detach: the run goes on."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in SIGNAL_EXIT}
+    printer.on_closed = lambda: caught.append(signal.SIGPIPE)
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
     try:
         print_events(session, printer, until=lambda: bool(caught))
-    except BrokenPipeError:  # `deeptui attach --headless | head`: the reader left; so do we
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        caught.append(signal.SIGPIPE)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -3,12 +3,13 @@ and the signal handling of a headless run. Imports no textual, rich or plotext."
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
-from deeptui.engine.errors import SIGNAL_EXIT, exit_code
+from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, exit_code
 
 # Headless output is read in batches, at most this often: every wake-up of the printing thread
 # preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
@@ -16,16 +17,26 @@ PRINT_SECONDS = 0.5
 
 
 class HeadlessPrinter:
-    """One plain line per event worth telling."""
+    """One plain line per event worth telling. When its reader goes away (`| head`), it says so
+    through `on_closed` once and prints nothing more, as tools that honour SIGPIPE do."""
 
-    def __init__(self, out=None, quiet: bool = False):
+    def __init__(self, out=None, quiet: bool = False, on_closed=None):
         self.out = out or sys.stdout
         self.quiet = quiet
         self.epochs = 0
+        self.closed = False
+        self.on_closed = on_closed
 
     def line(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet or self.closed:
+            return
+        try:
             print(text, file=self.out, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            silence(self.out)
+            if self.on_closed is not None:
+                self.on_closed()
 
     def handle(self, ev: E.Event) -> None:
         if isinstance(ev, E.RunStarted):
@@ -64,6 +75,15 @@ LINES = {
 }
 
 
+def silence(stream) -> None:
+    """Point a closed output's file descriptor at /dev/null: Python's final flush at exit would
+    otherwise raise BrokenPipeError once more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test's StringIO)
+        pass
+
+
 def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None:
     """Hand every event of a session to the printer until the session ends or `until()` says so."""
     cursor = 0
@@ -79,16 +99,21 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
 
 
 def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
-    """Run the engine in its thread; print its events; stop cleanly on SIGINT/SIGTERM/SIGHUP."""
+    """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
+    SIGINT/SIGTERM/SIGHUP and when the output is closed (exit 141, as for SIGPIPE)."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []
 
-    def on_signal(signum, frame):
+    def stop(signum: int, why: str) -> None:
         if not caught:
             caught.append(signum)
-            engine.send(Stop(reason=f"signal {signal.Signals(signum).name}"))
+            engine.send(Stop(reason=why))
 
-    old = {s: signal.signal(s, on_signal) for s in SIGNAL_EXIT}
+    def on_signal(signum, frame):
+        stop(signum, f"signal {signal.Signals(signum).name}")
+
+    printer.on_closed = lambda: stop(signal.SIGPIPE, "the output was closed (broken pipe)")
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         engine.start()
         print_events(engine, printer)

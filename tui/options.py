@@ -17,7 +17,10 @@ QUICKSTART = PRESETS_DIR / "quickstart.toml"
 
 def fail(message: str, code: int = EXIT_SETUP) -> int:
     """Print the one-line reason on stderr; return the exit code."""
-    print(f"deeptui: {message}", file=sys.stderr)
+    try:
+        print(f"deeptui: {message}", file=sys.stderr)
+    except BrokenPipeError:  # nobody reads stderr any more: the exit code still tells
+        pass
     return code
 
 
