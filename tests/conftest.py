@@ -43,6 +43,14 @@ def tiny_config(*overrides: str, text: str = TINY):
     return load_config(None, list(overrides), embedded=text)
 
 
+@pytest.fixture(autouse=True)
+def isolated_user_state(tmp_path_factory, monkeypatch):
+    """Every test (and the deeptui processes it starts) keeps its per-user list of runs in a folder
+    of its own, never in the real ~/.local/state; and no $DEEPTUI_LOG_DIR leaks in."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("DEEPTUI_LOG_DIR", raising=False)
+
+
 @pytest.fixture
 def make_engine(tmp_path):
     """make_engine(*overrides) -> an Engine on tiny shapes data, logging under tmp_path."""

@@ -351,7 +351,7 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     capsys.readouterr()
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[0] == run_dir.name and row[1] == "paused" and row[-1] == (run_dir / "deeptui.pid").read_text().strip()
+    assert row[0] == run_dir.name and row[1] == "paused" and row[-2] == (run_dir / "deeptui.pid").read_text().strip()
 
     s2 = RemoteSession(run_dir)
     app = DeeptuiApp(s2, attached=True)
@@ -379,7 +379,7 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     assert not (run_dir / SOCKET_NAME).exists()
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[1:5] == ["finished", "2", "80", row[4]] and row[-1] == "-"
+    assert row[1:5] == ["finished", "2", "80", row[4]] and row[-2] == "-"
     log = run_dir / "deeptui.log"  # the detached process prints its last line as its engine thread ends
     while "finished" not in log.read_text() and time.monotonic() < deadline + 10:
         time.sleep(0.1)
@@ -400,3 +400,28 @@ def test_a_local_headless_run_serves_its_socket_too(tmp_path):
         proc.kill()
     assert proc.returncode == 0 and "stopped over the socket" in out, err
     assert not (only_run_dir(tmp_path) / SOCKET_NAME).exists()
+
+
+async def test_detaching_from_a_paused_run_offers_to_resume_it_first(served):
+    from textual.widgets import OptionList
+
+    from deeptui.tui.app import DeeptuiApp
+    from deeptui.tui.dialogs import QuitScreen
+
+    eng, _ = served("run.epochs=50", start=False)
+    eng.send(C.Pause())
+    eng.start()
+    session = RemoteSession(eng.run_dir)
+    app = DeeptuiApp(session, attached=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in _text(app, "#header"), what="paused")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen) and app.screen.query(OptionList), what="dialog")
+        options = app.screen.query_one(OptionList)
+        assert [o.id for o in options._options] == ["detach", "resume_detach", "stop"]
+        options.highlighted = 1
+        await pilot.press("enter")
+    assert not app.stop_on_quit and app.resumed_on_detach
+    r = EventReader(eng)
+    r.wait(lambda e: isinstance(e, E.CommandApplied) and e.command == "Resume")
+    assert eng.state == "running"

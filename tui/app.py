@@ -28,7 +28,7 @@ from . import panels
 from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen, NumberScreen, QuitScreen
 from .keys import Steering
-from .plots import accuracy_plot, legend, loss_plot
+from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
 from .view import RunView
 
 POLL_SECONDS = 0.25  # how often the UI reads the engine's events
@@ -87,6 +87,7 @@ class DeeptuiApp(Steering, App[int]):
         self._nan_open = False
         self._started = False
         self._shutdown_done = False
+        self.resumed_on_detach = False  # the quit dialog resumed a paused run before detaching
 
     # ---- the screen and its parts -------------------------------------------------------
 
@@ -102,7 +103,7 @@ class DeeptuiApp(Steering, App[int]):
                 version,
                 lambda compact: (
                     self.loss_title(),
-                    legend("train", "smoothed", "test", "optimizer", "freeze", "mode", compact=compact),
+                    legend("train", "smoothed", "test", "optimizer", "freeze", "mode", "lr", compact=compact),
                 ),
             ),
             Plot(
@@ -120,7 +121,9 @@ class DeeptuiApp(Steering, App[int]):
         ]
 
     def loss_title(self) -> str:
-        return "loss (log y) · x: step" if self.log_scale else "loss · x: step"
+        if self.log_scale:
+            return "loss (log y) · x: step"
+        return "loss (log y, auto) · x: step" if loss_log_scale(self.view, False) else "loss · x: step"
 
     @property
     def dashboard(self) -> Dashboard | None:
@@ -250,11 +253,15 @@ class DeeptuiApp(Steering, App[int]):
 
     async def action_quit(self) -> None:
         if self.attached and self.session.alive:
-            self.push_screen(QuitScreen(), self._quit_choice)
+            self.push_screen(QuitScreen(paused=self.view.state == "paused"), self._quit_choice)
             return
         self.exit(return_code=0)
 
     def _quit_choice(self, choice: str | None) -> None:
+        if choice == "resume_detach":
+            self.send(C.Resume())
+            self.resumed_on_detach = True
+            choice = "detach"
         if choice in ("detach", "stop"):
             self.stop_on_quit = choice == "stop"
             self.exit(return_code=0)
@@ -293,7 +300,10 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
     if attached and not app.stop_on_quit:
         if session.final_state:
             return exit_code(session.final_state)
-        print(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")
+        if app.view.state == "paused" and not app.resumed_on_detach:
+            print(f"deeptui: detached; the run stays paused: deeptui attach {session.run_dir} to resume it")
+        else:
+            print(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")
         return 0
     if not stopped:
         print("deeptui: the training thread did not stop in time; the logs may be incomplete", file=sys.stderr)

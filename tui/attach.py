@@ -12,7 +12,7 @@ from deeptui.engine.remote.client import RemoteSession
 
 from .headless import HeadlessPrinter, print_events
 from .options import fail, wants_dashboard
-from .runs import DEFAULT_LOG_DIR, list_runs
+from .runs import list_runs
 
 
 def attach_main(argv: list[str]) -> int:
@@ -22,16 +22,16 @@ def attach_main(argv: list[str]) -> int:
         "its history so far, then the live stream; q asks stop or detach.",
     )
     p.add_argument("run_dir", nargs="?", help="the run directory (default: the most recent live run)")
-    p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help=f"where to look for runs (default: {DEFAULT_LOG_DIR})")
+    p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--headless", action="store_true", help="print the event lines instead of the dashboard")
     args = p.parse_args(argv)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        live = [r for r in list_runs(Path(args.log_dir)) if r.live]
+        live = [r for r in list_runs(Path(args.log_dir) if args.log_dir else None) if r.live]
         if not live:
             return fail(
-                f"no live run under {args.log_dir}; fix: start one with 'deeptui PRESET --detach' "
+                "no live run; fix: start one with 'deeptui PRESET --detach' "
                 "or pass a run directory (deeptui ls lists them)"
             )
         run_dir = live[0].path

@@ -185,4 +185,5 @@ class Dashboard(Screen):
         for view, version in views:
             if force or view.stale(version):
                 view.redraw(version)
+        self.apply_titles()  # a title may follow the data (the loss plot's automatic log scale)
         self._plots_cost = time.thread_time() - cpu

@@ -155,7 +155,8 @@ class ExportScreen(ModalScreen[None]):
 
 class QuitScreen(ModalScreen[str | None]):
     """q on a dashboard attached to a run in another process: quitting may mean "stop the run" or
-    only "detach" (the default: enter, d or q again). Dismisses with 'detach', 'stop' or None."""
+    only "detach" (the default: enter, d or q again). A paused run is offered a resume first, so it
+    does not wait for nobody. Dismisses with 'detach', 'resume_detach', 'stop' or None."""
 
     DEFAULT_CSS = "QuitScreen { align: center middle; }"
     BINDINGS = [
@@ -164,15 +165,21 @@ class QuitScreen(ModalScreen[str | None]):
         Binding("s", "dismiss('stop')", "stop the run"),
     ]
 
+    def __init__(self, paused: bool = False):
+        super().__init__()
+        self.paused = paused
+
     def compose(self) -> ComposeResult:
+        options = [Option("Detach: the run goes on (deeptui attach to come back)", id="detach")]
+        if self.paused:  # detach stays the default (enter, d, q); resuming first is one step away
+            options = [Option("Detach and leave it paused (deeptui attach to come back)", id="detach"),
+                       Option("Resume the run, then detach", id="resume_detach")]
+        options.append(Option("Stop the run: checkpoint, flush the logs, end it", id="stop"))
         with Vertical(classes="dialog", id="quit-dialog"):
-            yield Label("Quit the dashboard: detach or stop the run?", classes="dialog-title")
-            yield OptionList(
-                Option("Detach: the run goes on (deeptui attach to come back)", id="detach"),
-                Option("Stop the run: checkpoint, flush the logs, end it", id="stop"),
-                id="quit-options",
-            )
-            yield Label("enter/d/q: detach · s: stop the run · esc: stay", classes="dialog-help")
+            title = "The run is paused: resume it before you detach?" if self.paused else "Detach or stop the run?"
+            yield Label(f"Quit the dashboard. {title}", classes="dialog-title")
+            yield OptionList(*options, id="quit-options")
+            yield Label("enter: choose · d/q: detach · s: stop the run · esc: stay", classes="dialog-help")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).highlighted = 0

@@ -5,6 +5,7 @@ error. Imports no textual, rich or plotext."""
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,17 @@ def overrides(args) -> list[str]:
     if args.device is not None:
         out.append(f'run.device="{args.device}"')
     return out
+
+
+def default_log_dir() -> str:
+    """Where runs go and where ls and attach look, when --log-dir does not say: $DEEPTUI_LOG_DIR,
+    else ./runs."""
+    return os.environ.get("DEEPTUI_LOG_DIR") or "runs"
+
+
+def log_dir_of(args, cfg) -> str:
+    """--log-dir, else $DEEPTUI_LOG_DIR, else the preset's log.dir."""
+    return args.log_dir or os.environ.get("DEEPTUI_LOG_DIR") or cfg.log.dir
 
 
 def wants_dashboard(args) -> bool:

@@ -6,7 +6,7 @@ import math
 
 from rich.text import Text
 
-from .view import RunView, fmt_count, fmt_duration
+from .view import RunView, fmt_count, fmt_duration, fmt_number
 
 STATE_STYLE = {
     "running": "bold green",
@@ -70,7 +70,7 @@ def run_panel(v: RunView) -> Text:
     t.append("  mode ", "dim")
     t.append(v.mode + "\n", "bold yellow" if v.mode == "eval" else "")
     if v.train_loss:
-        loss = f"{v.last_loss:.4f}" if math.isfinite(v.last_loss) else str(v.last_loss)
+        loss = fmt_number(v.last_loss)
         t.append("loss ", "dim")
         t.append(f"{loss}", "" if math.isfinite(v.last_loss) else "bold red")
         t.append("  acc ", "dim")

@@ -21,9 +21,13 @@ COLORS = {
     "optimizer": (225, 90, 225),
     "freeze": (40, 210, 210),
     "mode": (235, 215, 40),
+    "lr": (255, 130, 160),
     "restore": (240, 70, 70),
 }
-MARKER_COLORS = {k: COLORS[k] for k in ("optimizer", "freeze", "mode", "restore")}
+# Each marker kind has its own glyph too, so the plot reads without colour (NO_COLOR, a log).
+MARKER_GLYPHS = {"optimizer": "│", "freeze": "┃", "mode": "╎", "lr": "┊", "restore": "║"}
+MARKER_LABELS = {"optimizer": "opt", "freeze": "freeze", "mode": "mode", "lr": "lr", "restore": "restore"}
+AUTO_LOG_SPAN = 1e3  # positive values spanning more than this factor get a log y axis by themselves
 
 
 def hex_color(name: str) -> str:
@@ -65,11 +69,71 @@ def empty_plot(width: int, height: int, message: str) -> str:
     return "\n" * (height // 2) + message.center(width)
 
 
+def fmt_tick(v: float) -> str:
+    """An axis label that fits: 0.35, 2.3, 1.2k, 1.0e+26."""
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1e5 or a < 1e-3:
+        return f"{v:.1e}"
+    if a >= 1e3:
+        return f"{v / 1e3:.3g}k"
+    return f"{v:.3g}"
+
+
+def nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False) -> list[float]:
+    """About n round values (1, 2 or 5 times a power of ten apart) from lo to hi."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / max(n, 1)
+    step = 10 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 5, 10) if step * m >= raw)
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def log_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """Powers of ten from lo to hi, thinned to about n."""
+    a, b = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
+    if b < a:
+        return [lo, hi]
+    every = max(1, math.ceil((b - a + 1) / n))
+    return [10.0**k for k in range(a, b + 1, every)]
+
+
+def wants_log(ys: list[float]) -> bool:
+    """Positive values that span orders of magnitude (a loss blowing up to 1e26, then back)."""
+    pos = [y for y in ys if math.isfinite(y) and y > 0]
+    return bool(pos) and max(pos) / min(pos) > AUTO_LOG_SPAN
+
+
+def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int = 20) -> None:
+    """Integer x ticks (steps) and compact y labels, so that a huge value cannot take the plot."""
+    if xs:
+        ticks = nice_ticks(min(xs), max(xs), 4, integer=True)
+        fig.xticks(ticks, [fmt_tick(t) for t in ticks])
+    if ys:
+        lo, hi = min(ys), max(ys)
+        n = max(2, min(5, height // 4))
+        ticks = log_ticks(lo, hi, n) if log_y else nice_ticks(lo, hi, n)
+        fig.yticks(ticks, [fmt_tick(t) for t in ticks])
+
+
+def loss_log_scale(view: RunView, asked: bool) -> bool:
+    """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of magnitude."""
+    return asked or wants_log(view.train_loss.y)
+
+
 def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -> str:
     """Train loss (raw and EMA) per interval, test loss per epoch, markers; plotext ANSI text."""
     n = max(8, 2 * width)
+    log_scale = loss_log_scale(view, log_scale)
     tx, ty = finite(view.train_loss.x, view.train_loss.y, positive=log_scale)
     if not tx:
+        if view.train_loss:
+            return empty_plot(width, height, f"training loss is {view.last_loss}: nothing finite to plot yet")
         return empty_plot(width, height, "waiting for the first training loss ...")
     fig = figure(width, height)
     ex, ey = finite(view.train_loss_ema.x, view.train_loss_ema.y, positive=log_scale)
@@ -82,9 +146,14 @@ def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -
     fig.plot(x, y, marker="braille", color=COLORS["smoothed"])
     if vx:
         fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
+    ys = ty + vy
+    lo, hi = min(ys), max(ys)
     for step, kind in view.markers[-50:]:
         if tx[0] <= step <= tx[-1] + 1:
-            fig.vertical_line(step, color=MARKER_COLORS.get(kind, (200, 200, 200)))
+            fig.plot(
+                [step, step], [lo, hi], marker=MARKER_GLYPHS.get(kind, "│"), color=COLORS.get(kind, (200, 200, 200))
+            )
+    axes(fig, tx + vx, ys, log_scale, height)
     return fig.build()
 
 
@@ -100,13 +169,14 @@ def accuracy_plot(view: RunView, width: int, height: int) -> str:
     vx, vy = finite(view.test_acc.x, view.test_acc.y)
     if vx:
         fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
+    axes(fig, tx + vx, ty + vy, height=height)
     return fig.build()
 
 
 def legend(*names: str, compact: bool = False) -> str:
     """Textual markup naming each series / marker in its plot colour (for a border subtitle);
     compact: short enough for the loss plot of an 80-column terminal."""
-    marks = {"optimizer": "│opt", "freeze": "│freeze", "mode": "│mode"}
+    marks = {kind: MARKER_GLYPHS[kind] + label for kind, label in MARKER_LABELS.items()}
     if compact:
         marks.update(smoothed="━avg", train="━train", test="━test")
     return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)

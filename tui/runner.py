@@ -17,7 +17,8 @@ from deeptui.engine.remote.wire import SOCKET_NAME
 from deeptui.engine.runlog import new_run_dir, write_config
 
 from .headless import HeadlessPrinter, run_headless
-from .options import fail, find_preset, overrides, wants_dashboard
+from .options import fail, find_preset, log_dir_of, overrides, wants_dashboard
+from .runs import remember
 
 
 def run(args) -> int:
@@ -34,13 +35,14 @@ def run(args) -> int:
             engine = build_in_thread(
                 cfg,
                 data_root=default_data_root(args.data_dir),
-                log_dir=args.log_dir,
+                log_dir=log_dir_of(args, cfg),
                 run_dir=Path(args.run_dir) if args.run_dir else None,
             )
     except SetupError as e:
         return fail(str(e))
     if not engine.is_main:
         return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
+    remember(engine.run_dir)  # ls and attach find it from any folder
     server = serve(engine)  # `deeptui attach` works on every live run
     if isinstance(server, int):
         return server
@@ -96,7 +98,8 @@ def run_compare(cfg, args) -> int:
         for i, (label, one) in enumerate(runs, 1):
             print(f"deeptui: compare run {i}/{len(runs)}: {label}", flush=True)
             try:
-                engine = build_in_thread(one, data_root=data_root, log_dir=args.log_dir)
+                engine = build_in_thread(one, data_root=data_root, log_dir=log_dir_of(args, one))
+                remember(engine.run_dir)
             except SetupError as e:
                 return fail(str(e))
             server = serve(engine)  # `deeptui attach` reaches the live run
@@ -113,7 +116,8 @@ def run_compare(cfg, args) -> int:
     servers: list[ControlServer] = []
 
     def make_engine(one):
-        engine = build_in_thread(one, data_root=data_root, log_dir=args.log_dir)
+        engine = build_in_thread(one, data_root=data_root, log_dir=log_dir_of(args, one))
+        remember(engine.run_dir)
         server = serve(engine)
         if isinstance(server, ControlServer):
             servers.append(server)
@@ -124,7 +128,8 @@ def run_compare(cfg, args) -> int:
 
 def run_landscape(cfg, args) -> int:
     """Optimizer paths on a quadratic: the landscape dashboard, or one line per path."""
-    run_dir = new_run_dir(args.log_dir or cfg.log.dir, cfg.run.name)
+    run_dir = new_run_dir(log_dir_of(args, cfg), cfg.run.name)
+    remember(run_dir)
     write_config(run_dir, cfg.to_dict())
     if wants_dashboard(args):
         from deeptui.engine.landscape import from_config

@@ -8,15 +8,15 @@ import csv
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from deeptui.engine.errors import RemoteError
 from deeptui.engine.remote.wire import SOCKET_NAME, connect, encode
 
-from .options import fail
-
-DEFAULT_LOG_DIR = "runs"
+from .options import default_log_dir
+from .view import fmt_number
 
 
 @dataclass
@@ -96,11 +96,54 @@ def run_info(run_dir: Path) -> RunInfo:
     return _from_csv(run_dir)
 
 
-def list_runs(log_dir: Path) -> list[RunInfo]:
-    """Run directories under log_dir, newest first (by events.csv's last write)."""
-    if not log_dir.is_dir():
+# ---- where runs live: the log directory and a per-user list of the runs started anywhere
+
+
+def state_dir() -> Path:
+    """$XDG_STATE_HOME/deeptui (default ~/.local/state/deeptui)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "deeptui"
+
+
+REMEMBERED = "runs.txt"  # one absolute run directory per line, newest last
+KEEP_REMEMBERED = 200
+
+
+def remember(run_dir: Path) -> None:
+    """Add a run to the per-user list, so that ls and attach find it from any folder. Never fatal."""
+    path = state_dir() / REMEMBERED
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{Path(run_dir).resolve()}\n")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) > 2 * KEEP_REMEMBERED:
+            path.write_text("\n".join(lines[-KEEP_REMEMBERED:]) + "\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def remembered() -> list[Path]:
+    """The runs of the per-user list that still exist, newest first, each once."""
+    try:
+        lines = (state_dir() / REMEMBERED).read_text(encoding="utf-8").splitlines()
+    except OSError:
         return []
-    dirs = [d for d in log_dir.iterdir() if d.is_dir() and (d / "config.toml").is_file()]
+    seen, out = set(), []
+    for line in reversed(lines):
+        p = Path(line.strip())
+        if line.strip() and p not in seen and (p / "config.toml").is_file():
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
+    """The runs under log_dir (default: $DEEPTUI_LOG_DIR or ./runs) and the ones remembered from
+    other folders, newest first (by events.csv's last write)."""
+    folder = Path(log_dir if log_dir is not None else default_log_dir())
+    dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "config.toml").is_file()] if folder.is_dir() else []
+    dirs = list({d.resolve(): None for d in [*dirs, *remembered()]})
 
     def mtime(d: Path) -> float:
         try:
@@ -112,22 +155,46 @@ def list_runs(log_dir: Path) -> list[RunInfo]:
 
 
 def ls_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="deeptui ls", description="List runs: state, progress, last loss, pid.")
-    p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help=f"where to look (default: {DEFAULT_LOG_DIR})")
+    p = argparse.ArgumentParser(
+        prog="deeptui ls",
+        description="List runs: state, progress, last loss, pid; from the log directory and every run "
+        "started from other folders.",
+    )
+    p.add_argument("--log-dir", help="where to look too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     args = p.parse_args(argv)
-    log_dir = Path(args.log_dir)
-    if not log_dir.is_dir():
-        return fail(f"{log_dir}: no such log directory; fix: pass --log-dir DIR")
-    runs = list_runs(log_dir)
+    runs = list_runs(Path(args.log_dir) if args.log_dir else None)
     if not runs:
-        print(f"no runs under {log_dir}")
+        print("no runs")
         return 0
-    width = max(len(r.path.name) for r in runs)
-    print(f"{'run':<{width}}  {'state':<11} {'epoch':>5} {'step':>7} {'loss':>9}  pid")
-    for r in runs:
-        loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
-        print(
-            f"{r.path.name:<{width}}  {r.state:<11} {r.epoch if r.epoch is not None else '-':>5} "
-            f"{r.step if r.step is not None else '-':>7} {loss:>9}  {r.pid or '-'}"
-        )
+    for line in ls_table(runs, shutil.get_terminal_size((100, 24)).columns):
+        print(line)
     return 0
+
+
+def ls_table(runs: list[RunInfo], width: int) -> list[str]:
+    """Fixed columns that never overflow `width`: long names and folders are cut in the middle."""
+    fixed = "  {state:<11} {epoch:>5} {step:>7} {loss:>10} {pid:>7}  "
+    room = max(20, width - len(fixed.format(state="", epoch="", step="", loss="", pid="")))
+    name_w = min(max(len(r.path.name) for r in runs), max(12, room * 2 // 3))
+    where_w = max(8, room - name_w)
+    home = os.path.expanduser("~")
+    lines = [f"{'run':<{name_w}}" + fixed.format(state="state", epoch="epoch", step="step", loss="loss", pid="pid")
+             + "folder"]
+    for r in runs:
+        folder = str(r.path.parent).replace(home, "~", 1) if home != "/" else str(r.path.parent)
+        lines.append(
+            f"{middle_cut(r.path.name, name_w):<{name_w}}"
+            + fixed.format(state=middle_cut(r.state, 11), epoch=r.epoch if r.epoch is not None else "-",
+                           step=r.step if r.step is not None else "-",
+                           loss=fmt_number(r.loss) if isinstance(r.loss, (int, float)) else "-", pid=r.pid or "-")
+            + middle_cut(folder, where_w)
+        )
+    return lines
+
+
+def middle_cut(text: str, width: int) -> str:
+    """text, or its start and end around an ellipsis when it is longer than width."""
+    if len(text) <= width:
+        return text
+    keep = max(1, width - 1)
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]

@@ -19,6 +19,8 @@ MARKER_KINDS = {
     "SwitchOptimizer": "optimizer",
     "SetFrozen": "freeze",
     "SetMode": "mode",
+    "SetLearningRate": "lr",
+    "ScaleLearningRate": "lr",
     "RestoreCheckpoint": "restore",
 }
 
@@ -227,6 +229,13 @@ def fmt_count(n: int) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.0f}k"
     return str(n)
+
+
+def fmt_number(v: float, digits: int = 4) -> str:
+    """A figure that fits a panel or a column: 0.3512, 1.234e+26, nan."""
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{digits}f}" if abs(v) < 10**4 else f"{v:.3e}"
 
 
 def fmt_duration(seconds: float | None) -> str:

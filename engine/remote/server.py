@@ -206,11 +206,9 @@ class ControlServer:
         if cursor - len(events) > 0:
             first_step = events[0].step if events else self.status["step"]
             head = [self.run_started] if self.run_started is not None else []
-            events = (
-                head
-                + csv_history(self.engine.run_dir, first_step)
-                + [e for e in events if not isinstance(e, E.RunStarted)]
-            )
+            kept = {(type(e), e.step) for e in events}  # rows at first_step may be dropped or kept
+            rows = [e for e in csv_history(self.engine.run_dir, first_step + 1) if (type(e), e.step) not in kept]
+            events = head + rows + [e for e in events if not isinstance(e, E.RunStarted)]
         return events, cursor
 
 
