@@ -303,8 +303,9 @@ def announce(engine: Engine) -> None:
     frozen = ("frozen" if engine.frozen else "trainable") if engine.has_features else "n/a"
     engine.report.mark(
         "resume" if engine.resumed else "start",
-        f"preset={cfg.run.name} device={device_label(engine.device)} "
-        f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen}",
+        f"preset={cfg.run.name} device={device_label(engine.device).split()[0]} "
+        f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen} "
+        f"parameters={sum(p.numel() for p in engine.model.parameters())}",
     )
     note = engine.runner.sync_note(engine.optimizer, t.optimizer)
     if note:

@@ -6,6 +6,7 @@ Regenerate after an intended change: pytest tests/test_snapshots.py --snapshot-u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from textual.widgets import OptionList
@@ -177,6 +178,24 @@ def test_running_80x24(snap_compare):
 
 def test_failed_run_keeps_plots_and_shows_error(snap_compare):
     assert snap_compare(make_app(failed=True), terminal_size=(100, 30), run_before=settle)
+
+
+def huge_loss_app() -> DeeptuiApp:
+    """A loss that blew up to 1e26 for a while: the labels and the panel must stay compact."""
+    evs = script()
+    for i, ev in enumerate(evs):
+        if isinstance(ev, E.StepMetrics) and 100 <= ev.step <= 160:
+            evs[i] = dataclasses.replace(ev, loss=1.0e26 * (1 + ev.step / 1000), accuracy=0.1)
+    cfg = tiny_config("run.name='quickstart'")
+    return QuietApp(FakeSession(cfg, evs, run_dir="/runs/quickstart-20250101-000000"), clock=lambda: 100.0)
+
+
+def test_a_huge_loss_keeps_compact_labels_80x24(snap_compare):
+    assert snap_compare(huge_loss_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_a_huge_loss_keeps_compact_labels_120x36(snap_compare):
+    assert snap_compare(huge_loss_app(), terminal_size=(120, 36), run_before=settle)
 
 
 def test_optimizer_picker(snap_compare):

@@ -29,6 +29,7 @@ from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen, NumberScreen, QuitScreen
 from .keys import Steering
 from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
+from .summary import summary_lines
 from .view import RunView
 
 POLL_SECONDS = 0.25  # how often the UI reads the engine's events
@@ -284,8 +285,10 @@ class DeeptuiApp(Steering, App[int]):
             self.send(C.Stop(reason="stopped after a non-finite loss"))
 
     def log_files(self) -> list[Path]:
+        """What e shows and copies: the CSV logs, the resolved config and the checkpoints."""
         run_dir = Path(self.session.run_dir)
-        return [run_dir / "metrics.csv", run_dir / "events.csv"]
+        files = [run_dir / name for name in ("metrics.csv", "events.csv", "config.toml")]
+        return files + sorted(run_dir.glob("*.pt"))
 
 
 def run_dashboard(session: Session, attached: bool = False) -> int:
@@ -296,7 +299,8 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
         app.run()
     finally:
         stopped = app.stop_session("quit")
-    print(f"run directory: {session.run_dir}")
+    for line in summary_lines(app.view, session.run_dir):
+        print(line)
     if attached and not app.stop_on_quit:
         if session.final_state:
             return exit_code(session.final_state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
@@ -39,6 +40,11 @@ def attach_main(argv: list[str]) -> int:
         session = RemoteSession(run_dir)
         session.start()
     except RemoteError as e:
+        if (Path(run_dir) / "metrics.csv").is_file():  # it has ended (or its process is gone): show it
+            from .show import show_main
+
+            print(f"deeptui: {run_dir} is not running; showing its logs (deeptui show)", file=sys.stderr)
+            return show_main([str(run_dir)] + (["--headless"] if args.headless else []))
         return fail(str(e))
     except Exception as e:  # config.toml missing or unreadable: not a run directory
         return fail(f"{run_dir}: not a deeptui run directory ({e})")
@@ -52,7 +58,7 @@ def attach_main(argv: list[str]) -> int:
 def attach_headless(session: RemoteSession, printer=None) -> int:
     """Print the run's events; Ctrl+C, SIGTERM, a closed terminal or a closed pipe (`| head`)
     only detach: the run goes on."""
-    printer = printer or HeadlessPrinter()
+    printer = printer or HeadlessPrinter(summary=False)
     caught: list[int] = []
     printer.on_closed = lambda: caught.append(signal.SIGPIPE)
     old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}

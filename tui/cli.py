@@ -12,7 +12,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-SUBCOMMANDS = ("bench", "attach", "ls")
+SUBCOMMANDS = ("bench", "attach", "ls", "show")
 
 
 def deeptui_version() -> str:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
         "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-        "(dashboard on a running run), 'deeptui ls' (list runs).",
+        "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs).",
     )
     p.add_argument(
         "preset",
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runs import ls_main
 
         return ls_main(argv[1:])
+    if command == "show":
+        from .show import show_main
+
+        return show_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.detach:
         from .detach import launch_detached

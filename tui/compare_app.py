@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.markup import escape
 from rich.text import Text
 
 from deeptui.engine import commands as C
@@ -23,11 +22,9 @@ from deeptui.engine import events as E
 from . import panels
 from .app import DeeptuiApp
 from .dashboard import Panel, Plot
-from .plots import downsample, empty_plot, figure, finite, legend, loss_plot
+from .plots import legend, loss_plot, overlay_legend, overlay_plot, run_color
 from .view import RunView, Series
 
-# One colour per compared run (repeats after six).
-RUN_COLORS = [(90, 150, 255), (255, 170, 40), (60, 210, 100), (225, 90, 225), (240, 70, 70), (40, 210, 210)]
 RUN_MARKS = {
     "running": ("●", "bold green"),
     "paused": ("‖", "bold yellow"),
@@ -37,40 +34,6 @@ RUN_MARKS = {
     "stopped": ("■", "magenta"),
     "failed": ("✖", "bold red"),
 }
-
-
-def run_color(i: int) -> tuple[int, int, int]:
-    return RUN_COLORS[i % len(RUN_COLORS)]
-
-
-def overlay_plot(curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False) -> str:
-    """Each run's train loss (y) against samples seen (x), one colour per run; plotext ANSI text."""
-    n = max(8, 2 * width)
-    fig = None
-    for i, (_, s) in enumerate(curves):
-        x, y = finite(s.x, s.y, positive=log_scale)
-        if not x:
-            continue
-        if fig is None:
-            fig = figure(width, height)
-            if log_scale:
-                fig.yscale("log")
-        x, y = downsample(x, y, n)
-        fig.plot(x, y, marker="braille", color=run_color(i))
-    if fig is None:
-        return empty_plot(width, height, "waiting for the first training loss ...")
-    return fig.build()
-
-
-def overlay_legend(labels: list[str]) -> str:
-    """Textual markup naming each run in its colour; 'batch_size ━ 1 ━ 10' when the labels share
-    their key, so that four runs fit under an 80-column plot."""
-    keys = {label.split("=", 1)[0] for label in labels}
-    if len(keys) == 1 and all("=" in label for label in labels):
-        names, head = [label.split("=", 1)[1] for label in labels], f"{keys.pop()} "
-    else:
-        names, head = labels, ""
-    return escape(head) + " ".join(f"[#%02x%02x%02x]━ {escape(n)}[/]" % run_color(i) for i, n in enumerate(names))
 
 
 def runs_panel(labels: list[str], states: list[str], losses: list[Series], live: int, live_state: str) -> Text:

@@ -130,7 +130,7 @@ class ExportScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="export-dialog"):
-            yield Label("Logs flushed; the CSV files are:", classes="dialog-title")
+            yield Label("Logs flushed; the run's files are:", classes="dialog-title")
             for f in self.files:
                 yield Label(str(f), classes="dialog-text path")
             yield Input(placeholder="copy to directory (enter copies, esc closes)", id="copy-to")
@@ -153,6 +153,24 @@ class ExportScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+class HelpScreen(ModalScreen[None]):
+    """Every key of the dashboard and what it does; escape (or ? again) closes it."""
+
+    BINDINGS = [Binding("escape,question_mark,f1,q", "dismiss(None)", "close")]
+
+    def __init__(self, keys: list[tuple[str, str]]):
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        width = max(len(k) for k, _ in self.keys)
+        with Vertical(classes="dialog", id="help-dialog"):
+            yield Label("Keys (ctrl+p: the same as commands)", classes="dialog-title")
+            for key, what in self.keys:
+                yield Label(f"{key:>{width}}  {what}", classes="dialog-text")
+            yield Label("esc: close", classes="dialog-help")
+
+
 class QuitScreen(ModalScreen[str | None]):
     """q on a dashboard attached to a run in another process: quitting may mean "stop the run" or
     only "detach" (the default: enter, d or q again). A paused run is offered a resume first, so it
@@ -172,8 +190,10 @@ class QuitScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         options = [Option("Detach: the run goes on (deeptui attach to come back)", id="detach")]
         if self.paused:  # detach stays the default (enter, d, q); resuming first is one step away
-            options = [Option("Detach and leave it paused (deeptui attach to come back)", id="detach"),
-                       Option("Resume the run, then detach", id="resume_detach")]
+            options = [
+                Option("Detach and leave it paused (deeptui attach to come back)", id="detach"),
+                Option("Resume the run, then detach", id="resume_detach"),
+            ]
         options.append(Option("Stop the run: checkpoint, flush the logs, end it", id="stop"))
         with Vertical(classes="dialog", id="quit-dialog"):
             title = "The run is paused: resume it before you detach?" if self.paused else "Detach or stop the run?"

@@ -11,6 +11,9 @@ from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
 from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, exit_code
 
+from .summary import summary_lines
+from .view import RunView
+
 # Headless output is read in batches, at most this often: every wake-up of the printing thread
 # preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
 PRINT_SECONDS = 0.5
@@ -20,12 +23,14 @@ class HeadlessPrinter:
     """One plain line per event worth telling. When its reader goes away (`| head`), it says so
     through `on_closed` once and prints nothing more, as tools that honour SIGPIPE do."""
 
-    def __init__(self, out=None, quiet: bool = False, on_closed=None):
+    def __init__(self, out=None, quiet: bool = False, on_closed=None, summary: bool = True):
         self.out = out or sys.stdout
         self.quiet = quiet
         self.epochs = 0
         self.closed = False
         self.on_closed = on_closed
+        self.summary = summary  # at the end, the run's summary (a local run; attach leaves it out)
+        self.view = RunView()  # the run as its events tell it, for the summary
 
     def line(self, text: str) -> None:
         if self.quiet or self.closed:
@@ -41,9 +46,13 @@ class HeadlessPrinter:
     def handle(self, ev: E.Event) -> None:
         if isinstance(ev, E.RunStarted):
             self.epochs = ev.epochs
+        self.view.apply(ev)
         text = self.describe(ev)
         if text is not None:
             self.line(text)
+        if isinstance(ev, E.Finished) and self.summary:
+            for text in summary_lines(self.view, ev.run_dir):
+                self.line(text)
 
     def describe(self, ev: E.Event) -> str | None:
         fmt = LINES.get(type(ev))

@@ -11,10 +11,10 @@ from deeptui.engine import commands as C
 from deeptui.engine.config import OPTIMIZERS
 
 from .dashboard import Dashboard
-from .dialogs import ExportScreen, OptimizerScreen
+from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen
 
 # Actions that send a command to the engine: they cannot act once the run has ended.
-STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "timing", "save"}
+STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "set_lr", "timing", "save"}
 
 
 class Steering:
@@ -31,10 +31,13 @@ class Steering:
         Binding("m", "mode", "mode", tooltip="run training steps in train or eval mode"),
         Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
         Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
+        Binding("L", "set_lr", "lr=", key_display="L", show=False, tooltip="set the learning rate to a typed value"),
         Binding("t", "timing", "time", tooltip="run the batch-vs-loop timing"),
         Binding("s", "save", "save", tooltip="save a checkpoint"),
         Binding("e", "export", "csv", tooltip="flush the CSV logs and show or copy them"),
         Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
+        Binding("question_mark,f1", "help", "keys", key_display="?", tooltip="every key, what it does"),
+        Binding("ctrl+s", "screenshot", "shot", show=False, tooltip="save an SVG screenshot in the run directory"),
     ]
     # Titles and help for the command palette, by action.
     COMMANDS_HELP = {
@@ -45,10 +48,13 @@ class Steering:
         "mode": ("Train / eval mode", "m: run training steps in train or eval mode"),
         "lr(2.0)": ("Learning rate x2", "+"),
         "lr(0.5)": ("Learning rate x0.5", "-"),
+        "set_lr": ("Set learning rate ...", "L: type a value"),
         "timing": ("Batch-vs-loop timing", "t: time the batched product against the loop"),
         "save": ("Save checkpoint", "s"),
-        "export": ("Export logs as CSV", "e: flush metrics.csv and events.csv, copy them"),
+        "export": ("Export logs as CSV", "e: flush the CSV logs; show or copy them with the config and checkpoints"),
         "log_scale": ("Toggle log scale", "l: the loss plot's y axis"),
+        "screenshot": ("Screenshot of the dashboard", "ctrl+s: an SVG file in the run directory"),
+        "help": ("Keys", "? or F1: every key, what it does"),
         "quit": ("Quit", "q: stop the run, flush the logs, print the run directory"),
     }
 
@@ -119,6 +125,28 @@ class Steering:
 
     def action_lr(self, factor: float) -> None:
         self.send(C.ScaleLearningRate(factor=float(factor)))
+
+    def action_set_lr(self) -> None:
+        def chosen(lr: float | None) -> None:
+            if lr is not None:
+                self.send(C.SetLearningRate(lr=lr))
+
+        self.push_screen(NumberScreen("Set the learning rate", self.view.lr or 0.01), chosen)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([(b.key_display or b.key, b.tooltip or b.description) for b in self.KEYS]))
+
+    def deliver_screenshot(self, filename=None, path=None, time_format=None) -> str | None:
+        """Textual's screenshot (ctrl+s, and the palette's), saved in the run directory rather
+        than in ~/Downloads, which a server seldom has."""
+        try:
+            saved = self.save_screenshot(filename, path or str(self.session.run_dir), time_format)
+        except OSError as e:
+            self.notify(f"could not save the screenshot: {e}", title="screenshot", severity="error")
+            return None
+        self.notify(saved, title="screenshot saved")
+        self.view.note(f"screenshot saved: {saved}", "")
+        return saved
 
     def action_timing(self) -> None:
         self.notify("timing batch vs loop; training waits for it", title="timing")

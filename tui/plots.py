@@ -11,8 +11,9 @@ import math
 # plotext is imported with the dashboard, not at the first plot: the plots' redraw cadence is set by
 # what a rebuild costs, and a first rebuild that pays for the import would slow them for seconds.
 from plotext._figure import _figure_class
+from rich.markup import escape
 
-from .view import RunView
+from .view import RunView, Series
 
 COLORS = {
     "train": (90, 150, 255),
@@ -116,7 +117,7 @@ def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int
         fig.xticks(ticks, [fmt_tick(t) for t in ticks])
     if ys:
         lo, hi = min(ys), max(ys)
-        n = max(2, min(5, height // 4))
+        n = max(3, min(6, height // 3))
         ticks = log_ticks(lo, hi, n) if log_y else nice_ticks(lo, hi, n)
         fig.yticks(ticks, [fmt_tick(t) for t in ticks])
 
@@ -180,3 +181,45 @@ def legend(*names: str, compact: bool = False) -> str:
     if compact:
         marks.update(smoothed="━avg", train="━train", test="━test")
     return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)
+
+
+# One colour per compared run (repeats after six).
+RUN_COLORS = [(90, 150, 255), (255, 170, 40), (60, 210, 100), (225, 90, 225), (240, 70, 70), (40, 210, 210)]
+
+
+def run_color(i: int) -> tuple[int, int, int]:
+    return RUN_COLORS[i % len(RUN_COLORS)]
+
+
+def overlay_plot(curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False) -> str:
+    """Each run's series (e.g. train loss against samples seen), one colour per run; plotext text."""
+    n = max(8, 2 * width)
+    fig = None
+    all_x, all_y = [], []
+    for i, (_, s) in enumerate(curves):
+        x, y = finite(s.x, s.y, positive=log_scale)
+        if not x:
+            continue
+        if fig is None:
+            fig = figure(width, height)
+            if log_scale:
+                fig.yscale("log")
+        all_x += x
+        all_y += y
+        x, y = downsample(x, y, n)
+        fig.plot(x, y, marker="braille", color=run_color(i))
+    if fig is None:
+        return empty_plot(width, height, "waiting for the first training loss ...")
+    axes(fig, all_x, all_y, log_scale, height)
+    return fig.build()
+
+
+def overlay_legend(labels: list[str]) -> str:
+    """Textual markup naming each run in its colour; 'batch_size ━ 1 ━ 10' when the labels share
+    their key, so that four runs fit under an 80-column plot."""
+    keys = {label.split("=", 1)[0] for label in labels}
+    if len(keys) == 1 and all("=" in label for label in labels):
+        names, head = [label.split("=", 1)[1] for label in labels], f"{keys.pop()} "
+    else:
+        names, head = labels, ""
+    return escape(head) + " ".join(f"[#%02x%02x%02x]━ {escape(n)}[/]" % run_color(i) for i, n in enumerate(names))

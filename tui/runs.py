@@ -178,15 +178,22 @@ def ls_table(runs: list[RunInfo], width: int) -> list[str]:
     name_w = min(max(len(r.path.name) for r in runs), max(12, room * 2 // 3))
     where_w = max(8, room - name_w)
     home = os.path.expanduser("~")
-    lines = [f"{'run':<{name_w}}" + fixed.format(state="state", epoch="epoch", step="step", loss="loss", pid="pid")
-             + "folder"]
+    lines = [
+        f"{'run':<{name_w}}"
+        + fixed.format(state="state", epoch="epoch", step="step", loss="loss", pid="pid")
+        + "folder"
+    ]
     for r in runs:
         folder = str(r.path.parent).replace(home, "~", 1) if home != "/" else str(r.path.parent)
         lines.append(
             f"{middle_cut(r.path.name, name_w):<{name_w}}"
-            + fixed.format(state=middle_cut(r.state, 11), epoch=r.epoch if r.epoch is not None else "-",
-                           step=r.step if r.step is not None else "-",
-                           loss=fmt_number(r.loss) if isinstance(r.loss, (int, float)) else "-", pid=r.pid or "-")
+            + fixed.format(
+                state=middle_cut(r.state, 11),
+                epoch=r.epoch if r.epoch is not None else "-",
+                step=r.step if r.step is not None else "-",
+                loss=fmt_number(r.loss) if isinstance(r.loss, (int, float)) else "-",
+                pid=r.pid or "-",
+            )
             + middle_cut(folder, where_w)
         )
     return lines

@@ -77,6 +77,8 @@ class RunView:
         self.test_loss = Series()
         self.test_acc = Series()
         self.test_error_pct = math.nan
+        self.best_test: tuple[float, int] | None = None  # (lowest test error %, its epoch)
+        self.samples_seen = 0
         self._ema: float | None = None
         self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
         self.markers: list[tuple[int, str]] = []  # (step, kind)
@@ -134,6 +136,7 @@ class RunView:
             self._ema = ev.loss if self._ema is None else (1 - EMA_ALPHA) * self._ema + EMA_ALPHA * ev.loss
             self.train_loss_ema.add(ev.step, self._ema)
         self.train_acc.add(ev.step, 100.0 * ev.accuracy)
+        self.samples_seen = ev.samples_seen
         self._step_times.append((ev.step, ev.time_s))
         del self._step_times[:-6]
         self.points_version += 1
@@ -142,6 +145,8 @@ class RunView:
         self.test_loss.add(ev.step, ev.test_loss)
         self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
         self.test_error_pct = ev.test_error_pct
+        if math.isfinite(ev.test_error_pct) and (self.best_test is None or ev.test_error_pct < self.best_test[0]):
+            self.best_test = (ev.test_error_pct, ev.epoch)
         self.points_version += 1
         self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, test error {ev.test_error_pct:.2f}%")
 

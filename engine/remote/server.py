@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import socket
@@ -13,50 +12,11 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError
+from ..history import metrics_events
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
 SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
 CHUNK = 256  # events per write while replaying the history
-
-
-def csv_history(run_dir: Path, before_step: int) -> list[E.Event]:
-    """metrics.csv rows before `before_step` as StepMetrics / EpochEnd events: what a client
-    gets in place of events the engine's bounded buffer no longer holds (very long runs)."""
-    out: list[E.Event] = []
-    try:
-        with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return out
-    for r in rows:
-        try:
-            t, epoch, step = float(r["time_s"]), int(r["epoch"]), int(r["step"])
-            if step >= before_step:
-                break
-            loss, acc = float(r["loss"]), float(r["accuracy"])
-            if r["split"] == "test":
-                out.append(
-                    E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=acc, test_error_pct=100.0 * (1 - acc))
-                )
-            else:
-                out.append(
-                    E.StepMetrics(
-                        t,
-                        epoch,
-                        step,
-                        loss=loss,
-                        accuracy=acc,
-                        lr=float(r["lr"]),
-                        optimizer=r["optimizer"],
-                        frozen=r["frozen"] == "true",
-                        mode=r["mode"],
-                        samples_per_s=float(r["samples_per_s"] or 0),
-                        samples_seen=0,
-                    )
-                )
-        except (KeyError, ValueError, TypeError):
-            continue  # a row cut short by a crash
-    return out
 
 
 class ControlServer:
@@ -207,7 +167,8 @@ class ControlServer:
             first_step = events[0].step if events else self.status["step"]
             head = [self.run_started] if self.run_started is not None else []
             kept = {(type(e), e.step) for e in events}  # rows at first_step may be dropped or kept
-            rows = [e for e in csv_history(self.engine.run_dir, first_step + 1) if (type(e), e.step) not in kept]
+            rows = metrics_events(self.engine.run_dir, first_step + 1, self.engine.cfg.data.batch_size)
+            rows = [e for e in rows if (type(e), e.step) not in kept]
             events = head + rows + [e for e in events if not isinstance(e, E.RunStarted)]
         return events, cursor
 
