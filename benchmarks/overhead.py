@@ -70,7 +70,7 @@ def config(preset: str, overrides: list[str] = ()):
         [
             "run.epochs=100000",
             "run.max_steps=0",
-            "run.timing_at_start=false",
+            "run.auto_timing=false",
             'run.device="cpu"',
             f"data.train_size={EPOCH_BATCHES * batch}",
             "data.test_size=100",

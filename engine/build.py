@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .config import Config
-from .data import build_data, default_data_root
+from .config import Config, default_data_root
+from .data import build_data
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError
 from .loop import Engine

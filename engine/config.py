@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,11 @@ class RunConfig:
     device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
     epochs: int = _f(10, "number of epochs", min=1)
     max_steps: int = _f(0, "stop after this many training steps in total; 0: no limit", min=0)
-    timing_at_start: bool = _f(True, "run the batch-vs-loop timing once when the dashboard starts")
+    auto_timing: bool = _f(
+        True,
+        "the dashboard times batch vs loop once, the first time the run is paused (never before the "
+        "first step); t times it any time",
+    )
     on_nan: str = _f(
         "auto",
         "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
@@ -188,6 +193,7 @@ def _type_name(t: type) -> str:
 
 # Names people often write for our keys, from other tools' configs.
 ALIASES = {
+    "timing_at_start": "auto_timing",  # its name before deeptui 0.2
     "learning_rate": "lr",
     "lr_rate": "lr",
     "batch": "batch_size",
@@ -478,6 +484,12 @@ def parse_override(src: str, text: str) -> tuple[str, Any]:
                 f"e.g. --set {key}='\"text\"'"
             ) from None
     return key, value
+
+
+def default_data_root(cli_value: str | None) -> Path:
+    """--data-dir, else $PYTORCH_DATA_DIR (as the lecture's code), else ./data."""
+    value = cli_value or os.environ.get("PYTORCH_DATA_DIR") or "data"
+    return Path(value).expanduser()
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), embedded: str | None = None) -> Config:

@@ -81,12 +81,6 @@ def apply(engine: Engine, cmd: C.Command) -> None:
         engine.report.emit(E.CommandRejected, command_id=cmd.id, command=name, reason=text)
 
 
-def stop_pending(engine: Engine) -> bool:
-    """A Stop waiting in the queue (peeked, not taken): lets a long timing end early."""
-    with engine.commands.mutex:
-        return any(isinstance(c, C.Stop) for c in engine.commands.queue)
-
-
 # ---- the handlers ----------------------------------------------------------------------------
 
 
@@ -194,13 +188,23 @@ def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
         return True, "timing runs on rank 0"
     previous = engine.state
     engine.set_state(RunState.TIMING, "batch-vs-loop timing")
+    total = 2 * cmd.repeats
+
+    def progress(done: int) -> None:
+        engine.report.emit(E.TimingProgress, done=done, total=total)
+
     try:
         synchronize(engine.device)
+        # any command (resume, stop, ...) comes first: the timing gives way between two runs
         report = measure(
-            engine.device, repeats=cmd.repeats, sizes=tuple(cmd.sizes), should_stop=lambda: stop_pending(engine)
+            engine.device,
+            repeats=cmd.repeats,
+            sizes=tuple(cmd.sizes),
+            should_stop=lambda: not engine.commands.empty(),
+            progress=progress,
         )
     except TimingAborted:
-        return False, "timing aborted: the run is stopping"
+        return False, "timing put off: a command came first"
     finally:
         engine.set_state(previous, "timing done")
     engine.sums.started = time.monotonic()  # the timing's time is not training time

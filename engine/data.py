@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import default_data_root  # noqa: F401 - where the data root is decided, used by callers
 from .errors import DataError
 
 CIFAR_DIR = "cifar-10-batches-py"
@@ -68,12 +69,6 @@ def _mix(*parts) -> int:
     """A 63-bit seed from (seed, epoch, stream, ...) without collisions between neighbours."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def default_data_root(cli_value: str | None) -> Path:
-    """--data-dir, else $PYTORCH_DATA_DIR, else ./data."""
-    value = cli_value or os.environ.get("PYTORCH_DATA_DIR") or "data"
-    return Path(value).expanduser()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,13 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
+class Loading(Event):
+    """Before the engine exists: what is being loaded (torch, the data, the model)."""
+
+    stage: str
+
+
+@dataclass(frozen=True)
 class StateChanged(Event):
     """The run's state as applied: running, paused, timing, finished, failed, stopped."""
 
@@ -97,6 +104,14 @@ class TimingResult(Event):
     ratio: float
     batch_gflops: float
     loop_gflops: float
+
+
+@dataclass(frozen=True)
+class TimingProgress(Event):
+    """The batch-vs-loop timing under way: `done` of `total` timed runs."""
+
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)

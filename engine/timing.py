@@ -82,7 +82,16 @@ def _loop(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _median_time(fn, x, w, y, repeats: int, should_stop: Callable[[], bool] | None) -> float:
+def _median_time(
+    fn,
+    x,
+    w,
+    y,
+    repeats: int,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int], None] | None = None,
+    offset: int = 0,
+) -> float:
     """Median seconds of `repeats` calls of fn(x, w, y), after a warm-up: one call on the CPU
     (first-call allocations, lazy init); on CUDA, calls for CUDA_WARMUP_S, so that the GPU is
     timed at its working clocks, not at idle. CUDA times come from CUDA events on the device."""
@@ -111,6 +120,8 @@ def _median_time(fn, x, w, y, repeats: int, should_stop: Callable[[], bool] | No
             t0 = time.perf_counter()
             fn(x, w, y)
             times.append(time.perf_counter() - t0)
+        if progress is not None:
+            progress(offset + len(times))
     return statistics.median(times)
 
 
@@ -119,18 +130,20 @@ def measure(
     repeats: int = 51,
     sizes=LECTURE_SIZES,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TimingReport:
     """Median time of `repeats` runs of the batched product and of the loop, after one warm-up each.
 
-    should_stop is polled between runs; when it returns True, TimingAborted is raised.
+    should_stop is polled between runs; when it returns True, TimingAborted is raised. progress is
+    called with the number of timed runs done (of 2 x repeats).
     """
     if repeats < 1:
         raise ValueError(f"repeats = {repeats}; fix: use at least 1")
     dev = resolve_device(device)
     x, w = _operands(dev, sizes)
     y = torch.empty(x.size(0), w.size(0), device=dev)
-    batch_s = _median_time(_batch, x, w, y, repeats, should_stop)
-    loop_s = _median_time(_loop, x, w, y, repeats, should_stop)
+    batch_s = _median_time(_batch, x, w, y, repeats, should_stop, progress)
+    loop_s = _median_time(_loop, x, w, y, repeats, should_stop, progress, offset=repeats)
     flops = 2.0 * sizes[0] * sizes[1] * sizes[2]
     return TimingReport(
         device=str(dev),

@@ -18,7 +18,7 @@ name = "tiny"
 epochs = 2
 seed = 0
 device = "cpu"
-timing_at_start = false
+auto_timing = false
 [data]
 dataset = "shapes"
 batch_size = 16

@@ -144,8 +144,8 @@ async def test_freeze_on_a_model_without_features_says_why(make_engine):
         )
 
 
-async def test_timing_at_start_and_on_key(make_engine):
-    eng = make_engine("run.timing_at_start=true")
+async def test_timing_when_the_run_first_pauses_and_on_key(make_engine):
+    eng = make_engine("run.auto_timing=true")
     eng.send(C.Pause())
     app = DeeptuiApp(eng, timing=SMALL_TIMING)
     async with app.run_test(size=(100, 30)) as pilot:

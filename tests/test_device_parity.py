@@ -37,7 +37,7 @@ name = "parity"
 epochs = 2
 seed = 0
 device = "{DEVICE}"
-timing_at_start = false
+auto_timing = false
 on_nan = "stop"
 [data]
 dataset = "shapes"

@@ -33,7 +33,7 @@ SMALL = [
     "--set",
     "optimizer.lr=0.01",
     "--set",
-    "run.timing_at_start=false",
+    "run.auto_timing=false",
 ]
 STEPS_PER_EPOCH = 47
 

@@ -21,13 +21,15 @@ from textual.screen import Screen
 
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
-from deeptui.engine.errors import exit_code
+from deeptui.engine.errors import SetupError, exit_code
 from deeptui.engine.session import Session
 
 from . import panels
 from .dashboard import Dashboard, Panel, Plot
-from .dialogs import ExportScreen, NanScreen, NumberScreen, QuitScreen
+from .dialogs import ExportScreen, NanScreen
 from .keys import Steering
+from .launch import Launch
+from .options import fail
 from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
 from .summary import summary_lines
 from .view import RunView
@@ -89,6 +91,7 @@ class DeeptuiApp(Steering, App[int]):
         self._started = False
         self._shutdown_done = False
         self.resumed_on_detach = False  # the quit dialog resumed a paused run before detaching
+        self._auto_timing = "due"  # run.auto_timing: due, sent, done
 
     # ---- the screen and its parts -------------------------------------------------------
 
@@ -142,8 +145,6 @@ class DeeptuiApp(Steering, App[int]):
     # ---- lifecycle ----------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        if self.session.cfg.run.timing_at_start and not self.attached:
-            self.send(C.RunTiming(**self.timing_kwargs))
         self.session.start()
         self._started = True
         self.set_interval(POLL_SECONDS, self.poll)
@@ -173,11 +174,26 @@ class DeeptuiApp(Steering, App[int]):
             return bool(self.session.shutdown(reason, timeout=self.shutdown_timeout))
         return True
 
+    def _hand_over(self, launch: Launch) -> None:
+        """The engine is built: watch it from now on (commands sent meanwhile go to it), or end
+        with the setup error (run_dashboard prints it: exit 2)."""
+        if launch.engine is None:
+            self.exit(return_code=2)
+            return
+        engine = launch.engine
+        engine.interactive = True
+        for cmd in launch.pending:
+            engine.send(cmd)
+        self.switch_session(engine, RunView(preset=engine.cfg.run.name, batch_size=engine.cfg.data.batch_size))
+        engine.start()
+        self.refresh_bindings()
+
     def switch_session(self, session: Session, view: RunView) -> None:
         """Watch another session from now on (the next run of a compare series)."""
         self.session, self.view = session, view
         self._cursor, self._pending = 0, {}
         self._event_clock = self.clock()
+        self._auto_timing = "due"
 
     def exit_code(self) -> int:
         if self.signal_exit:
@@ -188,6 +204,8 @@ class DeeptuiApp(Steering, App[int]):
 
     def poll(self) -> None:
         """Read new events, fold them into the view, redraw what changed."""
+        if isinstance(self.session, Launch) and self.session.ready.is_set():
+            self._hand_over(self.session)
         events, self._cursor = self.session.events.read(self._cursor)
         urgent = False
         if events:
@@ -211,12 +229,16 @@ class DeeptuiApp(Steering, App[int]):
         """What an event does beyond the view: toasts, follow-up commands, dialogs."""
         if isinstance(ev, E.CommandApplied):
             follow = self._pending.pop(ev.command_id, None)
+            if follow == "auto_timing":
+                self._auto_timing = "done"
             if follow == "resume":
                 self.send(C.Resume())
             elif follow == "export":
                 self.push_screen(ExportScreen(self.log_files()))
         elif isinstance(ev, E.CommandRejected):
-            self._pending.pop(ev.command_id, None)
+            if self._pending.pop(ev.command_id, None) == "auto_timing":
+                self._auto_timing = "due"  # put off by a command: at the next pause
+                return
             self.notify(ev.reason, title=f"{ev.command} rejected", severity="warning", timeout=4)
         elif isinstance(ev, E.NonFiniteLoss):
             if ev.policy == "pause" and not self._nan_open:
@@ -236,6 +258,15 @@ class DeeptuiApp(Steering, App[int]):
                 self.notify(f"run {ev.state}; the plots stay until you press q", title="deeptui")
         elif isinstance(ev, E.RunStarted):
             self.refresh_bindings()
+        elif isinstance(ev, E.StateChanged) and ev.state == "paused":
+            self.time_when_idle()
+
+    def time_when_idle(self) -> None:
+        """run.auto_timing: the batch-vs-loop timing once, while the run is paused (it never holds
+        up a step; a command, e.g. resume, cuts it short and it runs at the next pause)."""
+        if self.session.cfg.run.auto_timing and not self.attached and self._auto_timing == "due":
+            self._auto_timing = "sent"
+            self.send(C.RunTiming(**self.timing_kwargs), follow="auto_timing")
 
     def elapsed(self) -> float:
         v = self.view
@@ -252,38 +283,6 @@ class DeeptuiApp(Steering, App[int]):
             self._pending[cid] = follow
         return cid
 
-    async def action_quit(self) -> None:
-        if self.attached and self.session.alive:
-            self.push_screen(QuitScreen(paused=self.view.state == "paused"), self._quit_choice)
-            return
-        self.exit(return_code=0)
-
-    def _quit_choice(self, choice: str | None) -> None:
-        if choice == "resume_detach":
-            self.send(C.Resume())
-            self.resumed_on_detach = True
-            choice = "detach"
-        if choice in ("detach", "stop"):
-            self.stop_on_quit = choice == "stop"
-            self.exit(return_code=0)
-
-    def _nan_choice(self, choice: str | None) -> None:
-        self._nan_open = False
-        if choice == "rewind_lr10":
-            self.send(C.RestoreCheckpoint(which="last", lr_scale=0.1), follow="resume")
-        elif choice == "rewind":
-            self.send(C.RestoreCheckpoint(which="last"), follow="resume")
-        elif choice == "rewind_typed":
-
-            def rewind_with(lr: float | None) -> None:
-                if lr is not None:
-                    self.send(C.RestoreCheckpoint(which="last", lr=lr), follow="resume")
-
-            step, _, lr = self.view.checkpoints["last"]
-            self.push_screen(NumberScreen(f"Learning rate after rewinding to step {step}", lr / 10), rewind_with)
-        elif choice == "stop":
-            self.send(C.Stop(reason="stopped after a non-finite loss"))
-
     def log_files(self) -> list[Path]:
         """What e shows and copies: the CSV logs, the resolved config and the checkpoints."""
         run_dir = Path(self.session.run_dir)
@@ -299,6 +298,14 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
         app.run()
     finally:
         stopped = app.stop_session("quit")
+    if isinstance(session, Launch):
+        if session.error is not None:
+            return (
+                fail(str(session.error))
+                if isinstance(session.error, SetupError)
+                else fail(f"could not start: {type(session.error).__name__}: {session.error}", 1)
+            )
+        session = session.engine
     for line in summary_lines(app.view, session.run_dir):
         print(line)
     if attached and not app.stop_on_quit:

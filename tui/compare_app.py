@@ -16,7 +16,6 @@ from pathlib import Path
 
 from rich.text import Text
 
-from deeptui.engine import commands as C
 from deeptui.engine import events as E
 
 from . import panels
@@ -184,8 +183,6 @@ class CompareApp(DeeptuiApp):
         self.run_dirs.append(Path(engine.run_dir))
         self.switch_session(engine, RunView(preset=self.title_of(nxt), batch_size=cfg.data.batch_size))
         self.view.note(f"── {self.title_of(nxt)} ──", "bold")
-        if cfg.run.timing_at_start:
-            self.send(C.RunTiming(**self.timing_kwargs))
         engine.start()
         self.refresh_bindings()
         self.refresh_view(True)

@@ -1,5 +1,6 @@
-"""The dashboard's keys and command palette: what each one sends to the engine, and why a key
-that cannot act now (the run ended, no features to freeze) says so instead of doing nothing."""
+"""The dashboard's keys, command palette and dialog choices: what each one sends to the engine,
+and why a key that cannot act now (the run ended, no features to freeze) says so instead of
+doing nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from deeptui.engine import commands as C
 from deeptui.engine.config import OPTIMIZERS
 
 from .dashboard import Dashboard
-from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen
+from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen, QuitScreen
 
 # Actions that send a command to the engine: they cannot act once the run has ended.
 STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "set_lr", "timing", "save"}
@@ -104,7 +105,9 @@ class Steering:
     # ---- the actions --------------------------------------------------------------------
 
     def action_pause(self) -> None:
-        self.send(C.Resume() if self.view.state == "paused" else C.Pause())
+        v = self.view
+        state = v.state_before_timing if v.state == "timing" else v.state  # a timing ends where it began
+        self.send(C.Resume() if state == "paused" else C.Pause())
 
     def action_next_optimizer(self) -> None:
         self.send(C.SwitchOptimizer())
@@ -163,3 +166,37 @@ class Steering:
 
     def action_log_scale(self) -> None:
         self.log_scale = not self.log_scale
+
+    # ---- what the dialogs' choices send -------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.attached and self.session.alive:
+            self.push_screen(QuitScreen(paused=self.view.state == "paused"), self._quit_choice)
+            return
+        self.exit(return_code=0)
+
+    def _quit_choice(self, choice: str | None) -> None:
+        if choice == "resume_detach":
+            self.send(C.Resume())
+            self.resumed_on_detach = True
+            choice = "detach"
+        if choice in ("detach", "stop"):
+            self.stop_on_quit = choice == "stop"
+            self.exit(return_code=0)
+
+    def _nan_choice(self, choice: str | None) -> None:
+        self._nan_open = False
+        if choice == "rewind_lr10":
+            self.send(C.RestoreCheckpoint(which="last", lr_scale=0.1), follow="resume")
+        elif choice == "rewind":
+            self.send(C.RestoreCheckpoint(which="last"), follow="resume")
+        elif choice == "rewind_typed":
+
+            def rewind_with(lr: float | None) -> None:
+                if lr is not None:
+                    self.send(C.RestoreCheckpoint(which="last", lr=lr), follow="resume")
+
+            step, _, lr = self.view.checkpoints["last"]
+            self.push_screen(NumberScreen(f"Learning rate after rewinding to step {step}", lr / 10), rewind_with)
+        elif choice == "stop":
+            self.send(C.Stop(reason="stopped after a non-finite loss"))

@@ -34,7 +34,7 @@ def header(v: RunView, elapsed: float, width: int) -> Text:
         "  ",
         (fmt_duration(elapsed), ""),
     )
-    if v.reason and v.state in ("paused", "stopped", "failed"):
+    if v.reason and v.state in ("starting", "paused", "stopped", "failed"):
         t.append(f"  ({v.reason})", "dim")
     room = max(0, width - len(PALETTE_HINT) - 1)
     t.truncate(room)
@@ -90,7 +90,9 @@ def timing_panel(v: RunView) -> Text:
     """The batch-vs-loop ratio and both forms' times, or how to get them."""
     tr = v.timing
     if tr is None:
-        t = Text("timing ...\n" if v.state == "timing" else "press t to time\n", "dim")
+        done, total = v.timing_progress
+        busy = f"timing ... {done}/{total} runs\n" if total else "timing ...\n"
+        t = Text(busy if v.state == "timing" else "press t to time\n", "dim")
         t.append("x @ w.T batched vs a loop", "dim")
         return t
     t = Text()

@@ -3,14 +3,13 @@ and hand it to the dashboard or the headless printer; compare series and landsca
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from deeptui.engine.build import build_in_thread
-from deeptui.engine.checkpoint import CheckpointFiles, load
+from deeptui.engine import events as E
 from deeptui.engine.compare import variants
-from deeptui.engine.config import load_config
-from deeptui.engine.data import default_data_root
+from deeptui.engine.config import default_data_root, load_config
 from deeptui.engine.errors import CheckpointError, RemoteError, SetupError
 from deeptui.engine.remote.server import ControlServer
 from deeptui.engine.remote.wire import SOCKET_NAME
@@ -22,22 +21,22 @@ from .runs import remember
 
 
 def run(args) -> int:
-    """`deeptui [PRESET] [flags]` in this process; the exit code."""
+    """`deeptui [PRESET] [flags]` in this process; the exit code. The dashboard comes up before torch
+    has loaded and shows what is being loaded; the headless front end says it in a first line."""
     try:
-        if args.resume:
-            engine = resume_engine(args)
-        else:
-            cfg = load_config(find_preset(args.preset), overrides(args))
-            if cfg.run.kind == "landscape":
-                return run_landscape(cfg, args)
-            if cfg.run.compare:
-                return run_compare(cfg, args)
-            engine = build_in_thread(
-                cfg,
-                data_root=default_data_root(args.data_dir),
-                log_dir=log_dir_of(args, cfg),
-                run_dir=Path(args.run_dir) if args.run_dir else None,
-            )
+        cfg = resume_config(args) if args.resume else load_config(find_preset(args.preset), overrides(args))
+        if cfg.run.kind == "landscape":
+            return run_landscape(cfg, args)
+        if cfg.run.compare:
+            return run_compare(cfg, args)
+    except SetupError as e:
+        return fail(str(e))
+    if wants_dashboard(args):
+        return run_launched_dashboard(args, cfg)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"deeptui: starting {cfg.run.name}: importing torch, loading the data, building the model", flush=True)
+    try:
+        engine = start_engine(args, cfg, say=lambda text: print(f"deeptui: {text}", file=sys.stderr))
     except SetupError as e:
         return fail(str(e))
     if not engine.is_main:
@@ -47,18 +46,78 @@ def run(args) -> int:
     if isinstance(server, int):
         return server
     try:
-        if not wants_dashboard(args):
-            return run_headless(engine)
-        from .app import run_dashboard
-
-        engine.interactive = True
-        return run_dashboard(engine)
+        return run_headless(engine)
     finally:
         if server is not None:
             server.close()
 
 
-def serve(engine) -> ControlServer | None | int:
+def run_launched_dashboard(args, cfg) -> int:
+    """The dashboard at once, over a Launch that builds the engine (and serves it) meanwhile."""
+    from .app import run_dashboard
+    from .launch import Launch
+
+    servers: list[ControlServer] = []
+
+    def build(stage):
+        stage("importing torch ...")
+        engine = start_engine(args, cfg, say=stage, stage=stage)
+        remember(engine.run_dir)
+        server = serve(engine, quiet=True)
+        if isinstance(server, int):
+            engine.shutdown("another process serves this run", timeout=30)
+            raise RemoteError(
+                f"{engine.run_dir}: another deeptui process serves this run; fix: deeptui attach {engine.run_dir}"
+            )
+        if server is not None:
+            servers.append(server)
+        return engine
+
+    try:
+        return run_dashboard(Launch(cfg, build))
+    finally:
+        for server in servers:
+            server.close()
+
+
+def resume_config(args):
+    """The config a --resume runs with: the run's own resolved config.toml, or the preset given
+    (which must be the same preset), with the flags' overrides."""
+    target = Path(args.resume)
+    run_dir = target if target.is_dir() else target.parent
+    if not target.exists() or not (args.preset or (run_dir / "config.toml").is_file()):
+        raise CheckpointError(
+            f"{target}: no checkpoint to resume from (no such run directory, or it has no config.toml); "
+            "fix: pass a run directory that deeptui made (deeptui ls lists them)"
+        )
+    preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
+    return load_config(preset, overrides(args))
+
+
+def start_engine(args, cfg, say=print, stage=lambda text: None):
+    """Import torch, load the data, build the model: the engine of a run, or of a --resume from its
+    newest finite checkpoint (the same run directory: step numbers and CSV rows continue)."""
+    from deeptui.engine.build import build_in_thread
+    from deeptui.engine.checkpoint import CheckpointFiles, load
+
+    stage("loading the data and building the model ...")
+    data_root = default_data_root(args.data_dir)
+    if not args.resume:
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        return build_in_thread(cfg, data_root=data_root, log_dir=log_dir_of(args, cfg), run_dir=run_dir)
+    target = Path(args.resume)
+    ckpt = CheckpointFiles(target).for_resume() if target.is_dir() else target
+    if ckpt is None or not ckpt.is_file():
+        raise CheckpointError(
+            f"{ckpt or target}: no checkpoint to resume from; fix: pass a run directory that has last.pt "
+            "(saved with s, on quit, on signals, every log.checkpoint_every)"
+        )
+    state = load(ckpt, cfg)
+    say(f"resuming from {ckpt} (step {state['train']['step']})")
+    return build_in_thread(cfg, data_root=data_root, run_dir=ckpt.parent, resume=state)
+
+
+def serve(engine, quiet: bool = False) -> ControlServer | None | int:
     """Serve the run on <run_dir>/control.sock. Returns the server; None (with a warning) when
     the socket cannot be made, the run goes on without it; exit code 2 when another live process
     already serves this run directory."""
@@ -67,31 +126,15 @@ def serve(engine) -> ControlServer | None | int:
     except RemoteError as e:
         if (Path(engine.run_dir) / SOCKET_NAME).exists():
             engine.data.close()
-            return fail(str(e))
-        print(f"deeptui: warning: {e}; the run goes on without 'deeptui attach'", file=sys.stderr)
+            return fail(str(e)) if not quiet else 2
+        engine.report.emit(E.Warning, message=f"{e}; the run goes on without 'deeptui attach'")
         return None
-
-
-def resume_engine(args):
-    """The run's own resolved config (or the preset given, which must be the same preset), its
-    checkpoint, and the same run directory: step numbers and CSV rows continue."""
-    target = Path(args.resume)
-    ckpt = CheckpointFiles(target).for_resume() if target.is_dir() else target
-    if ckpt is None or not ckpt.is_file():
-        raise CheckpointError(
-            f"{ckpt or target}: no checkpoint to resume from; fix: pass a run directory that has last.pt "
-            "(saved with s, on quit, on signals, every log.checkpoint_every)"
-        )
-    run_dir = ckpt.parent
-    preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
-    cfg = load_config(preset, overrides(args))
-    state = load(ckpt, cfg)
-    print(f"deeptui: resuming from {ckpt} (step {state['train']['step']})", file=sys.stderr)
-    return build_in_thread(cfg, data_root=default_data_root(args.data_dir), run_dir=run_dir, resume=state)
 
 
 def run_compare(cfg, args) -> int:
     """The runs of run.compare one after another, each its own engine and run directory."""
+    from deeptui.engine.build import build_in_thread
+
     runs = variants(cfg)  # every value is checked before the first run starts
     data_root = default_data_root(args.data_dir)
     if not wants_dashboard(args):

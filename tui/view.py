@@ -83,6 +83,8 @@ class RunView:
         self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
         self.markers: list[tuple[int, str]] = []  # (step, kind)
         self.timing: E.TimingResult | None = None
+        self.timing_progress = (0, 0)  # (done, total) of the timing under way
+        self.state_before_timing = "running"
         # kind (last, best, epoch) -> (step, path, lr then): the good checkpoints to go back to
         self.checkpoints: dict[str, tuple[int, str, float]] = {}
         self.error: E.RunError | None = None
@@ -119,7 +121,16 @@ class RunView:
             f"{'resumed' if ev.resumed else 'started'} {ev.model} ({ev.parameters:,} parameters) on {ev.device}",
         )
 
+    def _on_Loading(self, ev: E.Loading) -> None:
+        self.state, self.reason = "starting", ev.stage
+        self._log("dim", ev, ev.stage)
+
+    def _on_TimingProgress(self, ev: E.TimingProgress) -> None:
+        self.timing_progress = (ev.done, ev.total)
+
     def _on_StateChanged(self, ev: E.StateChanged) -> None:
+        if ev.state == "timing" and self.state != "timing":
+            self.state_before_timing = self.state
         self.state, self.reason = ev.state, ev.reason
         self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
         self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
@@ -198,6 +209,8 @@ class RunView:
         E.CommandRejected: _on_CommandRejected,
         E.ScheduleAction: _on_ScheduleAction,
         E.TimingResult: _on_TimingResult,
+        E.TimingProgress: _on_TimingProgress,
+        E.Loading: _on_Loading,
         E.Warning: _on_Warning,
         E.NonFiniteLoss: _on_Warning,
         E.CheckpointSaved: _on_CheckpointSaved,

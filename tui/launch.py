@@ -1,0 +1,70 @@
+"""The dashboard before the engine: Launch is the Session a dashboard watches while the engine is
+built in a thread of its own (importing torch, loading the data, building the model take seconds
+on a small machine); it tells what it is doing as Loading events, keeps the commands sent meanwhile,
+and hands over to the engine once it is ready."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
+
+
+class Launch:
+    def __init__(self, cfg, build: Callable[[Callable[[str], None]], object]):
+        self.cfg = cfg
+        self.run_dir = Path(".")  # not made yet
+        self.events = E.EventBuffer()
+        self.final_state = ""
+        self.interactive = True
+        self.replayed = 0
+        self.engine = None  # the Engine, once built
+        self.error: BaseException | None = None  # a setup error instead (SetupError: exit 2)
+        self.ready = threading.Event()
+        self.pending: list[C.Command] = []  # sent before the engine existed
+        self._build = build  # build(stage) -> Engine; stage(text) says what it is doing
+        self._t0 = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+
+    def stage(self, text: str) -> None:
+        self.events.append(E.Loading(time.monotonic() - self._t0, 1, 0, stage=text))
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="deeptui-launch", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.engine = self._build(self.stage)
+        except BaseException as exc:  # shown by the app; the CLI prints it and exits 2
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self.ready.is_set()
+
+    def send(self, command: C.Command) -> int:
+        self.pending.append(command)
+        return command.id
+
+    def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
+        """Quit while loading: wait for the build (an import cannot be interrupted), then stop it."""
+        self.ready.wait(timeout)
+        if self.engine is not None:
+            return bool(self.engine.shutdown(reason, timeout))
+        return self.ready.is_set()
+
+    def detach(self) -> None:
+        pass
+
+    def wait_finished(self, timeout: float) -> bool:
+        return self.ready.wait(timeout)
