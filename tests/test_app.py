@@ -368,3 +368,29 @@ async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeyp
         session.events.append(metrics(30))
         session.events.append(state("paused", 30))
         await until(pilot, lambda: plot.built_version != drawn, timeout=1.0, what="a rebuild once paused")
+
+
+async def test_typed_lr_help_screen_and_screenshot_in_the_run_directory(make_engine):
+    from deeptui.tui.dialogs import HelpScreen, NumberScreen
+
+    eng = make_engine("run.epochs=50")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused")
+        await pilot.press("L")
+        await until(pilot, lambda: isinstance(app.screen, NumberScreen) and app.screen.query(Input), what="lr input")
+        app.screen.query_one(Input).value = "0.0123"
+        await pilot.press("enter")
+        await until(pilot, lambda: eng.train.base_lr == pytest.approx(0.0123), what="the typed lr applied")
+        await until(pilot, lambda: (app.view.markers or [(0, "")])[-1][1] == "lr", what="an lr marker")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the keys")
+        assert "set the learning rate to a typed value" in " ".join(
+            str(w.render()) for w in app.screen.query(".dialog-text")
+        )
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, Dashboard), what="closed")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: list(eng.run_dir.glob("*.svg")), what="a screenshot in the run directory")
+        await pilot.press("q")
