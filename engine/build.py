@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import checkpoint, distributed
+from . import commands as C
 from .config import Config, default_data_root
 from .data import build_data
 from .device import resolve_device
@@ -17,7 +18,7 @@ from .errors import CheckpointError, ConfigError
 from .loop import Engine
 from .models import build_model
 from .optim import group_names
-from .runlog import new_run_dir, write_config
+from .runlog import RunLock, cut_history_after, new_run_dir, remove_stale_temporaries, write_config
 from .thread import EngineThread
 
 
@@ -44,10 +45,12 @@ def build_engine(
             f"fix: resume with --nproc {saved_world}"
         )
     seed_everything(cfg.run.seed)
+    lock = None
     data = build_data(
         cfg, data_root or default_data_root(None), dev, rank=info.rank if info else 0, world=info.world if info else 1
     )
     try:
+        check_fits(cfg, data, dev)
         model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
         names = group_names(model)
         for k in cfg.optimizer.group_lr:
@@ -56,17 +59,34 @@ def build_engine(
                     f"{cfg.source}: optimizer.group_lr.{k}: the model has no module '{k}'; "
                     f"fix: use one of {', '.join(names)}"
                 )
+        changes = checkpoint.resume_changes(resume, cfg) if resume is not None else []  # refused: raises
         if info is None or info.is_main:
             if run_dir is None:
                 run_dir = new_run_dir(log_dir or cfg.log.dir, cfg.run.name)
+            lock = RunLock(run_dir)  # held until the run ends; a second run here stops at once
+            remove_stale_temporaries(run_dir)
             if resume is None:
                 write_config(run_dir, cfg.to_dict())
+            else:
+                cut_history_after(run_dir, int(resume["train"]["step"]))
         if info is not None:  # every rank learns rank 0's run directory
             run_dir = Path(distributed.broadcast_object(str(run_dir), info))
+        return Engine(
+            cfg,
+            device=dev,
+            data=data,
+            model=model,
+            run_dir=run_dir,
+            resume=resume,
+            dist_info=info,
+            lock=lock,
+            resume_changes=changes,
+        )
     except BaseException:
         data.close()
+        if lock is not None:
+            lock.release()
         raise
-    return Engine(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume, dist_info=info)
 
 
 def build_in_thread(cfg: Config, **kw) -> Engine:
@@ -78,7 +98,7 @@ def build_in_thread(cfg: Config, **kw) -> Engine:
     between parallel regions: every op pays a wake-up. Doing all torch work in one thread keeps
     one team. Setup errors are raised here, in the caller's thread."""
     box: dict = {}
-    ready, go = threading.Event(), threading.Event()
+    ready, go, cancel = threading.Event(), threading.Event(), threading.Event()
 
     def body():
         try:
@@ -89,17 +109,62 @@ def build_in_thread(cfg: Config, **kw) -> Engine:
             return
         ready.set()
         go.wait()
+        if cancel.is_set():  # the caller was interrupted while this thread was building
+            box["engine"].send(C.Stop(reason="interrupted while starting", save_checkpoint=False))
         box["engine"].run()
 
     thread = threading.Thread(target=body, name="deeptui-engine", daemon=True)
     thread.start()
-    ready.wait()
+    try:
+        ready.wait()
+    except BaseException:  # Ctrl+C or SIGTERM in the caller while torch works in the thread:
+        cancel.set()  # never leave that thread half-way (the process would abort in C++, exit 134)
+        go.set()
+        while thread.is_alive():
+            try:
+                thread.join()
+            except KeyboardInterrupt:
+                continue
+        raise
     if "error" in box:
         thread.join()
         raise box["error"]
     engine = box["engine"]
     engine.thread = EngineThread(thread, go)
     return engine
+
+
+BYTES_PER_PARAMETER = 16  # fp32 weights, their gradients, and two optimizer moments (Adam)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes the run could still allocate on its device; None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_fits(cfg: Config, data, device: torch.device) -> None:
+    """Refuse a model that cannot fit before allocating it: counted on the meta device."""
+    import dataclasses
+
+    with torch.device("meta"):
+        probe = build_model(
+            dataclasses.replace(cfg.model, pretrained=False), data.in_channels, data.image_size, data.num_classes
+        )
+    params = sum(p.numel() for p in probe.parameters())
+    need, free = params * BYTES_PER_PARAMETER, free_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(
+            f"{cfg.source}: the model has {params:,} parameters, about {need / 2**30:.1f} GiB with its gradients "
+            f"and optimizer state, but {device.type} has {free / 2**30:.1f} GiB free; fix: fewer model.blocks, "
+            "model.channels or model.hidden"
+        )
 
 
 def check_distributed(cfg: Config, info) -> None:

@@ -5,9 +5,11 @@ non-finite model never written over a finite one."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +18,8 @@ import torch
 
 from .errors import CheckpointError
 from .models import set_frozen
-from .optim import ensure_momentum_buffers
+from .optim import ensure_momentum_buffers, set_base_lr
+from .runlog import disk_full, disk_full_message
 
 if TYPE_CHECKING:
     from .loop import Engine
@@ -69,18 +72,88 @@ def restore(engine: Engine, payload: dict) -> None:
         torch.cuda.set_rng_state(payload["rng"]["cuda"], engine.device)
 
 
+# What a resume cannot change: the network (its weights would not fit) and what an epoch is.
+FIXED_ON_RESUME = (
+    "model.",
+    "data.dataset",
+    "data.batch_size",
+    "data.train_size",
+    "data.test_size",
+    "data.normalize",
+    "data.shuffle",
+    "run.seed",
+    "run.kind",
+)
+
+
+def _flat(d: dict) -> dict:
+    return {f"{s}.{k}": v for s, table in d.items() if isinstance(table, dict) for k, v in table.items()}
+
+
+def resume_changes(payload: dict, cfg) -> list[tuple[str, object, object]]:
+    """The keys a resume changes, (key, saved, now); one it cannot honour raises CheckpointError."""
+    saved, now = _flat(payload.get("config") or {}), _flat(cfg.to_dict())
+    changes = [
+        (k, saved.get(k), now.get(k))
+        for k in sorted(set(saved) | set(now))
+        if k != "run.name" and saved.get(k) != now.get(k) and k in saved
+    ]
+    for key, old, new in changes:
+        if key.startswith(FIXED_ON_RESUME):
+            raise CheckpointError(
+                f"{cfg.source}: {key} was {old!r} in the checkpoint, {new!r} now: a resume goes on with "
+                f"the same network and data; fix: resume without changing {key} (or start a new run)"
+            )
+    return changes
+
+
+def apply_changes(engine: Engine, changes: list[tuple[str, object, object]]) -> None:
+    """A resume's new settings take effect: the optimizer's name or hyperparameters (it then
+    starts fresh), its learning rate (kept state); the rest (epochs, log, perf) is read from the
+    config as the run goes."""
+    keys = {k for k, _, _ in changes}
+    if "optimizer.lr" in keys:
+        engine.train.base_lr = engine.cfg.optimizer.lr
+    if keys & {k for k in keys if k.startswith("optimizer.") and k not in ("optimizer.lr", "optimizer.choices")}:
+        engine.train.optimizer = engine.cfg.optimizer.name
+        engine.optimizer = engine.make_optimizer(engine.train.optimizer)
+    elif "optimizer.lr" in keys:
+        set_base_lr(engine.optimizer, engine.train.base_lr)
+
+
 def save(path: Path, payload: dict) -> Path:
-    """torch.save to a temporary file in the same directory, then rename over `path`."""
+    """torch.save to a temporary file in the same directory, then rename over `path` (a rename
+    replaces a symlink itself, never the file it points to). A full disk is raised as ENOSPC
+    naming the path: torch reports it as 'unexpected pos 128 vs 0'."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not disk_full(e):
+            raise
+        need = sum(t.numel() * t.element_size() for t in _tensors(payload))
+        if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free > need + 2**20:
+            raise
+        raise OSError(errno.ENOSPC, disk_full_message(path), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 def _from_format_1(st: dict) -> dict:

@@ -75,10 +75,10 @@ class DataConfig:
     )
     batch_size: int = _f(64, "training mini-batch size", min=1)
     test_batch_size: int = _f(1000, "batch size for evaluation", min=1)
-    num_workers: int = _f(4, "DataLoader worker processes (dataloader path only)", min=0)
+    num_workers: int = _f(4, "DataLoader worker processes (dataloader path only)", min=0, max=64)
     shuffle: bool = _f(True, "shuffle the training set every epoch")
     normalize: bool = _f(False, "subtract the set's mean and divide by its std, per channel")
-    crop_padding: int = _f(0, "RandomCrop(size, padding=N) on training images; 0: off", min=0)
+    crop_padding: int = _f(0, "RandomCrop(size, padding=N) on training images; 0: off", min=0, max=32)
     flip: bool = _f(False, "random horizontal flip on training images")
     train_size: int = _f(0, "use only the first N training samples (shapes: generate N); 0: all", min=0)
     test_size: int = _f(0, "use only the first N test samples (shapes: generate N); 0: all", min=0)
@@ -89,8 +89,8 @@ class DataConfig:
 class ModelConfig:
     name: str = _f("monster", "monster, mnist_net or mlp", choices=MODELS)
     pretrained: bool = _f(False, "monster: load AlexNet's ImageNet weights into the first conv")
-    blocks: int = _f(16, "monster: number of residual blocks", min=1)
-    channels: int = _f(64, "monster: channels in the residual blocks", min=1)
+    blocks: int = _f(16, "monster: number of residual blocks", min=1, max=1000)
+    channels: int = _f(64, "monster: channels in the residual blocks", min=1, max=8192)
     hidden: list = _f([200], "mlp: sizes of the hidden layers")
     dropout: float = _f(0.0, "mlp: dropout probability after each hidden layer", min=0.0, lt=1.0)
     batchnorm: bool = _f(False, "mlp: BatchNorm1d after each hidden linear layer")
@@ -106,7 +106,7 @@ class OptimizerConfig:
     eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
     rho: float = _f(0.9, "adadelta: decay of the running averages", min=0.0, max=1.0)
     alpha: float = _f(0.99, "rmsprop: smoothing constant", min=0.0, max=1.0)
-    lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1)
+    lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1, max=100)
     choices: list = _f(list(OPTIMIZERS), "optimizers that 'next optimizer' cycles through, in order")
     group_lr: dict = _f({}, "learning rate per top-level module, e.g. { features = 1e-3 }; others use lr")
 
@@ -151,7 +151,7 @@ class LandscapeConfig:
     )
     angle_deg: float = _f(30.0, "rotation of the quadratic's axes, in degrees")
     start: list = _f([-1.5, 1.0], "starting point (x, y); the minimum is at (0, 0)")
-    steps: int = _f(100, "optimizer steps per path", min=1)
+    steps: int = _f(100, "optimizer steps per path", min=1, max=100_000)
     paths: list = _f(
         [],
         'one inline table per path: { optimizer = "sgd", lr = 1e-2, momentum = 0.5, betas = [0.9, 0.999], eps = 1e-8 }',
@@ -251,7 +251,37 @@ def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     return value
 
 
+MAX_DEPTH = 8  # tables and arrays inside a key's value
+MAX_INT = 2**63 - 1
+MAX_STRING = 4096
+
+
+def _check_plain(src: str, key: str, value: Any, depth: int = 0) -> None:
+    """Plain data only: finite numbers, 64-bit integers, short strings, shallow nesting."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{src}: {key} is nested more than {MAX_DEPTH} levels deep; fix: a flat value")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{src}: {key} = {value!r} is not a finite number; fix: a finite value")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{src}: {key} = {value} is out of range; fix: a 64-bit integer")
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        raise ConfigError(f"{src}: {key} is a string of {len(value)} characters; fix: at most {MAX_STRING}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(src, f"{key}.{k}", v, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_plain(src, f"{key}[{i}]", v, depth + 1)
+
+
+def safe_name(name: str) -> str:
+    """A run name as one path component: the run directory stays inside the log directory."""
+    cleaned = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name).strip("._")[:100]
+    return cleaned or "run"
+
+
 def _build(src: str, raw: dict) -> Config:
+    _check_plain(src, "the preset", raw)
     sections = {}
     for sname, sraw in raw.items():
         if sname not in SECTIONS:
@@ -475,6 +505,8 @@ def parse_override(src: str, text: str) -> tuple[str, Any]:
     key, val = (s.strip() for s in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {val}")["v"]
+    except RecursionError:
+        raise ConfigError(f"{src}: --set {key}=...: the value is nested too deeply; fix: a flat value") from None
     except tomllib.TOMLDecodeError:
         if val and all(c.isalnum() or c in "_-:./" for c in val):
             value = val  # a bare word such as adam or cuda:0
@@ -511,13 +543,15 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{src}: TOML syntax error: {e}; fix: correct the line shown") from None
+    except RecursionError:
+        raise ConfigError(f"{src}: the preset is nested too deeply; fix: plain tables and arrays") from None
     for item in overrides:
         key, value = parse_override(src, item)
         _set_dotted(src, raw, key, value)
     cfg = _build(src, raw)
-    if not cfg.run.name:
-        stem = Path(path).stem if path is not None else "quickstart"
-        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=stem))
+    name = cfg.run.name or (Path(path).stem if path is not None else "quickstart")
+    if safe_name(name) != cfg.run.name:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=safe_name(name)))
     return cfg
 
 

@@ -44,8 +44,11 @@ class Engine:
         run_dir: Path,
         resume: dict | None = None,
         dist_info=None,
+        lock=None,
+        resume_changes: list[tuple[str, object, object]] = (),
     ):
         self.cfg, self.device, self.data = cfg, device, data
+        self.lock = lock  # runlog.RunLock: this process alone writes the run directory
         self.dist = dist_info  # engine.distributed.DistInfo in a data-parallel run, else None
         self.is_main = dist_info is None or dist_info.is_main
         self.model = model.to(device)
@@ -72,8 +75,10 @@ class Engine:
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
         self.resumed = resume is not None
+        self.resume_changes = list(resume_changes)  # (key, saved, now): applied, and said so at the start
         if resume is not None:
             checkpoint.restore(self, resume)
+            checkpoint.apply_changes(self, self.resume_changes)
 
     # ---- the Session surface (engine.session): thread-safe -------------------------------
 
@@ -143,6 +148,11 @@ class Engine:
         set_base_lr(self.optimizer, lr)
         self.emit_state()
 
+    def release(self) -> None:
+        """The run directory is free again (the run has ended)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
         self.stop_requested, self.stop_reason, self.save_on_stop = True, reason, save_checkpoint
 
@@ -178,6 +188,9 @@ class Engine:
 
     def _train(self) -> None:
         cfg, t = self.cfg, self.train
+        if cfg.run.max_steps and t.step >= cfg.run.max_steps:  # a resume of a run that got there
+            self.report.mark("max_steps", f"already at {t.step} of run.max_steps = {cfg.run.max_steps}")
+            return
         while t.epoch < cfg.run.epochs and not self.stop_requested:
             self._apply_schedule()
             self.data.train.set_epoch(t.epoch)
@@ -307,6 +320,10 @@ def announce(engine: Engine) -> None:
         f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen} "
         f"parameters={sum(p.numel() for p in engine.model.parameters())}",
     )
+    if engine.resume_changes:
+        said = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in engine.resume_changes)
+        engine.report.mark("resume_changes", said)
+        engine.report.emit(E.Warning, message=f"resumed with changes: {said}")
     note = engine.runner.sync_note(engine.optimizer, t.optimizer)
     if note:
         engine.report.emit(E.Warning, message=note)

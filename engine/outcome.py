@@ -4,12 +4,14 @@ events, and the end of every run (final checkpoint, logs closed, Finished)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from . import events as E
 from .config import Config
+from .runlog import disk_full, disk_full_message
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -41,26 +43,25 @@ def on_nonfinite(engine: Engine, loss: float) -> None:
 def finish(engine: Engine, state: RunState, reason: str) -> None:
     """The end of every run: the final checkpoint, the last marks, the logs closed, the data
     loaders and process group shut down, then StateChanged and Finished."""
-    engine.final_state = state.value
     try:  # the final model is kept too, so a finished run can be evaluated or extended
         if state == RunState.FINISHED or (state == RunState.STOPPED and engine.save_on_stop):
             engine.save_checkpoint()
-    except Exception as exc:
-        report_error(engine, exc)
+    except Exception as exc:  # a run whose last checkpoint is not on disk has not finished
+        kept = engine.checkpoints.find("last")
+        reason = report_error(engine, exc) + (f"; the last good checkpoint is {kept}" if kept else "")
+        state = RunState.FAILED
     with contextlib.suppress(Exception):
         engine.report.mark(state.value, reason)
     engine.state = state
     try:
         engine.log.close()
     except OSError as exc:
-        engine.report.emit(
-            E.RunError,
-            message=f"could not write the logs: {exc}",
-            fix=f"free space or check permissions in {engine.run_dir}",
-        )
+        reason = report_error(engine, exc)
         state = RunState.FAILED
+    engine.final_state = state.value
     with contextlib.suppress(Exception):
         engine.data.close()
+    engine.release()
     if engine.dist is not None:
         from .distributed import close
 
@@ -72,19 +73,21 @@ def finish(engine: Engine, state: RunState, reason: str) -> None:
 
 def report_error(engine: Engine, exc: Exception) -> str:
     """An exception that ended the run (or its final checkpoint) as a RunError and a mark."""
-    message, fix = describe_failure(exc, engine.cfg, engine.dist)
+    message, fix = describe_failure(exc, engine.cfg, engine.dist, engine.run_dir)
     engine.report.emit(E.RunError, message=message, fix=fix)
     with contextlib.suppress(Exception):
         engine.report.mark("error", message + (f"; fix: {fix}" if fix else ""))
     return message
 
 
-def describe_failure(exc: Exception, cfg: Config, dist=None) -> tuple[str, str]:
+def describe_failure(exc: Exception, cfg: Config, dist=None, run_dir: Path | None = None) -> tuple[str, str]:
     """(one-line message, fix) for an exception that ended a run."""
     message, fix = f"{type(exc).__name__}: {exc}".strip(), ""
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         message = "CUDA out of memory"
         fix = f"use a smaller batch, e.g. --set data.batch_size={max(1, cfg.data.batch_size // 2)}"
+    elif isinstance(exc, OSError) and disk_full(exc):
+        message, _, fix = disk_full_message(Path(exc.filename or run_dir or cfg.log.dir)).partition("; fix: ")
     elif isinstance(exc, OSError):
         fix = "check the file named above, its permissions and the free disk space"
     elif isinstance(exc, FloatingPointError):

@@ -1,10 +1,15 @@
-"""The run directory: metrics.csv, events.csv and config.toml, written as things happen."""
+"""The run directory: metrics.csv, events.csv and config.toml, written as things happen, only
+where they belong (no symlinks, mode 0600), one process at a time (RunLock), one history after a
+resume (cut_history_after), a full disk named as such."""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import errno
+import fcntl
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +34,37 @@ METRICS_HEADER = [
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
 
 
+def disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(path: Path) -> str:
+    """'disk full at PATH (N MB free); fix: ...' for a write that ran out of space or quota."""
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent if not Path(path).is_dir() else path).free / 2**20:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return f"disk full at {path} ({free}); fix: free space, or --log-dir on another disk"
+
+
+def open_private(path: Path, append: bool = True):
+    """A file of the run directory for writing: created 0600, never through a symlink (a run
+    directory someone else could write into must not make deeptui write elsewhere)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunDirError(
+                f"{path}: is a symbolic link; fix: remove it (deeptui writes run files only where they are)"
+            ) from None
+        raise
+    return os.fdopen(fd, "a" if append else "w", newline="", encoding="utf-8")
+
+
 def new_run_dir(log_dir: str | Path, name: str) -> Path:
-    """<log_dir>/<name>-<timestamp>/, made now; a suffix keeps two runs in one second apart."""
+    """<log_dir>/<name>-<timestamp>/, made now (mode 0700); a suffix keeps two runs in one second
+    apart. `name` is one path component (config.safe_name)."""
     base = Path(log_dir)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
@@ -38,16 +72,106 @@ def new_run_dir(log_dir: str | Path, name: str) -> Path:
         for n in range(100):
             path = base / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
             try:
-                path.mkdir()
+                path.mkdir(mode=0o700)
                 return path
             except FileExistsError:
                 continue
     except OSError as e:
+        if disk_full(e):
+            raise RunDirError(disk_full_message(base)) from None
         raise RunDirError(
             f"{base}: log directory is not writable ({e.strerror}); fix: pass --log-dir "
             "to a writable directory or set log.dir in the preset"
         ) from None
     raise RunDirError(f"{base}: too many runs named {name} this second; fix: retry")
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the run's life (fcntl.flock on .lock): a second
+    run or resume of the same directory stops at once instead of writing into it too."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise RunDirError(
+                disk_full_message(self.path)
+                if disk_full(e)
+                else f"{self.path}: cannot lock the run directory ({e.strerror}); fix: check its permissions"
+            ) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise RunDirError(
+                f"{run_dir}: another deeptui process (pid {holder}) runs in this directory; "
+                f"fix: deeptui attach {run_dir}, or wait for it to end"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = -1
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Temporary checkpoint and config files a killed process left (.last.pt.XXXX.tmp): the lock
+    is held, so nobody is writing them."""
+    stale = [p for p in Path(run_dir).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def cut_history_after(run_dir: Path, step: int) -> int:
+    """A resume from a checkpoint at `step`: the metrics rows logged after it (by the process that
+    was killed) move to metrics.csv.orphaned, so that the resumed run writes each step once; a
+    torn last line (a crash mid-write) goes there too. Returns the number of rows moved."""
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    lines = text.splitlines(keepends=True)
+    if len(lines) <= 1:
+        return 0
+    keep, moved = [lines[0]], []
+    for line in lines[1:]:
+        fields = line.split(",")
+        try:
+            whole = line.endswith("\n") and len(fields) == len(METRICS_HEADER)
+            ok = whole and int(fields[2]) <= step
+        except ValueError:
+            ok = False
+        (keep if ok else moved).append(line if line.endswith("\n") else line + "\n")
+    if not moved:
+        return 0
+    with open_private(path.with_name("metrics.csv.orphaned")) as f:
+        f.writelines(moved)
+    tmp = path.with_name(".metrics.csv.tmp")
+    with open_private(tmp, append=False) as f:
+        f.writelines(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(moved)
+
+
+def repair_torn_line(path: Path) -> None:
+    """A file a crash left without its last newline: end it, so the next row starts a line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+    except OSError:
+        return
+    if last != b"\n":
+        with open_private(path) as f:
+            f.write("\n")
 
 
 def _fmt(value) -> str:
@@ -73,7 +197,9 @@ class RunLog:
         for name, header in (("metrics", METRICS_HEADER), ("events", EVENTS_HEADER)):
             path = self.run_dir / f"{name}.csv"
             new = not path.exists() or path.stat().st_size == 0
-            f = open(path, "a", newline="", encoding="utf-8")
+            if not new:
+                repair_torn_line(path)
+            f = open_private(path)
             w = csv.writer(f)
             if new:
                 w.writerow(header)
@@ -125,7 +251,14 @@ class RunLog:
 
 def write_config(run_dir: Path, config: dict) -> Path:
     path = Path(run_dir) / "config.toml"
-    atomic_write_bytes(path, tomli_w.dumps(config).encode())
+    try:
+        atomic_write_bytes(path, tomli_w.dumps(config).encode())
+    except OSError as e:
+        raise RunDirError(
+            disk_full_message(path)
+            if disk_full(e)
+            else f"{path}: cannot write the run's config ({e.strerror}); fix: check the run directory's permissions"
+        ) from None
     return path
 
 

@@ -240,7 +240,8 @@ def test_full_disk_while_running_fails_cleanly(make_engine, monkeypatch, capsys)
     monkeypatch.setattr(RunLog, "flush", flaky_flush)
     code = run_headless(eng)
     out = capsys.readouterr().out
-    assert code == 1 and "No space left on device" in out and "disk space" in out
+    # named as a full disk (issue 15), with where, how much is free and the fix
+    assert code == 1 and f"disk full at {eng.run_dir}" in out and "MB free" in out and "fix: free space" in out
 
 
 def test_missing_data_offline_exits_2_saying_where_to_put_files(tmp_path, capsys, monkeypatch):

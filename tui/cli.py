@@ -9,8 +9,14 @@ SIGTERM, 129 SIGHUP).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
+
+from deeptui.engine.errors import EXIT_FAILED, SetupError
+
+from . import guard
+from .options import fail
 
 SUBCOMMANDS = ("bench", "attach", "ls", "show")
 
@@ -73,7 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line, behind one guard: whatever happens, one line and an exit code (0, 1, 2,
+    128+N for signal N), never a traceback. A bug's traceback goes to a file the line names."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    early = guard.stop_on_early_signals()  # until a front end installs its own handlers
+    try:
+        return dispatch(argv)
+    except guard.Interrupted as e:
+        return guard.interrupted(e.signum)
+    except KeyboardInterrupt:
+        return guard.interrupted(signal.SIGINT)
+    except SetupError as e:
+        return fail(str(e))
+    except RecursionError:
+        return fail("the input is nested too deeply; fix: a preset or --set value of plain tables and arrays")
+    except MemoryError:
+        return fail("out of memory while starting; fix: a smaller model or data set (e.g. --set data.train_size=N)")
+    except BrokenPipeError:
+        guard.quiet_stdout()
+        return 128 + signal.SIGPIPE
+    except Exception as e:  # a bug: say so in one line, keep the details
+        return fail(guard.internal_error(e), EXIT_FAILED)
+    finally:
+        guard.restore(early)
+
+
+def dispatch(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "bench":
         from .bench import bench_main

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from .. import events as E
-from ..errors import RemoteError
+from ..errors import RemoteError, RunDirError
 from ..history import metrics_events
+from ..runlog import open_private
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
 SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
@@ -83,8 +84,8 @@ class ControlServer:
             ) from None
         self._ino = os.stat(self.path).st_ino
         self._listener = sock
-        with contextlib.suppress(OSError):
-            self.pid_path.write_text(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError, RunDirError), open_private(self.pid_path, append=False) as f:
+            f.write(f"{os.getpid()}\n")
         self._thread = threading.Thread(target=self._serve, name="deeptui-control", daemon=True)
         self._thread.start()
         return self

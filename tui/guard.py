@@ -1,0 +1,77 @@
+"""What every entry point shares so that nothing ends in a traceback: SIGTERM and SIGHUP before a
+front end has its own handlers (they become a clean exit 143 / 129, like Ctrl+C's 130), and a
+bug's details written to a file that the one-line message names. No textual, rich or plotext."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import sys
+import traceback
+
+from deeptui.engine.errors import SIGNAL_EXIT
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP arrived while deeptui was starting (importing, building, loading)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum, frame):
+    raise Interrupted(signum)
+
+
+def stop_on_early_signals() -> dict:
+    """SIGTERM/SIGHUP raise Interrupted until a front end replaces the handlers (a headless run
+    stops its engine with a checkpoint; the dashboard does the same). Returns the old handlers."""
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, _raise)
+        except ValueError:  # not the main thread (a test calling main from a worker)
+            pass
+    return old
+
+
+def restore(old: dict) -> None:
+    for sig, handler in old.items():
+        try:
+            signal.signal(sig, handler)
+        except ValueError:
+            pass
+
+
+def interrupted(signum: int) -> int:
+    try:
+        print(f"deeptui: stopped by {signal.Signals(signum).name} while starting; nothing was trained", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+    return SIGNAL_EXIT.get(signum, 128 + int(signum))
+
+
+def quiet_stdout() -> None:
+    """The reader went away: no more writes, and none at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def internal_error(exc: BaseException) -> str:
+    """One line for a bug, and its traceback in $XDG_STATE_HOME/deeptui/crash-<time>.txt."""
+    from .runs import state_dir
+
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+    try:
+        folder = state_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.txt"
+        path.write_text("".join(traceback.format_exception(exc)))
+        where = f"; the details are in {path}"
+    except OSError:
+        where = ""
+    return f"internal error ({what}){where}; please report it with that file"
