@@ -37,7 +37,7 @@ def build_engine(
     if info is not None:
         dev = distributed.device_for(info, device or cfg.run.device)
         check_distributed(cfg, info)
-        distributed.init(info, dev.type)
+        distributed.init(info, dev.type, cfg.run.collective_timeout_s)
     saved_world = resume.get("world_size", 1) if resume is not None else None
     if saved_world is not None and saved_world != (info.world if info else 1):
         raise CheckpointError(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import CheckpointError
+from .registry import NAMES
 from .models import set_frozen
 from .optim import ensure_momentum_buffers, set_base_lr
 from .runlog import disk_full, disk_full_message
@@ -57,13 +58,27 @@ def is_finite(engine: Engine) -> bool:
 
 
 def restore(engine: Engine, payload: dict) -> None:
-    """Put a collected checkpoint back into the engine's parts."""
-    engine.model.load_state_dict(payload["model"])
+    """Put a collected checkpoint back into the engine's parts. A checkpoint that does not fit the
+    model (another shape) or whose parts are missing or mistyped raises CheckpointError."""
+    try:
+        engine.model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{engine.run_dir}: the checkpoint's weights do not fit this model ({first[:160]}); "
+            "fix: resume with the run's own [model] settings"
+        ) from None
     if engine.has_features:
         set_frozen(engine.model, bool(payload["frozen"]))
     engine.train.load_state_dict(payload["train"])
     engine.optimizer = engine.make_optimizer(engine.train.optimizer)
-    engine.optimizer.load_state_dict(payload["optimizer"])
+    try:
+        engine.optimizer.load_state_dict(payload["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{engine.run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
+            "fix: resume with the run's own optimizer settings"
+        ) from None
     ensure_momentum_buffers(engine.optimizer)  # a checkpoint of an older deeptui may lack some
     engine.model.train(engine.train.mode == "train")
     engine.restart_clock(engine.train.time_s)
@@ -182,16 +197,43 @@ def load(path: Path, cfg=None) -> dict:
             f"{path}: checkpoint is corrupt or not a deeptui checkpoint "
             f"({type(e).__name__}); fix: use another run's checkpoint"
         ) from None
-    if isinstance(st, dict) and st.get("format") == 1:
-        st = _from_format_1(st)
-    if not isinstance(st, dict) or st.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a deeptui checkpoint; fix: pass a run directory made by deeptui")
+    try:
+        if isinstance(st, dict) and st.get("format") == 1:
+            st = _from_format_1(st)
+    except (KeyError, TypeError, IndexError):
+        st = None
+    if not isinstance(st, dict) or st.get("format") != FORMAT or not _well_formed(st):
+        raise CheckpointError(
+            f"{path}: not a deeptui checkpoint (parts missing or of the wrong type); fix: pass "
+            "a run directory made by deeptui"
+        )
     if cfg is not None and st.get("preset") != cfg.run.name:
         raise CheckpointError(
             f"{path}: checkpoint is from preset '{st.get('preset')}', not "
             f"'{cfg.run.name}'; fix: resume with the run's own preset"
         )
     return st
+
+
+def _well_formed(st: dict) -> bool:
+    """The parts restore() reads, with the types it needs (a checkpoint edited or cut short)."""
+    train, rng = st.get("train"), st.get("rng")
+    number = (int, float)
+    return (
+        isinstance(st.get("model"), dict)
+        and all(isinstance(v, torch.Tensor) for v in st["model"].values())
+        and isinstance(st.get("optimizer"), dict)
+        and isinstance(st.get("config"), dict)
+        and isinstance(train, dict)
+        and train.get("optimizer") in NAMES
+        and all(
+            isinstance(train.get(k), number)
+            for k in ("base_lr", "epoch", "step", "batch_in_epoch", "samples_seen", "time_s", "freeze_override")
+        )
+        and train.get("mode") in ("train", "eval")
+        and isinstance(rng, dict)
+        and isinstance(rng.get("torch"), torch.Tensor)
+    )
 
 
 def epoch_file(epoch: int) -> str:

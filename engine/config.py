@@ -61,6 +61,9 @@ class RunConfig:
         "continue, or auto (pause in the dashboard, stop headless)",
         choices=("auto", "stop", "pause", "continue"),
     )
+    collective_timeout_s: float = _f(
+        60.0, "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)", gt=0.0
+    )
     compare: dict = _f({}, 'run the preset once per value, e.g. { "data.batch_size" = [1, 10, 100] }')
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .loop import Engine
 
 Result = tuple[bool, str]  # (applied, what happened or why not)
+MAX_TIMING_REPEATS, MAX_TIMING_SIZE = 1001, 8192  # a timing is bounded (and any command cuts it short)
 
 
 def between_steps(engine: Engine) -> None:
@@ -186,6 +187,15 @@ def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
 
     if not engine.is_main:
         return True, "timing runs on rank 0"
+    if not (
+        1 <= cmd.repeats <= MAX_TIMING_REPEATS
+        and len(cmd.sizes) == 3
+        and all(isinstance(n, int) and 1 <= n <= MAX_TIMING_SIZE for n in cmd.sizes)
+    ):
+        return False, (
+            f"repeats must be 1..{MAX_TIMING_REPEATS} and sizes three integers 1..{MAX_TIMING_SIZE}, "
+            f"not repeats={cmd.repeats} sizes={cmd.sizes}"
+        )
     previous = engine.state
     engine.set_state(RunState.TIMING, "batch-vs-loop timing")
     total = 2 * cmd.repeats

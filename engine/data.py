@@ -591,6 +591,8 @@ def bundle_from_tensors(
     batch sizes, normalisation and augmentation (benchmarks and tests build sets this way)."""
     d = data_cfg
     (xtr, ytr), (xte, yte) = train, test
+    if len(ytr) == 0:
+        raise DataError("the training set is empty; fix: data.train_size > 0, or check the data files")
     mean, std = _mean_std(xtr) if d.normalize else (None, None)
     common = dict(mean=mean, std=std, seed=seed)
     if d.loader == "memory":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -42,15 +43,31 @@ def from_env() -> DistInfo | None:
 _control = None
 
 
-def init(info: DistInfo, device_type: str) -> None:
+def init(info: DistInfo, device_type: str, timeout_s: float = 60.0) -> None:
+    """The process group; a collective that waits more than timeout_s for a rank (dead, or
+    killed with its launcher) fails, and the run ends on every rank. A paused run broadcasts
+    every 0.1 s: a heartbeat, so a rank that dies while paused is noticed too."""
     global _control
     if dist.is_initialized():
         return
-    # A paused run broadcasts every 0.1 s, so a long timeout only matters for the one-off
-    # collectives (timing on rank 0, evaluation on rank 0): allow them a generous hour.
-    timeout = datetime.timedelta(hours=1)
+    die_with_parent()
+    timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timeout)
     _control = dist.new_group(backend="gloo", timeout=timeout) if device_type == "cuda" else None
+
+
+def die_with_parent() -> None:
+    """Linux: SIGTERM this rank when its launcher dies (even by kill -9), so that no rank trains
+    on as an orphan; the rank then stops with a checkpoint like any SIGTERM."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the launcher died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def device_for(info: DistInfo, spec: str) -> torch.device:

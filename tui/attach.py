@@ -13,7 +13,7 @@ from deeptui.engine.remote.client import RemoteSession
 
 from .headless import HeadlessPrinter, print_events
 from .options import fail, wants_dashboard
-from .runs import list_runs
+from .runs import list_runs, stopped_pid
 
 
 def attach_main(argv: list[str]) -> int:
@@ -36,6 +36,12 @@ def attach_main(argv: list[str]) -> int:
                 "or pass a run directory (deeptui ls lists them)"
             )
         run_dir = live[0].path
+    pid = stopped_pid(Path(run_dir))
+    if pid is not None:
+        return fail(
+            f"{run_dir}: the run's process (pid {pid}) is stopped (SIGSTOP or ctrl+z), so it cannot "
+            f"answer; fix: kill -CONT {pid}, then attach"
+        )
     try:
         session = RemoteSession(run_dir)
         session.start()

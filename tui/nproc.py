@@ -5,11 +5,12 @@ builds its own engine (engine.distributed). Multi-node: run torchrun yourself.""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 from deeptui.engine.config import load_config
-from deeptui.engine.errors import EXIT_FAILED, ConfigError, SetupError
+from deeptui.engine.errors import EXIT_FAILED, SIGNAL_EXIT, ConfigError, SetupError
 
 from .options import fail, find_preset, overrides
 from .runner import run
@@ -66,9 +67,15 @@ def launch_distributed(args, argv: list[str]) -> int:
         return fail(str(e))
     if args.nproc == 1:
         return run(args)
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
+
+    # The launcher's own log lines say again, at length, what deeptui says in one line.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
 
     launch = get_args_parser().parse_args(
         [
@@ -84,6 +91,9 @@ def launch_distributed(args, argv: list[str]) -> int:
     )
     try:
         torchrun(launch)
+    except SignalException as e:  # Ctrl+C / SIGTERM to the launcher: the ranks got it too
+        print(f"deeptui: stopped by {signal.Signals(e.sigval).name}; every rank saved its checkpoint", file=sys.stderr)
+        return SIGNAL_EXIT.get(e.sigval, 128 + int(e.sigval))
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         how = f"signal {failure.signal_name()}" if failure.signal_name() != "<N/A>" else f"exit code {failure.exitcode}"

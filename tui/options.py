@@ -17,10 +17,13 @@ QUICKSTART = PRESETS_DIR / "quickstart.toml"
 
 
 def fail(message: str, code: int = EXIT_SETUP) -> int:
-    """Print the one-line reason on stderr; return the exit code."""
+    """Print the one-line reason on stderr (in a data-parallel run, rank 0 alone: each error once);
+    return the exit code."""
+    if os.environ.get("RANK", "0") != "0":
+        return code
     try:
         print(f"deeptui: {message}", file=sys.stderr)
-    except BrokenPipeError:  # nobody reads stderr any more: the exit code still tells
+    except (BrokenPipeError, ValueError, AttributeError):  # nobody reads stderr: the exit code still tells
         pass
     return code
 
@@ -74,5 +77,9 @@ def log_dir_of(args, cfg) -> str:
 
 
 def wants_dashboard(args) -> bool:
-    """The dashboard needs a terminal both ways; --headless, a pipe or nohup get plain lines."""
-    return not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
+    """The dashboard needs a terminal both ways; --headless, a pipe, nohup or a closed stdin get
+    plain lines."""
+    try:
+        return not args.headless and sys.stdout.isatty() and sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, AttributeError):  # a closed stream
+        return False

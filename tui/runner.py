@@ -113,8 +113,9 @@ def start_engine(args, cfg, say=print, stage=lambda text: None):
             "(saved with s, on quit, on signals, every log.checkpoint_every)"
         )
     state = load(ckpt, cfg)
+    engine = build_in_thread(cfg, data_root=data_root, run_dir=ckpt.parent, resume=state)
     say(f"resuming from {ckpt} (step {state['train']['step']})")
-    return build_in_thread(cfg, data_root=data_root, run_dir=ckpt.parent, resume=state)
+    return engine
 
 
 def serve(engine, quiet: bool = False) -> ControlServer | None | int:

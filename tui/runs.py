@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeptui.engine.errors import RemoteError
-from deeptui.engine.remote.wire import SOCKET_NAME, connect, encode
+from deeptui.engine.remote.wire import MAX_EVENT_LINE, PID_NAME, SOCKET_NAME, connect, encode, lines
 
 from .options import default_log_dir
 from .view import fmt_number
@@ -75,7 +75,7 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
         sock.settimeout(3.0)
         sock.sendall(encode({"type": "Status"}))
         f = sock.makefile("rb")
-        for line in f:  # the history streams in first; the Status line comes between events
+        for line in lines(f, MAX_EVENT_LINE):  # the history streams in first; the Status line among them
             obj = json.loads(line)
             if obj.get("type") == "Status":
                 return RunInfo(
@@ -88,7 +88,24 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
     return None
 
 
+def stopped_pid(run_dir: Path) -> int | None:
+    """The pid of the run's process when it exists but is stopped (SIGSTOP, ctrl+z): its socket
+    still accepts, but nobody answers."""
+    try:
+        pid = int((run_dir / PID_NAME).read_text().split()[0])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError, IndexError):
+        return None
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the field after the command name in parentheses
+    return pid if state in ("T", "t") else None
+
+
 def run_info(run_dir: Path) -> RunInfo:
+    pid = stopped_pid(run_dir)
+    if pid is not None:
+        info = _from_csv(run_dir)
+        info.state, info.pid = "suspended", pid
+        return info
     if (run_dir / SOCKET_NAME).exists():
         info = _from_socket(run_dir)
         if info is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import commands as C
 from .. import events as E
-from .wire import SOCKET_NAME, as_message, connect, decode_event, encode
+from .wire import MAX_EVENT_LINE, SOCKET_NAME, as_message, connect, decode_event, encode, lines
 
 
 class RemoteSession:
@@ -101,10 +101,10 @@ class RemoteSession:
     def _read(self) -> None:
         f = self._sock.makefile("rb")
         try:
-            for line in f:
+            for line in lines(f, MAX_EVENT_LINE):
                 try:
                     obj = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(obj, dict) and obj.get("type") == "HistoryEnd":
                     self.replayed = len(self.events)

@@ -16,6 +16,7 @@ from ..history import metrics_events
 from ..runlog import open_private
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
+LISTEN_BACKLOG = 128  # clients that may wait to be accepted at once (ls, attach, scripts)
 SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
 CHUNK = 256  # events per write while replaying the history
 
@@ -71,7 +72,7 @@ class ControlServer:
             with address(tmp) as addr:
                 sock.bind(addr)
             os.chmod(tmp, 0o600)
-            sock.listen(16)
+            sock.listen(LISTEN_BACKLOG)
             sock.settimeout(0.25)
             os.replace(tmp, self.path)
         except OSError as e:
@@ -283,6 +284,9 @@ class _Client:
             obj = json.loads(line)
         except ValueError as e:  # also bad UTF-8
             self.error(f"not a JSON line ({str(e)[:80]})")
+            return
+        except RecursionError:
+            self.error("JSON nested too deeply: a command is one flat object")
             return
         cid = obj.get("id") if isinstance(obj, dict) else None
         if isinstance(obj, dict) and obj.get("type") == "Status":

@@ -17,6 +17,7 @@ from ..errors import RemoteError
 SOCKET_NAME = "control.sock"
 PID_NAME = "deeptui.pid"
 MAX_LINE = 64 * 1024  # longest accepted client line; longer ones are skipped, not buffered
+MAX_EVENT_LINE = 1024 * 1024  # longest event line a client reads; longer ones are skipped
 
 
 # ---- addresses ---------------------------------------------------------------------------
@@ -68,6 +69,20 @@ def connect(path: Path, timeout: float = 5.0) -> socket.socket:
         ) from None
     sock.settimeout(None)
     return sock
+
+
+def lines(f, limit: int):
+    """The lines of a binary stream, each at most `limit` bytes: a longer one is skipped (read in
+    pieces up to its newline), never held in memory whole."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit:
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):  # the rest of the too-long line
+            line = f.readline(limit)
 
 
 def is_live(path: Path) -> bool:
