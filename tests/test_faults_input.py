@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from deeptui.engine import commands as C
-from deeptui.engine import events as E
 from deeptui.engine.remote.server import ControlServer
 from deeptui.engine.remote.wire import connect, lines
 from deeptui.tui.cli import main
