@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import CheckpointError
-from .registry import NAMES
 from .models import set_frozen
 from .optim import ensure_momentum_buffers, set_base_lr
+from .registry import NAMES
 from .runlog import disk_full, disk_full_message
 
 if TYPE_CHECKING:
