@@ -1,6 +1,6 @@
 """The dashboard under a hailstorm of keys: random keys, the palette and its Enter, the dialogs
-and their Escape, 150 presses at 80x24 on a real run (DEEPTUI_KEYMASH=2000 for a longer storm). The app must stay up, raise nothing,
-and show at the end the state the engine is in."""
+and their Escape, 150 presses at 80x24 on a real run (DEEPTUI_KEYMASH=2000 for a longer storm).
+The app must stay up, raise nothing, and show at the end the state the engine is in."""
 
 from __future__ import annotations
 
