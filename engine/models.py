@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 
 
 class MnistNet(nn.Module):
@@ -122,7 +122,10 @@ def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn
         return model
     if mcfg.name == "mnist_net":
         if image_size != 28:
-            raise ValueError(f"mnist_net needs 28x28 inputs, the data set gives {image_size}x{image_size}")
+            raise ConfigError(
+                f"model.name = 'mnist_net' needs 28x28 images, the data set has "
+                f"{image_size}x{image_size}; fix: data.dataset = 'mnist', or another model"
+            )
         return MnistNet(in_channels, num_classes)
     return MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes, mcfg.dropout, mcfg.batchnorm)
 

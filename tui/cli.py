@@ -134,3 +134,8 @@ def dispatch(argv: list[str]) -> int:
     from .runner import run
 
     return run(args)
+
+
+def entry() -> None:
+    """The `deeptui` command and `python -m deeptui`: main(), then its exit code."""
+    guard.leave(main())

@@ -29,9 +29,10 @@ def stop_on_early_signals() -> dict:
     """SIGTERM/SIGHUP raise Interrupted until a front end replaces the handlers (a headless run
     stops its engine with a checkpoint; the dashboard does the same). Returns the old handlers."""
     old = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    handlers = {signal.SIGTERM: _raise, signal.SIGHUP: _raise, signal.SIGINT: signal.default_int_handler}
+    for sig, handler in handlers.items():
         try:
-            old[sig] = signal.signal(sig, _raise)
+            old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (a test calling main from a worker)
             pass
     return old
@@ -45,12 +46,31 @@ def restore(old: dict) -> None:
             pass
 
 
+# Set when a signal stopped deeptui while it started: nothing is open then, and the interpreter's
+# own exit would turn a KeyboardInterrupt it saw into death by SIGINT (exit -2, not 130).
+exit_now = False
+
+
 def interrupted(signum: int) -> int:
+    global exit_now
     try:
         print(f"deeptui: stopped by {signal.Signals(signum).name} while starting; nothing was trained", file=sys.stderr)
     except (OSError, ValueError):
         pass
+    exit_now = True
     return SIGNAL_EXIT.get(signum, 128 + int(signum))
+
+
+def leave(code: int) -> None:
+    """Exit with `code`: at once (no interpreter teardown) after a signal while starting."""
+    if exit_now:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def quiet_stdout() -> None:

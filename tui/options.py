@@ -21,8 +21,9 @@ def fail(message: str, code: int = EXIT_SETUP) -> int:
     return the exit code."""
     if os.environ.get("RANK", "0") != "0":
         return code
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # user text may hold newlines
     try:
-        print(f"deeptui: {message}", file=sys.stderr)
+        print(f"deeptui: {one_line}", file=sys.stderr)
     except (BrokenPipeError, ValueError, AttributeError):  # nobody reads stderr: the exit code still tells
         pass
     return code
