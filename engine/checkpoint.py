@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import events as E
 from .errors import CheckpointError
 from .models import set_frozen
 from .optim import ensure_momentum_buffers, set_base_lr
@@ -48,6 +49,26 @@ def collect(engine: Engine) -> dict:
             "cuda": torch.cuda.get_rng_state(engine.device) if engine.device.type == "cuda" else None,
         },
     }
+
+
+def save_now(engine: Engine, epoch: int | None = None, best: bool = False) -> list[Path]:
+    """last.pt (and epoch-N.pt at an epoch's end, best.pt when `best`) by the policy of
+    engine.checkpoint.CheckpointFiles: a non-finite model goes to nonfinite.pt only."""
+    if not engine.is_main:
+        return []
+    payload = collect(engine)
+    files = engine.checkpoints.write_best(payload) if best else engine.checkpoints.write(payload, epoch)
+    for kind, path in files:
+        engine.report.mark("checkpoint" if kind != "nonfinite" else "checkpoint_nonfinite", f"{kind}: {path}")
+        engine.report.emit(E.CheckpointSaved, path=str(path), kind=kind)
+    if not payload["finite"]:
+        kept = engine.checkpoints.find("last")
+        good = f"the last good checkpoint ({kept.name})" if kept else "a good checkpoint"
+        engine.report.emit(
+            E.Warning,
+            message=f"the model is not finite: not saved over {good}; kept for inspection in {files[0][1].name}",
+        )
+    return [path for _, path in files]
 
 
 def is_finite(engine: Engine) -> bool:

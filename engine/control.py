@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import checkpoint, models
 from . import commands as C
 from . import events as E
-from . import models
 from .config import OPTIMIZERS
 from .state import RunState
 
@@ -170,7 +170,7 @@ def evaluate_now(engine: Engine, cmd: C.EvaluateNow) -> Result:
 
 
 def save_checkpoint(engine: Engine, cmd: C.SaveCheckpoint) -> Result:
-    paths = engine.save_checkpoint()
+    paths = checkpoint.save_now(engine)
     if paths and paths[0].name == "nonfinite.pt":
         return False, f"the model is not finite: saved as {paths[0]} only, not over the last good checkpoint"
     return True, f"saved {', '.join(str(p) for p in paths)}"
@@ -223,7 +223,6 @@ def run_timing(engine: Engine, cmd: C.RunTiming) -> Result:
 
 
 def restore_checkpoint(engine: Engine, cmd: C.RestoreCheckpoint) -> Result:
-    from . import checkpoint
 
     if not (cmd.lr >= 0 and cmd.lr_scale > 0 and math.isfinite(cmd.lr) and math.isfinite(cmd.lr_scale)):
         return False, f"learning rate must be a positive number, not lr={cmd.lr} lr_scale={cmd.lr_scale}"

@@ -217,7 +217,7 @@ class Engine:
             self.evaluate()
             self.log.flush()
             if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
-                self.save_checkpoint(epoch=t.epoch)
+                checkpoint.save_now(self, epoch=t.epoch)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         frozen = self.frozen
@@ -256,7 +256,7 @@ class Engine:
         self.report.test(epoch, got[0], got[1], self.settings())
         if got[1] > self.train.best_accuracy and math.isfinite(got[0]):
             self.train.best_accuracy, self.train.best_epoch = got[1], epoch
-            self.save_checkpoint(best=True)
+            checkpoint.save_now(self, best=True)
         self.log.flush()
 
     def _apply_schedule(self) -> None:
@@ -275,25 +275,6 @@ class Engine:
             self.report.mark(f"schedule_{action}", detail)
             self.report.emit(E.ScheduleAction, action=action, detail=detail)
             self.emit_state()
-
-    def save_checkpoint(self, epoch: int | None = None, best: bool = False) -> list[Path]:
-        """last.pt (and epoch-N.pt at an epoch's end, best.pt when `best`) by the policy of
-        engine.checkpoint.CheckpointFiles: a non-finite model goes to nonfinite.pt only."""
-        if not self.is_main:
-            return []
-        payload = checkpoint.collect(self)
-        files = self.checkpoints.write_best(payload) if best else self.checkpoints.write(payload, epoch)
-        for kind, path in files:
-            self.report.mark("checkpoint" if kind != "nonfinite" else "checkpoint_nonfinite", f"{kind}: {path}")
-            self.report.emit(E.CheckpointSaved, path=str(path), kind=kind)
-        if not payload["finite"]:
-            kept = self.checkpoints.find("last")
-            good = f"the last good checkpoint ({kept.name})" if kept else "a good checkpoint"
-            self.report.emit(
-                E.Warning,
-                message=f"the model is not finite: not saved over {good}; kept for inspection in {files[0][1].name}",
-            )
-        return [path for _, path in files]
 
 
 def announce(engine: Engine) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import checkpoint
 from . import events as E
 from .config import Config
 from .runlog import disk_full, disk_full_message
@@ -45,7 +46,7 @@ def finish(engine: Engine, state: RunState, reason: str) -> None:
     loaders and process group shut down, then StateChanged and Finished."""
     try:  # the final model is kept too, so a finished run can be evaluated or extended
         if state == RunState.FINISHED or (state == RunState.STOPPED and engine.save_on_stop):
-            engine.save_checkpoint()
+            checkpoint.save_now(engine)
     except Exception as exc:  # a run whose last checkpoint is not on disk has not finished
         kept = engine.checkpoints.find("last")
         reason = report_error(engine, exc) + (f"; the last good checkpoint is {kept}" if kept else "")

@@ -119,12 +119,13 @@ class Dashboard(Screen):
                     justify="center",
                 )
             )
-        self.app.call_after_refresh(self.refresh_view, True)
+        self.app.call_after_refresh(self.refresh_view, False, True)
 
     # ---- drawing ------------------------------------------------------------------------
 
-    def refresh_view(self, force_plots: bool = False) -> None:
-        """Draw the app's view: the text panels now, the plots at their own pace."""
+    def refresh_view(self, force_plots: bool = False, resized: bool = False) -> None:
+        """Draw the app's view: the text panels now, the plots at their own pace (after a
+        resize, the plots whose size changed at once)."""
         if not self.is_mounted or self.has_class("-too-small"):
             return
         self.drawn_at = time.monotonic()
@@ -135,7 +136,7 @@ class Dashboard(Screen):
                 self._set(self.query_one(f"#{panel.id}", Static), panel.render())
             self._draw_error(panels.error_banner(app.view))
             self._draw_log(app.view.log)
-            self._draw_plots(force_plots)
+            self._draw_plots(force_plots, resized)
         except NoMatches:  # the screen is being torn down while the app exits
             pass
 
@@ -168,7 +169,7 @@ class Dashboard(Screen):
             log.write(Text(text, style=style, no_wrap=True))
         self._log_shown = len(lines)
 
-    def _draw_plots(self, force: bool) -> None:
+    def _draw_plots(self, force: bool, resized: bool = False) -> None:
         """Rebuild the plots whose data or size changed. While training runs, not within
         PLOT_MIN_SECONDS of the last rebuild, nor before the last rebuild's CPU time is within
         PLOT_CPU_SHARE of the time since it (a wide terminal or a slow core redraws less often)."""
@@ -178,7 +179,7 @@ class Dashboard(Screen):
         now = time.monotonic()
         running = self.app.view.state == "running" and not self.app.view.finished
         wait = max(PLOT_MIN_SECONDS, self._plots_cost / PLOT_CPU_SHARE)
-        if not force and running and now - self._plots_at < wait:
+        if not (force or resized) and running and now - self._plots_at < wait:
             return
         self._plots_at = now
         cpu = time.thread_time()  # CPU time: on a busy machine the wall time also counts waiting
