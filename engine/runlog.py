@@ -27,6 +27,18 @@ METRICS_HEADER = [
     "samples_per_s",
 ]
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
+LAYERS_HEADER = [
+    "time_s",
+    "epoch",
+    "step",
+    "layer",
+    "depth",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "activation_mean",
+    "activation_std",
+]
 
 
 def new_run_dir(log_dir: str | Path, name: str) -> Path:
@@ -71,15 +83,18 @@ class RunLog:
         self._files = {}
         self._writers = {}
         for name, header in (("metrics", METRICS_HEADER), ("events", EVENTS_HEADER)):
-            path = self.run_dir / f"{name}.csv"
-            new = not path.exists() or path.stat().st_size == 0
-            f = open(path, "a", newline="", encoding="utf-8")
-            w = csv.writer(f)
-            if new:
-                w.writerow(header)
-            self._files[name], self._writers[name] = f, w
+            self._open(name, header)
         self._last_flush = time.monotonic()
         self.closed = False
+
+    def _open(self, name: str, header: list[str]) -> None:
+        path = self.run_dir / f"{name}.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        f = open(path, "a", newline="", encoding="utf-8")
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        self._files[name], self._writers[name] = f, w
 
     @property
     def metrics_path(self) -> Path:
@@ -94,6 +109,12 @@ class RunLog:
 
     def event(self, time_s: float, epoch: int, step: int, event: str, detail: str = "") -> None:
         self._row("events", [time_s, epoch, step, event, detail])
+
+    def layer(self, values: list) -> None:
+        """One row of layers.csv (LAYERS_HEADER's columns); the file is made at the first row."""
+        if "layers" not in self._files and not self.closed:
+            self._open("layers", LAYERS_HEADER)
+        self._row("layers", values)
 
     def _row(self, name: str, values: list) -> None:
         if self.closed:
@@ -156,6 +177,9 @@ class NullLog:
         pass
 
     def event(self, *a) -> None:
+        pass
+
+    def layer(self, values: list) -> None:
         pass
 
     def flush(self) -> None:
