@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deeptui.engine.build import build_in_thread
 from deeptui.engine.checkpoint import FILE_NAME, load
-from deeptui.engine.compare import variants
+from deeptui.engine.compare import title, variants
 from deeptui.engine.config import load_config
 from deeptui.engine.data import default_data_root
 from deeptui.engine.errors import CheckpointError, RemoteError, SetupError
@@ -117,7 +117,7 @@ def run_compare(cfg, args) -> int:
             servers.append(server)
         return engine
 
-    return run_compare_dashboard(runs, make_engine, next(iter(cfg.run.compare), ""), servers)
+    return run_compare_dashboard(runs, make_engine, title(cfg), servers)
 
 
 def run_landscape(cfg, args) -> int:
