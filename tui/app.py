@@ -28,14 +28,14 @@ from . import panels
 from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen, QuitScreen
 from .keys import Steering
-from .plots import accuracy_plot, legend, loss_plot
+from .plots import COLORS, DEPTH_VIEWS, accuracy_plot, depth_plot, legend, loss_plot
 from .view import RunView
 
 POLL_SECONDS = 0.25  # how often the UI reads the engine's events
 # While running, metrics (panels, plots) are redrawn at most this often; state changes and
 # command answers are drawn at the next poll.
 FRAME_SECONDS = 1.0
-ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
+ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # events that can wait for the next frame
 
 
 def on_exit_signals(handler: Callable[[int], None]) -> None:
@@ -58,6 +58,10 @@ class DeeptuiApp(Steering, App[int]):
 
     log_scale: reactive[bool] = reactive(False, init=False)
     """Whether the loss plot's y axis is logarithmic (view state only)."""
+
+    depth: reactive[str] = reactive("", init=False)
+    """The per-layer view the d key shows instead of the accuracy plot (a LayerStats field, or ""
+    for none; view state only)."""
 
     def __init__(
         self,
@@ -107,11 +111,32 @@ class DeeptuiApp(Steering, App[int]):
             ),
             Plot(
                 "accuracy",
-                lambda w, h: accuracy_plot(self.view, w, h),
-                version,
-                lambda compact: ("accuracy %", legend("train", "test", compact=compact)),
+                lambda w, h: self.depth_plot(w, h) if self.depth else accuracy_plot(self.view, w, h),
+                lambda: (self.view.points_version, self.view.layers_version, self.depth),
+                lambda compact: (
+                    (self.depth_title(), "d: next view")
+                    if self.depth
+                    else ("accuracy %", legend("train", "test", *self.train_mode_tests(), compact=compact))
+                ),
             ),
         ]
+
+    def train_mode_tests(self) -> tuple[str, ...]:
+        """The legend entry of the test set evaluated in train mode, when there is one."""
+        return ("test_train",) if self.view.eval_mode != "eval" or self.view.test_acc_train else ()
+
+    def depth_profiles(self) -> list[tuple[tuple, tuple[int, int, int]]]:
+        """(values per layer, colour) of each run the d key's view shows: here the live run."""
+        stats = self.view.layers
+        return [(getattr(stats, self.depth), COLORS["train"])] if stats is not None else []
+
+    def depth_plot(self, width: int, height: int) -> str:
+        return depth_plot(self.depth_profiles(), width, height, DEPTH_VIEWS[self.depth][1])
+
+    def depth_title(self) -> str:
+        name, log = DEPTH_VIEWS[self.depth]
+        step = f" at step {self.view.layers.step}" if self.view.layers is not None else ""
+        return f"{name} per layer{step}" + (" (log y)" if log else "") + " · x: depth"
 
     def panels(self) -> list[Panel]:
         return [
@@ -131,6 +156,13 @@ class DeeptuiApp(Steering, App[int]):
             self.dashboard.refresh_view(force_plots)
 
     def watch_log_scale(self, value: bool) -> None:
+        self.restyle_plots()
+
+    def watch_depth(self, value: str) -> None:
+        self.restyle_plots()
+
+    def restyle_plots(self) -> None:
+        """Titles and plots again, now (after a change of what they show or how)."""
         if self.dashboard is not None and self.dashboard.is_mounted:
             self.dashboard.apply_titles()
             self.dashboard.redraw_plots()

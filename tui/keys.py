@@ -12,9 +12,11 @@ from deeptui.engine.config import OPTIMIZERS
 
 from .dashboard import Dashboard
 from .dialogs import ExportScreen, OptimizerScreen
+from .plots import DEPTH_VIEWS
 
 # Actions that send a command to the engine: they cannot act once the run has ended.
-STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "timing", "save"}
+STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "eval_mode", "lr", "timing", "save"}
+EVAL_ORDER = ("eval", "both", "train")  # what M cycles through
 
 
 class Steering:
@@ -29,12 +31,14 @@ class Steering:
         Binding("O", "pick_optimizer", "pick", key_display="O", tooltip="pick an optimizer from a list"),
         Binding("f", "freeze", "freeze", tooltip="freeze or unfreeze the pretrained features"),
         Binding("m", "mode", "mode", tooltip="run training steps in train or eval mode"),
+        Binding("M", "eval_mode", "test mode", key_display="M", show=False),
         Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
         Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
         Binding("t", "timing", "time", tooltip="run the batch-vs-loop timing"),
         Binding("s", "save", "save", tooltip="save a checkpoint"),
         Binding("e", "export", "csv", tooltip="flush the CSV logs and show or copy them"),
         Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
+        Binding("d", "depth", "layers", show=False),
     ]
     # Titles and help for the command palette, by action.
     COMMANDS_HELP = {
@@ -43,12 +47,14 @@ class Steering:
         "pick_optimizer": ("Pick optimizer ...", "O: choose any optimizer from a list"),
         "freeze": ("Freeze / unfreeze features", "f: requires_grad on the pretrained features"),
         "mode": ("Train / eval mode", "m: run training steps in train or eval mode"),
+        "eval_mode": ("Test in eval / both / train mode", "M: evaluate the test set in eval mode, both, or train mode"),
         "lr(2.0)": ("Learning rate x2", "+"),
         "lr(0.5)": ("Learning rate x0.5", "-"),
         "timing": ("Batch-vs-loop timing", "t: time the batched product against the loop"),
         "save": ("Save checkpoint", "s"),
         "export": ("Export logs as CSV", "e: flush metrics.csv and events.csv, copy them"),
         "log_scale": ("Toggle log scale", "l: the loss plot's y axis"),
+        "depth": ("Layers by depth", "d: gradient norm, update/weight, weight norm, activations per layer; accuracy"),
         "quit": ("Quit", "q: stop the run, flush the logs, print the run directory"),
     }
 
@@ -116,6 +122,14 @@ class Steering:
 
     def action_mode(self) -> None:
         self.send(C.SetMode(mode="eval" if self.view.mode == "train" else "train"))
+
+    def action_eval_mode(self) -> None:
+        current = self.view.eval_mode if self.view.eval_mode in EVAL_ORDER else "eval"
+        self.send(C.SetEvalMode(mode=EVAL_ORDER[(EVAL_ORDER.index(current) + 1) % len(EVAL_ORDER)]))
+
+    def action_depth(self) -> None:
+        views = ["", *DEPTH_VIEWS]
+        self.depth = views[(views.index(self.depth) + 1) % len(views)]
 
     def action_lr(self, factor: float) -> None:
         self.send(C.ScaleLearningRate(factor=float(factor)))
