@@ -207,3 +207,37 @@ def test_going_deeper_preset_compares_the_same_net_with_and_without_residuals():
     assert cfg.data.dataset == "shapes" and cfg.log.layers_interval > 0
     with pytest.raises(ConfigError, match="one key"):
         variants(tiny_config('run.compare={ "model.blocks" = [1], "model.channels" = [4] }'))
+
+
+def test_going_deeper_shows_the_plain_nets_first_layers_get_smaller_gradients(capsys, tmp_path):
+    """A short run of the preset (a few steps per variant): layers.csv of the plain deep net has
+    far smaller gradient norms at its first layers than the ResNet's."""
+    code = main(
+        [
+            str(ROOT / "presets" / "going_deeper.toml"),
+            "--headless",
+            "--log-dir",
+            str(tmp_path),
+            "--set",
+            "run.max_steps=4",
+            "--set",
+            "log.layers_interval=2",
+            "--set",
+            "data.train_size=128",
+            "--set",
+            "data.test_size=32",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    grads = {}
+    for d in tmp_path.iterdir():
+        got = rows(d / "layers.csv")
+        last = max(int(x["step"]) for x in got)
+        model = load_config(d / "config.toml").model  # the run's resolved settings
+        grads[model.residual, model.batchnorm] = [float(x["grad_norm"]) for x in got if int(x["step"]) == last]
+    assert len(grads) == 4  # residual x batch norm
+    plain, resnet = grads[False, False], grads[True, True]
+    assert len(plain) == len(resnet) == 11  # features, converter, 8 blocks, fc
+    for depth in range(3):  # the first layers: vanished in the plain net
+        assert plain[depth] < 1e-3 * resnet[depth], (depth, plain, resnet)
+    assert plain[-1] > 1e-2 * resnet[-1]  # not at the output: the gradient dies on its way down
