@@ -209,6 +209,7 @@ def test_going_deeper_preset_compares_the_same_net_with_and_without_residuals():
         variants(tiny_config('run.compare={ "model.blocks" = [1], "model.channels" = [4] }'))
 
 
+@pytest.mark.e2e
 def test_going_deeper_shows_the_plain_nets_first_layers_get_smaller_gradients(capsys, tmp_path):
     """A short run of the preset (a few steps per variant): layers.csv of the plain deep net has
     far smaller gradient norms at its first layers than the ResNet's."""
