@@ -37,9 +37,10 @@ def settings(cfg: Config) -> list[tuple[str, str, dict]]:
 
 
 def title(cfg: Config) -> str:
-    """What a series compares, for the dashboard: the compared keys."""
-    keys = dict.fromkeys(k for _, _, table in settings(cfg) for k in table)
-    return ", ".join(keys)
+    """What a series compares, for the dashboard: the compared key, or the tables' keys' names."""
+    if isinstance(cfg.run.compare, dict):
+        return next(iter(cfg.run.compare), "")
+    return ", ".join(dict.fromkeys(k.split(".")[-1] for _, _, table in settings(cfg) for k in table))
 
 
 def variants(cfg: Config) -> list[tuple[str, Config]]:
