@@ -80,7 +80,7 @@ def test_layer_statistics_read_back_once_per_interval_and_never_inside_a_step(ma
 
 
 def test_layer_statistics_can_be_turned_off(make_engine):
-    eng = make_engine("run.epochs=1", "log.layers_interval=0")
+    eng = make_engine("run.max_steps=6", "log.layers_interval=0")
     eng.run()
     assert not (eng.run_dir / "layers.csv").exists() and eng.layers.readbacks == 0
 

@@ -96,14 +96,15 @@ class Dashboard(Screen):
         self.apply_titles()
         self.refresh_view(True)
 
-    def apply_titles(self) -> None:
-        """Border titles of every part; a widget is touched only when its titles changed (they
-        follow the view, e.g. a legend entry appears with the data it names)."""
+    def apply_titles(self, force: bool = True) -> None:
+        """Border titles of every part. Unless forced (mount, resize, a change of what the plots
+        show), a widget is touched only when its titles changed: they follow the view, e.g. a
+        legend entry appears with the data it names."""
         compact = self.has_class("-compact")
         titles = {plot.id: plot.titles(compact) for plot in self.plots}
         titles.update({panel.id: (panel.title, None) for panel in self.side}, log=("events", None))
         for wid, (title, subtitle) in titles.items():
-            if self._titles.get(wid) != (title, subtitle):
+            if force or self._titles.get(wid) != (title, subtitle):
                 self._titles[wid] = (title, subtitle)
                 widget = self.query_one(f"#{wid}")
                 widget.border_title, widget.border_subtitle = title, subtitle or None
@@ -134,7 +135,7 @@ class Dashboard(Screen):
         app = self.app
         try:
             self._set(self.query_one("#header", Static), panels.header(app.view, app.elapsed(), self.size.width))
-            self.apply_titles()
+            self.apply_titles(force=False)
             for panel in self.side:
                 self._set(self.query_one(f"#{panel.id}", Static), panel.render())
             self._draw_error(panels.error_banner(app.view))
