@@ -223,6 +223,41 @@ def spawn(name: str, args, tmp: Path) -> tuple[subprocess.Popen, float]:
     return proc, float(line.split()[1])
 
 
+def take_turns(procs: dict[str, subprocess.Popen], rounds: int, seconds: float) -> dict[str, list[tuple[float, float]]]:
+    """Let each process run for `seconds` while the others are frozen, for `rounds` rounds and one
+    warm-up round, rotating who goes first; the (start, end) of every process's windows."""
+    names = list(procs)
+    windows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for r in range(rounds + 1):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:  # rotate, so no variant always goes first
+            proc = procs[name]
+            t0 = time.monotonic()
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(seconds)
+            os.kill(proc.pid, signal.SIGSTOP)
+            t1 = time.monotonic()
+            wait_stopped(proc)
+            windows[name].append((t0, t1))
+    return windows
+
+
+def counted_rates(rows: dict[str, list], windows: dict[str, list], rounds: int) -> dict[str, list[float]]:
+    """Steps/s of each variant in each counted round (the warm-up round and any round where a
+    variant's window cannot be measured are left out, for every variant alike)."""
+    rates = {n: [window_rate(rows[n], windows[n], k) for k in range(1, rounds + 1)] for n in rows}
+    counted = [i for i in range(rounds) if all(rates[n][i] is not None for n in rows)]
+    if not counted:
+        raise SystemExit("no window held a logged row; pass a longer --seconds or --set log.interval=<fewer steps>")
+    return {n: [rates[n][i] for i in counted] for n in rows}
+
+
+def paired(rates: dict[str, list[float]], a: str, b: str) -> tuple[float, float, float]:
+    """Median of the per-round ratios a/b, and its 95% confidence interval."""
+    ratios = [x / y for x, y in zip(rates[a], rates[b])]
+    return (statistics.median(ratios), *median_ci(ratios))
+
+
 def finish(procs: dict[str, subprocess.Popen]) -> None:
     """Engines stop as on Ctrl-C (flushing metrics.csv); the plain loop is killed."""
     for name, p in procs.items():
@@ -266,40 +301,20 @@ def main(argv=None) -> int:
         try:
             for name in VARIANTS:
                 procs[name], offsets[name] = spawn(name, args, tmp)
-            windows: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
-            for r in range(args.rounds + 1):
-                order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]  # rotate, so no variant always goes first
-                for name in order:
-                    proc = procs[name]
-                    t0 = time.monotonic()
-                    os.kill(proc.pid, signal.SIGCONT)
-                    time.sleep(args.seconds)
-                    os.kill(proc.pid, signal.SIGSTOP)
-                    t1 = time.monotonic()
-                    wait_stopped(proc)
-                    windows[name].append((t0, t1))
+            windows = take_turns(procs, args.rounds, args.seconds)
         finally:
             finish(procs)
         rows = {name: read_rows(name, tmp, offsets[name]) for name in VARIANTS}
 
-    rates = {name: [window_rate(rows[name], windows[name], k) for k in range(1, args.rounds + 1)] for name in VARIANTS}
-    counted = [i for i in range(args.rounds) if all(rates[n][i] is not None for n in VARIANTS)]
-    if not counted:
-        raise SystemExit(
-            "overhead.py: no window held a logged row; pass a longer --seconds or --set log.interval=<fewer steps>"
-        )
-    rates = {n: [rates[n][i] for i in counted] for n in VARIANTS}
+    rates = counted_rates(rows, windows, args.rounds)
+    n_rounds = len(rates["plain"])
     if args.verbose:
-        for i in range(len(counted)):
-            print(f"round {counted[i] + 1:3d}: " + "  ".join(f"{n} {rates[n][i]:5.1f}" for n in VARIANTS))
-
-    def paired(a: str, b: str) -> tuple[float, float, float]:
-        ratios = [x / y for x, y in zip(rates[a], rates[b])]
-        return (statistics.median(ratios), *median_ci(ratios))
+        for i in range(n_rounds):
+            print(f"round {i + 1:3d}: " + "  ".join(f"{n} {rates[n][i]:5.1f}" for n in VARIANTS))
 
     print(
         f"{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
-        f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {len(counted)} rounds "
+        f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {n_rounds} rounds "
         f"of {args.seconds:g} s windows per variant, taking turns"
     )
     for n in VARIANTS:
@@ -309,7 +324,7 @@ def main(argv=None) -> int:
         )
     print("  paired ratio: median over rounds (95% confidence interval of the median)")
     for a, b, target in (("headless", "plain", 0.98), ("dashboard", "plain", 0.95), ("dashboard", "headless", None)):
-        med, lo, hi = paired(a, b)
+        med, lo, hi = paired(rates, a, b)
         goal = f"   target >= {target}" if target else ""
         print(f"  {a + ' / ' + b:22s} {med:.3f}   ({lo:.3f} - {hi:.3f}){goal}")
     return 0

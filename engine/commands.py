@@ -61,6 +61,13 @@ class SetMode(Command):
 
 
 @dataclass(frozen=True)
+class SetEvalMode(Command):
+    """Evaluate the test set in 'eval' mode, 'train' mode, or 'both' (one test row per mode)."""
+
+    mode: str = "both"
+
+
+@dataclass(frozen=True)
 class SetLearningRate(Command):
     """Set the base learning rate; parameter groups keep their ratio to it."""
 
@@ -116,6 +123,7 @@ ALL = (
     SwitchOptimizer,
     SetFrozen,
     SetMode,
+    SetEvalMode,
     SetLearningRate,
     ScaleLearningRate,
     EvaluateNow,

@@ -28,6 +28,8 @@ OPTIMIZERS = registry.NAMES
 DATASETS = ("shapes", "cifar10", "mnist")
 MODELS = ("monster", "mnist_net", "mlp")
 LOADERS = ("memory", "dataloader")
+EVAL_MODES = ("eval", "train", "both")
+INITS = ("default", "xavier", "kaiming")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 
 
@@ -50,6 +52,9 @@ class RunConfig:
     device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
     epochs: int = _f(10, "number of epochs", min=1)
     max_steps: int = _f(0, "stop after this many training steps in total; 0: no limit", min=0)
+    max_samples: int = _f(
+        0, "stop after this many training samples in total (one budget for any batch size); 0: no limit", min=0
+    )
     auto_timing: bool = _f(
         True,
         "the dashboard times batch vs loop once, the first time the run is paused (never before the "
@@ -64,7 +69,18 @@ class RunConfig:
     collective_timeout_s: float = _f(
         60.0, "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)", gt=0.0
     )
-    compare: dict = _f({}, 'run the preset once per value, e.g. { "data.batch_size" = [1, 10, 100] }')
+    eval_mode: str = _f(
+        "eval",
+        "how the test set is evaluated: eval (dropout off, batch norm's running statistics), train (as in "
+        "training: dropout on, each test batch's own statistics) or both (a test row per mode)",
+        choices=EVAL_MODES,
+    )
+    compare: dict = _f(
+        {},
+        'run the preset once per value, e.g. { "data.batch_size" = [1, 10, 100] }, or once per table of '
+        'settings, e.g. [ { label = "plain", "model.residual" = false }, { "model.residual" = true } ]',
+        types=(dict, list),
+    )
 
 
 @dataclass(frozen=True)
@@ -94,9 +110,27 @@ class ModelConfig:
     pretrained: bool = _f(False, "monster: load AlexNet's ImageNet weights into the first conv")
     blocks: int = _f(16, "monster: number of residual blocks", min=1, max=1000)
     channels: int = _f(64, "monster: channels in the residual blocks", min=1, max=8192)
+    residual: bool = _f(
+        True, "monster: each block adds its input, x + block(x) (a ResNet); false: x = relu(block(x)), a plain net"
+    )
     hidden: list = _f([200], "mlp: sizes of the hidden layers")
-    dropout: float = _f(0.0, "mlp: dropout probability after each hidden layer", min=0.0, lt=1.0)
-    batchnorm: bool = _f(False, "mlp: BatchNorm1d after each hidden linear layer")
+    dropout: float = _f(
+        0.0,
+        "dropout probability: mlp after each hidden layer, monster before fc, mnist_net after fc1",
+        min=0.0,
+        lt=1.0,
+    )
+    batchnorm: Any = _f(
+        "auto",
+        "batch normalization: auto (the model's own: the Monster's blocks have it, the mlp has none), true "
+        "(mlp: BatchNorm1d after each hidden linear layer) or false (monster: blocks without BatchNorm2d)",
+        choices=("auto", True, False),
+    )
+    init: str = _f(
+        "default",
+        "conv and linear weights: default (PyTorch's), xavier (Glorot & Bengio) or kaiming (He et al.)",
+        choices=INITS,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +146,12 @@ class OptimizerConfig:
     lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1, max=100)
     choices: list = _f(list(OPTIMIZERS), "optimizers that 'next optimizer' cycles through, in order")
     group_lr: dict = _f({}, "learning rate per top-level module, e.g. { features = 1e-3 }; others use lr")
+    loss_reduction: str = _f(
+        "mean",
+        "the training loss over a batch: mean (PyTorch's default) or sum (the gradient grows with the "
+        "batch size, so the lr means less per sample); logged losses are per sample either way",
+        choices=("mean", "sum"),
+    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +163,12 @@ class ScheduleConfig:
 class LogConfig:
     dir: str = _f("runs", "where run directories are created (--log-dir overrides)")
     interval: int = _f(50, "training steps per logged row (loss and accuracy averaged over them)", min=1)
+    interval_samples: int = _f(
+        0, "log a row every N training samples instead (N / batch_size steps, at least 1); 0: use interval", min=0
+    )
+    layers_interval: int = _f(
+        50, "per-layer statistics (layers.csv, the d key) of one training step in every N; 0: off", min=0
+    )
     flush_seconds: float = _f(2.0, "flush the CSV files at least this often", gt=0.0)
     checkpoint_every: int = _f(
         0, "save a checkpoint (last.pt and epoch-N.pt) every N epochs; 0: only on demand and on exit", min=0
@@ -183,7 +229,9 @@ class Config:
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"}
 
 
-def _type_name(t: type) -> str:
+def _type_name(t: type | tuple) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
     return {
         int: "an integer",
         float: "a number",
@@ -227,7 +275,9 @@ def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     if choices and any(isinstance(c, bool) for c in choices):
         names = ", ".join(str(c).lower() if isinstance(c, bool) else f'"{c}"' for c in choices)
         raise ConfigError(f"{src}: {key} = {value!r} is out of range; fix: {key} must be one of {names}")
-    want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+    want = f.metadata.get("types") or (
+        type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+    )
     got_ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, got_ok = float(value), True
@@ -332,6 +382,16 @@ def _check_consistency(cfg: Config) -> None:
             f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
             "features; fix: set model.pretrained = false or model.name = 'monster'"
         )
+    if not m.residual and m.name != "monster":
+        raise ConfigError(
+            f"{src}: model.residual = false but model '{m.name}' has no residual blocks; "
+            "fix: set model.residual = true or model.name = 'monster'"
+        )
+    if m.batchnorm is True and m.name == "mnist_net":
+        raise ConfigError(
+            f"{src}: model.batchnorm = true but mnist_net is the lecture's net without batch norm; "
+            "fix: set model.batchnorm = \"auto\", or use model.name = 'mlp' or 'monster'"
+        )
     if cfg.schedule.freeze_features_epochs and m.name != "monster":
         raise ConfigError(
             f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
@@ -342,11 +402,29 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
     if cfg.run.kind == "landscape":  # the paths are checked with the rest of the preset
         check_landscape(cfg)
-    for k, vals in cfg.run.compare.items():
-        if not isinstance(vals, list) or not vals:
-            raise ConfigError(
-                f'{src}: run.compare."{k}" must be a non-empty array of values; fix: e.g. {{ "{k}" = [1, 10, 100] }}'
-            )
+    check_compare(cfg)
+
+
+def check_compare(cfg: Config) -> None:
+    """run.compare's shape: a table of arrays, or an array of tables of dotted keys; the values
+    themselves are checked when engine.compare builds one config per variant."""
+    src, compare = cfg.source, cfg.run.compare
+    if isinstance(compare, dict):
+        for k, vals in compare.items():
+            if not isinstance(vals, list) or not vals:
+                raise ConfigError(
+                    f'{src}: run.compare."{k}" must be a non-empty array of values; '
+                    f'fix: e.g. {{ "{k}" = [1, 10, 100] }}'
+                )
+        return
+    example = '{ label = "plain", "model.residual" = false }'
+    if not compare:
+        raise ConfigError(f"{src}: run.compare = []: nothing to compare; fix: one table per run, e.g. [ {example} ]")
+    for i, table in enumerate(compare):
+        if not isinstance(table, dict) or not table:  # { label = "..." } alone: the preset as it is
+            raise ConfigError(f"{src}: run.compare[{i}] = {table!r} is not a table of settings; fix: e.g. {example}")
+        if not isinstance(table.get("label", ""), str):
+            raise ConfigError(f'{src}: run.compare[{i}].label = {table["label"]!r}; fix: a string, e.g. "plain"')
 
 
 # ---- [landscape] paths: one table per optimizer path, checked against engine.registry
@@ -560,8 +638,14 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
 
 def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
     """A copy of cfg with one dotted key changed, validated like a --set."""
+    return replace_keys(cfg, {dotted: value})
+
+
+def replace_keys(cfg: Config, settings: dict[str, Any]) -> Config:
+    """A copy of cfg with several dotted keys changed at once, validated like --set's."""
     raw = cfg.to_dict()
-    _set_dotted(cfg.source, raw, dotted, value)
+    for dotted, value in settings.items():
+        _set_dotted(cfg.source, raw, dotted, value)
     return _build(cfg.source, raw)
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import checkpoint, models
 from . import commands as C
 from . import events as E
-from .config import OPTIMIZERS
+from .config import EVAL_MODES, OPTIMIZERS
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -150,6 +150,17 @@ def set_mode(engine: Engine, cmd: C.SetMode) -> Result:
     return True, f"training steps now run in {cmd.mode} mode"
 
 
+def set_eval_mode(engine: Engine, cmd: C.SetEvalMode) -> Result:
+    if cmd.mode not in EVAL_MODES:
+        return False, f"eval mode must be one of {', '.join(EVAL_MODES)}, not {cmd.mode!r}"
+    what = "eval and train modes" if cmd.mode == "both" else f"{cmd.mode} mode"
+    if cmd.mode == engine.eval_mode:
+        return False, f"the test set is already evaluated in {what}"
+    engine.eval_mode = cmd.mode
+    engine.emit_state()
+    return True, f"the test set is now evaluated in {what}, from the next evaluation on"
+
+
 def set_learning_rate(engine: Engine, cmd: C.SetLearningRate) -> Result:
     if not (cmd.lr > 0 and math.isfinite(cmd.lr)):
         return False, f"learning rate must be a positive number, not {cmd.lr}"
@@ -254,6 +265,7 @@ HANDLERS: dict[type, Callable[[Engine, C.Command], Result]] = {
     C.SwitchOptimizer: switch_optimizer,
     C.SetFrozen: set_frozen,
     C.SetMode: set_mode,
+    C.SetEvalMode: set_eval_mode,
     C.SetLearningRate: set_learning_rate,
     C.ScaleLearningRate: scale_learning_rate,
     C.EvaluateNow: evaluate_now,

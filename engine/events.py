@@ -50,6 +50,7 @@ class StateChanged(Event):
     frozen: bool
     mode: str
     reason: str = ""
+    eval_mode: str = "eval"  # how the test set is evaluated: eval, train or both
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,25 @@ class StepMetrics(Event):
 
 @dataclass(frozen=True)
 class EpochEnd(Event):
+    """One evaluation on the test set, in eval mode or (run.eval_mode) in train mode."""
+
     test_loss: float
     test_accuracy: float
     test_error_pct: float
+    mode: str = "eval"
+
+
+@dataclass(frozen=True)
+class LayerStats(Event):
+    """Per-layer statistics of one training step (the last of each log.layers_interval), one
+    entry per layer in depth order (input to output)."""
+
+    layers: tuple  # module names, e.g. "features.0", "resnet_blocks.3", "fc"
+    weight_norm: tuple
+    grad_norm: tuple  # 0 for a frozen layer
+    update_ratio: tuple  # |step's change| / |weights|
+    activation_mean: tuple  # of the layer's output; nan where not measured (torch.compile)
+    activation_std: tuple
 
 
 @dataclass(frozen=True)

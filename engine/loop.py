@@ -21,6 +21,7 @@ from . import commands as C
 from . import events as E
 from .config import Config
 from .device import activate, device_label
+from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
 from .models import has_features, is_frozen, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
@@ -60,6 +61,8 @@ class Engine:
         self.has_features = has_features(model)
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
         self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
+        self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)
+        self.log_every, self.max_steps = step_limits(cfg)
         self.state = RunState.STARTING
         self.final_state = ""
         self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
@@ -71,7 +74,13 @@ class Engine:
         self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
             set_frozen(self.model, True)
-        self.runner = StepRunner(self.model, device, cfg.perf, distributed=dist_info is not None)
+        self.runner = StepRunner(
+            self.model, device, cfg.perf, distributed=dist_info is not None, loss_reduction=cfg.optimizer.loss_reduction
+        )
+        # rank 0 watches the layers (after an all-reduce the gradients are the same on every rank)
+        self.layers = LayerProbe(
+            self.model, cfg.log.layers_interval if self.is_main else 0, activations=not cfg.perf.compile
+        )
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
         self.resumed = resume is not None
@@ -134,7 +143,7 @@ class Engine:
 
     def settings(self) -> Settings:
         t = self.train
-        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode)
+        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode, eval_mode=self.eval_mode)
 
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -204,11 +213,14 @@ class Engine:
                 self._train_step(x, y)
                 t.step += 1
                 t.batch_in_epoch += 1
-                if t.step % cfg.log.interval == 0:
+                if t.step % self.log_every == 0:
                     self._readback()
-                if cfg.run.max_steps and t.step >= cfg.run.max_steps:
+                rows = self.layers.read()  # after the watched step of each log.layers_interval
+                if rows is not None:
+                    self.report.layers(self.layers.names, rows)
+                if self.max_steps and t.step >= self.max_steps:
                     self._readback()
-                    self.report.mark("max_steps", f"reached {cfg.run.max_steps} steps")
+                    self.report.mark("max_steps", f"reached {self.max_steps} steps")
                     self.evaluate()
                     return
             self._readback()
@@ -226,7 +238,8 @@ class Engine:
             previous = self.state
             what = f"features {'frozen' if frozen else 'trainable'}, {self.train.mode} mode, batch {y.shape[0]}"
             self.set_state(RunState.COMPILING, f"torch.compile for {what}")
-        loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen, lbfgs=self.train.optimizer == "lbfgs")
+        with self.layers.watch(self.train.step + 1):
+            loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen, lbfgs=self.train.optimizer == "lbfgs")
         if compiling:  # the first step of a compiled variant is done: compiling is over
             self.set_state(previous, "compiled")
         self.sums.add(loss, logits, y)  # running sums stay on the device
@@ -245,18 +258,21 @@ class Engine:
             outcome.on_nonfinite(self, loss)
 
     def evaluate(self) -> None:
-        """Test loss and error in eval mode. In a data-parallel run rank 0 evaluates (the
-        weights are the same on every rank)."""
+        """Test loss and error in eval mode, in train mode, or both (run.eval_mode, the M key). In
+        a data-parallel run rank 0 evaluates (the weights are the same on every rank)."""
         if not self.is_main:
             return
-        got = evaluate(self.model, self.data.test, self.runner.autocast, self.device)
-        if got is None:
-            return
         epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
-        self.report.test(epoch, got[0], got[1], self.settings())
-        if got[1] > self.train.best_accuracy and math.isfinite(got[0]):
-            self.train.best_accuracy, self.train.best_epoch = got[1], epoch
-            checkpoint.save_now(self, best=True)
+        for mode in ("eval", "train") if self.eval_mode == "both" else (self.eval_mode,):
+            got = evaluate(self.model, self.data.test, self.runner.autocast, self.device, mode=mode)
+            if got is None:
+                return
+            self.report.test(epoch, got[0], got[1], self.settings(), mode=mode)
+            # best.pt follows the first mode's accuracy (eval when both): one rule per run
+            if mode == self.eval_mode.replace("both", "eval") and got[1] > self.train.best_accuracy:
+                if math.isfinite(got[0]):
+                    self.train.best_accuracy, self.train.best_epoch = got[1], epoch
+                    checkpoint.save_now(self, best=True)
         self.log.flush()
 
     def _apply_schedule(self) -> None:
@@ -277,6 +293,17 @@ class Engine:
             self.emit_state()
 
 
+def step_limits(cfg: Config) -> tuple[int, int]:
+    """(steps per logged row, the run's step limit or 0): log.interval, or log.interval_samples
+    over the batch size; run.max_steps and run.max_samples, whichever comes first."""
+    batch = cfg.data.batch_size
+    every = max(1, cfg.log.interval_samples // batch) if cfg.log.interval_samples else cfg.log.interval
+    limits = [cfg.run.max_steps] if cfg.run.max_steps else []
+    if cfg.run.max_samples:
+        limits.append(math.ceil(cfg.run.max_samples / batch))
+    return every, min(limits, default=0)
+
+
 def announce(engine: Engine) -> None:
     """The run's first event and mark, and a word on [perf] settings that cost a host sync."""
     cfg, t = engine.cfg, engine.train
@@ -289,7 +316,7 @@ def announce(engine: Engine) -> None:
         parameters=sum(p.numel() for p in engine.model.parameters()),
         epochs=cfg.run.epochs,
         steps_per_epoch=len(engine.data.train),
-        max_steps=cfg.run.max_steps,
+        max_steps=engine.max_steps,
         has_features=engine.has_features,
         optimizer_choices=engine.choices,
         resumed=engine.resumed,

@@ -3,6 +3,7 @@ the evaluation on the test set, and the Reporter that turns them into rows and e
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ class Settings:
     optimizer: str
     frozen: bool
     mode: str
+    eval_mode: str = "eval"  # how the test set is evaluated: eval, train or both
 
 
 class IntervalSums:
@@ -62,22 +64,33 @@ class IntervalSums:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, autocast, device: torch.device) -> tuple[float, float] | None:
-    """(mean loss, accuracy) over `batches` in eval mode, one host sync at the end; the model's
-    mode is restored after. None for an empty test set."""
+def evaluate(
+    model: torch.nn.Module, batches, autocast, device: torch.device, mode: str = "eval"
+) -> tuple[float, float] | None:
+    """(mean loss, accuracy) over `batches` in eval mode, or in train mode (dropout on, batch norm
+    on each test batch's own statistics), one host sync at the end. Afterwards the model is as
+    it was: its mode, its buffers (batch norm's running statistics) and, in train mode, the random
+    number generator that dropout draws from (the training run is the same with or without it).
+    None for an empty test set."""
     was_training = model.training
-    model.eval()
+    model.train(mode == "train")
+    saved = [(b, b.clone()) for b in model.buffers()] if mode == "train" else []
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
+    cuda = [device] if device.type == "cuda" else []
+    rng = torch.random.fork_rng(devices=cuda) if mode == "train" else contextlib.nullcontext()
     try:
-        for x, y in batches:
-            with autocast():
-                out = model(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
-            n += y.shape[0]
+        with rng:
+            for x, y in batches:
+                with autocast():
+                    out = model(x)
+                loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+                correct += (out.argmax(1) == y).sum()
+                n += y.shape[0]
     finally:
+        for buffer, value in saved:
+            buffer.copy_(value)
         model.train(was_training)
     if n == 0:
         return None
@@ -155,7 +168,8 @@ class Reporter:
             )
         )
 
-    def test(self, epoch: int, loss: float, accuracy: float, settings: Settings) -> None:
+    def test(self, epoch: int, loss: float, accuracy: float, settings: Settings, mode: str = "eval") -> None:
+        """A test row and its EpochEnd; `mode` is the mode the test set was evaluated in."""
         t, _, step = self.position()
         t = round(t, 3)
         self.log.metric(
@@ -168,9 +182,21 @@ class Reporter:
             lr=settings.lr,
             optimizer=settings.optimizer,
             frozen=settings.frozen,
-            mode="eval",
+            mode=mode,
             samples_per_s="",
         )
         self.events.append(
-            E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=accuracy, test_error_pct=100.0 * (1 - accuracy))
+            E.EpochEnd(
+                t, epoch, step, test_loss=loss, test_accuracy=accuracy, test_error_pct=100.0 * (1 - accuracy), mode=mode
+            )
         )
+
+    def layers(self, names: list[str], rows: list[list[float]]) -> None:
+        """Per-layer statistics of one step (engine.layers' columns per layer): layers.csv rows
+        and a LayerStats event."""
+        t, epoch, step = self.position()
+        t = round(t, 3)
+        for depth, (name, row) in enumerate(zip(names, rows)):
+            self.log.layer([t, epoch, step, name, depth, *row])
+        columns = tuple(zip(*rows)) if rows else ((),) * 5
+        self.events.append(E.LayerStats(t, epoch, step, tuple(names), *columns))

@@ -1,4 +1,5 @@
-"""The lecture's networks: mnist_net, mlp (dropout / batchnorm) and the Monster."""
+"""The lecture's networks: mnist_net, mlp (dropout / batchnorm) and the Monster, with the switches
+the lecture argues about (residual connections, batch normalization, initialisation, dropout)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ from .errors import ConfigError, WeightsError
 
 
 class MnistNet(nn.Module):
-    """The lecture's full MNIST example: two conv+maxpool layers, two fully connected layers."""
+    """The lecture's full MNIST example: two conv+maxpool layers, two fully connected layers;
+    `dropout` > 0 adds dropout after fc1's ReLU (the lecture has none)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=5)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
         self.fc1 = nn.Linear(256, 200)
         self.fc2 = nn.Linear(200, num_classes)
+        self.dropout = dropout
 
     def forward(self, x):
         x = F.relu(F.max_pool2d(self.conv1(x), kernel_size=3, stride=3))
         x = F.relu(F.max_pool2d(self.conv2(x), kernel_size=2, stride=2))
         x = F.relu(self.fc1(x.flatten(1)))
+        if self.dropout:
+            x = F.dropout(x, self.dropout, self.training)
         return self.fc2(x)
 
 
@@ -51,30 +56,44 @@ class MLP(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN, added to the input, then ReLU (as in the lecture's ResBlock)."""
+    """The lecture's make_resnet_block, conv-BN-ReLU-conv-BN, and its use in the Monster's forward:
+    x + block(x), with no ReLU after the sum. residual=False drops the skip connection and adds
+    the ReLU a plain net has after every conv (x = relu(block(x)): He et al.'s plain net, where
+    Kaiming's initialisation keeps the scale); batchnorm=False drops the two BatchNorm2d."""
 
-    def __init__(self, channels: int, kernel_size: int = 3):
+    def __init__(self, channels: int, kernel_size: int = 3, residual: bool = True, batchnorm: bool = True):
         super().__init__()
         pad = (kernel_size - 1) // 2
         self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
         self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.bn2 = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        self.residual = residual
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return F.relu(x + y)
+        return x + y if self.residual else F.relu(y)
 
 
 class Monster(nn.Module):
     """AlexNet's first conv (+ReLU) as `features`, a 3x3 converter, residual blocks, global average
-    pooling over the 7x7 maps of a 32x32 input, one linear layer."""
+    pooling over the 7x7 maps of a 32x32 input, one linear layer; `dropout` > 0 adds dropout
+    before that layer (the lecture has none)."""
 
     ALEXNET_CHANNELS = 64
 
     def __init__(
-        self, blocks: int = 16, channels: int = 64, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+        self,
+        blocks: int = 16,
+        channels: int = 64,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int = 32,
+        *,
+        residual: bool = True,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
         # AlexNet's conv1: Conv2d(3, 64, kernel_size=11, stride=4, padding=2); 32x32 -> 7x7
@@ -82,16 +101,23 @@ class Monster(nn.Module):
             nn.Conv2d(in_channels, self.ALEXNET_CHANNELS, 11, stride=4, padding=2), nn.ReLU(inplace=True)
         )
         self.converter = nn.Sequential(nn.Conv2d(self.ALEXNET_CHANNELS, channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.resnet_blocks = nn.Sequential(*(ResBlock(channels) for _ in range(blocks)))
+        # each block adds its own input (x = x + b(x)), as the lecture's loop over its ModuleList
+        self.resnet_blocks = nn.Sequential(
+            *(ResBlock(channels, residual=residual, batchnorm=batchnorm) for _ in range(blocks))
+        )
         map_size = (image_size + 2 * 2 - 11) // 4 + 1  # 7 for CIFAR's 32x32, as in the lecture
         self.final_average = nn.AvgPool2d(map_size)
         self.fc = nn.Linear(channels, num_classes)
+        self.dropout = dropout
 
     def forward(self, x):
         x = self.features(x)
         x = self.converter(x)
         x = self.resnet_blocks(x)
-        return self.fc(self.final_average(x).flatten(1))
+        x = self.final_average(x).flatten(1)
+        if self.dropout:
+            x = F.dropout(x, self.dropout, self.training)
+        return self.fc(x)
 
 
 def load_alexnet_conv1(model: Monster) -> None:
@@ -114,20 +140,47 @@ def load_alexnet_conv1(model: Monster) -> None:
     model.features[0].bias.data.copy_(state["features.0.bias"])
 
 
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """model.init: "default" keeps PyTorch's; "xavier" (Glorot & Bengio, uniform) or "kaiming"
+    (He et al., normal, for ReLU) on every conv and linear weight, their biases 0."""
+    if scheme == "default":
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    bn = mcfg.batchnorm
     if mcfg.name == "monster":
-        model = Monster(mcfg.blocks, mcfg.channels, num_classes, in_channels, image_size)
-        if mcfg.pretrained:
-            load_alexnet_conv1(model)
-        return model
-    if mcfg.name == "mnist_net":
+        model = Monster(
+            mcfg.blocks,
+            mcfg.channels,
+            num_classes,
+            in_channels,
+            image_size,
+            residual=mcfg.residual,
+            batchnorm=bn is not False,  # "auto": the lecture's blocks have it
+            dropout=mcfg.dropout,
+        )
+    elif mcfg.name == "mnist_net":
         if image_size != 28:
             raise ConfigError(
                 f"model.name = 'mnist_net' needs 28x28 images, the data set has "
                 f"{image_size}x{image_size}; fix: data.dataset = 'mnist', or another model"
             )
-        return MnistNet(in_channels, num_classes)
-    return MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes, mcfg.dropout, mcfg.batchnorm)
+        model = MnistNet(in_channels, num_classes, mcfg.dropout)
+    else:
+        model = MLP(in_channels * image_size * image_size, list(mcfg.hidden), num_classes, mcfg.dropout, bn is True)
+    init_weights(model, mcfg.init)
+    if mcfg.name == "monster" and mcfg.pretrained:
+        load_alexnet_conv1(model)
+    return model
 
 
 def has_features(model: nn.Module) -> bool:

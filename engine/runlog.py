@@ -32,6 +32,18 @@ METRICS_HEADER = [
     "samples_per_s",
 ]
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
+LAYERS_HEADER = [
+    "time_s",
+    "epoch",
+    "step",
+    "layer",
+    "depth",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "activation_mean",
+    "activation_std",
+]
 
 
 def disk_full(exc: OSError) -> bool:
@@ -195,17 +207,20 @@ class RunLog:
         self._files = {}
         self._writers = {}
         for name, header in (("metrics", METRICS_HEADER), ("events", EVENTS_HEADER)):
-            path = self.run_dir / f"{name}.csv"
-            new = not path.exists() or path.stat().st_size == 0
-            if not new:
-                repair_torn_line(path)
-            f = open_private(path)
-            w = csv.writer(f)
-            if new:
-                w.writerow(header)
-            self._files[name], self._writers[name] = f, w
+            self._open(name, header)
         self._last_flush = time.monotonic()
         self.closed = False
+
+    def _open(self, name: str, header: list[str]) -> None:
+        path = self.run_dir / f"{name}.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            repair_torn_line(path)
+        f = open_private(path)
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        self._files[name], self._writers[name] = f, w
 
     @property
     def metrics_path(self) -> Path:
@@ -220,6 +235,12 @@ class RunLog:
 
     def event(self, time_s: float, epoch: int, step: int, event: str, detail: str = "") -> None:
         self._row("events", [time_s, epoch, step, event, detail])
+
+    def layer(self, values: list) -> None:
+        """One row of layers.csv (LAYERS_HEADER's columns); the file is made at the first row."""
+        if "layers" not in self._files and not self.closed:
+            self._open("layers", LAYERS_HEADER)
+        self._row("layers", values)
 
     def _row(self, name: str, values: list) -> None:
         if self.closed:
@@ -289,6 +310,9 @@ class NullLog:
         pass
 
     def event(self, *a) -> None:
+        pass
+
+    def layer(self, values: list) -> None:
         pass
 
     def flush(self) -> None:

@@ -18,8 +18,11 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StepRunner:
-    def __init__(self, model: nn.Module, device: torch.device, perf, distributed: bool = False):
+    def __init__(
+        self, model: nn.Module, device: torch.device, perf, distributed: bool = False, loss_reduction: str = "mean"
+    ):
         self.model, self.device, self.distributed = model, device, distributed
+        self.reduction = loss_reduction  # "sum": the batch's summed loss is what backward() sees
         self.compile = perf.compile
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = perf.cudnn_benchmark
@@ -75,7 +78,7 @@ class StepRunner:
     def step(
         self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, frozen: bool, lbfgs: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on the batch (x, y); returns (loss, logits), detached."""
+        """One optimizer step on the batch (x, y); returns (mean loss per sample, logits), detached."""
         model = self.module(frozen)
         if self.memory_format is torch.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -85,7 +88,7 @@ class StepRunner:
             def closure():
                 optimizer.zero_grad(set_to_none=True)
                 out = model(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out, y, reduction=self.reduction)
                 loss.backward()
                 box[:] = [out, loss]
                 return loss
@@ -95,7 +98,7 @@ class StepRunner:
         else:
             with self.autocast():
                 out = model(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out, y, reduction=self.reduction)
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -106,4 +109,6 @@ class StepRunner:
                 optimizer.step()
         if self.compile:
             self.traced.add((frozen, self.model.training, y.shape[0]))
+        if self.reduction == "sum":
+            loss = loss / y.shape[0]  # per sample, as the logs report it (a device op, no sync)
         return loss.detach(), out.detach()

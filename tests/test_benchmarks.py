@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import layers as layers_benchmark  # noqa: E402
 import overhead  # noqa: E402
 
 
@@ -28,6 +29,13 @@ def test_window_rate_leaves_out_spans_with_an_epoch_end():
     windows = [(0.0, 1.0), (3.0, 4.0)]
     rows = [(1, 10, 0.5), (1, 20, 0.9), (2, 30, 3.2), (2, 40, 3.9)]
     assert overhead.window_rate(rows, windows, 1) is None
+
+
+def test_layers_benchmark_total_rate_counts_running_time_after_the_warm_up():
+    windows = [(0.0, 1.0), (3.0, 4.0), (6.0, 7.0)]  # the first is the warm-up round
+    rows = [(1, 5, 0.5), (1, 10, 3.1), (1, 20, 3.9), (1, 30, 6.5)]
+    # step 10 at 3.1 to step 30 at 6.5: 20 steps in 0.9 s + 0.5 s of running time
+    assert layers_benchmark.total_rate(rows, windows) == pytest.approx(20 / 1.4)
 
 
 def test_median_confidence_interval_from_order_statistics():

@@ -49,6 +49,8 @@ def test_compare_runs_headless_one_directory_per_value(capsys, tmp_path):
             "--set",
             "data.normalize=false",
             "--set",
+            "run.max_samples=400",  # one pass over the 400 samples for each batch size
+            "--set",
             'run.compare={ "data.batch_size" = [10, 50, 200] }',
         ]
     )

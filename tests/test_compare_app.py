@@ -23,7 +23,8 @@ TINY = [
     "data.train_size=200",
     "data.test_size=50",
     "data.normalize=false",
-    "log.interval=2",
+    "run.max_samples=200",  # one pass over the 200 samples for each batch size
+    "log.interval_samples=40",  # a row every 40 samples: 2 steps of 20, and every step of 100
     'run.compare={ "data.batch_size" = [20, 100] }',
 ]
 
@@ -64,7 +65,7 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
         curves = dict(app.curves())
         assert list(curves) == ["batch_size=20", "batch_size=100"]
         assert curves["batch_size=20"].x == [40, 80, 120, 160, 200]  # every 2 steps of 20 samples
-        assert curves["batch_size=100"].x == [200]
+        assert curves["batch_size=100"].x == [100, 200]  # a curve, not one point: every step
         assert max(curves["batch_size=100"].x) == max(curves["batch_size=20"].x)
         legend_text = str(app.screen.query_one("#compare").border_subtitle)
         assert legend_text.startswith("batch_size ") and "━ 20[" in legend_text and "━ 100[" in legend_text

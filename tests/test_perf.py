@@ -31,7 +31,9 @@ def test_training_steps_make_no_host_sync(make_engine, monkeypatch):
     assert steps[0] == 0
     increases = [b - a for a, b in zip(steps, steps[1:]) if b != a]
     assert increases == [1, 1, 1], (steps, syncs)
-    assert syncs.count("tolist") == 5 and set(syncs) == {"tolist"}
+    assert syncs.count("tolist") == 5
+    # while training, the readbacks only (the checkpoints after it check finiteness with a bool)
+    assert set(syncs[: steps[-1]]) == {"tolist"}, syncs
 
 
 def test_channels_last_and_amp_options_train(make_engine):

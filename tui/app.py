@@ -29,6 +29,7 @@ from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen
 from .keys import Steering
 from .launch import Launch
+from .layer_views import LayerViews
 from .options import fail
 from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
 from .summary import summary_lines
@@ -38,7 +39,7 @@ POLL_SECONDS = 0.25  # how often the UI reads the engine's events
 # While running, metrics (panels, plots) are redrawn at most this often; state changes and
 # command answers are drawn at the next poll.
 FRAME_SECONDS = 1.0
-ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
+ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # events that can wait for the next frame
 
 
 def on_exit_signals(handler: Callable[[int], None]) -> None:
@@ -51,7 +52,7 @@ def on_exit_signals(handler: Callable[[int], None]) -> None:
             pass
 
 
-class DeeptuiApp(Steering, App[int]):
+class DeeptuiApp(Steering, LayerViews, App[int]):
     """Watch and steer one training session."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so apps elsewhere find it
@@ -61,6 +62,10 @@ class DeeptuiApp(Steering, App[int]):
 
     log_scale: reactive[bool] = reactive(False, init=False)
     """Whether the loss plot's y axis is logarithmic (view state only)."""
+
+    depth: reactive[str] = reactive("", init=False)
+    """The per-layer view the d key shows instead of the accuracy plot (a LayerStats field, or ""
+    for none; view state only)."""
 
     def __init__(
         self,
@@ -112,9 +117,13 @@ class DeeptuiApp(Steering, App[int]):
             ),
             Plot(
                 "accuracy",
-                lambda w, h: accuracy_plot(self.view, w, h),
-                version,
-                lambda compact: ("accuracy %", legend("train", "test", compact=compact)),
+                lambda w, h: self.depth_plot(w, h) if self.depth else accuracy_plot(self.view, w, h),
+                lambda: (self.view.points_version, self.view.layers_version, self.depth),
+                lambda compact: (
+                    (self.depth_title(), "d: next view")
+                    if self.depth
+                    else ("accuracy %", legend("train", "test", *self.train_mode_tests(), compact=compact))
+                ),
             ),
         ]
 
@@ -138,6 +147,13 @@ class DeeptuiApp(Steering, App[int]):
             self.dashboard.refresh_view(force_plots)
 
     def watch_log_scale(self, value: bool) -> None:
+        self.restyle_plots()
+
+    def watch_depth(self, value: str) -> None:
+        self.restyle_plots()
+
+    def restyle_plots(self) -> None:
+        """Titles and plots again, now (after a change of what they show or how)."""
         if self.dashboard is not None and self.dashboard.is_mounted:
             self.dashboard.apply_titles()
             self.dashboard.redraw_plots()

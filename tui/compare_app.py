@@ -2,9 +2,10 @@
 
 The runs go one after another, each a normal Engine with its own run directory. The app is the
 usual dashboard over the live run, with other parts: beside the live loss, a plot overlays every
-run's train loss against the number of samples seen, as the lecture's MNIST figure does, and a
-panel lists the runs. When the live run finishes, the next engine is built in a thread of its own
-(the dashboard stays responsive) and becomes the session. q stops the live run and starts no other.
+run's train loss against the number of samples seen, as the lecture's MNIST figure does (the d
+key overlays each run's latest per-layer statistics instead), and a panel lists the runs. When
+the live run finishes, the next engine is built in a thread of its own (the dashboard stays
+responsive) and becomes the session. q stops the live run and starts no other.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from deeptui.engine import events as E
 from . import panels
 from .app import DeeptuiApp
 from .dashboard import Panel, Plot
-from .plots import legend, loss_plot, overlay_legend, overlay_plot, run_color
+from .plots import DEPTH_VIEWS, legend, loss_plot, overlay_legend, overlay_plot, run_color
 from .view import RunView, Series
 
 RUN_MARKS = {
@@ -65,6 +66,7 @@ class CompareApp(DeeptuiApp):
         self.index = 0  # the live run
         self.states = ["waiting"] * len(self.runs)  # per run: waiting/running/finished/stopped/failed
         self.losses: list[Series] = [Series() for _ in self.runs]  # (samples seen, train loss)
+        self.layer_stats: list[E.LayerStats | None] = [None] * len(self.runs)  # each run's latest
         self.overlay_version = 0
         self.failed = False
         self._closing = False
@@ -98,14 +100,26 @@ class CompareApp(DeeptuiApp):
             ),
             Plot(
                 "compare",
-                lambda w, h: overlay_plot(self.curves(), w, h, self.log_scale),
-                lambda: self.overlay_version,
+                lambda w, h: self.depth_plot(w, h) if self.depth else overlay_plot(self.curves(), w, h, self.log_scale),
+                lambda: (self.overlay_version, self.depth),
                 lambda compact: (
-                    "train loss (log y) · x: samples seen" if self.log_scale else "train loss · x: samples seen",
+                    self.depth_title()
+                    if self.depth
+                    else "train loss (log y) · x: samples seen"
+                    if self.log_scale
+                    else "train loss · x: samples seen",
                     overlay_legend(labels),
                 ),
             ),
         ]
+
+    def depth_profiles(self) -> list[tuple[tuple, tuple[int, int, int]]]:
+        """Every run's latest per-layer statistics, in its colour."""
+        return [(getattr(st, self.depth), run_color(i)) for i, st in enumerate(self.layer_stats) if st is not None]
+
+    def depth_title(self) -> str:
+        name, log = DEPTH_VIEWS[self.depth]
+        return f"{name} per layer, each run's latest" + (" (log y)" if log else "") + " · x: depth"
 
     def panels(self) -> list[Panel]:
         labels = [label for label, _ in self.runs]
@@ -123,6 +137,9 @@ class CompareApp(DeeptuiApp):
     def on_live_event(self, ev: E.Event) -> None:
         if isinstance(ev, E.StepMetrics):
             self.losses[self.index].add(ev.samples_seen, ev.loss)
+            self.overlay_version += 1
+        elif isinstance(ev, E.LayerStats):
+            self.layer_stats[self.index] = ev
             self.overlay_version += 1
         elif isinstance(ev, E.RunStarted):
             self.view.preset = self.title_of(self.index)  # the header says which run is live

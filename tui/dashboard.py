@@ -74,6 +74,7 @@ class Dashboard(Screen):
         self._log_shown = 0
         self._plots_at = -math.inf
         self._plots_cost = 0.0  # CPU seconds the last plot rebuild took
+        self._titles: dict[str, tuple] = {}  # widget id -> the titles it shows
         self.drawn_at = -math.inf
 
     def compose(self) -> ComposeResult:
@@ -95,15 +96,18 @@ class Dashboard(Screen):
         self.apply_titles()
         self.refresh_view(True)
 
-    def apply_titles(self) -> None:
+    def apply_titles(self, force: bool = True) -> None:
+        """Border titles of every part. Unless forced (mount, resize, a change of what the plots
+        show), a widget is touched only when its titles changed: they follow the view, e.g. a
+        legend entry appears with the data it names."""
         compact = self.has_class("-compact")
-        for plot in self.plots:
-            widget = self.query_one(f"#{plot.id}")
-            title, subtitle = plot.titles(compact)
-            widget.border_title, widget.border_subtitle = title, subtitle or None
-        for panel in self.side:
-            self.query_one(f"#{panel.id}").border_title = panel.title
-        self.query_one("#log").border_title = "events"
+        titles = {plot.id: plot.titles(compact) for plot in self.plots}
+        titles.update({panel.id: (panel.title, None) for panel in self.side}, log=("events", None))
+        for wid, (title, subtitle) in titles.items():
+            if force or self._titles.get(wid) != (title, subtitle):
+                self._titles[wid] = (title, subtitle)
+                widget = self.query_one(f"#{wid}")
+                widget.border_title, widget.border_subtitle = title, subtitle or None
 
     def on_resize(self, event) -> None:
         w, h = event.size.width, event.size.height
@@ -132,6 +136,7 @@ class Dashboard(Screen):
         app = self.app
         try:
             self._set(self.query_one("#header", Static), panels.header(app.view, app.elapsed(), self.size.width))
+            self.apply_titles(force=False)
             for panel in self.side:
                 self._set(self.query_one(f"#{panel.id}", Static), panel.render())
             self._draw_error(panels.error_banner(app.view))

@@ -69,7 +69,10 @@ LINES = {
         f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} acc {100 * ev.accuracy:.1f}% "
         f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"
     ),
-    E.EpochEnd: lambda p, ev: f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%",
+    E.EpochEnd: lambda p, ev: (
+        f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%"
+        + (" (train mode)" if ev.mode == "train" else "")
+    ),
     E.CommandApplied: lambda p, ev: f"applied {ev.command}: {ev.detail}",
     E.CommandRejected: lambda p, ev: f"rejected {ev.command}: {ev.reason}",
     E.ScheduleAction: lambda p, ev: f"schedule: {ev.detail}",

@@ -13,9 +13,22 @@ from deeptui.engine.config import OPTIMIZERS
 
 from .dashboard import Dashboard
 from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen, QuitScreen
+from .plots import DEPTH_VIEWS
 
 # Actions that send a command to the engine: they cannot act once the run has ended.
-STEERING = {"pause", "next_optimizer", "pick_optimizer", "freeze", "mode", "lr", "set_lr", "timing", "save"}
+STEERING = {
+    "pause",
+    "next_optimizer",
+    "pick_optimizer",
+    "freeze",
+    "mode",
+    "eval_mode",
+    "lr",
+    "set_lr",
+    "timing",
+    "save",
+}
+EVAL_ORDER = ("eval", "both", "train")  # what M cycles through
 
 
 class Steering:
@@ -30,6 +43,7 @@ class Steering:
         Binding("O", "pick_optimizer", "pick", key_display="O", tooltip="pick an optimizer from a list"),
         Binding("f", "freeze", "freeze", tooltip="freeze or unfreeze the pretrained features"),
         Binding("m", "mode", "mode", tooltip="run training steps in train or eval mode"),
+        Binding("M", "eval_mode", "test mode", key_display="M", show=False),
         Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
         Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
         Binding("L", "set_lr", "lr=", key_display="L", show=False, tooltip="set the learning rate to a typed value"),
@@ -39,6 +53,7 @@ class Steering:
         Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
         Binding("question_mark,f1", "help", "keys", key_display="?", tooltip="every key, what it does"),
         Binding("ctrl+s", "screenshot", "shot", show=False, tooltip="save an SVG screenshot in the run directory"),
+        Binding("d", "depth", "layers", show=False),
     ]
     # Titles and help for the command palette, by action.
     COMMANDS_HELP = {
@@ -47,6 +62,7 @@ class Steering:
         "pick_optimizer": ("Pick optimizer ...", "O: choose any optimizer from a list"),
         "freeze": ("Freeze / unfreeze features", "f: requires_grad on the pretrained features"),
         "mode": ("Train / eval mode", "m: run training steps in train or eval mode"),
+        "eval_mode": ("Test in eval / both / train mode", "M: evaluate the test set in eval mode, both, or train mode"),
         "lr(2.0)": ("Learning rate x2", "+"),
         "lr(0.5)": ("Learning rate x0.5", "-"),
         "set_lr": ("Set learning rate ...", "L: type a value"),
@@ -54,6 +70,7 @@ class Steering:
         "save": ("Save checkpoint", "s"),
         "export": ("Export logs as CSV", "e: flush the CSV logs; show or copy them with the config and checkpoints"),
         "log_scale": ("Toggle log scale", "l: the loss plot's y axis"),
+        "depth": ("Layers by depth", "d: gradient norm, update/weight, weight norm, activations per layer; accuracy"),
         "screenshot": ("Screenshot of the dashboard", "ctrl+s: an SVG file in the run directory"),
         "help": ("Keys", "? or F1: every key, what it does"),
         "quit": ("Quit", "q: stop the run, flush the logs, print the run directory"),
@@ -125,6 +142,14 @@ class Steering:
 
     def action_mode(self) -> None:
         self.send(C.SetMode(mode="eval" if self.view.mode == "train" else "train"))
+
+    def action_eval_mode(self) -> None:
+        current = self.view.eval_mode if self.view.eval_mode in EVAL_ORDER else "eval"
+        self.send(C.SetEvalMode(mode=EVAL_ORDER[(EVAL_ORDER.index(current) + 1) % len(EVAL_ORDER)]))
+
+    def action_depth(self) -> None:
+        views = ["", *DEPTH_VIEWS]
+        self.depth = views[(views.index(self.depth) + 1) % len(views)]
 
     def action_lr(self, factor: float) -> None:
         self.send(C.ScaleLearningRate(factor=float(factor)))

@@ -78,6 +78,12 @@ def run_panel(v: RunView) -> Text:
     if math.isfinite(v.test_error_pct):
         t.append("test error ", "dim")
         t.append(f"{v.test_error_pct:.2f}%\n")
+    if math.isfinite(v.test_error_train_pct):
+        t.append("test error ", "dim")
+        t.append(f"{v.test_error_train_pct:.2f}%", "bold")
+        t.append(" in train mode\n", "dim")
+    elif v.eval_mode != "eval":
+        t.append(f"test set in {'eval+train' if v.eval_mode == 'both' else v.eval_mode} mode\n", "dim")
     if v.device.startswith("cuda"):
         t.append("GPU ", "dim")  # allocated / reserved now, and the interval's peak
         t.append(f"{v.gpu_memory_mb:,.0f}/{v.gpu_reserved_mb:,.0f} MiB")

@@ -1,4 +1,4 @@
-"""The dashboard's plots as plotext text: train and test loss with markers, accuracy.
+"""The dashboard's plots as plotext text: train and test loss with markers, accuracy, layers by depth.
 
 Each series is downsampled to about twice the plot's width, so a 100-epoch run draws as fast as
 a short one (plotext costs ~10 us per point per series).
@@ -19,6 +19,7 @@ COLORS = {
     "train": (90, 150, 255),
     "smoothed": (255, 170, 40),
     "test": (60, 210, 100),
+    "test_train": (255, 105, 80),  # the test set evaluated in train mode
     "optimizer": (225, 90, 225),
     "freeze": (40, 210, 210),
     "mode": (235, 215, 40),
@@ -167,10 +168,58 @@ def accuracy_plot(view: RunView, width: int, height: int) -> str:
     fig = figure(width, height)
     x, y = downsample(tx, ty, n)
     fig.plot(x, y, marker="braille", color=COLORS["train"])
-    vx, vy = finite(view.test_acc.x, view.test_acc.y)
-    if vx:
-        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
-    axes(fig, tx + vx, ty + vy, height=height)
+    xs, ys = list(tx), list(ty)
+    for series, color in ((view.test_acc, "test"), (view.test_acc_train, "test_train")):
+        vx, vy = finite(series.x, series.y)
+        if vx:
+            fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS[color])
+            xs, ys = xs + vx, ys + vy
+    axes(fig, xs, ys, height=height)
+    return fig.build()
+
+
+# The per-layer views of the d key: (title, log scale) per LayerStats field.
+DEPTH_VIEWS = {
+    "grad_norm": ("gradient norm", True),
+    "update_ratio": ("update / weight", True),
+    "weight_norm": ("weight norm", True),
+    "activation_std": ("activation std", True),
+    "activation_mean": ("activation mean", False),
+}
+
+
+def depth_plot(
+    profiles: list[tuple[tuple, tuple[int, int, int]]], width: int, height: int, log_scale: bool = True
+) -> str:
+    """Values per layer against depth (x: 0 is the input side), one (values, colour) per run: bars
+    for one run, lines for several. On a log scale the y axis is in powers of ten, so a gradient
+    that vanishes or explodes with depth shows as a slope of whole decades."""
+    shown = []
+    for values, color in profiles:
+        pts = [(i, v) for i, v in enumerate(values) if math.isfinite(v) and (v > 0 or not log_scale)]
+        if pts:
+            shown.append(([i for i, _ in pts], [math.log10(v) if log_scale else v for _, v in pts], color))
+    if not shown:
+        return empty_plot(width, height, "waiting for layer statistics (log.layers_interval) ...")
+    fig = figure(width, height)
+    floor = 0.0
+    if log_scale:
+        lo = math.floor(min(min(y) for _, y, _ in shown))
+        hi = max(math.ceil(max(max(y) for _, y, _ in shown)), lo + 1)
+        floor = lo
+        every = max(1, math.ceil((hi - lo) / max(1, height // 3)))
+        ticks = list(range(0, hi - lo + 1, every))
+        fig.yticks(ticks, [f"1e{lo + t}" for t in ticks])
+        fig.ylim(0, hi - lo)
+    n = max(len(values) for values, _ in profiles)
+    if len(shown) == 1:
+        x, y, color = shown[0]
+        fig.bar(x, [v - floor for v in y], color=color, width=0.6)
+    else:
+        for x, y, color in shown:
+            fig.plot(x, [v - floor for v in y], marker="hd", color=color)
+    step = max(1, math.ceil(n / max(1, width // 6)))
+    fig.xticks(list(range(0, n, step)))
     return fig.build()
 
 
@@ -178,8 +227,9 @@ def legend(*names: str, compact: bool = False) -> str:
     """Textual markup naming each series / marker in its plot colour (for a border subtitle);
     compact: short enough for the loss plot of an 80-column terminal."""
     marks = {kind: MARKER_GLYPHS[kind] + label for kind, label in MARKER_LABELS.items()}
+    marks["test_train"] = "━ test in train mode"
     if compact:
-        marks.update(smoothed="━avg", train="━train", test="━test")
+        marks.update(smoothed="━avg", train="━train", test="━test", test_train="━test·train mode")
     return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)
 
 

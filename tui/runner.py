@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from deeptui.engine import events as E
-from deeptui.engine.compare import variants
+from deeptui.engine.compare import title, variants
 from deeptui.engine.config import default_data_root, load_config
 from deeptui.engine.errors import CheckpointError, RemoteError, SetupError
 from deeptui.engine.remote.server import ControlServer
@@ -167,7 +167,7 @@ def run_compare(cfg, args) -> int:
             servers.append(server)
         return engine
 
-    return run_compare_dashboard(runs, make_engine, next(iter(cfg.run.compare), ""), servers)
+    return run_compare_dashboard(runs, make_engine, title(cfg), servers)
 
 
 def run_landscape(cfg, args) -> int:

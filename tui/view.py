@@ -62,6 +62,7 @@ class RunView:
         self.lr = 0.0
         self.frozen = False
         self.mode = "train"
+        self.eval_mode = "eval"  # how the engine evaluates the test set: eval, train or both
         self.epoch = 0
         self.step = 0
         self.time_s = 0.0  # the engine clock at the latest event
@@ -79,6 +80,11 @@ class RunView:
         self.test_error_pct = math.nan
         self.best_test: tuple[float, int] | None = None  # (lowest test error %, its epoch)
         self.samples_seen = 0
+        self.test_loss_train = Series()  # the test set evaluated in train mode (run.eval_mode)
+        self.test_acc_train = Series()
+        self.test_error_train_pct = math.nan
+        self.layers: E.LayerStats | None = None  # the latest per-layer statistics
+        self.layers_version = 0
         self._ema: float | None = None
         self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
         self.markers: list[tuple[int, str]] = []  # (step, kind)
@@ -134,6 +140,7 @@ class RunView:
         self.state, self.reason = ev.state, ev.reason
         self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
         self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
+        self.eval_mode = ev.eval_mode
         self.epoch, self.step = ev.epoch, ev.step
 
     def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
@@ -153,13 +160,24 @@ class RunView:
         self.points_version += 1
 
     def _on_EpochEnd(self, ev: E.EpochEnd) -> None:
-        self.test_loss.add(ev.step, ev.test_loss)
-        self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
-        self.test_error_pct = ev.test_error_pct
-        if math.isfinite(ev.test_error_pct) and (self.best_test is None or ev.test_error_pct < self.best_test[0]):
-            self.best_test = (ev.test_error_pct, ev.epoch)
+        if ev.mode == "train":
+            self.test_loss_train.add(ev.step, ev.test_loss)
+            self.test_acc_train.add(ev.step, 100.0 * ev.test_accuracy)
+            self.test_error_train_pct = ev.test_error_pct
+        else:
+            self.test_loss.add(ev.step, ev.test_loss)
+            self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
+            self.test_error_pct = ev.test_error_pct
+        if ev.mode != "train":
+            if math.isfinite(ev.test_error_pct) and (self.best_test is None or ev.test_error_pct < self.best_test[0]):
+                self.best_test = (ev.test_error_pct, ev.epoch)
         self.points_version += 1
-        self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, test error {ev.test_error_pct:.2f}%")
+        how = " (train mode)" if ev.mode == "train" else ""
+        self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, test error {ev.test_error_pct:.2f}%{how}")
+
+    def _on_LayerStats(self, ev: E.LayerStats) -> None:
+        self.layers = ev
+        self.layers_version += 1
 
     def _on_CommandApplied(self, ev: E.CommandApplied) -> None:
         kind = MARKER_KINDS.get(ev.command)
@@ -205,6 +223,7 @@ class RunView:
         E.StateChanged: _on_StateChanged,
         E.StepMetrics: _on_StepMetrics,
         E.EpochEnd: _on_EpochEnd,
+        E.LayerStats: _on_LayerStats,
         E.CommandApplied: _on_CommandApplied,
         E.CommandRejected: _on_CommandRejected,
         E.ScheduleAction: _on_ScheduleAction,
