@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .config import Config
-from .data import build_data, default_data_root
+from . import datasets, distributed, factory
+from .config import DATASETS, Config
+from .data import default_data_root
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError
 from .loop import Engine
-from .models import build_model
+from .models import build_model, missing_modules
 from .optim import group_names
 from .runlog import new_run_dir, write_config
 from .thread import EngineThread
@@ -44,11 +44,11 @@ def build_engine(
             f"fix: resume with --nproc {saved_world}"
         )
     seed_everything(cfg.run.seed)
-    data = build_data(
+    data = datasets.build(
         cfg, data_root or default_data_root(None), dev, rank=info.rank if info else 0, world=info.world if info else 1
     )
     try:
-        model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
+        model = make_model(cfg, data)
         names = group_names(model)
         for k in cfg.optimizer.group_lr:
             if k not in names:
@@ -67,6 +67,31 @@ def build_engine(
         data.close()
         raise
     return Engine(cfg, device=dev, data=data, model=model, run_dir=run_dir, resume=resume, dist_info=info)
+
+
+def make_model(cfg: Config, data) -> torch.nn.Module:
+    """The preset's model: built in, or model.factory's; one that is not deeptui's own, or that
+    trains on data that is not, is tried on two samples first (engine.factory.probe)."""
+    m, d = cfg.model, cfg.data
+    if m.factory:
+        model = factory.make_model(m, cfg.source)
+    else:
+        if not data.num_classes:
+            raise ConfigError(
+                f"{cfg.source}: model.name = '{m.name}' needs the number of classes, and the data's Datasets "
+                "do not say (no classes or targets attribute); fix: give the train Dataset a classes list"
+            )
+        model = build_model(m, data.in_channels, data.image_size, data.num_classes)
+    missing = missing_modules(model, m.freeze)
+    if missing:
+        top = [n for n, _ in model.named_children()]
+        raise ConfigError(
+            f"{cfg.source}: model.freeze names {missing[0]!r}, which the model has no module for; "
+            f"fix: name modules it has (top level: {', '.join(top[:12])}; dotted names reach inside)"
+        )
+    if m.factory or d.factory or d.dataset not in DATASETS:
+        factory.probe(model, data, cfg)
+    return model
 
 
 def build_in_thread(cfg: Config, **kw) -> Engine:

@@ -44,7 +44,7 @@ def restore(engine: Engine, payload: dict) -> None:
     """Put a collected checkpoint back into the engine's parts."""
     engine.model.load_state_dict(payload["model"])
     if engine.has_features:
-        set_frozen(engine.model, bool(payload["frozen"]))
+        set_frozen(engine.model, bool(payload["frozen"]), engine.freeze)
     engine.train.load_state_dict(payload["train"])
     engine.optimizer = engine.make_optimizer(engine.train.optimizer)
     engine.optimizer.load_state_dict(payload["optimizer"])

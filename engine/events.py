@@ -30,6 +30,7 @@ class RunStarted(Event):
     has_features: bool
     optimizer_choices: tuple
     resumed: bool = False
+    freeze_modules: tuple = ()  # model.freeze's modules; empty: the features
 
 
 @dataclass(frozen=True)

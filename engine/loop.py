@@ -22,7 +22,7 @@ from . import events as E
 from .config import Config
 from .device import activate, device_label
 from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
-from .models import has_features, is_frozen, set_frozen
+from .models import freeze_label, has_features, is_frozen, label, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
 from .runlog import NullLog, RunLog
 from .state import RunState, TrainState
@@ -54,7 +54,8 @@ class Engine:
         # Only rank 0 writes the run directory; the other ranks log to nowhere.
         self.log = RunLog(self.run_dir, cfg.log.flush_seconds) if self.is_main else NullLog(self.run_dir)
         self.report = Reporter(self.log, E.EventBuffer(), self.position)
-        self.has_features = has_features(model)
+        self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
+        self.has_features = has_features(model, self.freeze)
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
         self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
         self.state = RunState.STARTING
@@ -66,7 +67,7 @@ class Engine:
         self.restart_clock(0.0)
         self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
-            set_frozen(self.model, True)
+            set_frozen(self.model, True, self.freeze)
         self.runner = StepRunner(self.model, device, cfg.perf, distributed=dist_info is not None)
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
@@ -124,7 +125,7 @@ class Engine:
 
     @property
     def frozen(self) -> bool:
-        return is_frozen(self.model)
+        return is_frozen(self.model, self.freeze)
 
     def settings(self) -> Settings:
         t = self.train
@@ -248,10 +249,10 @@ class Engine:
             return
         want = self.train.epoch < n
         if want != self.frozen:
-            set_frozen(self.model, want)
+            set_frozen(self.model, want, self.freeze)
             action = "freeze" if want else "unfreeze"
             detail = (
-                f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
+                f"{freeze_label(self.freeze)} {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
                 f"(schedule: frozen for the first {n} epochs)"
             )
             self.report.mark(f"schedule_{action}", detail)
@@ -277,12 +278,13 @@ def announce(engine: Engine) -> None:
         preset=cfg.run.name,
         run_dir=str(engine.run_dir),
         device=device_label(engine.device),
-        model=cfg.model.name,
+        model=label(cfg.model, engine.model),
         parameters=sum(p.numel() for p in engine.model.parameters()),
         epochs=cfg.run.epochs,
         steps_per_epoch=len(engine.data.train),
         max_steps=cfg.run.max_steps,
         has_features=engine.has_features,
+        freeze_modules=engine.freeze,
         optimizer_choices=engine.choices,
         resumed=engine.resumed,
     )

@@ -51,6 +51,7 @@ class RunView:
         self.steps_per_epoch = 0
         self.max_steps = 0
         self.has_features: bool | None = None  # None until RunStarted arrived
+        self.freeze_modules: tuple = ()  # what the freeze key acts on; empty: the features
         self.optimizer_choices: tuple = ()
         self.run_dir = ""
         self.state = "starting"
@@ -104,6 +105,7 @@ class RunView:
         self.device, self.model, self.parameters = ev.device, ev.model, ev.parameters
         self.epochs, self.steps_per_epoch, self.max_steps = ev.epochs, ev.steps_per_epoch, ev.max_steps
         self.has_features = ev.has_features
+        self.freeze_modules = tuple(ev.freeze_modules)
         self.optimizer_choices = tuple(ev.optimizer_choices)
         self.run_dir = ev.run_dir
         self.epoch, self.step = ev.epoch, ev.step
