@@ -117,6 +117,16 @@ class RunError(Event):
 
 
 @dataclass(frozen=True)
+class SystemStats(Event):
+    """One reading of the machine (engine.system), at most once a second."""
+
+    cpu_pct: float  # this process, % of one core
+    rss_mb: float  # this process's resident memory
+    gpus: tuple = ()  # per CUDA device: (device, util %, used MiB, total MiB, temperature C, power W)
+    note: str = ""  # why some figures are missing (e.g. NVML unavailable)
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     """Always the last event: state is finished, stopped or failed."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, distributed, outcome
+from . import checkpoint, control, distributed, outcome, system
 from . import commands as C
 from . import events as E
 from .config import Config
@@ -71,6 +71,7 @@ class Engine:
         self.runner = StepRunner(self.model, device, cfg.perf, distributed=dist_info is not None)
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
+        self.system = system.monitor_for(self)  # the machine's figures, in a thread of their own
         self.resumed = resume is not None
         if resume is not None:
             checkpoint.restore(self, resume)
@@ -167,12 +168,14 @@ class Engine:
             if self.dist is not None:  # one non-finite-loss policy for every rank: rank 0's
                 self.interactive = bool(distributed.broadcast_object(self.interactive, self.dist))
             announce(self)
+            self.system.start()
             self.set_state(RunState.RUNNING)
             self._train()
             state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
             reason = self.stop_reason
         except Exception as exc:  # any failure becomes an event; the logs are kept
             state, reason = RunState.FAILED, outcome.report_error(self, exc)
+        self.system.stop()
         outcome.finish(self, state, reason)
         return state.value
 

@@ -29,13 +29,14 @@ from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen, QuitScreen
 from .keys import Steering
 from .plots import accuracy_plot, legend, loss_plot
+from .strip import machine_strip
 from .view import RunView
 
 POLL_SECONDS = 0.25  # how often the UI reads the engine's events
 # While running, metrics (panels, plots) are redrawn at most this often; state changes and
 # command answers are drawn at the next poll.
 FRAME_SECONDS = 1.0
-ROUTINE = (E.StepMetrics, E.EpochEnd)  # events that can wait for the next frame
+ROUTINE = (E.StepMetrics, E.EpochEnd, E.SystemStats)  # events that can wait for the next frame
 
 
 def on_exit_signals(handler: Callable[[int], None]) -> None:
@@ -91,7 +92,7 @@ class DeeptuiApp(Steering, App[int]):
     # ---- the screen and its parts -------------------------------------------------------
 
     def get_default_screen(self) -> Screen:
-        return Dashboard(self.plots(), self.panels())
+        return Dashboard(self.plots(), self.panels(), self.strips())
 
     def plots(self) -> list[Plot]:
         version = lambda: self.view.points_version  # noqa: E731
@@ -118,6 +119,10 @@ class DeeptuiApp(Steering, App[int]):
             Panel("run", lambda: panels.run_panel(self.view), "run"),
             Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop"),
         ]
+
+    def strips(self) -> list[Panel]:
+        on = self.session.cfg.log.system_seconds > 0
+        return [Panel("system", lambda: machine_strip(self.view, on), "")]
 
     def loss_title(self) -> str:
         return "loss (log y) · x: step" if self.log_scale else "loss · x: step"

@@ -114,6 +114,11 @@ class CompareApp(DeeptuiApp):
         super().__init__(first, **kw)
         self.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
 
+    def get_default_screen(self):
+        screen = super().get_default_screen()
+        screen.add_class("-compare")  # app.tcss: the live loss and the overlay share the height
+        return screen
+
     def title_of(self, i: int) -> str:
         return f"run {i + 1}/{len(self.runs)}: {self.runs[i][0]}"
 

@@ -9,10 +9,12 @@ import sys
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
 from deeptui.engine.errors import SIGNAL_EXIT, exit_code
+from deeptui.engine.system import summary
 
 # Headless output is read in batches, at most this often: every wake-up of the printing thread
 # preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
 PRINT_SECONDS = 0.5
+SYSTEM_EVERY_ROWS = 10  # the machine's figures after every 10th training row
 
 
 class HeadlessPrinter:
@@ -22,6 +24,8 @@ class HeadlessPrinter:
         self.out = out or sys.stdout
         self.quiet = quiet
         self.epochs = 0
+        self.rows = 0  # training rows printed
+        self.system: E.SystemStats | None = None  # the latest machine reading
 
     def line(self, text: str) -> None:
         if not self.quiet:
@@ -30,9 +34,15 @@ class HeadlessPrinter:
     def handle(self, ev: E.Event) -> None:
         if isinstance(ev, E.RunStarted):
             self.epochs = ev.epochs
+        elif isinstance(ev, E.SystemStats):
+            self.system = ev
         text = self.describe(ev)
         if text is not None:
             self.line(text)
+        if isinstance(ev, E.StepMetrics):
+            self.rows += 1
+            if self.rows % SYSTEM_EVERY_ROWS == 0 and self.system is not None:
+                self.line(f"machine: {summary(self.system)}")
 
     def describe(self, ev: E.Event) -> str | None:
         fmt = LINES.get(type(ev))

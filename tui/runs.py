@@ -27,6 +27,7 @@ class RunInfo:
     step: int | None = None
     loss: float | None = None
     pid: int | None = None
+    system: str = ""  # a live run's machine figures (engine.system.summary)
 
     @property
     def live(self) -> bool:
@@ -79,7 +80,13 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
             obj = json.loads(line)
             if obj.get("type") == "Status":
                 return RunInfo(
-                    run_dir, obj["state"], obj.get("epoch"), obj.get("step"), obj.get("loss"), obj.get("pid")
+                    run_dir,
+                    obj["state"],
+                    obj.get("epoch"),
+                    obj.get("step"),
+                    obj.get("loss"),
+                    obj.get("pid"),
+                    obj.get("system", ""),
                 )
     except (OSError, ValueError):
         pass
@@ -130,4 +137,6 @@ def ls_main(argv: list[str]) -> int:
             f"{r.path.name:<{width}}  {r.state:<11} {r.epoch if r.epoch is not None else '-':>5} "
             f"{r.step if r.step is not None else '-':>7} {loss:>9}  {r.pid or '-'}"
         )
+        if r.system:  # a live run's machine, on a line of its own under its row
+            print(f"  machine: {r.system}")
     return 0

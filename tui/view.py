@@ -81,6 +81,7 @@ class RunView:
         self.markers: list[tuple[int, str]] = []  # (step, kind)
         self.timing: E.TimingResult | None = None
         self.error: E.RunError | None = None
+        self.system: E.SystemStats | None = None  # the machine's latest reading
         self.log: list[tuple[str, str]] = []  # (style, text)
         self.points_version = 0  # bumped whenever a plotted series or marker changes
         self.finished = False
@@ -172,6 +173,9 @@ class RunView:
         self.error = ev
         self._log("bold red", ev, f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""))
 
+    def _on_SystemStats(self, ev: E.SystemStats) -> None:
+        self.system = ev
+
     def _on_Finished(self, ev: E.Finished) -> None:
         self.finished = True
         self.state = ev.state
@@ -192,6 +196,7 @@ class RunView:
         E.Warning: _on_Warning,
         E.CheckpointSaved: _on_CheckpointSaved,
         E.RunError: _on_RunError,
+        E.SystemStats: _on_SystemStats,
         E.Finished: _on_Finished,
     }
 

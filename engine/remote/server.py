@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError
+from ..system import summary
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
 SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
@@ -195,6 +196,8 @@ class ControlServer:
                 st["state"] = ev.state
             elif isinstance(ev, E.StepMetrics):
                 st["loss"] = ev.loss
+            elif isinstance(ev, E.SystemStats):
+                st["system"] = summary(ev)  # the machine's figures, for `deeptui ls`
             elif isinstance(ev, E.Finished):
                 st["state"] = ev.state
                 self.finished = True
@@ -203,14 +206,17 @@ class ControlServer:
         """Everything so far for a new client. If the bounded buffer dropped early events, the
         run's start and the metrics.csv rows before the first kept event stand in for them."""
         events, cursor = self.engine.events.read(0)
-        if cursor - len(events) > 0:
-            first_step = events[0].step if events else self.status["step"]
+        dropped = cursor - len(events) > 0
+        # of the machine's readings (one a second) only the latest matters to a new client
+        last = max((i for i, e in enumerate(events) if isinstance(e, E.SystemStats)), default=-1)
+        events = [e for i, e in enumerate(events) if i == last or not isinstance(e, E.SystemStats)]
+        if dropped:
+            rows = [e for e in events if isinstance(e, (E.StepMetrics, E.EpochEnd))]
+            kept = {(type(e), e.step) for e in rows}
+            upto = rows[0].step if rows else self.status["step"]  # the rows at this step may be half dropped
+            older = [e for e in csv_history(self.engine.run_dir, upto + 1) if (type(e), e.step) not in kept]
             head = [self.run_started] if self.run_started is not None else []
-            events = (
-                head
-                + csv_history(self.engine.run_dir, first_step)
-                + [e for e in events if not isinstance(e, E.RunStarted)]
-            )
+            events = head + older + [e for e in events if not isinstance(e, E.RunStarted)]
         return events, cursor
 
 
