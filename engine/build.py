@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import datasets, distributed, factory
+from . import datasets, distributed, factory, tensorboard
 from .config import DATASETS, Config
 from .data import default_data_root
 from .device import resolve_device
@@ -43,6 +43,8 @@ def build_engine(
             f"{cfg.source}: the checkpoint was saved by {saved_world} process(es); "
             f"fix: resume with --nproc {saved_world}"
         )
+    if cfg.log.tensorboard:
+        tensorboard.require()  # before the data loads and the run directory is made
     seed_everything(cfg.run.seed)
     data = datasets.build(
         cfg, data_root or default_data_root(None), dev, rank=info.rank if info else 0, world=info.world if info else 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, distributed, outcome, system
+from . import checkpoint, control, distributed, outcome, system, tensorboard
 from . import commands as C
 from . import events as E
 from .config import Config
@@ -24,7 +24,7 @@ from .device import activate, device_label
 from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
 from .models import freeze_label, has_features, is_frozen, label, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
-from .runlog import NullLog, RunLog
+from .runlog import NullLog
 from .state import RunState, TrainState
 from .step import StepRunner
 from .thread import EngineThread
@@ -52,7 +52,7 @@ class Engine:
         self.run_dir = Path(run_dir)
         self.commands: queue.Queue = queue.Queue()
         # Only rank 0 writes the run directory; the other ranks log to nowhere.
-        self.log = RunLog(self.run_dir, cfg.log.flush_seconds) if self.is_main else NullLog(self.run_dir)
+        self.log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
         self.report = Reporter(self.log, E.EventBuffer(), self.position)
         self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
         self.has_features = has_features(model, self.freeze)

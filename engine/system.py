@@ -104,9 +104,11 @@ class SystemMonitor:
         clock: Callable[[], float],
         emit: Callable[..., None],
         cuda: list[int] = (),
+        on_row: Callable[[dict], None] | None = None,
     ):
         self.path = Path(run_dir) / FILE_NAME
         self.seconds, self.clock, self.emit, self.cuda = max(1.0, seconds), clock, emit, list(cuda)
+        self.on_row = on_row  # also given every row (TensorBoard's system/ scalars)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.readings = 0
@@ -155,7 +157,10 @@ class SystemMonitor:
         gpus = nvml.read() if nvml is not None else []
         t = round(self.clock(), 3)
         for row in gpus or [("cpu", NAN, NAN, NAN, NAN, NAN)]:
-            out.writerow([t, *(_cell(v) for v in row), _cell(cpu), _cell(rss)])
+            cells = [t, *(_cell(v) for v in row), _cell(cpu), _cell(rss)]
+            out.writerow(cells)
+            if self.on_row is not None:
+                self.on_row(dict(zip(HEADER, cells)))
         self.readings += 1
         self.emit(E.SystemStats, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus), note=note)
 
@@ -182,7 +187,8 @@ def monitor_for(engine) -> SystemMonitor | NoMonitor:
     if engine.device.type == "cuda":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if engine.dist is not None else 1
         cuda = list(range(local)) if local > 1 else [engine.device.index or 0]
-    return SystemMonitor(engine.run_dir, seconds, engine.now, engine.report.emit, cuda)
+    on_row = getattr(engine.log, "system_row", None)  # log.tensorboard: the readings as scalars too
+    return SystemMonitor(engine.run_dir, seconds, engine.now, engine.report.emit, cuda, on_row)
 
 
 def _cell(v):

@@ -12,7 +12,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-SUBCOMMANDS = ("bench", "attach", "ls")
+SUBCOMMANDS = ("bench", "attach", "ls", "export")
 
 
 def deeptui_version() -> str:
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
         "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-        "(dashboard on a running run), 'deeptui ls' (list runs).",
+        "(dashboard on a running run), 'deeptui ls' (list runs), 'deeptui export RUN_DIR --tensorboard' "
+        "(a run's CSV files as TensorBoard event files).",
     )
     p.add_argument(
         "preset",
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runs import ls_main
 
         return ls_main(argv[1:])
+    if command == "export":
+        from .export import export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.detach:
         from .detach import launch_detached
