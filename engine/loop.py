@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, distributed, outcome, system, tensorboard
+from . import checkpoint, control, distributed, notify, outcome, system, tensorboard
 from . import commands as C
 from . import events as E
 from .config import Config
@@ -72,6 +72,7 @@ class Engine:
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
         self.system = system.monitor_for(self)  # the machine's figures, in a thread of their own
+        self.notifier = notify.Notifier(self)  # run.notify_command
         self.resumed = resume is not None
         if resume is not None:
             checkpoint.restore(self, resume)

@@ -39,6 +39,7 @@ def on_nonfinite(engine: Engine, loss: float) -> None:
     )
     if policy == "pause":
         engine.set_state(RunState.PAUSED, "non-finite loss")
+        engine.notifier.fire("paused", msg)  # in its own thread: the run waits for the user, not for it
 
 
 def finish(engine: Engine, state: RunState, reason: str) -> None:
@@ -50,6 +51,8 @@ def finish(engine: Engine, state: RunState, reason: str) -> None:
             engine.save_checkpoint()
     except Exception as exc:
         report_error(engine, exc)
+    if state in (RunState.FINISHED, RunState.FAILED):
+        engine.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
     with contextlib.suppress(Exception):
         engine.report.mark(state.value, reason)
     engine.state = state

@@ -6,6 +6,7 @@ import csv
 import datetime as _dt
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class RunLog:
             self._files[name], self._writers[name] = f, w
         self._last_flush = time.monotonic()
         self.closed = False
+        self._lock = threading.RLock()  # rows come from the training thread, and notify_command's
 
     @property
     def metrics_path(self) -> Path:
@@ -96,11 +98,12 @@ class RunLog:
         self._row("events", [time_s, epoch, step, event, detail])
 
     def _row(self, name: str, values: list) -> None:
-        if self.closed:
-            return
-        self._writers[name].writerow([_fmt(v) for v in values])
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        with self._lock:
+            if self.closed:
+                return
+            self._writers[name].writerow([_fmt(v) for v in values])
+            if time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
 
     def flush_if_due(self) -> None:
         """Flush when flush_seconds have passed since the last flush (called while paused)."""
@@ -108,19 +111,21 @@ class RunLog:
             self.flush()
 
     def flush(self) -> None:
-        if self.closed:
-            return
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-        self._last_flush = time.monotonic()
+        with self._lock:
+            if self.closed:
+                return
+            for f in self._files.values():
+                f.flush()
+                os.fsync(f.fileno())
+            self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if not self.closed:
-            self.flush()
-            for f in self._files.values():
-                f.close()
-            self.closed = True
+        with self._lock:
+            if not self.closed:
+                self.flush()
+                for f in self._files.values():
+                    f.close()
+                self.closed = True
 
 
 def write_config(run_dir: Path, config: dict) -> Path:

@@ -28,6 +28,7 @@ from . import panels
 from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen, QuitScreen
 from .keys import Steering
+from .notify import Alerts
 from .plots import accuracy_plot, legend, loss_plot
 from .strip import machine_strip
 from .view import RunView
@@ -86,6 +87,7 @@ class DeeptuiApp(Steering, App[int]):
         self._event_clock = clock()  # local clock when the latest event was read
         self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
         self._nan_open = False
+        self.alerts = Alerts(self.write_terminal)  # bell and OSC 9/777 when no one is looking
         self._started = False
         self._shutdown_done = False
 
@@ -208,8 +210,17 @@ class DeeptuiApp(Steering, App[int]):
         if dash is not None and (urgent or time.monotonic() - dash.drawn_at >= FRAME_SECONDS):
             dash.refresh_view(False)
 
+    def write_terminal(self, text: str) -> None:
+        """Escape sequences straight to the terminal (none under a test's headless driver)."""
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(text)
+
+    def on_key(self, event) -> None:
+        self.alerts.input_seen()  # someone is there (Steering.on_key handles the key itself)
+
     def on_live_event(self, ev: E.Event) -> None:
-        """What an event does beyond the view: toasts, follow-up commands, dialogs."""
+        """What an event does beyond the view: toasts, follow-up commands, dialogs, alerts."""
+        self.alerts.on_event(ev, self.view.preset, self.app_focus)
         if isinstance(ev, E.CommandApplied):
             follow = self._pending.pop(ev.command_id, None)
             if follow == "resume":

@@ -181,6 +181,7 @@ class CompareApp(DeeptuiApp):
                 self.start_next()
                 return
             if ev.state == "finished":
+                self.alerts.on_event(ev, f"compare {self.key}", self.app_focus)  # the series is over
                 self.notify("every run finished; the plots stay until you press q", title="compare")
                 self.refresh_bindings()
                 return
