@@ -293,3 +293,75 @@ def test_a_data_factory_gets_its_keys_and_may_return_tensors(tmp_path, monkeypat
     assert mydata.make.device == torch.device("cpu")  # deeptui passes what the factory names
     assert (eng.data.train_size, eng.data.test_size, eng.data.num_classes, eng.data.image_size) == (40, 10, 5, 8)
     assert eng.run() == "finished"
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_steers_a_factory_model_through_keys_and_the_nan_dialog(own):
+    from deeptui.tui.app import DeeptuiApp
+    from deeptui.tui.dialogs import NanScreen
+    from tests.pilot import text_of, until
+
+    eng = own("run.epochs=50", "run.on_nan='pause'")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused")
+        assert "StripesNet" in text_of(app, "#run") and "stem, block1 frozen" in text_of(app, "#run")
+        await pilot.press("f")  # the schedule froze model.freeze's modules: the key unfreezes them
+        await until(pilot, lambda: "stem, block1 trainable" in text_of(app, "#run"), what="unfrozen")
+        assert not any(frozen_parts(eng).values())
+        await pilot.press("o")  # momentum -> adam, the preset's next choice
+        await until(pilot, lambda: "\nadam  lr" in text_of(app, "#run"), what="adam")
+        await pilot.press("s")
+        await until(pilot, lambda: "checkpoint saved" in text_of(app, "#log"), what="checkpoint")
+        saved = eng.train.step
+        eng.send(C.SetLearningRate(lr=1e30))  # the loss turns non-finite at the next row
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, NanScreen), timeout=60, what="NaN dialog")
+        assert eng.state == "paused"
+        app.screen.dismiss("restore")  # restore the last checkpoint and resume
+        restored = lambda: any(  # noqa: E731
+            isinstance(e, E.CommandApplied) and e.command == "RestoreCheckpoint" for e in eng.events.read(0)[0]
+        )
+        await until(pilot, restored, what="restored")
+        assert eng.train.base_lr == pytest.approx(0.05) and eng.train.step >= saved
+        await pilot.press("q")
+    assert not eng.alive and eng.final_state == "stopped"
+
+
+@pytest.mark.e2e
+def test_a_detached_factory_run_shows_its_machine_in_ls_and_is_steered(at_root, tmp_path, capsys):
+    import os
+    import signal
+
+    from deeptui.engine.remote.client import RemoteSession
+    from deeptui.tui.runs import ls_main
+
+    sets = sum([["--set", s] for s in [*SMALL, "log.system_seconds=1"]], [])
+    assert main([str(OWN), "--detach", "--log-dir", str(tmp_path), "--epochs", "200", *sets]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    pid = int((run_dir / "deeptui.pid").read_text())
+    capsys.readouterr()
+    session = RemoteSession(run_dir)
+    try:
+        session.start()
+        r = EventReader(session)
+        r.wait(lambda e: isinstance(e, E.SystemStats), timeout=60)
+        assert ls_main(["--log-dir", str(tmp_path)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1].split()[:2] == [run_dir.name, "running"] and lines[2].startswith("  machine: cpu ")
+        assert isinstance(r.answer(session.send(C.Pause())), E.CommandApplied)  # the schedule stands still
+        frozen = r.last(lambda e: isinstance(e, E.StateChanged)).frozen
+        reply = r.answer(session.send(C.SetFrozen(frozen=not frozen)))
+        want = "stem, block1 trainable" if frozen else "stem, block1 frozen"
+        assert isinstance(reply, E.CommandApplied) and reply.detail.startswith(want), reply
+        assert session.shutdown("the test is done", timeout=60) and session.final_state == "stopped"
+    finally:
+        session.detach()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    events = [r["event"] for r in csv.DictReader(open(run_dir / "events.csv"))]
+    assert "applied:SetFrozen" in events and events[-1] == "stopped"
+    assert (run_dir / "checkpoint.pt").is_file() and ",cpu,,,,,," in (run_dir / "system.csv").read_text()
