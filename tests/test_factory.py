@@ -15,6 +15,7 @@ from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.build import build_engine
 from deeptui.engine.config import load_config
+from deeptui.engine.errors import DataError
 from deeptui.tui.cli import main
 from tests.conftest import ROOT, EventReader
 from tests.datafiles import write_mnist
@@ -171,6 +172,9 @@ def test_imagefolder_reads_class_folders_of_pngs(make_engine, tmp_path):
     )  # fmt: skip
     x2, _ = next(iter(eng2.data.test))
     assert x2.shape == (6, 3, 12, 12) and eng2.data.num_classes == 3
+    Image.new("RGB", (16, 12), "red").save(root / "train" / "red" / "wide.png")
+    with pytest.raises(DataError, match=r"samples differ in shape \(\(3, 12, 12\) and \(3, 12, 16\)\); fix: "):
+        make_engine(f"data.dataset='imagefolder:{root}'", "model.name='mlp'", "schedule.freeze_features_epochs=0", *ALL)
 
 
 def test_cifar100_offline_gets_the_same_message_as_cifar10(tmp_path, monkeypatch, capsys):
