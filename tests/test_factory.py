@@ -131,13 +131,15 @@ def test_torchvision_resnet18_with_num_classes_10_trains_on_shapes(make_engine):
         "model.factory='torchvision.models:resnet18'",
         "model.num_classes=10",
         "data.batch_size=4",
-        "run.max_steps=3",
+        "data.train_size=32",
+        "data.test_size=8",
+        "run.max_steps=2",
         "log.interval=1",
     )
     assert type(eng.model).__name__ == "ResNet" and eng.model.fc.out_features == 10
     assert eng.run() == "finished"
     losses = [e.loss for e in eng.events.read(0)[0] if isinstance(e, E.StepMetrics)]
-    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
 def test_torchvision_fashion_mnist_by_name_through_torchvisions_own_class(make_engine, tmp_path):

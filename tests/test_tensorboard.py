@@ -56,7 +56,7 @@ def assert_matches_the_csv(acc: EventAccumulator, run_dir: Path) -> None:
 
 
 def test_a_live_runs_event_files_hold_every_row_event_and_the_config(make_engine):
-    eng = make_engine("log.tensorboard=true", "run.epochs=1", "optimizer.name='momentum'")
+    eng = make_engine("log.tensorboard=true", "run.max_steps=8", "optimizer.name='momentum'")
     assert eng.run() == "finished"
     assert list(eng.run_dir.glob("events.out.tfevents.*"))
     acc = read_back(eng.run_dir)
@@ -65,7 +65,7 @@ def test_a_live_runs_event_files_hold_every_row_event_and_the_config(make_engine
 
 
 def test_export_converts_a_finished_run_and_does_not_write_twice(make_engine, capsys):
-    eng = make_engine("run.epochs=2", "run.max_steps=20")
+    eng = make_engine("run.max_steps=8")
     assert eng.run() == "finished"
     assert not list(eng.run_dir.glob("events.out.tfevents.*"))  # log.tensorboard was off
     (eng.run_dir / "system.csv").write_text(
