@@ -11,11 +11,13 @@
 #   compile      the same with torch.compile (lecture loop vs the fast path)
 #   nccl         a 1-rank NCCL run (torchrun) with commands mid-run, a checkpoint and a restore
 #   unfreeze     the quickstart on cuda with fused momentum through its scheduled unfreeze
+#   machine      the machine strip's readings through the real NVML: system.csv has cuda:0 rows
 #
 # Needs only the GPU image's python3 (torch, torchvision, numpy, PIL, pytest; no network) and
-# tomli-w (deeptui writes config.toml with it). Carry its wheel: once, here,
+# tomli-w (deeptui writes config.toml with it); psutil and nvidia-ml-py for the machine strip
+# (without them it says once that it has no figures). Carry their wheels: once, here,
 #   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl tomli-w==1.2.0
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl tomli-w==1.2.0 psutil nvidia-ml-py
 # then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=480)
 # A rehearsal on a CPU machine (small sizes, every stage's plumbing): GPU_CHECK_DEVICE=cpu bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -38,6 +40,11 @@ if ! $PY -c "import tomli_w" 2>/dev/null; then
         echo "gpu_check: tomli_w is missing; carry its wheel (see the top of this script)"; exit 2
     fi
 fi
+for pair in psutil:psutil pynvml:nvidia_ml_py; do  # the machine strip's; optional
+    if ! $PY -c "import ${pair%%:*}" 2>/dev/null && ls .whl/"${pair##*:}"-*.whl >/dev/null 2>&1; then
+        $PY -m pip install -q --no-index --no-deps --target "$WORK/site" .whl/"${pair##*:}"-*.whl
+    fi
+done
 
 if [ "$DEVICE" = cpu ]; then  # the rehearsal: every stage, small
     STEPS=20; WARMUP=5; IMAGES=2000; BLOCKS=2; REPEATS=1; SHAPES=512
@@ -66,6 +73,7 @@ figure() {  # the stage's key figure, from its log
             | sed -E 's/^ +([a-z]+) +([0-9]+) samples\/s +x *([0-9.]+).*/\1 \3x/' | tr '\n' ' ' ;;
         nccl) grep -o '"final_state": "[a-z]*"' "$WORK/nccl/rank0.json" 2>/dev/null ;;
         unfreeze) grep -Eo 'deeptui: [a-z]+' "$log" | tail -1 ;;
+        machine) grep -m1 -o 'machine: .*' "$log" ;;
     esac
 }
 
@@ -88,6 +96,10 @@ stage nccl 90 env DEEPTUI_TEST_DEVICE="$DEVICE" $PY -m torch.distributed.run --s
     tests/dist_worker.py "$WORK/nccl" steer
 stage unfreeze 90 $PY -m deeptui quickstart --headless --device "$DEVICE" --log-dir "$WORK/runs" \
     --set optimizer.name='"momentum"' --set data.train_size=$SHAPES --set data.test_size=500 --epochs 3
+ROW=',cpu,'; [ "$DEVICE" = cuda ] && ROW=',cuda:0,[0-9]'
+stage machine 90 bash -c "$PY -m deeptui quickstart --headless --device $DEVICE --log-dir $WORK/machine \
+    --max-steps $STEPS --set data.train_size=$SHAPES --set log.interval=2 --set run.timing_at_start=false \
+    && grep -q '$ROW' $WORK/machine/*/system.csv"
 
 echo
 echo "gpu_check on $DEVICE: stage, status, seconds, figure"

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, distributed
+from . import checkpoint, datasets, distributed, factory, tensorboard
 from . import commands as C
-from .config import Config, default_data_root
-from .data import build_data
+from .config import DATASETS, Config, default_data_root
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError
 from .loop import Engine
-from .models import build_model
+from .models import build_model, missing_modules
 from .optim import group_names
 from .runlog import RunLock, cut_history_after, new_run_dir, remove_stale_temporaries, write_config
 from .thread import EngineThread
@@ -44,14 +43,17 @@ def build_engine(
             f"{cfg.source}: the checkpoint was saved by {saved_world} process(es); "
             f"fix: resume with --nproc {saved_world}"
         )
+    if cfg.log.tensorboard:
+        tensorboard.require()  # before the data loads and the run directory is made
     seed_everything(cfg.run.seed)
     lock = None
-    data = build_data(
+    data = datasets.build(
         cfg, data_root or default_data_root(None), dev, rank=info.rank if info else 0, world=info.world if info else 1
     )
     try:
-        check_fits(cfg, data, dev)
-        model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
+        if not cfg.model.factory and data.num_classes:  # a factory's model is counted once built
+            check_fits(cfg, data, dev)
+        model = make_model(cfg, data)
         names = group_names(model)
         for k in cfg.optimizer.group_lr:
             if k not in names:
@@ -87,6 +89,31 @@ def build_engine(
         if lock is not None:
             lock.release()
         raise
+
+
+def make_model(cfg: Config, data) -> torch.nn.Module:
+    """The preset's model: built in, or model.factory's; one that is not deeptui's own, or that
+    trains on data that is not, is tried on two samples first (engine.factory.probe)."""
+    m, d = cfg.model, cfg.data
+    if m.factory:
+        model = factory.make_model(m, cfg.source)
+    else:
+        if not data.num_classes:
+            raise ConfigError(
+                f"{cfg.source}: model.name = '{m.name}' needs the number of classes, and the data's Datasets "
+                "do not say (no classes or targets attribute); fix: give the train Dataset a classes list"
+            )
+        model = build_model(m, data.in_channels, data.image_size, data.num_classes)
+    missing = missing_modules(model, m.freeze)
+    if missing:
+        top = [n for n, _ in model.named_children()]
+        raise ConfigError(
+            f"{cfg.source}: model.freeze names {missing[0]!r}, which the model has no module for; "
+            f"fix: name modules it has (top level: {', '.join(top[:12])}; dotted names reach inside)"
+        )
+    if m.factory or d.factory or d.dataset not in DATASETS:
+        factory.probe(model, data, cfg)
+    return model
 
 
 def build_in_thread(cfg: Config, **kw) -> Engine:

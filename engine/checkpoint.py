@@ -90,7 +90,7 @@ def restore(engine: Engine, payload: dict) -> None:
             "fix: resume with the run's own [model] settings"
         ) from None
     if engine.has_features:
-        set_frozen(engine.model, bool(payload["frozen"]))
+        set_frozen(engine.model, bool(payload["frozen"]), engine.freeze)
     engine.train.load_state_dict(payload["train"])
     engine.optimizer = engine.make_optimizer(engine.train.optimizer)
     try:

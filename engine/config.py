@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import ConfigError
 
 OPTIMIZERS = registry.NAMES
 DATASETS = ("shapes", "cifar10", "mnist")
+DATASET_FORMS = ("torchvision:", "imagefolder:")  # torchvision:NAME, imagefolder:PATH
 MODELS = ("monster", "mnist_net", "mlp")
 LOADERS = ("memory", "dataloader")
 EVAL_MODES = ("eval", "train", "both")
@@ -81,11 +83,26 @@ class RunConfig:
         'settings, e.g. [ { label = "plain", "model.residual" = false }, { "model.residual" = true } ]',
         types=(dict, list),
     )
+    notify_command: str = _f(
+        "",
+        "a shell command run when the run finishes, fails or pauses on a non-finite loss, with the run's "
+        "summary in its environment ($DEEPTUI_SUMMARY, $DEEPTUI_STATE, ...); empty: none",
+    )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _f("shapes", "shapes (generated, no files), cifar10 or mnist", choices=DATASETS)
+    dataset: str = _f(
+        "shapes",
+        "shapes (generated, no files), cifar10, mnist, torchvision:NAME (e.g. torchvision:CIFAR100) "
+        "or imagefolder:PATH (PATH/train/<class>/*.png and PATH/test/<class>/*.png)",
+    )
+    factory: str = _f(
+        "",
+        'your own data: "package.module:function" returning (train, test) Datasets or a DataBundle, called '
+        "with this table's keys that deeptui does not know; data.dataset is then not used",
+    )
+    kwargs: dict = _f({}, "data.factory's keyword arguments: the table's keys that are not deeptui's", derived=True)
     loader: str = _f(
         "memory",
         "memory (whole set as one tensor on the device, batch augmentation) "
@@ -131,6 +148,18 @@ class ModelConfig:
         "conv and linear weights: default (PyTorch's), xavier (Glorot & Bengio) or kaiming (He et al.)",
         choices=INITS,
     )
+    factory: str = _f(
+        "",
+        'your own model: "package.module:function" (e.g. torchvision.models:resnet18) returning an nn.Module, '
+        "called with the table's other keys as keyword arguments (name, blocks, channels, ...: only when it "
+        "takes them)",
+    )
+    freeze: list = _f(
+        [],
+        'the modules that the freeze key (f) and schedule.freeze_features_epochs act on, e.g. ["features", '
+        '"layer1"] (dotted names reach inside); empty: the module called features, if there is one',
+    )
+    kwargs: dict = _f({}, "model.factory's keyword arguments: the table's other keys", derived=True)
 
 
 @dataclass(frozen=True)
@@ -156,7 +185,9 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    freeze_features_epochs: int = _f(0, "keep the pretrained features frozen for the first N epochs", min=0)
+    freeze_features_epochs: int = _f(
+        0, "keep the pretrained features (or model.freeze's modules) frozen for the first N epochs", min=0
+    )
 
 
 @dataclass(frozen=True)
@@ -174,6 +205,12 @@ class LogConfig:
         0, "save a checkpoint (last.pt and epoch-N.pt) every N epochs; 0: only on demand and on exit", min=0
     )
     keep_checkpoints: int = _f(3, "epoch-N.pt checkpoints to keep (the newest); last.pt and best.pt stay", min=0)
+    tensorboard: bool = _f(
+        False, "also write TensorBoard event files in the run directory (pip install 'deeptui[tensorboard]')"
+    )
+    system_seconds: float = _f(
+        1.0, "read the machine's figures (system.csv, the strip) every N seconds, N >= 1; 0: off", min=0.0
+    )
 
 
 @dataclass(frozen=True)
@@ -220,10 +257,18 @@ class Config:
     source: str = field(default="<defaults>", compare=False)  # the preset file, for messages
 
     def to_dict(self) -> dict:
-        """The resolved preset as plain TOML-ready data (without `source`)."""
-        return {
-            f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"
-        }
+        """The resolved preset as plain TOML-ready data (without `source`), written as a preset is:
+        a factory's keyword arguments are keys of their table again."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                continue
+            d = dataclasses.asdict(getattr(self, f.name))
+            kwargs = d.pop("kwargs", {})
+            if f.name == "model" and d["factory"]:
+                d = {"factory": d["factory"], "freeze": d["freeze"]}
+            out[f.name] = {**d, **kwargs}
+        return out
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"}
@@ -342,16 +387,30 @@ def _build(src: str, raw: dict) -> Config:
         if not isinstance(sraw, dict):
             raise ConfigError(f"{src}: {sname} must be a table [{sname}]; fix: write it as a section")
         cls = SECTIONS[sname]
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+        values, kwargs = {}, {}
         for k, v in sraw.items():
+            if _factory_takes(sname, sraw, k, fields):
+                kwargs[k] = v
+                continue
             if k not in fields:
                 raise ConfigError(f"{src}: unknown key {sname}.{k}; fix: {_close(k, fields)}")
             values[k] = _check_value(src, f"{sname}.{k}", v, fields[k])
+        if kwargs:
+            values["kwargs"] = kwargs
         sections[sname] = cls(**values)
     cfg = Config(**sections, source=src)
     _check_consistency(cfg)
     return cfg
+
+
+def _factory_takes(section: str, raw: dict, key: str, fields: dict) -> bool:
+    """Whether a key of [model] or [data] is a keyword argument of that table's factory: with
+    model.factory set, every key of [model] but factory and freeze is; with data.factory set, the
+    keys of [data] that are not deeptui's are (its own keys still drive the loaders)."""
+    if not raw.get("factory") or section not in ("model", "data"):
+        return False
+    return key not in ("factory", "freeze") if section == "model" else key not in fields
 
 
 def _check_consistency(cfg: Config) -> None:
@@ -377,6 +436,27 @@ def _check_consistency(cfg: Config) -> None:
             raise ConfigError(f"{src}: optimizer.group_lr.{k} = {v!r}; fix: a learning rate > 0")
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden):
         raise ConfigError(f"{src}: model.hidden = {m.hidden!r}; fix: a list of positive integers, e.g. [200]")
+    for key, spec in (("model.factory", m.factory), ("data.factory", cfg.data.factory)):
+        if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
+            raise ConfigError(
+                f'{src}: {key} = {spec!r}; fix: write it as "package.module:function", e.g. "examples.tiny:make_model"'
+            )
+    if not all(isinstance(n, str) and n.strip() for n in m.freeze):
+        raise ConfigError(f'{src}: model.freeze = {m.freeze!r}; fix: a list of module names, e.g. ["features"]')
+    ds = cfg.data.dataset
+    if ds not in DATASETS and not (ds.startswith(DATASET_FORMS) and ds.split(":", 1)[1]):
+        hint = difflib.get_close_matches(ds, DATASETS, n=1, cutoff=0.4)
+        raise ConfigError(
+            f"{src}: data.dataset = {ds!r} is out of range; fix: data.dataset must be one of "
+            + ", ".join(DATASETS)
+            + ", torchvision:NAME or imagefolder:PATH"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        )
+    if 0 < cfg.log.system_seconds < 1:
+        raise ConfigError(
+            f"{src}: log.system_seconds = {cfg.log.system_seconds}; fix: 1 or more (the readings run at most "
+            "once a second), or 0 for none"
+        )
     if m.pretrained and m.name != "monster":
         raise ConfigError(
             f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
@@ -392,10 +472,10 @@ def _check_consistency(cfg: Config) -> None:
             f"{src}: model.batchnorm = true but mnist_net is the lecture's net without batch norm; "
             "fix: set model.batchnorm = \"auto\", or use model.name = 'mlp' or 'monster'"
         )
-    if cfg.schedule.freeze_features_epochs and m.name != "monster":
+    if cfg.schedule.freeze_features_epochs and m.name != "monster" and not (m.factory or m.freeze):
         raise ConfigError(
             f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
-            f"but model '{m.name}' has no features to freeze; fix: set it to 0"
+            f"but model '{m.name}' has no features to freeze; fix: set it to 0, or name modules in model.freeze"
         )
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -571,8 +651,8 @@ def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:
     sec, k = parts
     if sec not in SECTIONS:
         raise ConfigError(f"{src}: --set {key}: unknown section '{sec}'; fix: {_close(sec, SECTIONS)}")
-    names = [f.name for f in dataclasses.fields(SECTIONS[sec])]
-    if k not in names:
+    names = [f.name for f in dataclasses.fields(SECTIONS[sec]) if not f.metadata.get("derived")]
+    if k not in names and sec not in ("model", "data"):  # a factory's argument: checked with the table
         raise ConfigError(f"{src}: --set {key}: unknown key {key}; fix: {_close(k, names)}")
     raw.setdefault(sec, {})[k] = value
 
@@ -651,4 +731,9 @@ def replace_keys(cfg: Config, settings: dict[str, Any]) -> Config:
 
 def documented_keys() -> dict[str, str]:
     """Every preset key with its documentation, for the README and the commented presets' tests."""
-    return {f"{s}.{f.name}": f.metadata["doc"] for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    return {
+        f"{s}.{f.name}": f.metadata["doc"]
+        for s, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("derived")
+    }

@@ -130,13 +130,15 @@ def switch_optimizer(engine: Engine, cmd: C.SwitchOptimizer) -> Result:
 
 def set_frozen(engine: Engine, cmd: C.SetFrozen) -> Result:
     if not engine.has_features:
-        return False, f"model '{engine.cfg.model.name}' has no pretrained features to freeze"
+        name = models.label(engine.cfg.model, engine.model)
+        return False, f"model '{name}' has no pretrained features to freeze (name its modules in model.freeze)"
     engine.train.freeze_override = cmd.frozen
     if cmd.frozen == engine.frozen:
-        return False, f"features already {'frozen' if cmd.frozen else 'trainable'}"
-    n = models.set_frozen(engine.model, cmd.frozen)
+        return False, f"{models.freeze_label(engine.freeze)} already {'frozen' if cmd.frozen else 'trainable'}"
+    n = models.set_frozen(engine.model, cmd.frozen, engine.freeze)
     engine.emit_state()
-    return True, f"features {'frozen' if cmd.frozen else 'trainable'} ({n} parameters); schedule overridden"
+    what = models.freeze_label(engine.freeze)
+    return True, f"{what} {'frozen' if cmd.frozen else 'trainable'} ({n} parameters); schedule overridden"
 
 
 def set_mode(engine: Engine, cmd: C.SetMode) -> Result:

@@ -306,10 +306,7 @@ def _download(root: Path, folder: Path, names, allowed: bool, title: str, key: s
     """Missing files: let torchvision fetch them if allowed, else (or if that fails) a DataError."""
     missing = ", ".join(n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz")))
     if not allowed:
-        raise DataError(
-            f"{folder}: {title} files missing ({missing}) and data.download = false; fix: "
-            f"{how}, or set data.download = true"
-        )
+        raise missing_files(folder, title, missing, how)
     try:
         import torchvision.datasets as tvd
 
@@ -317,15 +314,26 @@ def _download(root: Path, folder: Path, names, allowed: bool, title: str, key: s
         root.mkdir(parents=True, exist_ok=True)
         cls(str(root), train=True, download=True)  # fetches and unpacks the test split too
     except Exception as e:  # offline, proxy, disk full, ...: the message must say where files go
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
-        raise DataError(
-            f"{folder}: {title} files missing ({missing}) and the download failed "
-            f"({reason}); fix: {how}, or run once with network (--data-dir or "
-            "$PYTORCH_DATA_DIR picks another folder)"
-        ) from None
+        raise missing_files(folder, title, missing, how, failure=e) from None
     still = [n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz"))]
     if still:
         raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)}); fix: {how}")
+
+
+def missing_files(folder: Path, title: str, missing: str, how: str, failure: Exception | None = None) -> DataError:
+    """The one message for a data set whose files are not there: with data.download = false, or
+    after a download that failed (offline, proxy, disk full): where the files go, and how."""
+    if failure is None:
+        return DataError(
+            f"{folder}: {title} files missing ({missing}) and data.download = false; fix: "
+            f"{how}, or set data.download = true"
+        )
+    reason = " ".join(str(failure).split())[:160] or type(failure).__name__
+    return DataError(
+        f"{folder}: {title} files missing ({missing}) and the download failed "
+        f"({reason}); fix: {how}, or run once with network (--data-dir or "
+        "$PYTORCH_DATA_DIR picks another folder)"
+    )
 
 
 def _first(x: torch.Tensor, y: torch.Tensor, limit: int, where: Path, title: str, key: str):
@@ -338,7 +346,11 @@ def _first(x: torch.Tensor, y: torch.Tensor, limit: int, where: Path, title: str
 
 
 def _mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std in [0, 1] units, from a 256-bin histogram per channel."""
+    """Exact per-channel mean and std in [0, 1] units, from a 256-bin histogram per channel
+    (float images: computed directly, in their own units)."""
+    if x.dtype != torch.uint8:
+        xf = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+        return tuple(xf.mean(1).tolist()), tuple(xf.std(1, unbiased=False).clamp_min(1e-6).tolist())
     vals = torch.arange(256, dtype=torch.float64) / 255
     mean, std = [], []
     for c in range(x.shape[1]):
@@ -419,10 +431,11 @@ class MemoryLoader(BatchSource):
         xd = x.to(device)
         self.x = F.pad(xd, (self.pad,) * 4) if self.pad else xd
         self.y = y.to(device=device, dtype=torch.int64)
-        # ToTensor's /255 and Normalize folded into one multiply-add per channel
+        # ToTensor's /255 (for uint8 images) and Normalize folded into one multiply-add per channel
         mean = torch.tensor(mean if mean is not None else (0.0,) * self.c)
         std = torch.tensor(std if std is not None else (1.0,) * self.c)
-        self.scale = (1 / (255 * std)).view(1, -1, 1, 1).to(device, torch.float32)
+        unit = 255 if x.dtype == torch.uint8 else 1
+        self.scale = (1 / (unit * std)).view(1, -1, 1, 1).to(device, torch.float32)
         self.shift = (-mean / std).view(1, -1, 1, 1).to(device, torch.float32)
         hp, wp = self.h + 2 * self.pad, self.w + 2 * self.pad
         # flat offsets of one crop's pixels, relative to its top-left corner in the padded set
@@ -515,10 +528,15 @@ class DataLoaderSource(BatchSource):
             steps.append(T.RandomHorizontalFlip())
         if mean is not None:
             steps.append(T.Normalize(mean, std))
+        self._setup(
+            _ArrayDataset(x, y, T.Compose(steps)), batch_size, device, train, shuffle, seed, num_workers, rank, world
+        )
+
+    def _setup(self, dataset, batch_size, device, train, shuffle, seed, num_workers, rank, world) -> None:
+        """The DataLoader over `dataset` (engine.datasets hands its own Datasets in here)."""
         self.device, self.seed, self.epoch = device, seed, 0
-        self._len, drop = _num_batches(len(y), batch_size, train)
+        self._len, drop = _num_batches(len(dataset), batch_size, train)
         self._gen = torch.Generator()
-        dataset = _ArrayDataset(x, y, T.Compose(steps))
         self.sampler = None
         if world > 1 and train:
             # DistributedSampler: each rank its own shard of each epoch's order (set_epoch below)
@@ -570,6 +588,7 @@ class DataBundle:
     image_size: int
     train_size: int
     test_size: int
+    sample_shape: tuple = ()  # one sample's shape, e.g. (3, 32, 32); empty: (in_channels, image_size, image_size)
 
     def close(self) -> None:
         """Shut down DataLoader workers; safe to call more than once."""
@@ -634,6 +653,7 @@ def bundle_from_tensors(
         image_size=xtr.shape[-1],
         train_size=len(ytr),
         test_size=len(yte),
+        sample_shape=tuple(xtr.shape[1:]),
     )
 
 

@@ -25,6 +25,10 @@ class DeviceError(SetupError):
     """The device asked for is not available; the message says what to use instead."""
 
 
+class FactoryError(SetupError):
+    """A model or data factory (model.factory, data.factory) that cannot be imported, called or used."""
+
+
 class WeightsError(SetupError):
     """Pretrained weights asked for but not available."""
 

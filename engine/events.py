@@ -30,6 +30,7 @@ class RunStarted(Event):
     has_features: bool
     optimizer_choices: tuple
     resumed: bool = False
+    freeze_modules: tuple = ()  # model.freeze's modules; empty: the features
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,16 @@ class CheckpointSaved(Event):
 class RunError(Event):
     message: str
     fix: str = ""
+
+
+@dataclass(frozen=True)
+class SystemStats(Event):
+    """One reading of the machine (engine.system), at most once a second."""
+
+    cpu_pct: float  # this process, % of one core
+    rss_mb: float  # this process's resident memory
+    gpus: tuple = ()  # per CUDA device: (device, util %, used MiB, total MiB, temperature C, power W)
+    note: str = ""  # why some figures are missing (e.g. NVML unavailable)
 
 
 @dataclass(frozen=True)

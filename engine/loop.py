@@ -16,16 +16,16 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, distributed, outcome
+from . import checkpoint, control, distributed, notify, outcome, system, tensorboard
 from . import commands as C
 from . import events as E
 from .config import Config
 from .device import activate, device_label
 from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
-from .models import has_features, is_frozen, set_frozen
+from .models import freeze_label, has_features, is_frozen, label, set_frozen
 from .optim import describe, make_optimizer, set_base_lr
-from .runlog import NullLog, RunLog
+from .runlog import NullLog
 from .state import RunState, TrainState
 from .step import StepRunner
 from .thread import EngineThread
@@ -56,9 +56,10 @@ class Engine:
         self.run_dir = Path(run_dir)
         self.commands: queue.Queue = queue.Queue()
         # Only rank 0 writes the run directory; the other ranks log to nowhere.
-        self.log = RunLog(self.run_dir, cfg.log.flush_seconds) if self.is_main else NullLog(self.run_dir)
+        self.log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
         self.report = Reporter(self.log, E.EventBuffer(), self.position)
-        self.has_features = has_features(model)
+        self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
+        self.has_features = has_features(model, self.freeze)
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
         self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
         self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)
@@ -73,7 +74,7 @@ class Engine:
         self.restart_clock(0.0)
         self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
-            set_frozen(self.model, True)
+            set_frozen(self.model, True, self.freeze)
         self.runner = StepRunner(
             self.model, device, cfg.perf, distributed=dist_info is not None, loss_reduction=cfg.optimizer.loss_reduction
         )
@@ -83,6 +84,8 @@ class Engine:
         )
         self.optimizer = self.make_optimizer(self.train.optimizer)
         self.sums = IntervalSums(device)
+        self.system = system.monitor_for(self)  # the machine's figures, in a thread of their own
+        self.notifier = notify.Notifier(self)  # run.notify_command
         self.resumed = resume is not None
         self.resume_changes = list(resume_changes)  # (key, saved, now): applied, and said so at the start
         if resume is not None:
@@ -139,7 +142,7 @@ class Engine:
 
     @property
     def frozen(self) -> bool:
-        return is_frozen(self.model)
+        return is_frozen(self.model, self.freeze)
 
     def settings(self) -> Settings:
         t = self.train
@@ -186,12 +189,14 @@ class Engine:
             if self.dist is not None:  # one non-finite-loss policy for every rank: rank 0's
                 self.interactive = bool(distributed.broadcast_object(self.interactive, self.dist))
             announce(self)
+            self.system.start()
             self.set_state(RunState.RUNNING)
             self._train()
             state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
             reason = self.stop_reason
         except Exception as exc:  # any failure becomes an event; the logs are kept
             state, reason = RunState.FAILED, outcome.report_error(self, exc)
+        self.system.stop()
         outcome.finish(self, state, reason)
         return state.value
 
@@ -201,7 +206,7 @@ class Engine:
             self.report.mark("max_steps", f"already at {t.step} of run.max_steps = {cfg.run.max_steps}")
             return
         while t.epoch < cfg.run.epochs and not self.stop_requested:
-            self._apply_schedule()
+            apply_schedule(self)
             self.data.train.set_epoch(t.epoch)
             skip = t.batch_in_epoch  # after a resume mid-epoch: the same order, minus what was done
             for i, (x, y) in enumerate(self.data.train):
@@ -275,23 +280,6 @@ class Engine:
                     checkpoint.save_now(self, best=True)
         self.log.flush()
 
-    def _apply_schedule(self) -> None:
-        """Features frozen for the first N epochs, unless the user has overridden it."""
-        n = self.cfg.schedule.freeze_features_epochs
-        if not self.has_features or n == 0 or self.train.freeze_override is not None:
-            return
-        want = self.train.epoch < n
-        if want != self.frozen:
-            set_frozen(self.model, want)
-            action = "freeze" if want else "unfreeze"
-            detail = (
-                f"features {'frozen' if want else 'trainable'} at epoch {self.epoch_now} "
-                f"(schedule: frozen for the first {n} epochs)"
-            )
-            self.report.mark(f"schedule_{action}", detail)
-            self.report.emit(E.ScheduleAction, action=action, detail=detail)
-            self.emit_state()
-
 
 def step_limits(cfg: Config) -> tuple[int, int]:
     """(steps per logged row, the run's step limit or 0): log.interval, or log.interval_samples
@@ -304,6 +292,24 @@ def step_limits(cfg: Config) -> tuple[int, int]:
     return every, min(limits, default=0)
 
 
+def apply_schedule(engine: Engine) -> None:
+    """Features frozen for the first N epochs, unless the user has overridden it."""
+    n = engine.cfg.schedule.freeze_features_epochs
+    if not engine.has_features or n == 0 or engine.train.freeze_override is not None:
+        return
+    want = engine.train.epoch < n
+    if want != engine.frozen:
+        set_frozen(engine.model, want, engine.freeze)
+        action = "freeze" if want else "unfreeze"
+        detail = (
+            f"{freeze_label(engine.freeze)} {'frozen' if want else 'trainable'} at epoch {engine.epoch_now} "
+            f"(schedule: frozen for the first {n} epochs)"
+        )
+        engine.report.mark(f"schedule_{action}", detail)
+        engine.report.emit(E.ScheduleAction, action=action, detail=detail)
+        engine.emit_state()
+
+
 def announce(engine: Engine) -> None:
     """The run's first event and mark, and a word on [perf] settings that cost a host sync."""
     cfg, t = engine.cfg, engine.train
@@ -312,12 +318,13 @@ def announce(engine: Engine) -> None:
         preset=cfg.run.name,
         run_dir=str(engine.run_dir),
         device=device_label(engine.device),
-        model=cfg.model.name,
+        model=label(cfg.model, engine.model),
         parameters=sum(p.numel() for p in engine.model.parameters()),
         epochs=cfg.run.epochs,
         steps_per_epoch=len(engine.data.train),
         max_steps=engine.max_steps,
         has_features=engine.has_features,
+        freeze_modules=engine.freeze,
         optimizer_choices=engine.choices,
         resumed=engine.resumed,
     )

@@ -183,22 +183,50 @@ def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn
     return model
 
 
-def has_features(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "features", None), nn.Module)
+def freeze_targets(model: nn.Module, names=()) -> list[nn.Module]:
+    """The modules that freezing acts on: model.freeze's names (dotted names reach inside), or the
+    module called `features` when none are named and there is one."""
+    if names:
+        return [model.get_submodule(n) for n in names]
+    features = getattr(model, "features", None)
+    return [features] if isinstance(features, nn.Module) else []
 
 
-def set_frozen(model: nn.Module, frozen: bool) -> int:
-    """requires_grad=False on the features (as Lightning's freeze_module and the lecture's
-    freeze_features do); a frozen parameter gets no gradient, so the optimizer skips it.
-    Returns the number of parameters touched."""
+def missing_modules(model: nn.Module, names) -> list[str]:
+    """The names in model.freeze that the model has no module for."""
+    have = {n for n, _ in model.named_modules()}
+    return [n for n in names if n not in have]
+
+
+def has_features(model: nn.Module, names=()) -> bool:
+    """Whether the model has something to freeze (model.freeze's modules, or `features`)."""
+    return any(any(True for _ in m.parameters()) for m in freeze_targets(model, names))
+
+
+def set_frozen(model: nn.Module, frozen: bool, names=()) -> int:
+    """requires_grad=False on the features or model.freeze's modules (as Lightning's
+    freeze_module and the lecture's freeze_features do); a frozen parameter gets no gradient, so
+    the optimizer skips it. Returns the number of parameters touched."""
     n = 0
-    for p in model.features.parameters():
-        p.requires_grad_(not frozen)
-        if frozen:
-            p.grad = None
-        n += p.numel()
+    for m in freeze_targets(model, names):
+        for p in m.parameters():
+            p.requires_grad_(not frozen)
+            if frozen:
+                p.grad = None
+            n += p.numel()
     return n
 
 
-def is_frozen(model: nn.Module) -> bool:
-    return has_features(model) and not any(p.requires_grad for p in model.features.parameters())
+def is_frozen(model: nn.Module, names=()) -> bool:
+    targets = [p for m in freeze_targets(model, names) for p in m.parameters()]
+    return bool(targets) and not any(p.requires_grad for p in targets)
+
+
+def freeze_label(names) -> str:
+    """What events call the frozen part: 'features', or model.freeze's names."""
+    return ", ".join(names) if names else "features"
+
+
+def label(mcfg, model: nn.Module) -> str:
+    """What the run calls its model: the built-in name, or a factory model's class name."""
+    return type(model).__name__ if mcfg.factory else mcfg.name

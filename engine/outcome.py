@@ -39,6 +39,7 @@ def on_nonfinite(engine: Engine, loss: float) -> None:
     engine.report.emit(E.NonFiniteLoss, loss=loss, policy=policy, message=f"{msg}: {what}")
     if policy == "pause":
         engine.set_state(RunState.PAUSED, "non-finite loss")
+        engine.notifier.fire("paused", msg)  # in its own thread: the run waits for the user, not for it
 
 
 def finish(engine: Engine, state: RunState, reason: str) -> None:
@@ -51,6 +52,8 @@ def finish(engine: Engine, state: RunState, reason: str) -> None:
         kept = engine.checkpoints.find("last")
         reason = report_error(engine, exc) + (f"; the last good checkpoint is {kept}" if kept else "")
         state = RunState.FAILED
+    if state in (RunState.FINISHED, RunState.FAILED):
+        engine.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
     with contextlib.suppress(Exception):
         engine.report.mark(state.value, reason)
     engine.state = state

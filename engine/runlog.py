@@ -11,6 +11,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -210,6 +211,7 @@ class RunLog:
             self._open(name, header)
         self._last_flush = time.monotonic()
         self.closed = False
+        self._lock = threading.RLock()  # rows come from the training thread, and notify_command's
 
     def _open(self, name: str, header: list[str]) -> None:
         path = self.run_dir / f"{name}.csv"
@@ -243,11 +245,12 @@ class RunLog:
         self._row("layers", values)
 
     def _row(self, name: str, values: list) -> None:
-        if self.closed:
-            return
-        self._writers[name].writerow([_fmt(v) for v in values])
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        with self._lock:
+            if self.closed:
+                return
+            self._writers[name].writerow([_fmt(v) for v in values])
+            if time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
 
     def flush_if_due(self) -> None:
         """Flush when flush_seconds have passed since the last flush (called while paused)."""
@@ -255,19 +258,21 @@ class RunLog:
             self.flush()
 
     def flush(self) -> None:
-        if self.closed:
-            return
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-        self._last_flush = time.monotonic()
+        with self._lock:
+            if self.closed:
+                return
+            for f in self._files.values():
+                f.flush()
+                os.fsync(f.fileno())
+            self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if not self.closed:
-            self.flush()
-            for f in self._files.values():
-                f.close()
-            self.closed = True
+        with self._lock:
+            if not self.closed:
+                self.flush()
+                for f in self._files.values():
+                    f.close()
+                self.closed = True
 
 
 def write_config(run_dir: Path, config: dict) -> Path:

@@ -1,7 +1,9 @@
 """One rank of a data-parallel test run (started by torchrun from tests/test_distributed.py).
 
 mode "steer": a fused fp16 momentum run with crop+flip; rank 0 switches the optimizer and
-unfreezes the features mid-run, then saves a checkpoint and restores it. mode "nan": the learning
+unfreezes the features mid-run, then saves a checkpoint and restores it. mode "factory": the same
+steering on presets/own_model.toml (examples/stripes.py's model and data, model.freeze's
+modules). mode "nan": the learning
 rate makes the loss non-finite; rank 0 is watched by a dashboard (on_nan = "auto" pauses there)
 and its user stops the run once it has paused. Every rank then writes what its own engine ended
 with to <out>/rank<N>.json."""
@@ -18,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deeptui.engine import checkpoint, distributed  # noqa: E402
+from deeptui.engine import checkpoint, distributed, models  # noqa: E402
 from deeptui.engine import commands as C  # noqa: E402
 from deeptui.engine import events as E  # noqa: E402
 from deeptui.engine.build import build_engine  # noqa: E402
+from deeptui.engine.config import load_config  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 MODES = {
@@ -34,12 +37,18 @@ MODES = {
         "data.flip=true",
     ],
     "nan": ["optimizer.lr=1e30", "run.on_nan='auto'"],
+    "factory": ["data.n_train=200", "data.n_test=40", "data.batch_size=20", "log.system_seconds=0"],
 }
 
 
 def main(out: Path, mode: str) -> None:
     device = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")  # benchmarks/gpu_check.sh: cuda (NCCL)
-    cfg = tiny_config("run.epochs=1", "log.interval=2", f"run.device='{device}'", *MODES[mode])
+    common = ["run.epochs=1", "log.interval=2", f"run.device='{device}'", *MODES[mode]]
+    if mode == "factory":
+        os.chdir(ROOT)  # where `examples` is found
+        cfg = load_config(ROOT / "presets" / "own_model.toml", common)
+    else:
+        cfg = tiny_config(*common)
     broadcasts = []
     real_broadcast = distributed.broadcast_object
 
@@ -75,7 +84,7 @@ def main(out: Path, mode: str) -> None:
 
     if eng.is_main:
         eng.interactive = mode == "nan"  # a dashboard watches rank 0 only
-        threading.Thread(target=steer if mode == "steer" else stop_when_paused, daemon=True).start()
+        threading.Thread(target=stop_when_paused if mode == "nan" else steer, daemon=True).start()
     eng.run()
     evs = eng.events.read(0)[0]
     applied = {e.command: e.step for e in evs if isinstance(e, E.CommandApplied)}
@@ -83,13 +92,15 @@ def main(out: Path, mode: str) -> None:
         json.dumps(
             {
                 "optimizer": type(eng.optimizer).__name__,
-                "features_require_grad": [p.requires_grad for p in eng.model.features.parameters()],
+                "features_require_grad": [
+                    p.requires_grad for m in models.freeze_targets(eng.model, eng.freeze) for p in m.parameters()
+                ],
                 "step": eng.train.step,
                 "applied_at": applied,
                 "final_state": eng.final_state,
                 "states": [e.state for e in evs if isinstance(e, E.StateChanged)],
                 "errors": [e.message for e in evs if isinstance(e, E.RunError)],
-                "fc_weight_sum": float(eng.model.fc.weight.detach().sum()),
+                "fc_weight_sum": float([p for p in eng.model.parameters() if p.dim() == 2][-1].detach().sum()),
                 "finite": all(bool(p.isfinite().all()) for p in eng.model.parameters()),
                 "broadcasts": broadcasts,
                 "checkpoint_loads": loads,

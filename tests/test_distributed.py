@@ -121,6 +121,18 @@ def test_a_command_mid_run_applies_at_the_same_step_on_every_rank(tmp_path):
     assert r0["applied_at"]["RestoreCheckpoint"] == r1["applied_at"]["RestoreCheckpoint"]
 
 
+def test_a_factory_model_is_steered_the_same_on_both_ranks(tmp_path):
+    """presets/own_model.toml (examples/stripes.py) on 2 ranks: optimizer switch, unfreezing
+    model.freeze's modules, checkpoint and restore, all at the same step everywhere."""
+    r0, r1 = two_ranks(tmp_path, "factory")
+    assert r0["optimizer"] == r1["optimizer"] == "Adam"
+    assert r0["features_require_grad"] and all(r0["features_require_grad"]) and all(r1["features_require_grad"])
+    for command in ("SwitchOptimizer", "SetFrozen", "RestoreCheckpoint"):
+        assert r0["applied_at"][command] == r1["applied_at"][command], command
+    assert r0["step"] == r1["step"] == 10 and r0["final_state"] == r1["final_state"] == "finished"
+    assert r0["fc_weight_sum"] == pytest.approx(r1["fc_weight_sum"], rel=1e-6) and r0["finite"]
+
+
 def test_a_non_finite_loss_pauses_every_rank_when_rank_0_has_a_dashboard(tmp_path):
     """on_nan = "auto" pauses under a dashboard, stops headless: rank 0's policy holds on every
     rank, so the ranks pause together and the user's Stop ends them all cleanly."""

@@ -28,9 +28,11 @@ def losses_after_the_restore(eng) -> list[float]:
 
 
 async def nan_after_a_good_checkpoint(pilot, eng, app):
-    """A checkpoint at the end of epoch 1, then lr 1e30: the dialog opens."""
-    await until(pilot, lambda: "last" in app.view.checkpoints, timeout=60, what="the epoch-1 checkpoint")
-    eng.send(C.SetLearningRate(lr=1e30))
+    """A checkpoint after a few steps, then lr 1e30: the dialog opens. No epoch checkpoints, so
+    the one to rewind to is this good one (a blow-up can stay finite across an epoch's end)."""
+    await until(pilot, lambda: eng.train.step >= 4, timeout=60, what="a few steps")
+    for cmd in (C.Pause(), C.SaveCheckpoint(), C.SetLearningRate(lr=1e30), C.Resume()):
+        eng.send(cmd)  # applied in this order between two steps
     await until(
         pilot,
         lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
@@ -47,7 +49,7 @@ def choose(option_list, option_id: str) -> None:
 
 @pytest.mark.parametrize("choice,lr", [("rewind_lr10", 0.005), ("rewind_typed", 0.02), ("rewind", 0.05)])
 async def test_rewinding_trains_on_with_finite_losses(make_engine, choice, lr):
-    eng = make_engine("run.on_nan='pause'", "run.epochs=50", "log.checkpoint_every=1", "log.interval=2")
+    eng = make_engine("run.on_nan='pause'", "run.epochs=50", "log.checkpoint_every=0", "log.interval=2")
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         options = await nan_after_a_good_checkpoint(pilot, eng, app)
@@ -68,7 +70,7 @@ async def test_rewinding_trains_on_with_finite_losses(make_engine, choice, lr):
 
 
 async def test_stop_ends_the_run_and_keeps_the_good_checkpoint(make_engine):
-    eng = make_engine("run.on_nan='pause'", "run.epochs=50", "log.checkpoint_every=1", "log.interval=2")
+    eng = make_engine("run.on_nan='pause'", "run.epochs=50", "log.checkpoint_every=0", "log.interval=2")
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         options = await nan_after_a_good_checkpoint(pilot, eng, app)

@@ -21,7 +21,12 @@ from tests.pilot import until
 STEPS_PER_EPOCH = 94
 
 
-def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
+# The machine strip's readings: this process on the CPU, or an H200 as NVML reports it.
+CPU_READING = dict(cpu_pct=187.0, rss_mb=1240.0)
+GPU_READING = dict(cpu_pct=104.0, rss_mb=3420.0, gpus=(("cuda:0", 87.0, 12650.0, 143771.0, 71.0, 250.3),))
+
+
+def script(epochs_done: int = 3, failed: bool = False, gpu: bool = False) -> list[E.Event]:
     common = dict(
         optimizer="momentum", optimizer_params="lr=0.05 momentum=0.9 weight_decay=0", lr=0.05, frozen=True, mode="train"
     )
@@ -32,7 +37,7 @@ def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
             0,
             preset="quickstart",
             run_dir="/runs/quickstart-20250101-000000",
-            device="cpu",
+            device="cuda:0 NVIDIA H200" if gpu else "cpu",
             model="monster",
             parameters=116_586,
             epochs=5,
@@ -66,8 +71,11 @@ def script(epochs_done: int = 3, failed: bool = False) -> list[E.Event]:
                 mode="train",
                 samples_per_s=1600.0,
                 samples_seen=64 * step,
+                **(dict(gpu_memory_mb=9800.0, gpu_reserved_mb=11264.0, gpu_peak_mb=10400.0) if gpu else {}),
             )
         )
+        if step == 20:
+            evs.append(E.SystemStats(round(t, 1), epoch, step, **(GPU_READING if gpu else CPU_READING)))
         if step == 90:
             evs.append(E.EpochEnd(round(t, 1), 1, 94, test_loss=1.9, test_accuracy=0.31, test_error_pct=69.0))
             evs.append(E.CheckpointSaved(round(t, 1), 2, 94, path="/runs/quickstart-20250101-000000/checkpoint.pt"))
@@ -166,6 +174,11 @@ async def settle(pilot) -> None:
     await pilot.pause(0.3)
     pilot.app.refresh_view(True)
     await pilot.pause()
+    # the event log's auto-scroll lands after its next layout, which a busy machine may not have
+    # reached yet: scroll it to the end once it has its lines, as the user would see it
+    if pilot.app.dashboard is not None and pilot.app.dashboard.is_mounted:
+        pilot.app.dashboard.query_one("#log").scroll_end(animate=False, immediate=True)
+    await pilot.pause()
 
 
 def test_running_100x30(snap_compare):
@@ -215,6 +228,10 @@ def test_optimizer_picker(snap_compare):
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=open_picker)
+
+
+def test_machine_strip_on_a_gpu_100x30(snap_compare):
+    assert snap_compare(make_app(gpu=True), terminal_size=(100, 30), run_before=settle)
 
 
 def test_too_small_terminal(snap_compare):

@@ -30,8 +30,10 @@ from .dialogs import ExportScreen, NanScreen
 from .keys import Steering
 from .launch import Launch
 from .layer_views import LayerViews
+from .notify import Alerts
 from .options import fail
 from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
+from .strip import machine_strip
 from .summary import summary_lines
 from .view import RunView
 
@@ -39,7 +41,7 @@ POLL_SECONDS = 0.25  # how often the UI reads the engine's events
 # While running, metrics (panels, plots) are redrawn at most this often; state changes and
 # command answers are drawn at the next poll.
 FRAME_SECONDS = 1.0
-ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # events that can wait for the next frame
+ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats, E.SystemStats)  # events that can wait for the next frame
 
 
 def on_exit_signals(handler: Callable[[int], None]) -> None:
@@ -93,6 +95,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         self._event_clock = clock()  # local clock when the latest event was read
         self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
         self._nan_open = False
+        self.alerts = Alerts(self.write_terminal)  # bell and OSC 9/777 when no one is looking
         self._started = False
         self._shutdown_done = False
         self.resumed_on_detach = False  # the quit dialog resumed a paused run before detaching
@@ -101,7 +104,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
     # ---- the screen and its parts -------------------------------------------------------
 
     def get_default_screen(self) -> Screen:
-        return Dashboard(self.plots(), self.panels())
+        return Dashboard(self.plots(), self.panels(), self.strips())
 
     def plots(self) -> list[Plot]:
         version = lambda: self.view.points_version  # noqa: E731
@@ -132,6 +135,10 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             Panel("run", lambda: panels.run_panel(self.view), "run"),
             Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop"),
         ]
+
+    def strips(self) -> list[Panel]:
+        on = self.session.cfg.log.system_seconds > 0
+        return [Panel("system", lambda: machine_strip(self.view, on), "")]
 
     def loss_title(self) -> str:
         if self.log_scale:
@@ -241,8 +248,17 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         if dash is not None and (urgent or time.monotonic() - dash.drawn_at >= FRAME_SECONDS):
             dash.refresh_view(False)
 
+    def write_terminal(self, text: str) -> None:
+        """Escape sequences straight to the terminal (none under a test's headless driver)."""
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(text)
+
+    def on_key(self, event) -> None:
+        self.alerts.input_seen()  # someone is there (Steering.on_key handles the key itself)
+
     def on_live_event(self, ev: E.Event) -> None:
-        """What an event does beyond the view: toasts, follow-up commands, dialogs."""
+        """What an event does beyond the view: toasts, follow-up commands, dialogs, alerts."""
+        self.alerts.on_event(ev, self.view.preset, self.app_focus)
         if isinstance(ev, E.CommandApplied):
             follow = self._pending.pop(ev.command_id, None)
             if follow == "auto_timing":
@@ -276,13 +292,6 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             self.refresh_bindings()
         elif isinstance(ev, E.StateChanged) and ev.state == "paused":
             self.time_when_idle()
-
-    def time_when_idle(self) -> None:
-        """run.auto_timing: the batch-vs-loop timing once, while the run is paused (it never holds
-        up a step; a command, e.g. resume, cuts it short and it runs at the next pause)."""
-        if self.session.cfg.run.auto_timing and not self.attached and self._auto_timing == "due":
-            self._auto_timing = "sent"
-            self.send(C.RunTiming(**self.timing_kwargs), follow="auto_timing")
 
     def elapsed(self) -> float:
         v = self.view

@@ -18,7 +18,7 @@ from deeptui.engine.errors import EXIT_FAILED, SetupError
 from . import guard
 from .options import fail
 
-SUBCOMMANDS = ("bench", "attach", "ls", "show")
+SUBCOMMANDS = ("bench", "attach", "ls", "show", "export")
 
 
 def deeptui_version() -> str:
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
         "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-        "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs).",
+        "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs), "
+        "'deeptui export RUN_DIR --tensorboard' (a run's CSV files as TensorBoard event files).",
     )
     p.add_argument(
         "preset",
@@ -122,6 +123,10 @@ def dispatch(argv: list[str]) -> int:
         from .show import show_main
 
         return show_main(argv[1:])
+    if command == "export":
+        from .export import export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.detach:
         from .detach import launch_detached

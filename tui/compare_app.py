@@ -78,6 +78,11 @@ class CompareApp(DeeptuiApp):
         super().__init__(first, **kw)
         self.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
 
+    def get_default_screen(self):
+        screen = super().get_default_screen()
+        screen.add_class("-compare")  # app.tcss: the live loss and the overlay share the height
+        return screen
+
     def title_of(self, i: int) -> str:
         return f"run {i + 1}/{len(self.runs)}: {self.runs[i][0]}"
 
@@ -155,6 +160,7 @@ class CompareApp(DeeptuiApp):
                 self.start_next()
                 return
             if ev.state == "finished":
+                self.alerts.on_event(ev, f"compare {self.key}", self.app_focus)  # the series is over
                 self.notify("every run finished; the plots stay until you press q", title="compare")
                 self.refresh_bindings()
                 return

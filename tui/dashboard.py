@@ -64,12 +64,12 @@ class PlotView(Static):
 
 
 class Dashboard(Screen):
-    """Header, plots beside side panels, the error banner and the event log, the key footer;
-    below 80x24 a message that says how big it needs to be."""
+    """Header, one-line strips (the machine's figures), plots beside side panels, the error banner
+    and the event log, the key footer; below 80x24 a message that says how big it needs to be."""
 
-    def __init__(self, plots: list[Plot], side: list[Panel]):
+    def __init__(self, plots: list[Plot], side: list[Panel], strips: list[Panel] = ()):
         super().__init__()
-        self.plots, self.side = plots, side
+        self.plots, self.side, self.strips = plots, side, list(strips)
         self._log: list | None = None  # the view's log list being shown, and how much of it
         self._log_shown = 0
         self._plots_at = -math.inf
@@ -79,6 +79,8 @@ class Dashboard(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="header")
+        for strip in self.strips:
+            yield Static(id=strip.id, classes="strip")
         with Vertical(id="body"):
             with Horizontal(id="main"):
                 with Vertical(id="plots"):
@@ -137,7 +139,7 @@ class Dashboard(Screen):
         try:
             self._set(self.query_one("#header", Static), panels.header(app.view, app.elapsed(), self.size.width))
             self.apply_titles(force=False)
-            for panel in self.side:
+            for panel in (*self.strips, *self.side):
                 self._set(self.query_one(f"#{panel.id}", Static), panel.render())
             self._draw_error(panels.error_banner(app.view))
             self._draw_log(app.view.log)

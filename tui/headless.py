@@ -10,6 +10,7 @@ import sys
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
 from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, exit_code
+from deeptui.engine.system import summary as machine_summary
 
 from .summary import summary_lines
 from .view import RunView
@@ -17,6 +18,7 @@ from .view import RunView
 # Headless output is read in batches, at most this often: every wake-up of the printing thread
 # preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
 PRINT_SECONDS = 0.5
+SYSTEM_EVERY_ROWS = 10  # the machine's figures after every 10th training row
 
 
 class HeadlessPrinter:
@@ -31,6 +33,8 @@ class HeadlessPrinter:
         self.on_closed = on_closed
         self.summary = summary  # at the end, the run's summary (a local run; attach leaves it out)
         self.view = RunView()  # the run as its events tell it, for the summary
+        self.rows = 0  # training rows printed
+        self.system: E.SystemStats | None = None  # the latest machine reading
 
     def line(self, text: str) -> None:
         if self.quiet or self.closed:
@@ -46,6 +50,8 @@ class HeadlessPrinter:
     def handle(self, ev: E.Event) -> None:
         if isinstance(ev, E.RunStarted):
             self.epochs = ev.epochs
+        elif isinstance(ev, E.SystemStats):
+            self.system = ev
         self.view.apply(ev)
         text = self.describe(ev)
         if text is not None:
@@ -53,6 +59,10 @@ class HeadlessPrinter:
         if isinstance(ev, E.Finished) and self.summary:
             for text in summary_lines(self.view, ev.run_dir):
                 self.line(text)
+        if isinstance(ev, E.StepMetrics):
+            self.rows += 1
+            if self.rows % SYSTEM_EVERY_ROWS == 0 and self.system is not None:
+                self.line(f"machine: {machine_summary(self.system)}")
 
     def describe(self, ev: E.Event) -> str | None:
         fmt = LINES.get(type(ev))

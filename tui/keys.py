@@ -180,6 +180,13 @@ class Steering:
         self.notify("timing batch vs loop; training waits for it", title="timing")
         self.send(C.RunTiming(**self.timing_kwargs))
 
+    def time_when_idle(self) -> None:
+        """run.auto_timing: the batch-vs-loop timing once, while the run is paused (it never holds
+        up a step; a command, e.g. resume, cuts it short and it runs at the next pause)."""
+        if self.session.cfg.run.auto_timing and not self.attached and self._auto_timing == "due":
+            self._auto_timing = "sent"
+            self.send(C.RunTiming(**self.timing_kwargs), follow="auto_timing")
+
     def action_save(self) -> None:
         self.send(C.SaveCheckpoint())
 

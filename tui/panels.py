@@ -65,7 +65,7 @@ def run_panel(v: RunView) -> Text:
     if params:
         t.append(f"  {params}\n", "dim")
     feats = "n/a" if v.has_features is False else ("frozen" if v.frozen else "trainable")
-    t.append("features ", "dim")
+    t.append((", ".join(v.freeze_modules) or "features") + " ", "dim")
     t.append(feats, "bold cyan" if v.frozen else "")
     t.append("  mode ", "dim")
     t.append(v.mode + "\n", "bold yellow" if v.mode == "eval" else "")

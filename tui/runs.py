@@ -27,6 +27,7 @@ class RunInfo:
     step: int | None = None
     loss: float | None = None
     pid: int | None = None
+    system: str = ""  # a live run's machine figures (engine.system.summary)
 
     @property
     def live(self) -> bool:
@@ -79,7 +80,13 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
             obj = json.loads(line)
             if obj.get("type") == "Status":
                 return RunInfo(
-                    run_dir, obj["state"], obj.get("epoch"), obj.get("step"), obj.get("loss"), obj.get("pid")
+                    run_dir,
+                    obj["state"],
+                    obj.get("epoch"),
+                    obj.get("step"),
+                    obj.get("loss"),
+                    obj.get("pid"),
+                    obj.get("system", ""),
                 )
     except (OSError, ValueError):
         pass
@@ -213,6 +220,8 @@ def ls_table(runs: list[RunInfo], width: int) -> list[str]:
             )
             + middle_cut(folder, where_w)
         )
+        if r.system:  # a live run's machine, on a line of its own under its row
+            lines.append(middle_cut(f"  machine: {r.system}", width))
     return lines
 
 

@@ -53,6 +53,7 @@ class RunView:
         self.steps_per_epoch = 0
         self.max_steps = 0
         self.has_features: bool | None = None  # None until RunStarted arrived
+        self.freeze_modules: tuple = ()  # what the freeze key acts on; empty: the features
         self.optimizer_choices: tuple = ()
         self.run_dir = ""
         self.state = "starting"
@@ -94,6 +95,7 @@ class RunView:
         # kind (last, best, epoch) -> (step, path, lr then): the good checkpoints to go back to
         self.checkpoints: dict[str, tuple[int, str, float]] = {}
         self.error: E.RunError | None = None
+        self.system: E.SystemStats | None = None  # the machine's latest reading
         self.log: list[tuple[str, str]] = []  # (style, text)
         self.points_version = 0  # bumped whenever a plotted series or marker changes
         self.finished = False
@@ -118,6 +120,7 @@ class RunView:
         self.device, self.model, self.parameters = ev.device, ev.model, ev.parameters
         self.epochs, self.steps_per_epoch, self.max_steps = ev.epochs, ev.steps_per_epoch, ev.max_steps
         self.has_features = ev.has_features
+        self.freeze_modules = tuple(ev.freeze_modules)
         self.optimizer_choices = tuple(ev.optimizer_choices)
         self.run_dir = ev.run_dir
         self.epoch, self.step = ev.epoch, ev.step
@@ -210,6 +213,9 @@ class RunView:
         self.error = ev
         self._log("bold red", ev, f"error: {ev.message}" + (f"; fix: {ev.fix}" if ev.fix else ""))
 
+    def _on_SystemStats(self, ev: E.SystemStats) -> None:
+        self.system = ev
+
     def _on_Finished(self, ev: E.Finished) -> None:
         self.finished = True
         self.state = ev.state
@@ -234,6 +240,7 @@ class RunView:
         E.NonFiniteLoss: _on_Warning,
         E.CheckpointSaved: _on_CheckpointSaved,
         E.RunError: _on_RunError,
+        E.SystemStats: _on_SystemStats,
         E.Finished: _on_Finished,
     }
 

@@ -14,6 +14,7 @@ from .. import events as E
 from ..errors import RemoteError, RunDirError
 from ..history import metrics_events
 from ..runlog import open_private
+from ..system import summary
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
 LISTEN_BACKLOG = 128  # clients that may wait to be accepted at once (ls, attach, scripts)
@@ -157,6 +158,8 @@ class ControlServer:
                 st["state"] = ev.state
             elif isinstance(ev, E.StepMetrics):
                 st["loss"] = ev.loss
+            elif isinstance(ev, E.SystemStats):
+                st["system"] = summary(ev)  # the machine's figures, for `deeptui ls`
             elif isinstance(ev, E.Finished):
                 st["state"] = ev.state
                 self.finished = True
@@ -165,13 +168,18 @@ class ControlServer:
         """Everything so far for a new client. If the bounded buffer dropped early events, the
         run's start and the metrics.csv rows before the first kept event stand in for them."""
         events, cursor = self.engine.events.read(0)
-        if cursor - len(events) > 0:
-            first_step = events[0].step if events else self.status["step"]
+        dropped = cursor - len(events) > 0
+        # of the machine's readings (one a second) only the latest matters to a new client
+        last = max((i for i, e in enumerate(events) if isinstance(e, E.SystemStats)), default=-1)
+        events = [e for i, e in enumerate(events) if i == last or not isinstance(e, E.SystemStats)]
+        if dropped:
+            rows = [e for e in events if isinstance(e, (E.StepMetrics, E.EpochEnd))]
+            kept = {(type(e), e.step) for e in rows}
+            upto = rows[0].step if rows else self.status["step"]  # the rows at this step may be half dropped
+            csv_rows = metrics_events(self.engine.run_dir, upto + 1, self.engine.cfg.data.batch_size)
+            older = [e for e in csv_rows if (type(e), e.step) not in kept]
             head = [self.run_started] if self.run_started is not None else []
-            kept = {(type(e), e.step) for e in events}  # rows at first_step may be dropped or kept
-            rows = metrics_events(self.engine.run_dir, first_step + 1, self.engine.cfg.data.batch_size)
-            rows = [e for e in rows if (type(e), e.step) not in kept]
-            events = head + rows + [e for e in events if not isinstance(e, E.RunStarted)]
+            events = head + older + [e for e in events if not isinstance(e, E.RunStarted)]
         return events, cursor
 
 

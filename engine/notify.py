@@ -1,0 +1,133 @@
+"""run.notify_command: the user's shell command, run when the run finishes, fails or pauses on a
+non-finite loss, with the run's summary in its environment (DEEPTUI_SUMMARY and the figures one
+by one); with a timeout, its outcome marked in events.csv, its failure a warning, never fatal.
+
+At the end of a run the command is waited for (the training is over); at a pause it runs in a
+thread of its own, so the training thread never waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import threading
+from typing import TYPE_CHECKING
+
+from . import events as E
+
+if TYPE_CHECKING:
+    from .loop import Engine
+
+TIMEOUT_S = 10.0  # the command is killed after this long
+
+
+def _fmt_time(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def summary(engine: Engine, what: str, reason: str = "") -> dict[str, str]:
+    """The environment a notify_command gets: DEEPTUI_SUMMARY (one line for a chat message) and
+    each figure on its own."""
+    recent, _ = engine.events.read(max(0, len(engine.events) - 500))
+    train = next((e for e in reversed(recent) if isinstance(e, E.StepMetrics)), None)
+    test = next((e for e in reversed(recent) if isinstance(e, E.EpochEnd)), None)
+    cfg, t = engine.cfg, engine.train
+    figures = []
+    if train is not None:
+        figures.append(f"train loss {train.loss:.4g}")
+    if test is not None:
+        figures.append(f"test error {test.test_error_pct:.2f}%")
+    line = (
+        f"deeptui: {cfg.run.name} {what} at epoch {engine.epoch_now}/{cfg.run.epochs}, step {t.step} "
+        f"after {_fmt_time(engine.now())}"
+        + (f" ({reason})" if reason else "")
+        + (": " + ", ".join(figures) if figures else "")
+        + f"; {engine.run_dir}"
+    )
+
+    def num(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+    return {
+        "DEEPTUI_SUMMARY": line,
+        "DEEPTUI_EVENT": what,
+        "DEEPTUI_PRESET": cfg.run.name,
+        "DEEPTUI_RUN_DIR": str(engine.run_dir),
+        "DEEPTUI_REASON": reason,
+        "DEEPTUI_EPOCH": str(engine.epoch_now),
+        "DEEPTUI_EPOCHS": str(cfg.run.epochs),
+        "DEEPTUI_STEP": str(t.step),
+        "DEEPTUI_ELAPSED_S": f"{engine.now():.1f}",
+        "DEEPTUI_LOSS": num(train.loss if train else None),
+        "DEEPTUI_TEST_LOSS": num(test.test_loss if test else None),
+        "DEEPTUI_TEST_ERROR_PCT": num(test.test_error_pct if test else None),
+    }
+
+
+def run_command(command: str, env: dict[str, str], timeout: float = TIMEOUT_S) -> tuple[bool, str]:
+    """(ok, what happened) of `command` run by the shell; killed, with its children, after `timeout`."""
+    try:
+        proc = subprocess.Popen(
+            command,
+            shell=True,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills what it started too
+            text=True,
+            errors="replace",
+        )
+    except OSError as e:
+        return False, f"could not start ({e.strerror or e})"
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return False, f"timed out after {timeout:g} s and was killed"
+    if proc.returncode:
+        first = next((line.strip() for line in (err or "").splitlines() if line.strip()), "")
+        return False, f"exit {proc.returncode}" + (f": {first[:200]}" if first else "")
+    return True, "exit 0"
+
+
+class Notifier:
+    """Runs the engine's run.notify_command (rank 0 only), marks the outcome in events.csv."""
+
+    def __init__(self, engine: Engine, timeout: float | None = None):
+        self.engine, self.timeout = engine, TIMEOUT_S if timeout is None else timeout
+        self.command = engine.cfg.run.notify_command if engine.is_main else ""
+        self._threads: list[threading.Thread] = []
+
+    def fire(self, what: str, reason: str = "", wait: bool = False) -> None:
+        """Run the command for `what` (finished, failed, paused): waited for, or in a thread."""
+        if not self.command:
+            return
+        env = summary(self.engine, what, reason)
+        if wait:
+            self.join()
+            self._run(what, env)
+            return
+        thread = threading.Thread(target=self._run, args=(what, env), name="deeptui-notify", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _run(self, what: str, env: dict) -> None:
+        ok, detail = run_command(self.command, env, self.timeout)
+        report = self.engine.report
+        with contextlib.suppress(Exception):  # never fatal, whatever the log's state
+            report.mark("notify" if ok else "notify_failed", f"{what}: notify_command {detail}")
+            if not ok:
+                report.emit(E.Warning, message=f"run.notify_command {detail}; the run goes on")
+
+    def join(self) -> None:
+        """Wait for commands still running (each ends within its timeout)."""
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        self._threads.clear()

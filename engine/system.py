@@ -1,0 +1,221 @@
+"""The machine's figures, as nvitop shows them: per CUDA device the utilisation, memory used/total,
+temperature and power (NVIDIA's NVML, through nvidia-ml-py's pynvml), and the process's CPU % and
+resident memory (psutil); read in a thread of their own at most once a second, never on the
+training thread; written to system.csv and told as SystemStats events.
+
+When NVML is missing or fails, one Warning says so and the readings go on with the CPU's figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from . import events as E
+
+FILE_NAME = "system.csv"
+HEADER = ["time_s", "device", "util_pct", "mem_used_mb", "mem_total_mb", "temp_c", "power_w", "cpu_pct", "rss_mb"]
+NAN = math.nan
+MIB = 2**20
+
+
+class NvmlUnavailable(Exception):
+    """NVML cannot be used: the binding is not installed, the driver library is missing, or it failed."""
+
+
+class Nvml:
+    """NVML handles of the CUDA devices a run uses. read() gives one tuple per device
+    (device, util %, used MiB, total MiB, temperature C, power W); a call that fails gives NaN."""
+
+    def __init__(self, indices: list[int]):
+        try:
+            import pynvml
+        except ImportError:
+            raise NvmlUnavailable("nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
+        self.nv = pynvml
+        try:
+            pynvml.nvmlInit()
+            self.handles = [(f"cuda:{i}", pynvml.nvmlDeviceGetHandleByIndex(physical_index(i))) for i in indices]
+        except Exception as e:  # pynvml.NVMLError and its kinds: no driver library, no permission, ...
+            raise NvmlUnavailable(f"NVML failed: {str(e) or type(e).__name__}") from None
+
+    def read(self) -> list[tuple]:
+        nv, out = self.nv, []
+        for name, h in self.handles:
+            util = _try(lambda h=h: nv.nvmlDeviceGetUtilizationRates(h).gpu)
+            mem = _try(lambda h=h: nv.nvmlDeviceGetMemoryInfo(h), None)
+            temp = _try(lambda h=h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+            power = _try(lambda h=h: nv.nvmlDeviceGetPowerUsage(h) / 1000)  # milliwatts
+            used, total = (mem.used / MIB, mem.total / MIB) if mem is not None else (NAN, NAN)
+            out.append((name, float(util), float(used), float(total), float(temp), float(power)))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.nv.nvmlShutdown()
+
+
+def _try(read: Callable, default=NAN):
+    try:
+        return read()
+    except Exception:  # e.g. NVML_ERROR_NOT_SUPPORTED for power on some boards
+        return default
+
+
+def physical_index(i: int) -> int:
+    """CUDA's device i as NVML numbers it: CUDA_VISIBLE_DEVICES renumbers what CUDA sees, NVML does not."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if i < len(visible) and visible[i].isdigit():
+        return int(visible[i])
+    return i
+
+
+class Process:
+    """This process's CPU % (of one core; 2 busy cores read 200%) and resident memory, via psutil."""
+
+    def __init__(self):
+        try:
+            import psutil
+        except ImportError:
+            self.proc = None
+            return
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)  # the first call starts the count
+
+    def read(self) -> tuple[float, float]:
+        if self.proc is None:
+            return NAN, NAN
+        return float(self.proc.cpu_percent(None)), self.proc.memory_info().rss / MIB
+
+
+class SystemMonitor:
+    """Reads the figures every `seconds` (>= 1) in its own thread, from start() until stop(),
+    appending to <run_dir>/system.csv and emitting a SystemStats event per reading."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        seconds: float,
+        clock: Callable[[], float],
+        emit: Callable[..., None],
+        cuda: list[int] = (),
+        on_row: Callable[[dict], None] | None = None,
+    ):
+        self.path = Path(run_dir) / FILE_NAME
+        self.seconds, self.clock, self.emit, self.cuda = max(1.0, seconds), clock, emit, list(cuda)
+        self.on_row = on_row  # also given every row (TensorBoard's system/ scalars)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.readings = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="deeptui-system", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread (it finishes the reading under way) and close system.csv."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        proc, nvml, note = Process(), None, ""
+        if proc.proc is None:
+            note = "no CPU figures: psutil is not installed"
+        if self.cuda:
+            try:
+                nvml = Nvml(self.cuda)
+            except NvmlUnavailable as e:
+                note = f"no GPU figures: {e}"
+        if note:
+            self.emit(E.Warning, message=f"machine strip: {note}; the run goes on")
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        try:
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                out = csv.writer(f)
+                if new:
+                    out.writerow(HEADER)
+                while not self._stop.wait(self.seconds):
+                    self._reading(proc, nvml, note, out)
+                    f.flush()
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # the run directory went away or filled up: the run goes on without
+            self.emit(E.Warning, message=f"machine strip: {self.path} cannot be written ({e.strerror or e})")
+        finally:
+            if nvml is not None:
+                nvml.close()
+
+    def _reading(self, proc: Process, nvml: Nvml | None, note: str, out) -> None:
+        cpu, rss = proc.read()
+        gpus = nvml.read() if nvml is not None else []
+        t = round(self.clock(), 3)
+        for row in gpus or [("cpu", NAN, NAN, NAN, NAN, NAN)]:
+            cells = [t, *(_cell(v) for v in row), _cell(cpu), _cell(rss)]
+            out.writerow(cells)
+            if self.on_row is not None:
+                self.on_row(dict(zip(HEADER, cells)))
+        self.readings += 1
+        self.emit(E.SystemStats, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus), note=note)
+
+
+class NoMonitor:
+    """A rank other than 0, or log.system_seconds = 0: no readings."""
+
+    readings = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def monitor_for(engine) -> SystemMonitor | NoMonitor:
+    """The run's monitor: rank 0 reads this machine's devices (in a data-parallel run on CUDA,
+    the GPUs of every local rank) and its own process."""
+    seconds = engine.cfg.log.system_seconds
+    if not engine.is_main or seconds <= 0:
+        return NoMonitor()
+    cuda: list[int] = []
+    if engine.device.type == "cuda":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if engine.dist is not None else 1
+        cuda = list(range(local)) if local > 1 else [engine.device.index or 0]
+    on_row = getattr(engine.log, "system_row", None)  # log.tensorboard: the readings as scalars too
+    return SystemMonitor(engine.run_dir, seconds, engine.now, engine.report.emit, cuda, on_row)
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+# ---- one line of text for a reading: the headless lines, `deeptui ls`, the dashboard's strip
+
+
+def _num(v: float, fmt: str, unit: str = "") -> str:
+    return "?" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{fmt}}{unit}"
+
+
+def gpu_text(gpu: tuple) -> str:
+    """'cuda:0 87% 12.3/80.0 GiB 71°C 250 W' (nvidia-smi's memory: the device's, not the allocator's)."""
+    name, util, used, total, temp, power = gpu
+    mem = f"{_num(used / 1024, '.1f')}/{_num(total / 1024, '.1f')} GiB"
+    return f"{name} {_num(util, '.0f', '%')} {mem} {_num(temp, '.0f', '°C')} {_num(power, '.0f', ' W')}"
+
+
+def cpu_text(cpu_pct: float, rss_mb: float) -> str:
+    return f"cpu {_num(cpu_pct, '.0f', '%')} rss {_num(rss_mb / 1024, '.2f', ' GiB')}"
+
+
+def summary(ev: E.SystemStats) -> str:
+    """The whole reading as one plain line."""
+    parts = [gpu_text(g) for g in ev.gpus] + [cpu_text(ev.cpu_pct, ev.rss_mb)]
+    return " · ".join(parts) + (f" ({ev.note})" if ev.note else "")

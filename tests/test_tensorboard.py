@@ -1,0 +1,98 @@
+"""TensorBoard: the event files of a live run (log.tensorboard = true) and of `deeptui export RUN_DIR
+--tensorboard`, read back with TensorBoard's own reader, hold every metrics row, every event and
+the config; without the tensorboard package both say so in one line and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from deeptui.engine.runlog import EVENTS_HEADER
+from deeptui.tui.cli import main
+
+pytest.importorskip("tensorboard")  # the test extra installs it
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+SCALARS = {"train": ("loss", "accuracy", "lr", "samples_per_s", "frozen"), "test": ("loss", "accuracy")}
+
+
+def read_back(log_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def assert_matches_the_csv(acc: EventAccumulator, run_dir: Path) -> None:
+    """Every number of every metrics.csv row is a scalar at its step; every events.csv row is a
+    text at its step; the config is in the hparams."""
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert rows and next(csv.reader(open(run_dir / "events.csv"))) == EVENTS_HEADER
+    for split, names in SCALARS.items():
+        mine = [r for r in rows if r["split"] == split]
+        for name in names:
+            got = [(e.step, e.value) for e in acc.Scalars(f"{split}/{name}")]
+            want = [(int(r["step"]), float(r[name] == "true") if name == "frozen" else float(r[name])) for r in mine]
+            assert [s for s, _ in got] == [s for s, _ in want], (split, name)
+            for (_, g), (_, w) in zip(got, want):
+                assert g == pytest.approx(w, rel=1e-5, abs=1e-7), (split, name, got, want)
+    texts = []
+    for tag in acc.Tags()["tensors"]:
+        if tag.startswith("events/"):
+            event = tag[len("events/") : -len("/text_summary")].replace("/", ":")
+            for t in acc.Tensors(tag):
+                texts.append((t.step, event, t.tensor_proto.string_val[0].decode()))
+    events = [
+        (int(r["step"]), r["event"], r["detail"] or r["event"]) for r in csv.DictReader(open(run_dir / "events.csv"))
+    ]
+    assert sorted(texts) == sorted(events)
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hp["optimizer.lr"].number_value == pytest.approx(0.05) and hp["run.name"].string_value == "tiny"
+    assert hp["data.batch_size"].number_value == 16 and hp["optimizer.choices"].string_value.startswith('["sgd"')
+
+
+def test_a_live_runs_event_files_hold_every_row_event_and_the_config(make_engine):
+    eng = make_engine("log.tensorboard=true", "run.max_steps=8", "optimizer.name='momentum'")
+    assert eng.run() == "finished"
+    assert list(eng.run_dir.glob("events.out.tfevents.*"))
+    acc = read_back(eng.run_dir)
+    assert_matches_the_csv(acc, eng.run_dir)
+    assert acc.Scalars("train/frozen")[0].value == 1.0  # the tiny preset's schedule freezes epoch 1
+
+
+def test_export_converts_a_finished_run_and_does_not_write_twice(make_engine, capsys):
+    eng = make_engine("run.max_steps=8")
+    assert eng.run() == "finished"
+    assert not list(eng.run_dir.glob("events.out.tfevents.*"))  # log.tensorboard was off
+    (eng.run_dir / "system.csv").write_text(
+        "time_s,device,util_pct,mem_used_mb,mem_total_mb,temp_c,power_w,cpu_pct,rss_mb\n"
+        "1.0,cuda:0,87,12650,143771,71,250.5,104,3420\n"
+    )  # a reading as a GPU run writes it
+    assert main(["export", str(eng.run_dir), "--tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert f"open them with: tensorboard --logdir {eng.run_dir}" in out
+    acc = read_back(eng.run_dir)
+    assert_matches_the_csv(acc, eng.run_dir)
+    assert [(e.step, e.value) for e in acc.Scalars("system/cuda:0/util_pct")] == [(1, 87.0)]
+    assert acc.Scalars("system/cuda:0/power_w")[0].value == pytest.approx(250.5)
+    assert main(["export", str(eng.run_dir), "--tensorboard"]) == 2  # the files are there already
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds TensorBoard event files" in err and "--out" in err
+
+
+def test_without_the_tensorboard_package_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    argv = ["quickstart", "--headless", "--log-dir", str(tmp_path / "runs"), "--set", "log.tensorboard=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'deeptui[tensorboard]'" in err and "log.tensorboard = false" in err
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.csv").write_text("time_s\n")
+    assert main(["export", str(tmp_path / "run"), "--tensorboard"]) == 2
+    err = capsys.readouterr().err
+    assert "deeptui export --tensorboard needs the tensorboard package" in err and err.count("\n") == 1

@@ -1,0 +1,51 @@
+"""`deeptui export RUN_DIR --tensorboard`: an existing run's CSV files (metrics, events, system) and
+its config as TensorBoard event files, for runs that did not set log.tensorboard. Imports no
+textual, rich or plotext."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deeptui.engine.config import load_config
+from deeptui.engine.errors import SetupError
+from deeptui.engine.tensorboard import EVENT_FILES, export_run, require
+
+from .options import fail
+
+
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="deeptui export",
+        description="Convert a run directory's CSV files for another tool: --tensorboard writes TensorBoard "
+        "event files (scalars for every metrics row, text for every event, the config as hparams).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (it has metrics.csv)")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files")
+    p.add_argument("--out", metavar="DIR", help="where the event files go (default: RUN_DIR itself)")
+    args = p.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not args.tensorboard:
+        return fail("deeptui export: say what to export; fix: add --tensorboard")
+    if not (run_dir / "metrics.csv").is_file():
+        return fail(f"{run_dir}: not a run directory (no metrics.csv); fix: pass a directory that deeptui ls lists")
+    out = Path(args.out) if args.out else run_dir
+    there = sorted(out.glob(EVENT_FILES)) if out.is_dir() else []
+    if there:
+        return fail(
+            f"{out}: already holds TensorBoard event files ({there[0].name}); fix: pass --out DIR, "
+            "or delete them to write them again"
+        )
+    try:
+        require("deeptui export --tensorboard")
+        config = load_config(run_dir / "config.toml").to_dict() if (run_dir / "config.toml").is_file() else {}
+        out.mkdir(parents=True, exist_ok=True)
+        tb = export_run(run_dir, out, config)
+    except SetupError as e:
+        return fail(str(e))
+    except OSError as e:
+        return fail(f"{out}: cannot write the event files ({e.strerror or e}); fix: pass --out to a writable folder")
+    print(f"wrote {tb.scalars} scalars and {tb.texts} event texts to {out}")
+    print(f"open them with: tensorboard --logdir {out}", file=sys.stdout)
+    return 0
