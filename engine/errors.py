@@ -53,6 +53,12 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129, sign
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the ones a run installs handlers for
 
 
+def stop_signals(wanted=STOP_SIGNALS) -> list:
+    """The signals of `wanted` that may stop a run: SIGHUP only where it is not ignored, since
+    `nohup deeptui ...` asks the run to outlive its terminal."""
+    return [s for s in wanted if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)]
+
+
 def exit_code(final_state: str) -> int:
     """0 for a run that finished or that the user stopped; 1 for one that failed (or never ended)."""
     return EXIT_OK if final_state in ("finished", "stopped") else EXIT_FAILED

@@ -54,7 +54,7 @@ def only_run_dir(log_dir: Path) -> Path:
     return run_dir
 
 
-def start_headless(log_dir: Path, *extra: str) -> subprocess.Popen:
+def start_headless(log_dir: Path, *extra: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -73,6 +73,7 @@ def start_headless(log_dir: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **kw,
     )
 
 
@@ -102,6 +103,20 @@ def test_signal_stops_saves_and_exits_with_its_code(tmp_path, sig, code):
     assert (run_dir / "last.pt").is_file()
     metrics, events = assert_csv_complete(run_dir)
     assert events[-1]["event"] == "stopped" and signal.Signals(sig).name in events[-1]["detail"]
+
+
+@pytest.mark.e2e
+def test_under_nohup_a_hangup_leaves_the_run_training(tmp_path):
+    proc = start_headless(tmp_path, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    read_until(proc, "step 10 ")
+    proc.send_signal(signal.SIGHUP)  # the terminal went away
+    read_until(proc, "step 20 ")  # it trains on
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    _, events = assert_csv_complete(only_run_dir(tmp_path))
+    assert events[-1]["event"] == "stopped" and "SIGINT" in events[-1]["detail"]
+    assert not any("SIGHUP" in e["detail"] for e in events)
 
 
 @pytest.mark.e2e
@@ -375,3 +390,15 @@ def test_a_closed_pipe_stops_the_run_with_a_checkpoint_and_no_traceback(tmp_path
     assert (run_dir / "last.pt").is_file()
     events = (run_dir / "events.csv").read_text()
     assert "stopped" in events and "broken pipe" in events
+
+
+def test_an_early_signal_gets_through_a_librarys_except_exception():
+    """torch's imports catch Exception here and there; a SIGTERM that lands in one of them must
+    still end deeptui (it once let a bench run on after its SIGTERM)."""
+    from deeptui.tui import guard
+
+    with pytest.raises(guard.Interrupted):
+        try:
+            guard._raise(signal.SIGTERM, None)
+        except Exception:  # what a library's import does
+            pass

@@ -10,11 +10,13 @@ import signal
 import sys
 import traceback
 
-from deeptui.engine.errors import SIGNAL_EXIT
+from deeptui.engine.errors import SIGNAL_EXIT, stop_signals
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP arrived while deeptui was starting (importing, building, loading)."""
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP arrived while deeptui was starting (importing, building, loading). A
+    BaseException, as KeyboardInterrupt is: torch's own imports catch Exception here and there, and
+    would swallow it (a bench then ran on for minutes after its SIGTERM)."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -31,6 +33,8 @@ def stop_on_early_signals() -> dict:
     old = {}
     handlers = {signal.SIGTERM: _raise, signal.SIGHUP: _raise, signal.SIGINT: signal.default_int_handler}
     for sig, handler in handlers.items():
+        if sig not in stop_signals([sig]):
+            continue  # nohup: the run outlives the terminal
         try:
             old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (a test calling main from a worker)

@@ -9,7 +9,7 @@ import sys
 
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
-from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, exit_code
+from deeptui.engine.errors import SIGNAL_EXIT, exit_code, stop_signals
 from deeptui.engine.system import summary as machine_summary
 
 from .summary import summary_lines
@@ -122,7 +122,8 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
 
 def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
     """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
-    SIGINT/SIGTERM/SIGHUP and when the output is closed (exit 141, as for SIGPIPE)."""
+    SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output is closed (exit 141, as
+    for SIGPIPE)."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []
 
@@ -135,7 +136,7 @@ def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
         stop(signum, f"signal {signal.Signals(signum).name}")
 
     printer.on_closed = lambda: stop(signal.SIGPIPE, "the output was closed (broken pipe)")
-    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
         engine.start()
         print_events(engine, printer)
