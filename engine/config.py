@@ -69,7 +69,10 @@ class RunConfig:
         choices=("auto", "stop", "pause", "continue"),
     )
     collective_timeout_s: float = _f(
-        60.0, "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)", gt=0.0
+        60.0,
+        "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)",
+        gt=0.0,
+        max=86400.0,
     )
     eval_mode: str = _f(
         "eval",
@@ -209,7 +212,10 @@ class LogConfig:
         False, "also write TensorBoard event files in the run directory (pip install 'deeptui[tensorboard]')"
     )
     system_seconds: float = _f(
-        1.0, "read the machine's figures (system.csv, the strip) every N seconds, N >= 1; 0: off", min=0.0
+        1.0,
+        "read the machine's figures (system.csv, the strip) every N seconds, N >= 1; 0: off",
+        min=0.0,
+        max=86400.0,  # a day; beyond, a timed wait overflows the platform's time_t
     )
 
 

@@ -78,6 +78,7 @@ def test_bad_preset_exits_2_with_one_clear_line(capsys, tmp_path, name, words):
         (["--set", "optimizer.lr=abc"], ["optimizer.lr", "expected a number"]),
         (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),
         (["--epochs", "0"], ["run.epochs", "must be >= 1"]),
+        (["--set", "log.system_seconds=1e300"], ["log.system_seconds", "must be <= 86400"]),
     ],
     ids=[
         "set-unknown-key",
@@ -88,6 +89,7 @@ def test_bad_preset_exits_2_with_one_clear_line(capsys, tmp_path, name, words):
         "set-wrong-type",
         "cuda-absent",
         "epochs-zero",
+        "system-seconds-past-a-day",  # a timed wait that long overflowed time_t in the readings' thread
     ],
 )
 def test_bad_command_line_exits_2(capsys, tmp_path, argv, words, monkeypatch):
