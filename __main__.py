@@ -14,7 +14,8 @@ def _stopped_while_starting(signum, frame):
 
 def run() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stopped_while_starting)
+        if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN):  # nohup: stays ignored
+            signal.signal(sig, _stopped_while_starting)
     from deeptui.tui.cli import entry  # the handlers above cover this import
 
     entry()

@@ -56,7 +56,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the ones a run 
 def stop_signals(wanted=STOP_SIGNALS) -> list:
     """The signals of `wanted` that may stop a run: SIGHUP only where it is not ignored, since
     `nohup deeptui ...` asks the run to outlive its terminal."""
-    return [s for s in wanted if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)]
+    return [s for s in wanted if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)]
 
 
 def exit_code(final_state: str) -> int:
