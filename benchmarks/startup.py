@@ -1,6 +1,8 @@
 """Launch to first curve point: how long `deeptui quickstart` takes from the command to its first
 training row in metrics.csv (the first point of the loss curve), headless and in the dashboard
-(under a pseudo-terminal, also the time to its first frame). Median of --repeats launches.
+(under a pseudo-terminal, also the time to its first frame), beside a plain PyTorch script that
+does the least the same row needs (import torch, the quickstart's model on random data, SGD with
+momentum, 10 steps, a CSV row). Median of --repeats launches, interleaved.
 
   python benchmarks/startup.py --repeats 5
 """
@@ -28,17 +30,41 @@ def first_row(log_dir: Path) -> bool:
     return False
 
 
-def headless(extra: list[str], timeout: float) -> float:
+# The floor: what any PyTorch script pays before its first logged row (the model class is
+# deeptui's, imported alone: the same network, not the same program).
+PLAIN = r"""
+import sys, time, pathlib
+import torch
+from deeptui.engine.models import Monster
+torch.manual_seed(0)
+model = Monster(4, 32, num_classes=10)
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+x, y = torch.randn(640, 3, 32, 32), torch.randint(0, 10, (640,))
+for i in range(10):
+    loss = torch.nn.functional.cross_entropy(model(x[i * 64:(i + 1) * 64]), y[i * 64:(i + 1) * 64])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+out = pathlib.Path(sys.argv[1]) / "plain"
+out.mkdir()
+(out / "metrics.csv").write_text(f"step,loss\n10,{loss.item()}\n")
+"""
+
+
+def headless(extra: list[str], timeout: float, plain: bool = False) -> float:
     with tempfile.TemporaryDirectory() as logs:
         t0 = time.monotonic()
+        argv = (
+            ["-c", PLAIN, logs] if plain else ["-m", "deeptui", "quickstart", "--headless", "--log-dir", logs, *extra]
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deeptui", "quickstart", "--headless", "--log-dir", logs, *extra],
+            [sys.executable, *argv],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
             while not first_row(Path(logs)):
-                if proc.poll() is not None or time.monotonic() - t0 > timeout:
+                if (proc.poll() is not None and not first_row(Path(logs))) or time.monotonic() - t0 > timeout:
                     raise RuntimeError("no training row: the run ended or took too long")
                 time.sleep(0.02)
             return time.monotonic() - t0
@@ -91,17 +117,21 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     extra = ["--device", args.device]
-    heads, frames, rows = [], [], []
-    for _ in range(args.repeats):  # interleaved, so that a drift in load hits both alike
+    heads, frames, rows, plains = [], [], [], []
+    for _ in range(args.repeats):  # interleaved, so that a drift in load hits all alike
+        plains.append(headless(extra, args.timeout, plain=True))
         heads.append(headless(extra, args.timeout))
         frame, row = dashboard(extra, args.timeout)
         frames.append(frame)
         rows.append(row)
     med = statistics.median
     print(f"quickstart on {args.device}, median of {args.repeats} launches (load average {os.getloadavg()[0]:.2f}):")
+    print(f"  plain torch: first row        {med(plains):5.2f} s   (runs: {', '.join(f'{v:.2f}' for v in plains)})")
     print(f"  headless:  first training row {med(heads):5.2f} s   (runs: {', '.join(f'{v:.2f}' for v in heads)})")
     print(f"  dashboard: first frame        {med(frames):5.2f} s   (runs: {', '.join(f'{v:.2f}' for v in frames)})")
     print(f"  dashboard: first training row {med(rows):5.2f} s   (runs: {', '.join(f'{v:.2f}' for v in rows)})")
+    ratios = [h / p for h, p in zip(heads, plains)]
+    print(f"  headless / plain: median {med(ratios):.2f} (+{med(heads) - med(plains):.2f} s)")
     return 0
 
 

@@ -210,6 +210,7 @@ class RunLog:
         for name, header in (("metrics", METRICS_HEADER), ("events", EVENTS_HEADER)):
             self._open(name, header)
         self._last_flush = time.monotonic()
+        self._first_point = True  # the curve's first point goes to disk at once, not within 2 s
         self.closed = False
         self._lock = threading.RLock()  # rows come from the training thread, and notify_command's
 
@@ -249,7 +250,8 @@ class RunLog:
             if self.closed:
                 return
             self._writers[name].writerow([_fmt(v) for v in values])
-            if time.monotonic() - self._last_flush >= self.flush_seconds:
+            first, self._first_point = self._first_point and name == "metrics", self._first_point and name != "metrics"
+            if first or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
 
     def flush_if_due(self) -> None:
