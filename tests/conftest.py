@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def isolated_user_state(tmp_path_factory, monkeypatch):
     of its own, never in the real ~/.local/state; and no $DEEPTUI_LOG_DIR leaks in."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     monkeypatch.delenv("DEEPTUI_LOG_DIR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def pilot_keys_wait_briefly(monkeypatch):
+    """Textual's Pilot waits after each key until the process's CPU time stops advancing, for at
+    most a second, twice. A training engine thread never lets it stop, so every key cost 2 s.
+    Our tests wait on conditions (tests.pilot.until), so a short wait for the UI loop is enough.
+    Only where Textual is loaded already: tests of what loads no UI library stay so."""
+    if "textual.app" not in sys.modules:
+        return
+    import textual.app
+    import textual.pilot
+    from textual._wait import wait_for_idle
+
+    async def brief(min_sleep: float = 0.02, max_sleep: float = 1) -> None:
+        await wait_for_idle(min_sleep, min(max_sleep, 0.1))
+
+    monkeypatch.setattr(textual.app, "wait_for_idle", brief)
+    monkeypatch.setattr(textual.pilot, "wait_for_idle", brief)
 
 
 @pytest.fixture

@@ -291,7 +291,7 @@ def detached(tmp_path, capsys):
     background process at teardown if a test left it running."""
     from deeptui.tui.cli import main
 
-    code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL, "--max-steps", "80"])
+    code = main([QUICK, "--detach", "--log-dir", str(tmp_path), "--device", "cpu", *SMALL, "--max-steps", "30"])
     out = capsys.readouterr().out
     assert code == 0, out
     run_dir = only_run_dir(tmp_path)
@@ -363,7 +363,7 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
         log = _text(app, "#log")
         assert "Pause: paused at step" in log and "SwitchOptimizer: momentum -> sgd" in log
         await pilot.press("p")
-        await until(pilot, lambda: "finished" in _text(app, "#header"), timeout=60, what="finished")
+        await until(pilot, lambda: "finished" in _text(app, "#header"), timeout=180, what="finished")
         await pilot.press("q")  # the run has ended: nothing to ask
     assert s2.final_state == "finished" and not s2.alive
 
@@ -372,14 +372,14 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
     assert names[0] == "start" and names[-1] == "finished"
     assert "applied:Pause" in names and "applied:SwitchOptimizer" in names and "applied:Resume" in names
     train = [m for m in metrics if m["split"] == "train"]
-    assert int(train[-1]["step"]) == 80 and train[-1]["optimizer"] == "sgd"
+    assert int(train[-1]["step"]) == 30 and train[-1]["optimizer"] == "sgd"
     deadline = time.monotonic() + 15
     while (run_dir / SOCKET_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not (run_dir / SOCKET_NAME).exists()
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[1:5] == ["finished", "2", "80", row[4]] and row[-2] == "-"
+    assert row[1:5] == ["finished", "1", "30", row[4]] and row[-2] == "-"
     log = run_dir / "deeptui.log"  # the detached process prints its last line as its engine thread ends
     while "finished" not in log.read_text() and time.monotonic() < deadline + 10:
         time.sleep(0.1)
