@@ -48,7 +48,10 @@ KEYS = [
 ]  # not q: it quits, from a dialog too
 
 
-async def test_hundreds_of_random_keys_leave_the_app_alive_and_honest(make_engine, seed=0):
+async def test_hundreds_of_random_keys_leave_the_app_alive_and_honest(make_engine, tmp_path, monkeypatch, seed=0):
+    # e opens the export dialog, and the storm types a folder name into it and presses Enter: the
+    # copy goes to that folder relative to the working directory, which must not be the checkout
+    monkeypatch.chdir(tmp_path)
     eng = make_engine("run.epochs=1000", "log.interval=2", "run.on_nan='pause'")
     eng.send(C.Pause())  # p in the storm runs it now and then; a paused run keeps the CPU for the keys
     app = DeeptuiApp(eng, timing={"repeats": 1, "sizes": (32, 16, 16)})
@@ -78,7 +81,8 @@ async def test_hundreds_of_random_keys_leave_the_app_alive_and_honest(make_engin
     assert not eng.alive
 
 
-async def test_the_palette_with_enter_pressed_quickly_does_not_crash(make_engine):
+async def test_the_palette_with_enter_pressed_quickly_does_not_crash(make_engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     eng = make_engine("run.epochs=1000")
     eng.send(C.Pause())
     app = DeeptuiApp(eng)
