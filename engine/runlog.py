@@ -250,7 +250,9 @@ class RunLog:
             if self.closed:
                 return
             self._writers[name].writerow([_fmt(v) for v in values])
-            first, self._first_point = self._first_point and name == "metrics", self._first_point and name != "metrics"
+            first = self._first_point and name == "metrics"
+            if first:
+                self._first_point = False
             if first or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
 

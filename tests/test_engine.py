@@ -250,3 +250,18 @@ def test_rows_written_while_paused_reach_the_disk(make_engine):
         time.sleep(0.05)
     events = (eng.run_dir / "events.csv").read_text()
     assert "applied:Pause" in events and "applied:SetMode" in events
+
+
+def test_the_first_training_row_is_on_disk_at_once(tmp_path):
+    """The curve's first point is in metrics.csv as soon as it is logged (a reader tailing the
+    file, or deeptui ls, sees it), not at the next 2-second flush; later rows batch as before."""
+    from deeptui.engine.runlog import RunLog
+
+    log = RunLog(tmp_path, flush_seconds=3600)
+    row = dict(epoch=1, split="train", loss=2.3, accuracy=0.1, lr=0.05, optimizer="sgd", frozen=False, mode="train")
+    log.metric(time_s=1.0, step=10, samples_per_s=100.0, **row)
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[2] == "10"
+    log.metric(time_s=2.0, step=20, samples_per_s=100.0, **row)
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2  # batched until a flush
+    log.close()
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3

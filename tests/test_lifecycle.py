@@ -2,8 +2,8 @@
 entry point, kill -9 in the middle and resume (again and again), two resumes at once, a stopped
 process, a disk that fills up. In subprocesses, so the signals and exits are the real ones.
 
-The kill -9 loop runs twice by default; the issue's 20: DEEPTUI_KILL_TRIES=20 .venv/bin/python -m
-pytest tests/test_lifecycle.py -k kill"""
+The kill -9 loop runs twice by default; the issue's 20 (about 16 s each on 2 cores): DEEPTUI_KILL_TRIES=20
+.venv/bin/python -m pytest tests/test_lifecycle.py -k kill --timeout 1800"""
 
 from __future__ import annotations
 
