@@ -202,7 +202,7 @@ def wait_stopped(proc: subprocess.Popen) -> None:
         raise SystemExit(f"overhead.py: a variant exited during the benchmark:\n{err[-2000:]}")
 
 
-def spawn(name: str, args, tmp: Path) -> tuple[subprocess.Popen, float]:
+def spawn(name: str, args, tmp: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
         __file__,
@@ -215,12 +215,16 @@ def spawn(name: str, args, tmp: Path) -> tuple[subprocess.Popen, float]:
         "--threads",
         str(args.threads),
     ] + [f"--set={s}" for s in args.set]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(name: str, proc: subprocess.Popen) -> float:
+    """Its clock offset, once it has built everything and stopped itself before its first step."""
     line = proc.stdout.readline()
     if not line.startswith("ready "):
         raise SystemExit(f"overhead.py: variant {name} did not start:\n{proc.stderr.read()[-2000:]}")
     wait_stopped(proc)
-    return proc, float(line.split()[1])
+    return float(line.split()[1])
 
 
 def take_turns(procs: dict[str, subprocess.Popen], rounds: int, seconds: float) -> dict[str, list[tuple[float, float]]]:
@@ -299,8 +303,10 @@ def main(argv=None) -> int:
         tmp = Path(d)
         procs, offsets = {}, {}
         try:
+            for name in VARIANTS:  # built side by side: each stops itself when ready
+                procs[name] = spawn(name, args, tmp)
             for name in VARIANTS:
-                procs[name], offsets[name] = spawn(name, args, tmp)
+                offsets[name] = wait_ready(name, procs[name])
             windows = take_turns(procs, args.rounds, args.seconds)
         finally:
             finish(procs)

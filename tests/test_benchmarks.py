@@ -53,9 +53,11 @@ def test_overhead_benchmark_runs_end_to_end():
             "--rounds",
             "2",
             "--seconds",
-            "1.0",
+            "2.0",
             "--set",
-            "log.interval=5",  # a logged row in every window, also when a loaded machine runs it slowly
+            # a logged row in every window, also on a loaded machine (two make test side by side
+            # once left 1-second windows with 5-step rows empty)
+            "log.interval=2",
             "--set",
             "model.blocks=1",
             "--set",
