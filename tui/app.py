@@ -308,12 +308,6 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             self._pending[cid] = follow
         return cid
 
-    def log_files(self) -> list[Path]:
-        """What e shows and copies: the CSV logs, the resolved config and the checkpoints."""
-        run_dir = Path(self.session.run_dir)
-        files = [run_dir / name for name in ("metrics.csv", "events.csv", "config.toml")]
-        return files + sorted(run_dir.glob("*.pt"))
-
 
 def run_dashboard(session: Session, attached: bool = False) -> int:
     """Run the dashboard over a session; print the run directory on exit.

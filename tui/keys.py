@@ -4,6 +4,8 @@ doing nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -195,6 +197,12 @@ class Steering:
             self.send(C.FlushLogs(), follow="export")
         else:  # the engine closed (and so flushed) the files when the run ended
             self.push_screen(ExportScreen(self.log_files()))
+
+    def log_files(self) -> list[Path]:
+        """What e shows and copies: the CSV logs, the resolved config and the checkpoints."""
+        run_dir = Path(self.session.run_dir)
+        files = [run_dir / name for name in ("metrics.csv", "events.csv", "config.toml")]
+        return files + sorted(run_dir.glob("*.pt"))
 
     def action_log_scale(self) -> None:
         self.log_scale = not self.log_scale
