@@ -227,9 +227,21 @@ def wait_ready(name: str, proc: subprocess.Popen) -> float:
     return float(line.split()[1])
 
 
-def take_turns(procs: dict[str, subprocess.Popen], rounds: int, seconds: float) -> dict[str, list[tuple[float, float]]]:
+def has_row(name: str, tmp: Path) -> bool:
+    """Whether the variant has logged a training row (the engines write their first at once)."""
+    if name == "plain":
+        path = tmp / "plain.rows"
+        return path.exists() and path.stat().st_size > 0
+    return any(len(m.read_text().splitlines()) >= 2 for m in (tmp / "runs" / name).glob("*/metrics.csv"))
+
+
+def take_turns(
+    procs: dict[str, subprocess.Popen], rounds: int, seconds: float, tmp: Path | None = None
+) -> dict[str, list[tuple[float, float]]]:
     """Let each process run for `seconds` while the others are frozen, for `rounds` rounds and one
-    warm-up round, rotating who goes first; the (start, end) of every process's windows."""
+    warm-up round, rotating who goes first; the (start, end) of every process's windows. The
+    warm-up window lasts until the variant's first logged row (the dashboard starts its app in
+    it; on a loaded machine 2 s were not enough, and no later window had a row before it)."""
     names = list(procs)
     windows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(rounds + 1):
@@ -239,6 +251,9 @@ def take_turns(procs: dict[str, subprocess.Popen], rounds: int, seconds: float) 
             t0 = time.monotonic()
             os.kill(proc.pid, signal.SIGCONT)
             time.sleep(seconds)
+            deadline = time.monotonic() + 120
+            while r == 0 and tmp is not None and not has_row(name, tmp) and time.monotonic() < deadline:
+                time.sleep(0.05)
             os.kill(proc.pid, signal.SIGSTOP)
             t1 = time.monotonic()
             wait_stopped(proc)
@@ -252,7 +267,11 @@ def counted_rates(rows: dict[str, list], windows: dict[str, list], rounds: int) 
     rates = {n: [window_rate(rows[n], windows[n], k) for k in range(1, rounds + 1)] for n in rows}
     counted = [i for i in range(rounds) if all(rates[n][i] is not None for n in rows)]
     if not counted:
-        raise SystemExit("no window held a logged row; pass a longer --seconds or --set log.interval=<fewer steps>")
+        seen = ", ".join(f"{n}: {sum(r is not None for r in rates[n])}/{rounds} ({len(rows[n])} rows)" for n in rows)
+        raise SystemExit(
+            f"no round with a measurable window for every variant ({seen}); "
+            "pass a longer --seconds or --set log.interval=<fewer steps>"
+        )
     return {n: [rates[n][i] for i in counted] for n in rows}
 
 
@@ -307,7 +326,7 @@ def main(argv=None) -> int:
                 procs[name] = spawn(name, args, tmp)
             for name in VARIANTS:
                 offsets[name] = wait_ready(name, procs[name])
-            windows = take_turns(procs, args.rounds, args.seconds)
+            windows = take_turns(procs, args.rounds, args.seconds, tmp)
         finally:
             finish(procs)
         rows = {name: read_rows(name, tmp, offsets[name]) for name in VARIANTS}
