@@ -98,7 +98,7 @@ stage unfreeze 90 $PY -m deeptui quickstart --headless --device "$DEVICE" --log-
     --set optimizer.name='"momentum"' --set data.train_size=$SHAPES --set data.test_size=500 --epochs 3
 ROW=',cpu,'; [ "$DEVICE" = cuda ] && ROW=',cuda:0,[0-9]'
 stage machine 90 bash -c "$PY -m deeptui quickstart --headless --device $DEVICE --log-dir $WORK/machine \
-    --max-steps $STEPS --set data.train_size=$SHAPES --set log.interval=2 --set run.timing_at_start=false \
+    --max-steps $STEPS --set data.train_size=$SHAPES --set log.interval=2 --set run.auto_timing=false \
     && grep -q '$ROW' $WORK/machine/*/system.csv"
 
 echo
