@@ -92,6 +92,31 @@ def make_engine(tmp_path):
             eng.data.close()
 
 
+SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")  # a value reaches Python
+
+
+def count_host_syncs(monkeypatch, engine) -> tuple[list[str], list[int]]:
+    """Count every way a tensor's value can reach Python while `engine` runs: (each sync's method,
+    in order; how many had happened before each training step)."""
+    import torch
+
+    syncs: list[str] = []
+    for name in SYNC_METHODS:
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _real=real, _name=name, **kw):
+            syncs.append(_name)
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    before_step: list[int] = []
+    real_step = type(engine)._train_step
+    monkeypatch.setattr(
+        type(engine), "_train_step", lambda s, x, y: (before_step.append(len(syncs)), real_step(s, x, y))
+    )
+    return syncs, before_step
+
+
 class EventReader:
     """Reads an engine's events; `wait(pred)` returns the first event matching pred."""
 

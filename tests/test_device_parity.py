@@ -26,7 +26,7 @@ from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.build import build_engine
 from deeptui.engine.registry import OPTIMIZERS
-from tests.conftest import tiny_config
+from tests.conftest import SYNC_METHODS, tiny_config
 
 FULL = os.environ.get("DEEPTUI_FULL_MATRIX") == "1"
 # The same cases on a GPU (benchmarks/gpu_check.sh): DEEPTUI_TEST_DEVICE=cuda
@@ -67,7 +67,6 @@ SWITCH_TO = {
     "rmsprop": "adam",
     "lbfgs": "sgd",
 }
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 
 def run_case(amp: str, name: str, fused: bool, loader: str = "memory", *extra: str):

@@ -15,7 +15,7 @@ from deeptui.engine.compare import variants
 from deeptui.engine.config import ConfigError, load_config
 from deeptui.engine.runlog import LAYERS_HEADER
 from deeptui.tui.cli import main
-from tests.conftest import ROOT, EventReader, tiny_config
+from tests.conftest import ROOT, EventReader, count_host_syncs, tiny_config
 
 MLP_BN = [
     "model.name='mlp'",
@@ -60,18 +60,7 @@ def test_layers_csv_has_a_row_per_layer_of_one_step_per_interval(make_engine):
 
 def test_layer_statistics_read_back_once_per_interval_and_never_inside_a_step(make_engine, monkeypatch):
     eng = make_engine("run.epochs=1", "log.interval=4", "log.layers_interval=4", "schedule.freeze_features_epochs=0")
-    syncs = []
-    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
-        real = getattr(torch.Tensor, name)
-
-        def counting(self, *a, _real=real, _name=name, **kw):
-            syncs.append(_name)
-            return _real(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    before_step = []
-    real_step = type(eng)._train_step
-    monkeypatch.setattr(type(eng), "_train_step", lambda s, x, y: (before_step.append(len(syncs)), real_step(s, x, y)))
+    syncs, before_step = count_host_syncs(monkeypatch, eng)
     eng.run()
     assert eng.layers.readbacks == 4 and eng.sums.readbacks == 4
     increases = [b - a for a, b in zip(before_step, before_step[1:]) if b != a]

@@ -5,25 +5,14 @@ from __future__ import annotations
 import torch
 
 from deeptui.engine import events as E
-from tests.conftest import EventReader
+from tests.conftest import EventReader, count_host_syncs
 
 
 def test_training_steps_make_no_host_sync(make_engine, monkeypatch):
     """Count every way a tensor's value can reach Python: only the readback per logging interval
     (and the evaluation) may do it."""
     eng = make_engine("run.epochs=1", "log.interval=4", "schedule.freeze_features_epochs=0")
-    syncs = []
-    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
-        real = getattr(torch.Tensor, name)
-
-        def counting(self, *a, _real=real, _name=name, **kw):
-            syncs.append(_name)
-            return _real(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    steps = []
-    real_step = type(eng)._train_step
-    monkeypatch.setattr(type(eng), "_train_step", lambda self, x, y: (steps.append(len(syncs)), real_step(self, x, y)))
+    syncs, steps = count_host_syncs(monkeypatch, eng)
     eng.run()
     assert eng.train.step == 16 and eng.sums.readbacks == 4
     # syncs counted before each step grow only at readbacks: 16 steps, 4 intervals -> 4 tolist calls
