@@ -30,8 +30,10 @@ def build_engine(
     device: str | None = None,
     run_dir: Path | None = None,
     resume: dict | None = None,
+    started_at: float | None = None,
 ) -> Engine:
-    """Resolve the device, load data and weights, make the run directory (rank 0)."""
+    """Resolve the device, load data and weights, make the run directory (rank 0). The run's
+    clock reads 0 at `started_at` (time.monotonic() when the user launched it; default: now)."""
     # torch.optim's first optimizer imports torch._dynamo (about 2 s on 2 cores): start that now,
     # beside the data and the model, rather than after them.
     threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
@@ -74,7 +76,8 @@ def build_engine(
             if resume is None:
                 write_config(run_dir, cfg.to_dict())
             else:
-                cut_history_after(run_dir, int(resume["train"]["step"]))
+                train = resume["train"]
+                cut_history_after(run_dir, int(train["step"]), float(train["time_s"]))
         if info is not None:  # every rank learns rank 0's run directory
             run_dir = Path(distributed.broadcast_object(str(run_dir), info))
         return Engine(
@@ -87,6 +90,7 @@ def build_engine(
             dist_info=info,
             lock=lock,
             resume_changes=changes,
+            started_at=started_at,
         )
     except BaseException:
         data.close()
@@ -105,7 +109,8 @@ def make_model(cfg: Config, data) -> torch.nn.Module:
         if not data.num_classes:
             raise ConfigError(
                 f"{cfg.source}: model.name = '{m.name}' needs the number of classes, and the data's Datasets "
-                "do not say (no classes or targets attribute); fix: give the train Dataset a classes list"
+                "do not say (no classes or targets attribute)",
+                fix="give the train Dataset a classes list",
             )
         model = build_model(m, data.in_channels, data.image_size, data.num_classes)
     missing = missing_modules(model, m.freeze)
@@ -193,8 +198,8 @@ def check_fits(cfg: Config, data, device: torch.device) -> None:
     if free is not None and need > free:
         raise ConfigError(
             f"{cfg.source}: the model has {params:,} parameters, about {need / 2**30:.1f} GiB with its gradients "
-            f"and optimizer state, but {device.type} has {free / 2**30:.1f} GiB free; fix: fewer model.blocks, "
-            "model.channels or model.hidden"
+            f"and optimizer state, but {device.type} has {free / 2**30:.1f} GiB free",
+            fix="fewer model.blocks, model.channels or model.hidden",
         )
 
 
@@ -203,7 +208,8 @@ def check_distributed(cfg: Config, info) -> None:
     if cfg.data.batch_size % info.world:
         raise ConfigError(
             f"{cfg.source}: data.batch_size = {cfg.data.batch_size} is the global batch and "
-            f"must divide evenly over {info.world} processes; fix: use a multiple of {info.world}"
+            f"must divide evenly over {info.world} processes",
+            fix=f"use a multiple of {info.world}",
         )
     if cfg.optimizer.name == "lbfgs":
         raise ConfigError(

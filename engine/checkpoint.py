@@ -6,106 +6,55 @@ non-finite model never written over a finite one."""
 from __future__ import annotations
 
 import errno
-import math
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from . import events as E
 from .errors import CheckpointError
-from .models import set_frozen
-from .optim import ensure_momentum_buffers, set_base_lr
 from .registry import NAMES
 from .runlog import disk_full, disk_full_message
-
-if TYPE_CHECKING:
-    from .loop import Engine
+from .surface import Run
 
 FORMAT = 2
 LAST, BEST, NONFINITE = "last.pt", "best.pt", "nonfinite.pt"
 LEGACY = "checkpoint.pt"  # the one file of deeptui 0.1; still read by --resume and restore
 
 
-def collect(engine: Engine) -> dict:
-    """The run as one dict of plain data and tensors."""
+def collect(run: Run) -> dict:
+    """The run as one dict of plain data and tensors: what identifies it, then each part's own
+    state_dict() (model, optimizer, counters and clocks, random numbers)."""
     return {
         "format": FORMAT,
-        "world_size": engine.dist.world if engine.dist else 1,
-        "preset": engine.cfg.run.name,
-        "config": engine.cfg.to_dict(),
-        "model": engine.model.state_dict(),
-        "optimizer": engine.optimizer.state_dict(),
-        "train": {**engine.train.state_dict(), "time_s": engine.now()},
-        "frozen": engine.frozen,
-        "finite": is_finite(engine),
-        # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(engine.device) if engine.device.type == "cuda" else None,
-        },
+        "world_size": run.dist.world if run.dist else 1,
+        "preset": run.cfg.run.name,
+        "config": run.cfg.to_dict(),
+        "finite": run.trainer.finite(),
+        **run.state_dict(),
     }
 
 
-def save_now(engine: Engine, epoch: int | None = None, best: bool = False) -> list[Path]:
+def save_now(run: Run, epoch: int | None = None, best: bool = False) -> list[Path]:
     """last.pt (and epoch-N.pt at an epoch's end, best.pt when `best`) by the policy of
-    engine.checkpoint.CheckpointFiles: a non-finite model goes to nonfinite.pt only."""
-    if not engine.is_main:
+    CheckpointFiles: a non-finite model goes to nonfinite.pt only."""
+    if not run.is_main:
         return []
-    payload = collect(engine)
-    files = engine.checkpoints.write_best(payload) if best else engine.checkpoints.write(payload, epoch)
+    payload = collect(run)
+    files = run.checkpoints.write_best(payload) if best else run.checkpoints.write(payload, epoch)
     for kind, path in files:
-        engine.report.mark("checkpoint" if kind != "nonfinite" else "checkpoint_nonfinite", f"{kind}: {path}")
-        engine.report.emit(E.CheckpointSaved, path=str(path), kind=kind)
+        run.report.emit(E.CheckpointSaved, path=str(path), kind=kind)
     if not payload["finite"]:
-        kept = engine.checkpoints.find("last")
+        kept = run.checkpoints.find("last")
         good = f"the last good checkpoint ({kept.name})" if kept else "a good checkpoint"
-        engine.report.emit(
+        run.report.emit(
             E.Warning,
             message=f"the model is not finite: not saved over {good}; kept for inspection in {files[0][1].name}",
         )
     return [path for _, path in files]
-
-
-def is_finite(engine: Engine) -> bool:
-    """Every parameter and buffer finite, and the last training loss too (one host read)."""
-    tensors = [t for t in engine.model.state_dict().values() if t.is_floating_point()]
-    finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-    return finite and (engine.last_loss is None or math.isfinite(engine.last_loss))
-
-
-def restore(engine: Engine, payload: dict) -> None:
-    """Put a collected checkpoint back into the engine's parts. A checkpoint that does not fit the
-    model (another shape) or whose parts are missing or mistyped raises CheckpointError."""
-    try:
-        engine.model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{engine.run_dir}: the checkpoint's weights do not fit this model ({first[:160]}); "
-            "fix: resume with the run's own [model] settings"
-        ) from None
-    if engine.has_features:
-        set_frozen(engine.model, bool(payload["frozen"]), engine.freeze)
-    engine.train.load_state_dict(payload["train"])
-    engine.optimizer = engine.make_optimizer(engine.train.optimizer)
-    try:
-        engine.optimizer.load_state_dict(payload["optimizer"])
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{engine.run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
-            "fix: resume with the run's own optimizer settings"
-        ) from None
-    ensure_momentum_buffers(engine.optimizer)  # a checkpoint of an older deeptui may lack some
-    engine.model.train(engine.train.mode == "train")
-    engine.restart_clock(engine.train.time_s)
-    torch.set_rng_state(payload["rng"]["torch"])
-    if payload["rng"]["cuda"] is not None and engine.device.type == "cuda":
-        torch.cuda.set_rng_state(payload["rng"]["cuda"], engine.device)
 
 
 # What a resume cannot change: the network (its weights would not fit) and what an epoch is.
@@ -132,29 +81,16 @@ def resume_changes(payload: dict, cfg) -> list[tuple[str, object, object]]:
     changes = [
         (k, saved.get(k), now.get(k))
         for k in sorted(set(saved) | set(now))
-        if k != "run.name" and saved.get(k) != now.get(k) and k in saved
+        if k not in ("run.name", "log.dir") and saved.get(k) != now.get(k) and k in saved
     ]
     for key, old, new in changes:
         if key.startswith(FIXED_ON_RESUME):
             raise CheckpointError(
                 f"{cfg.source}: {key} was {old!r} in the checkpoint, {new!r} now: a resume goes on with "
-                f"the same network and data; fix: resume without changing {key} (or start a new run)"
+                f"the same network and data",
+                fix=f"resume without changing {key} (or start a new run)",
             )
     return changes
-
-
-def apply_changes(engine: Engine, changes: list[tuple[str, object, object]]) -> None:
-    """A resume's new settings take effect: the optimizer's name or hyperparameters (it then
-    starts fresh), its learning rate (kept state); the rest (epochs, log, perf) is read from the
-    config as the run goes."""
-    keys = {k for k, _, _ in changes}
-    if "optimizer.lr" in keys:
-        engine.train.base_lr = engine.cfg.optimizer.lr
-    if keys & {k for k in keys if k.startswith("optimizer.") and k not in ("optimizer.lr", "optimizer.choices")}:
-        engine.train.optimizer = engine.cfg.optimizer.name
-        engine.optimizer = engine.make_optimizer(engine.train.optimizer)
-    elif "optimizer.lr" in keys:
-        set_base_lr(engine.optimizer, engine.train.base_lr)
 
 
 def save(path: Path, payload: dict) -> Path:
@@ -212,11 +148,11 @@ def load(path: Path, cfg=None) -> dict:
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found; fix: pass a run directory that has {LAST}") from None
+        raise CheckpointError(f"{path}: checkpoint not found", fix=f"pass a run directory that has {LAST}") from None
     except Exception as e:
         raise CheckpointError(
-            f"{path}: checkpoint is corrupt or not a deeptui checkpoint "
-            f"({type(e).__name__}); fix: use another run's checkpoint"
+            f"{path}: checkpoint is corrupt or not a deeptui checkpoint ({type(e).__name__})",
+            fix="use another run's checkpoint",
         ) from None
     try:
         if isinstance(st, dict) and st.get("format") == 1:
@@ -225,13 +161,13 @@ def load(path: Path, cfg=None) -> dict:
         st = None
     if not isinstance(st, dict) or st.get("format") != FORMAT or not _well_formed(st):
         raise CheckpointError(
-            f"{path}: not a deeptui checkpoint (parts missing or of the wrong type); fix: pass "
-            "a run directory made by deeptui"
+            f"{path}: not a deeptui checkpoint (parts missing or of the wrong type)",
+            fix="pass a run directory made by deeptui",
         )
     if cfg is not None and st.get("preset") != cfg.run.name:
         raise CheckpointError(
-            f"{path}: checkpoint is from preset '{st.get('preset')}', not "
-            f"'{cfg.run.name}'; fix: resume with the run's own preset"
+            f"{path}: checkpoint is from preset '{st.get('preset')}', not '{cfg.run.name}'",
+            fix="resume with the run's own preset",
         )
     return st
 

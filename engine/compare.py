@@ -21,9 +21,10 @@ def settings(cfg: Config) -> list[tuple[str, str, dict]]:
     if isinstance(compare, dict):
         if len(compare) != 1:
             raise ConfigError(
-                f"{cfg.source}: run.compare has {len(compare)} keys; fix: compare one key at a time, e.g. "
+                f"{cfg.source}: run.compare has {len(compare)} keys",
+                fix="compare one key at a time, e.g. "
                 '{ "data.batch_size" = [1, 10, 100] }, or give one table of settings per run: '
-                '[ { "data.batch_size" = 1, "optimizer.lr" = 0.01 }, ... ]'
+                '[ { "data.batch_size" = 1, "optimizer.lr" = 0.01 }, ... ]',
             )
         ((key, values),) = compare.items()
         leaf = key.split(".")[-1]
@@ -50,12 +51,12 @@ def variants(cfg: Config) -> list[tuple[str, Config]]:
     base = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, compare={}))
     out = []
     for i, (label, suffix, table) in enumerate(settings(cfg)):
-        where = f"run.compare[{i}]" if isinstance(cfg.run.compare, list) else f"run.compare value {label}"
+        where = f"run.compare[{i}]" if isinstance(cfg.run.compare, tuple) else f"run.compare value {label}"
         for key in table:
             if key.startswith("run."):
                 raise ConfigError(
-                    f'{cfg.source}: {where}: "{key}": run settings cannot be compared; fix: '
-                    "compare a data, model, optimizer, schedule, log or perf key"
+                    f'{cfg.source}: {where}: "{key}": run settings cannot be compared',
+                    fix="compare a data, model, optimizer, schedule, log or perf key",
                 )
         try:
             one = replace_keys(base, table)

@@ -13,9 +13,11 @@ import math
 import os
 import re
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,29 +28,58 @@ from . import registry
 from .errors import ConfigError
 
 OPTIMIZERS = registry.NAMES
+Optimizer = Literal[OPTIMIZERS]  # a preset's optimizer.name: one of the registry's
+EvalMode = Literal["eval", "train", "both"]
+EVAL_MODES = get_args(EvalMode)
 DATASETS = ("shapes", "cifar10", "mnist")
 DATASET_FORMS = ("torchvision:", "imagefolder:")  # torchvision:NAME, imagefolder:PATH
-MODELS = ("monster", "mnist_net", "mlp")
-LOADERS = ("memory", "dataloader")
-EVAL_MODES = ("eval", "train", "both")
-INITS = ("default", "xavier", "kaiming")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 
 
 def _f(default: Any, doc: str, **rules: Any) -> Any:
-    """A config field with its documentation and validation rules (min, max, gt, choices)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **rules})
+    """A config field with its documentation and validation rules (min, max, gt, lt); its type,
+    choices included (Literal[...]), is its annotation."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: FrozenDict(default), metadata={"doc": doc, **rules})
     return field(default=default, metadata={"doc": doc, **rules})
+
+
+class FrozenDict(dict):
+    """A table of a config: read, never changed (the config is a frozen dataclass all the way
+    down; a change is a new config: replace_key)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a config is frozen; fix: make a new one with deeptui.engine.config.replace_key")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+
+def freeze(value: Any) -> Any:
+    """TOML data as a config holds it: arrays as tuples, tables as FrozenDicts."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A config's data as plain lists and dicts (TOML, a user's factory)."""
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str = _f("", "run name; the run directory is <log.dir>/<name>-<timestamp>; empty: the preset's file name")
-    kind: str = _f(
-        "train",
-        "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)",
-        choices=("train", "landscape"),
+    kind: Literal["train", "landscape"] = _f(
+        "train", "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)"
     )
     seed: int = _f(0, "seed for torch, data order and augmentation; seeded CPU runs are reproducible", min=0)
     device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
@@ -62,11 +93,10 @@ class RunConfig:
         "the dashboard times batch vs loop once, the first time the run is paused (never before the "
         "first step); t times it any time",
     )
-    on_nan: str = _f(
+    on_nan: Literal["auto", "stop", "pause", "continue"] = _f(
         "auto",
         "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
         "continue, or auto (pause in the dashboard, stop headless)",
-        choices=("auto", "stop", "pause", "continue"),
     )
     collective_timeout_s: float = _f(
         60.0,
@@ -74,17 +104,15 @@ class RunConfig:
         gt=0.0,
         max=86400.0,
     )
-    eval_mode: str = _f(
+    eval_mode: EvalMode = _f(
         "eval",
         "how the test set is evaluated: eval (dropout off, batch norm's running statistics), train (as in "
         "training: dropout on, each test batch's own statistics) or both (a test row per mode)",
-        choices=EVAL_MODES,
     )
-    compare: dict = _f(
+    compare: FrozenDict | tuple = _f(
         {},
         'run the preset once per value, e.g. { "data.batch_size" = [1, 10, 100] }, or once per table of '
         'settings, e.g. [ { label = "plain", "model.residual" = false }, { "model.residual" = true } ]',
-        types=(dict, list),
     )
     notify_command: str = _f(
         "",
@@ -105,12 +133,13 @@ class DataConfig:
         'your own data: "package.module:function" returning (train, test) Datasets or a DataBundle, called '
         "with this table's keys that deeptui does not know; data.dataset is then not used",
     )
-    kwargs: dict = _f({}, "data.factory's keyword arguments: the table's keys that are not deeptui's", derived=True)
-    loader: str = _f(
+    kwargs: FrozenDict = _f(
+        {}, "data.factory's keyword arguments: the table's keys that are not deeptui's", derived=True
+    )
+    loader: Literal["memory", "dataloader"] = _f(
         "memory",
         "memory (whole set as one tensor on the device, batch augmentation) "
         "or dataloader (torch DataLoader with workers)",
-        choices=LOADERS,
     )
     batch_size: int = _f(64, "training mini-batch size", min=1)
     test_batch_size: int = _f(1000, "batch size for evaluation", min=1)
@@ -126,30 +155,28 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("monster", "monster, mnist_net or mlp", choices=MODELS)
+    name: Literal["monster", "mnist_net", "mlp"] = _f("monster", "monster, mnist_net or mlp")
     pretrained: bool = _f(False, "monster: load AlexNet's ImageNet weights into the first conv")
     blocks: int = _f(16, "monster: number of residual blocks", min=1, max=1000)
     channels: int = _f(64, "monster: channels in the residual blocks", min=1, max=8192)
     residual: bool = _f(
         True, "monster: each block adds its input, x + block(x) (a ResNet); false: x = relu(block(x)), a plain net"
     )
-    hidden: list = _f([200], "mlp: sizes of the hidden layers")
+    hidden: tuple[int, ...] = _f((200,), "mlp: sizes of the hidden layers")
     dropout: float = _f(
         0.0,
         "dropout probability: mlp after each hidden layer, monster before fc, mnist_net after fc1",
         min=0.0,
         lt=1.0,
     )
-    batchnorm: Any = _f(
+    batchnorm: Literal["auto", True, False] = _f(
         "auto",
         "batch normalization: auto (the model's own: the Monster's blocks have it, the mlp has none), true "
         "(mlp: BatchNorm1d after each hidden linear layer) or false (monster: blocks without BatchNorm2d)",
-        choices=("auto", True, False),
     )
-    init: str = _f(
+    init: Literal["default", "xavier", "kaiming"] = _f(
         "default",
         "conv and linear weights: default (PyTorch's), xavier (Glorot & Bengio) or kaiming (He et al.)",
-        choices=INITS,
     )
     factory: str = _f(
         "",
@@ -157,32 +184,31 @@ class ModelConfig:
         "called with the table's other keys as keyword arguments (name, blocks, channels, ...: only when it "
         "takes them)",
     )
-    freeze: list = _f(
-        [],
+    freeze: tuple[str, ...] = _f(
+        (),
         'the modules that the freeze key (f) and schedule.freeze_features_epochs act on, e.g. ["features", '
         '"layer1"] (dotted names reach inside); empty: the module called features, if there is one',
     )
-    kwargs: dict = _f({}, "model.factory's keyword arguments: the table's other keys", derived=True)
+    kwargs: FrozenDict = _f({}, "model.factory's keyword arguments: the table's other keys", derived=True)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS)
+    name: Optimizer = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS))
     lr: float = _f(1e-2, "learning rate", gt=0.0)
     momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)", min=0.0, lt=1.0)
     weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
-    betas: list = _f([0.9, 0.999], "adam, adamax, nadam: (beta1, beta2)")
+    betas: tuple[float, float] = _f((0.9, 0.999), "adam, adamax, nadam: (beta1, beta2)")
     eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
     rho: float = _f(0.9, "adadelta: decay of the running averages", min=0.0, max=1.0)
     alpha: float = _f(0.99, "rmsprop: smoothing constant", min=0.0, max=1.0)
     lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1, max=100)
-    choices: list = _f(list(OPTIMIZERS), "optimizers that 'next optimizer' cycles through, in order")
-    group_lr: dict = _f({}, "learning rate per top-level module, e.g. { features = 1e-3 }; others use lr")
-    loss_reduction: str = _f(
+    choices: tuple[str, ...] = _f(tuple(OPTIMIZERS), "optimizers that 'next optimizer' cycles through, in order")
+    group_lr: FrozenDict = _f({}, "learning rate per top-level module, e.g. { features = 1e-3 }; others use lr")
+    loss_reduction: Literal["mean", "sum"] = _f(
         "mean",
         "the training loss over a batch: mean (PyTorch's default) or sum (the gradient grows with the "
         "batch size, so the lr means less per sample); logged losses are per sample either way",
-        choices=("mean", "sum"),
     )
 
 
@@ -221,31 +247,27 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class PerfConfig:
-    amp: str = _f(
-        "off",
-        "mixed precision: off, bf16 or fp16 (autocast; fp16 with a gradient scaler), on CUDA and on the CPU",
-        choices=("off", "bf16", "fp16"),
+    amp: Literal["off", "bf16", "fp16"] = _f(
+        "off", "mixed precision: off, bf16 or fp16 (autocast; fp16 with a gradient scaler), on CUDA and on the CPU"
     )
     channels_last: bool = _f(False, "channels_last memory format for the model and batches")
     compile: bool = _f(False, "torch.compile the model (one compiled variant per freeze state and mode)")
     cudnn_benchmark: bool = _f(True, "torch.backends.cudnn.benchmark on CUDA")
-    fused: Any = _f(
-        "auto",
-        "fused optimizer kernels for sgd, momentum, nesterov and adam: auto (on CUDA only), true or false",
-        choices=("auto", True, False),
+    fused: Literal["auto", True, False] = _f(
+        "auto", "fused optimizer kernels for sgd, momentum, nesterov and adam: auto (on CUDA only), true or false"
     )
 
 
 @dataclass(frozen=True)
 class LandscapeConfig:
-    eigenvalues: list = _f(
-        [1.0, 39.0], "run.kind = landscape: the quadratic's two curvatures; SGD is stable below 2 / max"
+    eigenvalues: tuple[float, ...] = _f(
+        (1.0, 39.0), "run.kind = landscape: the quadratic's two curvatures; SGD is stable below 2 / max"
     )
     angle_deg: float = _f(30.0, "rotation of the quadratic's axes, in degrees")
-    start: list = _f([-1.5, 1.0], "starting point (x, y); the minimum is at (0, 0)")
+    start: tuple[float, ...] = _f((-1.5, 1.0), "starting point (x, y); the minimum is at (0, 0)")
     steps: int = _f(100, "optimizer steps per path", min=1, max=100_000)
-    paths: list = _f(
-        [],
+    paths: tuple[FrozenDict, ...] = _f(
+        (),
         'one inline table per path: { optimizer = "sgd", lr = 1e-2, momentum = 0.5, betas = [0.9, 0.999], eps = 1e-8 }',
     )
 
@@ -269,7 +291,7 @@ class Config:
         for f in dataclasses.fields(self):
             if f.name == "source":
                 continue
-            d = dataclasses.asdict(getattr(self, f.name))
+            d = thaw(dataclasses.asdict(getattr(self, f.name)))
             kwargs = d.pop("kwargs", {})
             if f.name == "model" and d["factory"]:
                 d = {"factory": d["factory"], "freeze": d["freeze"]}
@@ -319,29 +341,43 @@ def _close(word: str, options) -> str:
     return f"did you mean '{best[0]}'?" if best else "valid keys: " + ", ".join(options)
 
 
-def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
-    choices = f.metadata.get("choices", ())
+def _expected(hint) -> tuple[type | tuple, tuple]:
+    """(the TOML types a field takes, its choices) from its annotation: Literal[...] is a choice,
+    tuple[...] an array, FrozenDict a table, X | Y either."""
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        return tuple({type(c) for c in choices}), choices
+    if get_origin(hint) in (types.UnionType, typing.Union):
+        return tuple(_expected(h)[0] for h in get_args(hint)), ()
+    if hint is tuple or get_origin(hint) is tuple:
+        return list, ()
+    if hint is FrozenDict:
+        return dict, ()
+    return hint, ()
+
+
+def _check_value(src: str, key: str, value: Any, f: dataclasses.Field, hint) -> Any:
+    want, choices = _expected(hint)
     if any(type(value) is type(c) and value == c for c in choices):  # e.g. perf.fused: "auto" or a bool
         return value
     if choices and any(isinstance(c, bool) for c in choices):
         names = ", ".join(str(c).lower() if isinstance(c, bool) else f'"{c}"' for c in choices)
-        raise ConfigError(f"{src}: {key} = {value!r} is out of range; fix: {key} must be one of {names}")
-    want = f.metadata.get("types") or (
-        type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
-    )
-    got_ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(f"{src}: {key} = {value!r} is out of range", fix=f"{key} must be one of {names}")
+    flat = tuple(_flatten(want))
+    got_ok = isinstance(value, flat) and not (bool not in flat and isinstance(value, bool))
+    if flat == (float,) and isinstance(value, int) and not isinstance(value, bool):
         value, got_ok = float(value), True
     if not got_ok:
+        name = _type_name(flat if len(flat) > 1 else flat[0])
         raise ConfigError(
-            f"{src}: {key} = {value!r} is {type(value).__name__}, expected "
-            f"{_type_name(want)}; fix: set {key} to {_type_name(want)} ({f.metadata['doc']})"
+            f"{src}: {key} = {value!r} is {type(value).__name__}, expected {name}",
+            fix=f"set {key} to {name} ({f.metadata['doc']})",
         )
     m = f.metadata
     bad = None
-    if "choices" in m and value not in m["choices"]:
-        hint = difflib.get_close_matches(str(value), m["choices"], n=1, cutoff=0.4)
-        bad = "must be one of " + ", ".join(m["choices"]) + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    if choices and value not in choices:
+        hint = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.4)
+        bad = "must be one of " + ", ".join(choices) + (f" (did you mean '{hint[0]}'?)" if hint else "")
     elif "min" in m and value < m["min"]:
         bad = f"must be >= {m['min']}"
     elif "gt" in m and value <= m["gt"]:
@@ -351,8 +387,13 @@ def _check_value(src: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     elif "max" in m and value > m["max"]:
         bad = f"must be <= {m['max']}"
     if bad:
-        raise ConfigError(f"{src}: {key} = {value!r} is out of range; fix: {key} {bad}")
-    return value
+        raise ConfigError(f"{src}: {key} = {value!r} is out of range", fix=f"{key} {bad}")
+    return freeze(value)
+
+
+def _flatten(want):
+    for w in want if isinstance(want, tuple) else (want,):
+        yield from _flatten(w) if isinstance(w, tuple) else (w,)
 
 
 MAX_DEPTH = 8  # tables and arrays inside a key's value
@@ -363,13 +404,13 @@ MAX_STRING = 4096
 def _check_plain(src: str, key: str, value: Any, depth: int = 0) -> None:
     """Plain data only: finite numbers, 64-bit integers, short strings, shallow nesting."""
     if depth > MAX_DEPTH:
-        raise ConfigError(f"{src}: {key} is nested more than {MAX_DEPTH} levels deep; fix: a flat value")
+        raise ConfigError(f"{src}: {key} is nested more than {MAX_DEPTH} levels deep", fix="a flat value")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{src}: {key} = {value!r} is not a finite number; fix: a finite value")
+        raise ConfigError(f"{src}: {key} = {value!r} is not a finite number", fix="a finite value")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        raise ConfigError(f"{src}: {key} = {value} is out of range; fix: a 64-bit integer")
+        raise ConfigError(f"{src}: {key} = {value} is out of range", fix="a 64-bit integer")
     if isinstance(value, str) and len(value) > MAX_STRING:
-        raise ConfigError(f"{src}: {key} is a string of {len(value)} characters; fix: at most {MAX_STRING}")
+        raise ConfigError(f"{src}: {key} is a string of {len(value)} characters", fix=f"at most {MAX_STRING}")
     if isinstance(value, dict):
         for k, v in value.items():
             _check_plain(src, f"{key}.{k}", v, depth + 1)
@@ -389,21 +430,22 @@ def _build(src: str, raw: dict) -> Config:
     sections = {}
     for sname, sraw in raw.items():
         if sname not in SECTIONS:
-            raise ConfigError(f"{src}: unknown section [{sname}]; fix: {_close(sname, SECTIONS)}")
+            raise ConfigError(f"{src}: unknown section [{sname}]", fix=f"{_close(sname, SECTIONS)}")
         if not isinstance(sraw, dict):
-            raise ConfigError(f"{src}: {sname} must be a table [{sname}]; fix: write it as a section")
+            raise ConfigError(f"{src}: {sname} must be a table [{sname}]", fix="write it as a section")
         cls = SECTIONS[sname]
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+        hints = get_type_hints(cls)
         values, kwargs = {}, {}
         for k, v in sraw.items():
             if _factory_takes(sname, sraw, k, fields):
                 kwargs[k] = v
                 continue
             if k not in fields:
-                raise ConfigError(f"{src}: unknown key {sname}.{k}; fix: {_close(k, fields)}")
-            values[k] = _check_value(src, f"{sname}.{k}", v, fields[k])
+                raise ConfigError(f"{src}: unknown key {sname}.{k}", fix=f"{_close(k, fields)}")
+            values[k] = _check_value(src, f"{sname}.{k}", v, fields[k], hints[k])
         if kwargs:
-            values["kwargs"] = kwargs
+            values["kwargs"] = freeze(kwargs)
         sections[sname] = cls(**values)
     cfg = Config(**sections, source=src)
     _check_consistency(cfg)
@@ -432,23 +474,24 @@ def _check_consistency(cfg: Config) -> None:
             )
     if o.name in ("nesterov", "momentum") and o.momentum == 0:
         raise ConfigError(
-            f"{src}: optimizer.name = '{o.name}' with optimizer.momentum = 0: Nesterov/momentum "
-            "needs momentum > 0; fix: set optimizer.momentum (e.g. 0.9) or use name = 'sgd'"
+            f"{src}: optimizer.name = '{o.name}' with optimizer.momentum = 0: Nesterov/momentum needs momentum > 0",
+            fix="set optimizer.momentum (e.g. 0.9) or use name = 'sgd'",
         )
     if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"{src}: optimizer.betas = {o.betas!r}; fix: two numbers in [0, 1), e.g. [0.9, 0.999]")
+        raise ConfigError(f"{src}: optimizer.betas = {o.betas!r}", fix="two numbers in [0, 1), e.g. [0.9, 0.999]")
     for k, v in o.group_lr.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"{src}: optimizer.group_lr.{k} = {v!r}; fix: a learning rate > 0")
+            raise ConfigError(f"{src}: optimizer.group_lr.{k} = {v!r}", fix="a learning rate > 0")
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden):
-        raise ConfigError(f"{src}: model.hidden = {m.hidden!r}; fix: a list of positive integers, e.g. [200]")
+        raise ConfigError(f"{src}: model.hidden = {m.hidden!r}", fix="a list of positive integers, e.g. [200]")
     for key, spec in (("model.factory", m.factory), ("data.factory", cfg.data.factory)):
         if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
             raise ConfigError(
-                f'{src}: {key} = {spec!r}; fix: write it as "package.module:function", e.g. "examples.tiny:make_model"'
+                f"{src}: {key} = {spec!r}",
+                fix='write it as "package.module:function", e.g. "examples.tiny:make_model"',
             )
     if not all(isinstance(n, str) and n.strip() for n in m.freeze):
-        raise ConfigError(f'{src}: model.freeze = {m.freeze!r}; fix: a list of module names, e.g. ["features"]')
+        raise ConfigError(f"{src}: model.freeze = {m.freeze!r}", fix='a list of module names, e.g. ["features"]')
     ds = cfg.data.dataset
     if ds not in DATASETS and not (ds.startswith(DATASET_FORMS) and ds.split(":", 1)[1]):
         hint = difflib.get_close_matches(ds, DATASETS, n=1, cutoff=0.4)
@@ -460,13 +503,13 @@ def _check_consistency(cfg: Config) -> None:
         )
     if 0 < cfg.log.system_seconds < 1:
         raise ConfigError(
-            f"{src}: log.system_seconds = {cfg.log.system_seconds}; fix: 1 or more (the readings run at most "
-            "once a second), or 0 for none"
+            f"{src}: log.system_seconds = {cfg.log.system_seconds}",
+            fix="1 or more (the readings run at most once a second), or 0 for none",
         )
     if m.pretrained and m.name != "monster":
         raise ConfigError(
-            f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet "
-            "features; fix: set model.pretrained = false or model.name = 'monster'"
+            f"{src}: model.pretrained = true but model.name = '{m.name}' has no AlexNet features",
+            fix="set model.pretrained = false or model.name = 'monster'",
         )
     if not m.residual and m.name != "monster":
         raise ConfigError(
@@ -481,11 +524,12 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.schedule.freeze_features_epochs and m.name != "monster" and not (m.factory or m.freeze):
         raise ConfigError(
             f"{src}: schedule.freeze_features_epochs = {cfg.schedule.freeze_features_epochs} "
-            f"but model '{m.name}' has no features to freeze; fix: set it to 0, or name modules in model.freeze"
+            f"but model '{m.name}' has no features to freeze",
+            fix="set it to 0, or name modules in model.freeze",
         )
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ConfigError(f"{src}: run.device = {dev!r}; fix: use {DEVICES_HELP}")
+        raise ConfigError(f"{src}: run.device = {dev!r}", fix=f"use {DEVICES_HELP}")
     if cfg.run.kind == "landscape":  # the paths are checked with the rest of the preset
         check_landscape(cfg)
     check_compare(cfg)
@@ -497,7 +541,7 @@ def check_compare(cfg: Config) -> None:
     src, compare = cfg.source, cfg.run.compare
     if isinstance(compare, dict):
         for k, vals in compare.items():
-            if not isinstance(vals, list) or not vals:
+            if not isinstance(vals, tuple) or not vals:
                 raise ConfigError(
                     f'{src}: run.compare."{k}" must be a non-empty array of values; '
                     f'fix: e.g. {{ "{k}" = [1, 10, 100] }}'
@@ -505,12 +549,12 @@ def check_compare(cfg: Config) -> None:
         return
     example = '{ label = "plain", "model.residual" = false }'
     if not compare:
-        raise ConfigError(f"{src}: run.compare = []: nothing to compare; fix: one table per run, e.g. [ {example} ]")
+        raise ConfigError(f"{src}: run.compare = []: nothing to compare", fix=f"one table per run, e.g. [ {example} ]")
     for i, table in enumerate(compare):
         if not isinstance(table, dict) or not table:  # { label = "..." } alone: the preset as it is
-            raise ConfigError(f"{src}: run.compare[{i}] = {table!r} is not a table of settings; fix: e.g. {example}")
+            raise ConfigError(f"{src}: run.compare[{i}] = {table!r} is not a table of settings", fix=f"e.g. {example}")
         if not isinstance(table.get("label", ""), str):
-            raise ConfigError(f'{src}: run.compare[{i}].label = {table["label"]!r}; fix: a string, e.g. "plain"')
+            raise ConfigError(f"{src}: run.compare[{i}].label = {table['label']!r}", fix='a string, e.g. "plain"')
 
 
 # ---- [landscape] paths: one table per optimizer path, checked against engine.registry
@@ -538,14 +582,14 @@ def _check_hyper(src: str, key: str, name: str, k: str, v: Any) -> Any:
     """One path value, checked; returns it in the form torch wants."""
 
     def bad(want: str, example: str) -> ConfigError:
-        return ConfigError(f"{src}: {key}.{k} = {v!r} for {name}; fix: {want}, e.g. {k} = {example}")
+        return ConfigError(f"{src}: {key}.{k} = {v!r} for {name}", fix=f"{want}, e.g. {k} = {example}")
 
     if k == "lr":
         if not _num(v) or v <= 0:
             raise bad("a learning rate > 0", "1e-2")
         return float(v)
     if k == "betas":
-        if not (isinstance(v, list) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)):
+        if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)):
             raise bad("two numbers in [0, 1)", "[0.9, 0.999]")
         return [float(b) for b in v]
     if k == "eps":
@@ -585,15 +629,15 @@ def path_specs(cfg: Config) -> list[PathSpec]:
     paths = cfg.landscape.paths
     if not paths:
         raise ConfigError(
-            f"{src}: landscape.paths is empty; fix: add at least one path, e.g. "
-            'paths = [ { optimizer = "sgd", lr = 1e-2 } ]'
+            f"{src}: landscape.paths is empty",
+            fix='add at least one path, e.g. paths = [ { optimizer = "sgd", lr = 1e-2 } ]',
         )
     specs: list[PathSpec] = []
     for i, table in enumerate(paths):
         key = f"landscape.paths[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(
-                f'{src}: {key} = {table!r} is not a table; fix: write it as {{ optimizer = "sgd", lr = 1e-2 }}'
+                f"{src}: {key} = {table!r} is not a table", fix='write it as { optimizer = "sgd", lr = 1e-2 }'
             )
         name = table.get("optimizer")
         if name is None:
@@ -620,7 +664,7 @@ def path_specs(cfg: Config) -> list[PathSpec]:
                     f"'{name}' takes " + ", ".join(allowed[1:])
                 )
         if "lr" not in table:
-            raise ConfigError(f"{src}: {key} has no lr; fix: add lr = 1e-2 (the learning rate)")
+            raise ConfigError(f"{src}: {key} has no lr", fix="add lr = 1e-2 (the learning rate)")
         hyper = {k: _check_hyper(src, key, name, k, table[k]) for k in allowed[1:] if k in table}
         hyper = {**defaults, **hyper}  # defaults for what the table leaves out
         label = _path_label(name, hyper)
@@ -636,11 +680,11 @@ def check_landscape(cfg: Config) -> None:
     src, ls = cfg.source, cfg.landscape
     ev = ls.eigenvalues
     if not (len(ev) == 2 and all(_num(e) and e > 0 for e in ev)):
-        raise ConfigError(f"{src}: landscape.eigenvalues = {ev!r}; fix: two curvatures > 0, e.g. [1.0, 39.0]")
+        raise ConfigError(f"{src}: landscape.eigenvalues = {ev!r}", fix="two curvatures > 0, e.g. [1.0, 39.0]")
     if not (len(ls.start) == 2 and all(_num(s) for s in ls.start)):
-        raise ConfigError(f"{src}: landscape.start = {ls.start!r}; fix: a point [x, y], e.g. [-1.5, 1.0]")
+        raise ConfigError(f"{src}: landscape.start = {ls.start!r}", fix="a point [x, y], e.g. [-1.5, 1.0]")
     if not math.isfinite(ls.angle_deg):
-        raise ConfigError(f"{src}: landscape.angle_deg = {ls.angle_deg!r}; fix: an angle in degrees, e.g. 30")
+        raise ConfigError(f"{src}: landscape.angle_deg = {ls.angle_deg!r}", fix="an angle in degrees, e.g. 30")
     path_specs(cfg)
 
 
@@ -656,10 +700,10 @@ def _set_dotted(src: str, raw: dict, key: str, value: Any) -> None:
         )
     sec, k = parts
     if sec not in SECTIONS:
-        raise ConfigError(f"{src}: --set {key}: unknown section '{sec}'; fix: {_close(sec, SECTIONS)}")
+        raise ConfigError(f"{src}: --set {key}: unknown section '{sec}'", fix=f"{_close(sec, SECTIONS)}")
     names = [f.name for f in dataclasses.fields(SECTIONS[sec]) if not f.metadata.get("derived")]
     if k not in names and sec not in ("model", "data"):  # a factory's argument: checked with the table
-        raise ConfigError(f"{src}: --set {key}: unknown key {key}; fix: {_close(k, names)}")
+        raise ConfigError(f"{src}: --set {key}: unknown key {key}", fix=f"{_close(k, names)}")
     raw.setdefault(sec, {})[k] = value
 
 
@@ -667,20 +711,20 @@ def parse_override(src: str, text: str) -> tuple[str, Any]:
     """'optimizer.lr=0.1' -> ('optimizer.lr', 0.1); the value is read as TOML, bare words as strings."""
     if "=" not in text:
         raise ConfigError(
-            f"{src}: --set {text!r} has no '='; fix: write --set section.key=value, e.g. --set optimizer.lr=0.1"
+            f"{src}: --set {text!r} has no '='", fix="write --set section.key=value, e.g. --set optimizer.lr=0.1"
         )
     key, val = (s.strip() for s in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {val}")["v"]
     except RecursionError:
-        raise ConfigError(f"{src}: --set {key}=...: the value is nested too deeply; fix: a flat value") from None
+        raise ConfigError(f"{src}: --set {key}=...: the value is nested too deeply", fix="a flat value") from None
     except tomllib.TOMLDecodeError:
         if val and all(c.isalnum() or c in "_-:./" for c in val):
             value = val  # a bare word such as adam or cuda:0
         else:
             raise ConfigError(
-                f"{src}: --set {key}={val}: the value is not valid TOML; fix: quote strings, "
-                f"e.g. --set {key}='\"text\"'"
+                f"{src}: --set {key}={val}: the value is not valid TOML",
+                fix=f"quote strings, e.g. --set {key}='\"text\"'",
             ) from None
     return key, value
 
@@ -700,18 +744,18 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
         p = Path(path)
         if not p.is_file():
             raise ConfigError(
-                f"{src}: preset file not found; fix: check the path, or see presets/ for the shipped presets"
+                f"{src}: preset file not found", fix="check the path, or see presets/ for the shipped presets"
             )
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{src}: cannot read the preset ({e}); fix: check the file") from None
+            raise ConfigError(f"{src}: cannot read the preset ({e})", fix="check the file") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{src}: TOML syntax error: {e}; fix: correct the line shown") from None
+        raise ConfigError(f"{src}: TOML syntax error: {e}", fix="correct the line shown") from None
     except RecursionError:
-        raise ConfigError(f"{src}: the preset is nested too deeply; fix: plain tables and arrays") from None
+        raise ConfigError(f"{src}: the preset is nested too deeply", fix="plain tables and arrays") from None
     for item in overrides:
         key, value = parse_override(src, item)
         _set_dotted(src, raw, key, value)

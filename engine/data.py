@@ -289,11 +289,11 @@ def _load_mnist(root: Path, download: bool, n_train: int, n_test: int):
         y = _read_idx(_mnist_file(folder, lab_name), 1).long()
         if len(x) != len(y):
             raise DataError(
-                f"{folder}: {img_name} has {len(x)} images but {lab_name} has {len(y)} "
-                "labels; fix: delete both and download again"
+                f"{folder}: {img_name} has {len(x)} images but {lab_name} has {len(y)} labels",
+                fix="delete both and download again",
             )
         if y.numel() and y.max() > 9:
-            raise DataError(f"{folder / lab_name}: labels outside 0..9; fix: delete it and download again")
+            raise DataError(f"{folder / lab_name}: labels outside 0..9", fix="delete it and download again")
         out.append(_first(x[:, None], y, limit, folder, "MNIST", f"{split}_size"))
     return out[0], out[1]
 
@@ -317,7 +317,7 @@ def _download(root: Path, folder: Path, names, allowed: bool, title: str, key: s
         raise missing_files(folder, title, missing, how, failure=e) from None
     still = [n for n in names if not any((folder / m).is_file() for m in (n, n + ".gz"))]
     if still:
-        raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)}); fix: {how}")
+        raise DataError(f"{folder}: {title} files still missing after the download ({', '.join(still)})", fix=f"{how}")
 
 
 def missing_files(folder: Path, title: str, missing: str, how: str, failure: Exception | None = None) -> DataError:
@@ -325,14 +325,13 @@ def missing_files(folder: Path, title: str, missing: str, how: str, failure: Exc
     after a download that failed (offline, proxy, disk full): where the files go, and how."""
     if failure is None:
         return DataError(
-            f"{folder}: {title} files missing ({missing}) and data.download = false; fix: "
-            f"{how}, or set data.download = true"
+            f"{folder}: {title} files missing ({missing}) and data.download = false",
+            fix=f"{how}, or set data.download = true",
         )
     reason = " ".join(str(failure).split())[:160] or type(failure).__name__
     return DataError(
-        f"{folder}: {title} files missing ({missing}) and the download failed "
-        f"({reason}); fix: {how}, or run once with network (--data-dir or "
-        "$PYTORCH_DATA_DIR picks another folder)"
+        f"{folder}: {title} files missing ({missing}) and the download failed ({reason})",
+        fix=f"{how}, or run once with network (--data-dir or $PYTORCH_DATA_DIR picks another folder)",
     )
 
 
@@ -611,7 +610,7 @@ def bundle_from_tensors(
     d = data_cfg
     (xtr, ytr), (xte, yte) = train, test
     if len(ytr) == 0:
-        raise DataError("the training set is empty; fix: data.train_size > 0, or check the data files")
+        raise DataError("the training set is empty", fix="data.train_size > 0, or check the data files")
     mean, std = _mean_std(xtr) if d.normalize else (None, None)
     common = dict(mean=mean, std=std, seed=seed)
     if d.loader == "memory":
@@ -669,5 +668,5 @@ def build_data(cfg, data_root: Path, device: torch.device, rank: int = 0, world:
     elif d.dataset == "mnist":
         train, test = _load_mnist(root, d.download, d.train_size, d.test_size)
     else:  # config validation makes this unreachable
-        raise DataError(f"{cfg.source}: unknown data.dataset {d.dataset!r}; fix: shapes, cifar10 or mnist")
+        raise DataError(f"{cfg.source}: unknown data.dataset {d.dataset!r}", fix="shapes, cifar10 or mnist")
     return bundle_from_tensors(train, test, d, cfg.run.seed, torch.device(device), rank=rank, world=world)

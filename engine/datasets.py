@@ -55,8 +55,8 @@ def from_factory(got, cfg, device, rank: int, world: int) -> DataBundle:
         if train is not None and test is not None:
             return from_datasets(train, test, cfg, device, rank, world, f"data.factory {spec}")
     raise FactoryError(
-        f"{src}: data.factory = {spec!r} returned {_describe(got)}; fix: return (train, test) Datasets, "
-        "(images, labels) tensor pairs, or a deeptui.engine.data.DataBundle"
+        f"{src}: data.factory = {spec!r} returned {_describe(got)}",
+        fix="return (train, test) Datasets, (images, labels) tensor pairs, or a deeptui.engine.data.DataBundle",
     )
 
 
@@ -200,11 +200,11 @@ def from_datasets(train, test, cfg, device, rank: int, world: int, where: str) -
         for x in (xtr, xte):
             if x.dim() != 4:
                 raise DataError(
-                    f"{where}: data.loader = 'memory' takes images (C, H, W), the samples are "
-                    f"{tuple(x.shape[1:])}; fix: set data.loader = 'dataloader'"
+                    f"{where}: data.loader = 'memory' takes images (C, H, W), the samples are {tuple(x.shape[1:])}",
+                    fix="set data.loader = 'dataloader'",
                 )
         if ytr.numel() and ytr.min() < 0:
-            raise DataError(f"{where}: labels must be class numbers >= 0; fix: correct the Dataset's labels")
+            raise DataError(f"{where}: labels must be class numbers >= 0", fix="correct the Dataset's labels")
         seen = int(max(ytr.max() if ytr.numel() else 0, yte.max() if yte.numel() else 0)) + 1
         return bundle_from_tensors(
             (xtr, ytr), (xte, yte), d, cfg.run.seed, device, num_classes=max(classes, seen), rank=rank, world=world
@@ -212,7 +212,8 @@ def from_datasets(train, test, cfg, device, rank: int, world: int, where: str) -
     if d.normalize:
         raise DataError(
             f"{cfg.source}: data.normalize = true with data.loader = 'dataloader' on {where}: the set's statistics "
-            "need it in memory; fix: normalize in the Dataset's transform, or use data.loader = 'memory'"
+            "need it in memory",
+            fix="normalize in the Dataset's transform, or use data.loader = 'memory'",
         )
     train, test = _first(train, d.train_size, where, "train_size"), _first(test, d.test_size, where, "test_size")
     shape = tuple(_sample(train[0], where)[0].shape)
@@ -245,7 +246,7 @@ def _first_arrays(arrays, n: int, where: str, key: str):
 def _sample(item, where: str) -> tuple[torch.Tensor, int]:
     """One (x, label) of a Dataset as a tensor and an int: PIL images as uint8 (C, H, W)."""
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
-        raise DataError(f"{where}: a sample is {_describe(item)}, not (input, label); fix: return (x, y) pairs")
+        raise DataError(f"{where}: a sample is {_describe(item)}, not (input, label)", fix="return (x, y) pairs")
     x, y = item
     if hasattr(x, "getbands"):  # a PIL image
         from torchvision.transforms.functional import pil_to_tensor
@@ -254,13 +255,13 @@ def _sample(item, where: str) -> tuple[torch.Tensor, int]:
     elif isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise DataError(f"{where}: a sample's input is a {type(x).__name__}; fix: return tensors or PIL images")
+        raise DataError(f"{where}: a sample's input is a {type(x).__name__}", fix="return tensors or PIL images")
     if x.dim() == 2:
         x = x[None]  # (H, W): one channel
     try:
         return x, int(y)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: a sample's label is {y!r}; fix: labels are class numbers (int)") from None
+        raise DataError(f"{where}: a sample's label is {y!r}", fix="labels are class numbers (int)") from None
 
 
 def read_all(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,17 +273,17 @@ def read_all(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
         if len(shapes) > 1:
             a, b = sorted(shapes)[:2]
             raise DataError(
-                f"{where}: samples differ in shape ({a} and {b}); fix: give them one size (e.g. transforms.Resize)"
+                f"{where}: samples differ in shape ({a} and {b})", fix="give them one size (e.g. transforms.Resize)"
             )
         return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
     parts = list(DataLoader(ds, batch_size=512, collate_fn=collate))
     if not parts:
-        raise DataError(f"{where}: the set is empty; fix: give it samples")
+        raise DataError(f"{where}: the set is empty", fix="give it samples")
     shapes = {tuple(x.shape[1:]) for x, _ in parts}
     if len(shapes) > 1:
         a, b = sorted(shapes)[:2]
-        raise DataError(f"{where}: samples differ in shape ({a} and {b}); fix: give them one size")
+        raise DataError(f"{where}: samples differ in shape ({a} and {b})", fix="give them one size")
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 

@@ -17,10 +17,10 @@ def resolve_device(spec: str | torch.device) -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise DeviceError(f"unknown device {spec!r}; fix: use {DEVICES_HELP}") from None
+        raise DeviceError(f"unknown device {spec!r}", fix=f"use {DEVICES_HELP}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA is not available on this machine; fix: use --device cpu")
+            raise DeviceError("CUDA is not available on this machine", fix="use --device cpu")
         count = torch.cuda.device_count()
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
@@ -30,7 +30,7 @@ def resolve_device(spec: str | torch.device) -> torch.device:
                 f"fix: use --device cuda:0 .. cuda:{count - 1}"
             )
     elif dev.type != "cpu":
-        raise DeviceError(f"unknown device {spec!r}; fix: use {DEVICES_HELP}")
+        raise DeviceError(f"unknown device {spec!r}", fix=f"use {DEVICES_HELP}")
     return dev
 
 

@@ -1,16 +1,29 @@
 """Errors that mean "the run could not start", and the one table from outcomes to exit codes.
 
-Every SetupError's str() is one line naming the file or thing at fault and the fix, so a front end
-prints it and exits 2 without a traceback.
+Every SetupError carries its message (naming the file or thing at fault) and its fix as fields;
+its str() is the one line a front end prints before it exits 2, without a traceback.
 """
 
 from __future__ import annotations
 
 import signal
 
+from .state import RunState
+
 
 class SetupError(Exception):
-    """The run could not start; str() is the one-line message for the user (exit 2)."""
+    """The run could not start: what is wrong (naming the file or thing at fault) and its fix,
+    each a field; str() is the one line for the user (exit 2)."""
+
+    def __init__(self, message: str = "", fix: str = ""):
+        super().__init__(message, fix)
+        self.message, self.fix = message, fix
+
+    def __str__(self) -> str:
+        return f"{self.message}; fix: {self.fix}" if self.fix else self.message
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.fix))
 
 
 class ConfigError(SetupError, ValueError):
@@ -61,4 +74,4 @@ def stop_signals(wanted=STOP_SIGNALS) -> list:
 
 def exit_code(final_state: str) -> int:
     """0 for a run that finished or that the user stopped; 1 for one that failed (or never ended)."""
-    return EXIT_OK if final_state in ("finished", "stopped") else EXIT_FAILED
+    return EXIT_OK if final_state and RunState.of(final_state).ok else EXIT_FAILED

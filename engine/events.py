@@ -1,11 +1,15 @@
-"""What the engine tells: plain frozen dataclasses, appended to an EventBuffer that readers poll.
+"""What the engine tells: plain frozen dataclasses, appended to an EventBuffer that readers poll,
+and their JSON form (the run directory's events.jsonl and the control socket's lines).
 
-Plain fields only (numbers, strings, tuples), so events can travel as JSON lines later.
+Plain fields only (numbers, strings, tuples). A run's events are its record: every view of a run
+(the dashboard, attach, show, the summary, ls, the exports) is a fold of them.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import threading
 from dataclasses import dataclass
 
@@ -64,8 +68,9 @@ class StepMetrics(Event):
     optimizer: str
     frozen: bool
     mode: str
-    samples_per_s: float
+    samples_per_s: float  # over the interval's training time (pauses, timings, compiles left out)
     samples_seen: int
+    train_s: float = 0.0  # the run's training time so far: the clock that samples/s and the ETA use
     gpu_memory_mb: float = 0.0  # CUDA: allocated by tensors now
     gpu_reserved_mb: float = 0.0  # CUDA: held by the caching allocator now
     gpu_peak_mb: float = 0.0  # CUDA: the most allocated during this interval
@@ -79,6 +84,9 @@ class EpochEnd(Event):
     test_accuracy: float
     test_error_pct: float
     mode: str = "eval"
+    lr: float = 0.0  # the settings the model was trained with up to this evaluation
+    optimizer: str = ""
+    frozen: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,27 @@ class TimingProgress(Event):
 @dataclass(frozen=True)
 class Warning(Event):  # noqa: A001 - an event, not the builtin
     message: str
+    kind: str = "warning"  # its row's name in events.csv (e.g. resume_changes, notify_failed)
+
+
+@dataclass(frozen=True)
+class Note(Event):
+    """Something the run did that is neither a command's answer nor a change of state (reached
+    run.max_steps, notify_command ran): a line in the log and a row of events.csv."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rewound(Event):
+    """The run went back to a checkpoint (RestoreCheckpoint): `step` is the checkpoint's. Every
+    point logged past it left the history (its metrics rows moved to metrics.csv.orphaned), so a
+    fold drops them too; the clock goes on."""
+
+    path: str
+    from_step: int
+    orphaned: int  # metrics.csv rows moved out
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,35 @@ class Finished(Event):
     state: str
     run_dir: str
     reason: str = ""
+
+
+# Told to the front ends but not kept: progress ticks that a fold does not need.
+TRANSIENT = (TimingProgress, Loading)
+
+
+def to_json(event: Event) -> str:
+    """One event as a JSON object: its class name under "type", then its fields."""
+    return json.dumps({"type": type(event).__name__, **dataclasses.asdict(event)}, separators=(",", ":"))
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def from_json(obj) -> Event | None:
+    """A JSON object back into its event (lists become tuples); None for an object that is not an
+    event this version knows. Fields a newer version added are left out; missing ones with a
+    default take it."""
+    if not isinstance(obj, dict):
+        return None
+    cls = globals().get(str(obj.get("type")))
+    if not (isinstance(cls, type) and issubclass(cls, Event)):
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
+    except TypeError:
+        return None
 
 
 class EventBuffer:

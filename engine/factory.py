@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import thaw
 from .errors import FactoryError
 
 # What a data factory may ask for by naming a parameter: deeptui passes them (a factory that
@@ -46,8 +47,8 @@ def resolve(spec: str, key: str, src: str) -> Callable:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise FactoryError(
                 f"{src}: {key} = {spec!r}: no module named '{e.name}' in the current directory ({cwd}) "
-                "or on PYTHONPATH; fix: check the name, run deeptui from the folder that holds it, "
-                "or add that folder to PYTHONPATH"
+                "or on PYTHONPATH",
+                fix="check the name, run deeptui from the folder that holds it, or add that folder to PYTHONPATH",
             ) from None
         raise FactoryError(
             f"{src}: {key} = {spec!r}: importing {module_name} failed ({first_line(e)}); "
@@ -55,7 +56,7 @@ def resolve(spec: str, key: str, src: str) -> Callable:
         ) from None
     except Exception as e:  # a syntax error, or the module's own code raised
         raise FactoryError(
-            f"{src}: {key} = {spec!r}: importing {module_name} raised {first_line(e)}; fix: correct {module_name}"
+            f"{src}: {key} = {spec!r}: importing {module_name} raised {first_line(e)}", fix=f"correct {module_name}"
         ) from None
     obj: Any = module
     for part in attr.split("."):
@@ -68,7 +69,7 @@ def resolve(spec: str, key: str, src: str) -> Callable:
             )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise FactoryError(f"{src}: {key} = {spec!r} is a {type(obj).__name__}, not a function; fix: name a function")
+        raise FactoryError(f"{src}: {key} = {spec!r} is a {type(obj).__name__}, not a function", fix="name a function")
     return obj
 
 
@@ -92,7 +93,7 @@ def check_arguments(fn: Callable, kwargs: dict, spec: str, section: str, src: st
     named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for k in kwargs:
         if k in supplied:
-            raise FactoryError(f"{src}: {section}.{k}: deeptui passes {k} to {spec} itself; fix: remove the key")
+            raise FactoryError(f"{src}: {section}.{k}: deeptui passes {k} to {spec} itself", fix="remove the key")
         if k not in named and not takes_any:
             hint = difflib.get_close_matches(k, [n for n in named if n not in supplied], n=1)
             takes = ", ".join(n for n in named if n not in supplied) or "no arguments"
@@ -107,15 +108,15 @@ def check_arguments(fn: Callable, kwargs: dict, spec: str, section: str, src: st
             and n not in kwargs
             and n not in supplied
         ):
-            raise FactoryError(f"{src}: {spec} needs '{n}'; fix: add {n} = ... to [{section}]")
+            raise FactoryError(f"{src}: {spec} needs '{n}'", fix=f"add {n} = ... to [{section}]")
 
 
 def call(fn: Callable, kwargs: dict, spec: str, key: str, src: str) -> Any:
     try:
-        return fn(**kwargs)
+        return fn(**thaw(kwargs))  # plain lists and dicts, as the preset wrote them: the function may change them
     except Exception as e:
         raise FactoryError(
-            f"{src}: {key} = {spec!r} raised {first_line(e)}; fix: correct the factory or the keys it is called with"
+            f"{src}: {key} = {spec!r} raised {first_line(e)}", fix="correct the factory or the keys it is called with"
         ) from None
 
 
@@ -167,7 +168,8 @@ def probe(model: nn.Module, data, cfg) -> None:
     except Exception as e:
         raise FactoryError(
             f"{cfg.source}: {where} = {what!r} cannot take the data's samples of shape {shape} ({source}): "
-            f"{first_line(e)}; fix: make the model fit the data (in_channels, image size, num_classes)"
+            f"{first_line(e)}",
+            fix="make the model fit the data (in_channels, image size, num_classes)",
         ) from None
     finally:
         model.train(was_training)
@@ -180,6 +182,6 @@ def probe(model: nn.Module, data, cfg) -> None:
     if data.num_classes and out.shape[1] < data.num_classes:
         raise FactoryError(
             f"{cfg.source}: {where} = {what!r} gives {out.shape[1]} outputs per sample but {source} has "
-            f"{data.num_classes} classes; fix: set model.num_classes = {data.num_classes} (or your factory's "
-            "equivalent)"
+            f"{data.num_classes} classes",
+            fix=f"set model.num_classes = {data.num_classes} (or your factory's equivalent)",
         )

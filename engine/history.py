@@ -1,22 +1,22 @@
-"""A run directory read back as the events that wrote it: metrics.csv and events.csv turned into
-StepMetrics, EpochEnd, commands, schedule actions, checkpoints, errors and the end of the run.
-
-What a client of a very long run gets for the events the bounded buffer dropped (the control
-server), and what `deeptui show` draws for a run that has ended (HistorySession, a Session that
-is never alive). No torch here: reading a finished run must be quick.
-"""
+"""A run directory read back as its events: events.jsonl, the run's own record (a run made before
+it existed is rebuilt from its CSV files as well as they tell); one_history, the events without
+what a rewind or a resume abandoned; HistorySession, the Session of a run that has ended (what
+`deeptui show` folds, with the same reducer as the live dashboard). No torch here."""
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
+import math
+import os
 from pathlib import Path
 
 from . import commands as C
 from . import events as E
 from .config import Config, load_config
-
-ENDS = ("finished", "stopped", "failed")
+from .runlog import JOURNAL
+from .state import RunState
 
 
 def _rows(path: Path) -> list[dict]:
@@ -27,9 +27,12 @@ def _rows(path: Path) -> list[dict]:
         return []
 
 
-def metrics_events(run_dir: Path, before_step: int | None = None, batch_size: int = 0) -> list[E.Event]:
+def metrics_events(
+    run_dir: Path, before_step: int | None = None, batch_size: int = 0, test_modes: bool = True
+) -> list[E.Event]:
     """metrics.csv rows (before `before_step`) as StepMetrics / EpochEnd; samples seen is counted
-    as steps x batch_size (the CSV does not hold it)."""
+    as steps x batch_size (the CSV does not hold it). With `test_modes`, a test row's mode column
+    is the mode the test set was evaluated in (else every test row is an eval-mode one)."""
     out: list[E.Event] = []
     for r in _rows(Path(run_dir) / "metrics.csv"):
         try:
@@ -38,8 +41,11 @@ def metrics_events(run_dir: Path, before_step: int | None = None, batch_size: in
                 break
             loss, acc = float(r["loss"]), float(r["accuracy"])
             if r["split"] == "test":
+                mode = r["mode"] if test_modes and r["mode"] in ("eval", "train") else "eval"
                 out.append(
-                    E.EpochEnd(t, epoch, step, test_loss=loss, test_accuracy=acc, test_error_pct=100.0 * (1 - acc))
+                    E.EpochEnd(
+                        t, epoch, step, test_loss=loss, test_accuracy=acc, test_error_pct=100.0 * (1 - acc), mode=mode
+                    )
                 )
             else:
                 out.append(
@@ -62,7 +68,7 @@ def metrics_events(run_dir: Path, before_step: int | None = None, batch_size: in
     return out
 
 
-def _event(r: dict) -> E.Event | None:
+def _event(r: dict, run_dir: Path) -> E.Event | None:
     """One events.csv row as the event the engine emitted with it, when there is one."""
     t, epoch, step = float(r["time_s"]), int(r["epoch"]), int(r["step"])
     name, detail = r["event"], r.get("detail") or ""
@@ -82,65 +88,160 @@ def _event(r: dict) -> E.Event | None:
     if name == "error":
         message, _, fix = detail.partition("; fix: ")
         return E.RunError(t, epoch, step, message=message, fix=fix)
+    if name in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED):
+        return E.Finished(t, epoch, step, state=name, run_dir=str(run_dir), reason=detail)
     return None
 
 
-def read_run(run_dir: Path) -> tuple[Config, list[E.Event], str]:
-    """(the run's resolved config, its events in time order, how it ended: finished, stopped,
-    failed or interrupted (killed, crashed, or still running without a socket))."""
+def read_journal(path: Path) -> list[E.Event]:
+    """events.jsonl as the events the run emitted, in order (a torn last line is skipped)."""
+    out: list[E.Event] = []
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    ev = E.from_json(json.loads(line))
+                except (ValueError, RecursionError):
+                    continue
+                if ev is not None:
+                    out.append(ev)
+    except OSError:
+        pass
+    return out
+
+
+def tail_events(path: Path, keep: int = 64 * 1024) -> list[E.Event]:
+    """The events in the last `keep` bytes of events.jsonl (a line cut at the start is skipped)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - keep))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")[1 if size > keep else 0 :]
+    out = []
+    for line in lines:
+        try:
+            ev = E.from_json(json.loads(line))
+        except (ValueError, RecursionError):
+            continue
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+def ended(events: list[E.Event]) -> E.Finished | None:
+    """The run's end among its events: the last Finished after the last start (a resume)."""
+    for ev in reversed(events):
+        if isinstance(ev, E.Finished):
+            return ev
+        if isinstance(ev, E.RunStarted):
+            return None
+    return None
+
+
+def read_run(run_dir: Path) -> tuple[Config, list[E.Event], RunState]:
+    """(the run's resolved config, its events in order, how it ended: finished, stopped, failed
+    or interrupted: killed, crashed, or still running without a socket). A run that did not
+    end gets a StateChanged and a Finished that say so, so that every fold ends."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
+    journal = run_dir / JOURNAL
+    events = read_journal(journal) if journal.exists() else _from_csv(run_dir, cfg)
+    end = ended(events)
+    if end is not None:
+        return cfg, events, RunState.of(end.state)
+    last = events[-1] if events else E.Event(0.0, 1, 0)
+    settings = next((e for e in reversed(events) if isinstance(e, E.StateChanged)), None)
+    state, reason = RunState.INTERRUPTED, "no end in the run's files: killed, crashed, or still running"
+    tail = [
+        E.StateChanged(
+            last.time_s,
+            last.epoch,
+            last.step,
+            state=state.value,
+            reason=reason,
+            optimizer=settings.optimizer if settings else cfg.optimizer.name,
+            optimizer_params=settings.optimizer_params if settings else "",
+            lr=settings.lr if settings else cfg.optimizer.lr,
+            frozen=settings.frozen if settings else False,
+            mode=settings.mode if settings else "train",
+            eval_mode=settings.eval_mode if settings else cfg.run.eval_mode,
+        ),
+        E.Finished(last.time_s, last.epoch, last.step, state=state.value, run_dir=str(run_dir), reason=reason),
+    ]
+    return cfg, [*events, *tail], state
+
+
+def one_history(events: list[E.Event]) -> list[E.Event]:
+    """The events without what a rewind or a resume abandoned: a point logged at a step past the
+    step that a later Rewound (or resumed RunStarted) went back to. What the run's CSV files
+    keep, and what TensorBoard draws."""
+    back = math.inf  # the lowest step that a later event went back to
+    keep = []
+    for ev in reversed(events):
+        if isinstance(ev, (E.Rewound, E.RunStarted)) and (not isinstance(ev, E.RunStarted) or ev.resumed):
+            back = min(back, ev.step)
+        elif isinstance(ev, POINTS) and ev.step > back:
+            continue
+        keep.append(ev)
+    return keep[::-1]
+
+
+POINTS = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # what a rewind takes back: the history's points
+
+
+def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:
+    """A run made before events.jsonl existed, rebuilt from its CSV files as well as they tell:
+    a RunStarted, the metrics rows, the events.csv rows that stand for an event."""
     rows = _rows(run_dir / "events.csv")
     logged = []
     for r in rows:
         try:
-            ev = _event(r)
+            ev = _event(r, run_dir)
         except (KeyError, ValueError, TypeError):
             continue
         if ev is not None:
             logged.append(ev)
-    metrics = metrics_events(run_dir, batch_size=cfg.data.batch_size)
-    end = next((r for r in reversed(rows) if r.get("event") in ENDS), None)
-    state = end["event"] if end else "interrupted"
-    if state == "stopped" and (end.get("detail") or "").startswith("signal "):
-        state = "interrupted"
+    # deeptui 0.1 wrote the training mode into the test rows; the test set's mode came with run.eval_mode
+    test_modes = "eval_mode" in (cfg.to_dict().get("run") or {}) and _has_key(run_dir, "eval_mode")
+    metrics = metrics_events(run_dir, batch_size=cfg.data.batch_size, test_modes=test_modes)
     start = next((r for r in rows if r.get("event") in ("start", "resume")), None)
     said = dict(kv.split("=", 1) for kv in (start.get("detail") or "").split() if "=" in kv) if start else {}
-    device, parameters = said.get("device", "?"), int(said.get("parameters", "0") or 0)
     tests = [e for e in metrics if isinstance(e, E.EpochEnd)]
-    steps_per_epoch = max((e.step // max(e.epoch, 1) for e in tests), default=0)
     begun = E.RunStarted(
         0.0,
         1,
         0,
         preset=cfg.run.name,
         run_dir=str(run_dir),
-        device=device,
+        device=said.get("device", "?"),
         model=cfg.model.name,
-        parameters=parameters,
+        parameters=int(said.get("parameters", "0") or 0),
         epochs=cfg.run.epochs,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=max((e.step // max(e.epoch, 1) for e in tests), default=0),
         max_steps=cfg.run.max_steps,
         has_features=cfg.model.name == "monster",
         optimizer_choices=tuple(cfg.optimizer.choices),
         resumed=False,
     )
+    first = next((e for e in metrics if isinstance(e, E.StepMetrics)), None)
+    if first is not None:  # the settings the run started with, as its first row says
+        fields = dict(optimizer=first.optimizer, lr=first.lr, frozen=first.frozen, mode=first.mode)
+        begun_state = E.StateChanged(0.0, 1, 0, state="running", optimizer_params="", **fields)
+    else:
+        begun_state = None
     events = sorted(metrics + logged, key=lambda e: e.time_s)  # stable: rows keep their order
-    last = events[-1] if events else begun
-    reason = (end.get("detail") or "") if end else "no end in events.csv: killed, crashed, or still running"
-    first = metrics[0] if metrics else None
-    settings = dict(
-        optimizer=first.optimizer if first else cfg.optimizer.name,
-        optimizer_params="",
-        lr=first.lr if first else cfg.optimizer.lr,
-        frozen=first.frozen if first else False,
-        mode=first.mode if first else "train",
-    )
-    tail = [
-        E.StateChanged(last.time_s, last.epoch, last.step, state=state, reason=reason, **settings),
-        E.Finished(last.time_s, last.epoch, last.step, state=state, run_dir=str(run_dir), reason=reason),
-    ]
-    return cfg, [begun, *events, *tail], state
+    return [begun, *([begun_state] if begun_state else []), *events]
+
+
+def _has_key(run_dir: Path, key: str) -> bool:
+    try:
+        return key in (run_dir / "config.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 class HistorySession:

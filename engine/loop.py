@@ -1,37 +1,35 @@
 """The Engine: one training run, in a background thread. Epochs, steps, the freeze schedule and
-the boundaries between steps, where commands are applied; everything else is a part it holds.
+the boundaries between steps, where commands are applied; the verbs of engine.surface.Run, the
+only code that assigns the run's fields; everything else is a part it holds.
 
 Commands come in through `engine.commands` (a queue.Queue) and are applied only between steps,
 each answered with an event (engine.control). Events go out through `engine.events` (an
-EventBuffer) that front ends poll. Nothing else crosses the thread boundary.
+EventBuffer) that front ends poll, and into the run directory (engine.runlog). Nothing else
+crosses the thread boundary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import queue
-import threading
-import time
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, control, distributed, notify, outcome, system, tensorboard
-from . import commands as C
+from . import checkpoint, control, distributed, models, notify, outcome, system, tensorboard
 from . import events as E
+from .clock import RunClock
 from .config import Config
 from .device import activate, device_label
 from .layers import LayerProbe
-from .metrics import IntervalSums, Reporter, Settings, evaluate, gpu_memory
-from .models import freeze_label, has_features, is_frozen, label, set_frozen
-from .optim import describe, make_optimizer, set_base_lr
+from .metrics import IntervalSums, Reporter, evaluate, gpu_memory
 from .runlog import NullLog
 from .state import RunState, TrainState
-from .step import StepRunner
-from .thread import EngineThread
+from .thread import ThreadSession
+from .trainer import Trainer
 
 
-class Engine:
+class Engine(ThreadSession):
     """One training run. Build it with engine.build (setup errors are raised before anything
     runs), then `start()` its thread, or call `run()` in the current thread."""
 
@@ -47,89 +45,56 @@ class Engine:
         dist_info=None,
         lock=None,
         resume_changes: list[tuple[str, object, object]] = (),
+        started_at: float | None = None,
     ):
+        super().__init__()
         self.cfg, self.device, self.data = cfg, device, data
         self.lock = lock  # runlog.RunLock: this process alone writes the run directory
         self.dist = dist_info  # engine.distributed.DistInfo in a data-parallel run, else None
         self.is_main = dist_info is None or dist_info.is_main
-        self.model = model.to(device)
         self.run_dir = Path(run_dir)
-        self.commands: queue.Queue = queue.Queue()
+        self.clock = RunClock(started_at)  # from launch: the header's clock never jumps back
         # Only rank 0 writes the run directory; the other ranks log to nowhere.
-        self.log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
-        self.report = Reporter(self.log, E.EventBuffer(), self.position)
-        self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
-        self.has_features = has_features(model, self.freeze)
-        self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
-        self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
-        self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)
+        log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
+        self.report = Reporter(log, E.EventBuffer(), self.position)
+        self.trainer = Trainer(cfg, model, device, distributed=dist_info is not None, on_change=self.emit_state)
         self.log_every, self.max_steps = step_limits(cfg)
         self.state = RunState.STARTING
-        self.final_state = ""
-        self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
-        self.replayed = 0  # the Session surface: a local run has no history from before
-        self.stop_requested, self.stop_reason, self.save_on_stop = False, "", True
+        self.stopping, self.stop_reason, self.save_on_stop = False, "", True
         self.checkpoints = checkpoint.CheckpointFiles(self.run_dir, cfg.log.keep_checkpoints)
-        self.last_loss: float | None = None  # the last interval's training loss (checkpoints check it)
-        self.restart_clock(0.0)
-        self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
-        if self.has_features and cfg.schedule.freeze_features_epochs > 0:
-            set_frozen(self.model, True, self.freeze)
-        self.runner = StepRunner(
-            self.model, device, cfg.perf, distributed=dist_info is not None, loss_reduction=cfg.optimizer.loss_reduction
-        )
         # rank 0 watches the layers (after an all-reduce the gradients are the same on every rank)
         self.layers = LayerProbe(
             self.model, cfg.log.layers_interval if self.is_main else 0, activations=not cfg.perf.compile
         )
-        self.optimizer = self.make_optimizer(self.train.optimizer)
-        self.sums = IntervalSums(device)
+        self.sums = IntervalSums(device, self.clock.trained)
         self.system = system.monitor_for(self)  # the machine's figures, in a thread of their own
         self.notifier = notify.Notifier(self)  # run.notify_command
         self.resumed = resume is not None
         self.resume_changes = list(resume_changes)  # (key, saved, now): applied, and said so at the start
-        if resume is not None:
-            checkpoint.restore(self, resume)
-            checkpoint.apply_changes(self, self.resume_changes)
+        if resume is not None:  # the trainer takes its state back, the clocks go on from the checkpoint's
+            self.trainer.load_state_dict(resume, self.run_dir, changed={k for k, _, _ in self.resume_changes})
+            self.clock.continue_from(float(resume["train"]["time_s"]), float(resume["train"].get("train_s", 0.0)))
 
-    # ---- the Session surface (engine.session): thread-safe -------------------------------
+    # ---- reading (engine.surface.Run; the Session's is ThreadSession's) -------------------
 
     @property
     def events(self) -> E.EventBuffer:
         return self.report.events
 
-    def send(self, command: C.Command) -> int:
-        self.commands.put(command)
-        return command.id
-
-    def start(self) -> threading.Thread:
-        return self.thread.start(self.run)
-
-    def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
-        """Ask the run to stop at the next step boundary and wait; True when the thread ended."""
-        self.send(C.Stop(reason=reason))
-        self.thread.release()  # never started: it runs, sees the Stop first, and ends "stopped"
-        return self.thread.join(timeout)
-
-    def detach(self) -> None:
-        """A local run lives in this process: there is nothing to detach from."""
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainer.model
 
     @property
-    def alive(self) -> bool:
-        return self.thread.alive
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.trainer.optimizer
 
-    def wait_finished(self, timeout: float) -> bool:
-        self.thread.join(timeout)
-        return not self.alive
-
-    # ---- clock, position, settings ------------------------------------------------------
-
-    def restart_clock(self, offset: float) -> None:
-        """The run clock reads `offset` now (seconds run before a resume or a restore)."""
-        self._t0, self._time_offset = time.monotonic(), offset
+    @property
+    def train(self) -> TrainState:
+        return self.trainer.train
 
     def now(self) -> float:
-        return self._time_offset + time.monotonic() - self._t0
+        return self.clock.now()
 
     @property
     def epoch_now(self) -> int:
@@ -140,45 +105,45 @@ class Engine:
     def position(self) -> tuple[float, int, int]:
         return self.now(), self.epoch_now, self.train.step
 
-    @property
-    def frozen(self) -> bool:
-        return is_frozen(self.model, self.freeze)
+    def state_dict(self) -> dict:
+        """Each part's state: the Trainer's, and the clocks."""
+        st = self.trainer.state_dict()
+        return {**st, "train": {**st["train"], **self.clock.state_dict()}}
 
-    def settings(self) -> Settings:
-        t = self.train
-        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode, eval_mode=self.eval_mode)
-
-    def make_optimizer(self, name: str) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        return make_optimizer(name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, cfg.perf.fused)
-
-    def describe_optimizer(self) -> str:
-        return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
-
-    def set_base_lr(self, lr: float) -> None:
-        self.train.base_lr = lr
-        set_base_lr(self.optimizer, lr)
-        self.emit_state()
-
-    def release(self) -> None:
-        """The run directory is free again (the run has ended)."""
-        if self.lock is not None:
-            self.lock.release()
-
-    def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
-        self.stop_requested, self.stop_reason, self.save_on_stop = True, reason, save_checkpoint
+    # ---- verbs (engine.surface.Run): each change is told as a StateChanged ----------------
 
     def set_state(self, state: RunState, reason: str = "") -> None:
-        if state == RunState.RUNNING and self.state != RunState.RUNNING:
-            self.sums.started = time.monotonic()  # pauses do not count against samples/s
         self.state = state
-        params = self.describe_optimizer()
-        self.report.emit(
-            E.StateChanged, state=state.value, reason=reason, optimizer_params=params, **vars(self.settings())
-        )
+        self.report.emit(E.StateChanged, **self._state_fields(state, reason))
+
+    def _state_fields(self, state: RunState, reason: str) -> dict:
+        t = self.trainer
+        return dict(state=state.value, reason=reason, optimizer_params=t.describe_optimizer(), **vars(t.settings()))
 
     def emit_state(self) -> None:
         self.set_state(self.state)
+
+    def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
+        self.stopping, self.stop_reason, self.save_on_stop = True, reason, save_checkpoint
+
+    def save_checkpoint(self, epoch: int | None = None, best: bool = False) -> list[Path]:
+        with self.clock.held():
+            return checkpoint.save_now(self, epoch=epoch, best=best)
+
+    def flush_logs(self) -> None:
+        self.report.log.flush()
+
+    def rewind(self, payload: dict, path: Path) -> int:
+        from_step = self.train.step
+        self.trainer.load_state_dict(payload, self.run_dir)
+        self.sums.reset()
+        orphaned = self.report.log.cut_after(self.train.step)
+        self.report.emit(E.Rewound, path=str(path), from_step=from_step, orphaned=orphaned)
+        self.emit_state()
+        return orphaned
+
+    def notify(self, what: str, reason: str = "") -> None:
+        self.notifier.fire(what, reason)
 
     # ---- the run ------------------------------------------------------------------------
 
@@ -191,29 +156,32 @@ class Engine:
             announce(self)
             self.system.start()
             self.set_state(RunState.RUNNING)
+            self.clock.release()  # training time counts from here
             self._train()
-            state = RunState.STOPPED if self.stop_requested else RunState.FINISHED
+            state = RunState.STOPPED if self.stopping else RunState.FINISHED
             reason = self.stop_reason
         except Exception as exc:  # any failure becomes an event; the logs are kept
             state, reason = RunState.FAILED, outcome.report_error(self, exc)
+        self.clock.hold()
         self.system.stop()
-        outcome.finish(self, state, reason)
+        self._finish(state, reason)
         return state.value
 
     def _train(self) -> None:
         cfg, t = self.cfg, self.train
         if cfg.run.max_steps and t.step >= cfg.run.max_steps:  # a resume of a run that got there
-            self.report.mark("max_steps", f"already at {t.step} of run.max_steps = {cfg.run.max_steps}")
+            self.report.note("max_steps", f"already at {t.step} of run.max_steps = {cfg.run.max_steps}")
             return
-        while t.epoch < cfg.run.epochs and not self.stop_requested:
+        while t.epoch < cfg.run.epochs and not self.stopping:
             apply_schedule(self)
             self.data.train.set_epoch(t.epoch)
             skip = t.batch_in_epoch  # after a resume mid-epoch: the same order, minus what was done
             for i, (x, y) in enumerate(self.data.train):
                 if i < skip:
                     continue
-                control.between_steps(self)
-                if self.stop_requested:
+                with self.clock.held():  # commands, a pause, a timing: not training time
+                    control.between_steps(self, self.commands)
+                if self.stopping:
                     return
                 self._train_step(x, y)
                 t.step += 1
@@ -225,40 +193,40 @@ class Engine:
                     self.report.layers(self.layers.names, rows)
                 if self.max_steps and t.step >= self.max_steps:
                     self._readback()
-                    self.report.mark("max_steps", f"reached {self.max_steps} steps")
+                    self.report.note("max_steps", f"reached {self.max_steps} steps")
                     self.evaluate()
                     return
             self._readback()
             t.epoch += 1
             t.batch_in_epoch = 0
             self.evaluate()
-            self.log.flush()
+            self.report.log.flush()
             if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
-                checkpoint.save_now(self, epoch=t.epoch)
+                self.save_checkpoint(epoch=t.epoch)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        frozen = self.frozen
-        compiling = self.runner.needs_compile(frozen, y.shape[0])
-        if compiling:
+        frozen = self.trainer.frozen
+        compiling = self.trainer.runner.needs_compile(frozen, y.shape[0])
+        if compiling:  # the compile's time is not training time, nor are its samples counted in samples/s
             previous = self.state
             what = f"features {'frozen' if frozen else 'trainable'}, {self.train.mode} mode, batch {y.shape[0]}"
             self.set_state(RunState.COMPILING, f"torch.compile for {what}")
-        with self.layers.watch(self.train.step + 1):
-            loss, logits = self.runner.step(self.optimizer, x, y, frozen=frozen, lbfgs=self.train.optimizer == "lbfgs")
+        with self.clock.held() if compiling else contextlib.nullcontext(), self.layers.watch(self.train.step + 1):
+            loss, logits = self.trainer.step(x, y)
         if compiling:  # the first step of a compiled variant is done: compiling is over
             self.set_state(previous, "compiled")
-        self.sums.add(loss, logits, y)  # running sums stay on the device
-        self.train.samples_seen += y.shape[0]
+        self.sums.add(loss, logits, y, timed=not compiling)  # running sums stay on the device
 
     def _readback(self) -> None:
         """The interval's sums as one logged row: the one host sync per interval."""
         got = self.sums.read(self.dist)
         if got is None:
             return
-        loss, acc, n, seconds = got
-        self.last_loss = loss
+        loss, acc, _, rate = got
+        self.trainer.last_loss = loss
         seen = self.train.samples_seen * (self.dist.world if self.dist else 1)
-        self.report.train(loss, acc, n / seconds, seen, self.settings(), gpu=gpu_memory(self.device))
+        gpu = gpu_memory(self.device)
+        self.report.train(loss, acc, rate, seen, self.clock.trained(), self.trainer.settings(), gpu=gpu)
         if not math.isfinite(loss):
             outcome.on_nonfinite(self, loss)
 
@@ -268,17 +236,56 @@ class Engine:
         if not self.is_main:
             return
         epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
-        for mode in ("eval", "train") if self.eval_mode == "both" else (self.eval_mode,):
-            got = evaluate(self.model, self.data.test, self.runner.autocast, self.device, mode=mode)
-            if got is None:
-                return
-            self.report.test(epoch, got[0], got[1], self.settings(), mode=mode)
-            # best.pt follows the first mode's accuracy (eval when both): one rule per run
-            if mode == self.eval_mode.replace("both", "eval") and got[1] > self.train.best_accuracy:
-                if math.isfinite(got[0]):
-                    self.train.best_accuracy, self.train.best_epoch = got[1], epoch
-                    checkpoint.save_now(self, best=True)
-        self.log.flush()
+        t = self.trainer
+        with self.clock.held():
+            for mode in ("eval", "train") if t.eval_mode == "both" else (t.eval_mode,):
+                got = evaluate(self.model, self.data.test, t.runner.autocast, self.device, mode=mode)
+                if got is None:
+                    return
+                self.report.test(epoch, got[0], got[1], t.settings(), mode=mode)
+                # best.pt follows the first mode's accuracy (eval when both): one rule per run
+                if mode == t.eval_mode.replace("both", "eval") and got[1] > self.train.best_accuracy:
+                    if math.isfinite(got[0]):
+                        self.train.best_accuracy, self.train.best_epoch = got[1], epoch
+                        self.save_checkpoint(best=True)
+            self.report.log.flush()
+
+    def _finish(self, state: RunState, reason: str) -> None:
+        """The end of every run: the final checkpoint, the logs closed with StateChanged and
+        Finished as their last lines, the data loaders and process group shut down; then the
+        front ends hear them (the run directory is free by then)."""
+        try:  # the final model is kept too, so a finished run can be evaluated or extended
+            if state == RunState.FINISHED or (state == RunState.STOPPED and self.save_on_stop):
+                self.save_checkpoint()
+        except Exception as exc:  # a run whose last checkpoint is not on disk has not finished
+            kept = self.checkpoints.find("last")
+            reason = outcome.report_error(self, exc) + (f"; the last good checkpoint is {kept}" if kept else "")
+            state = RunState.FAILED
+        if state in (RunState.FINISHED, RunState.FAILED):
+            self.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
+        try:
+            self.report.log.flush()
+        except OSError as exc:
+            reason, state = outcome.report_error(self, exc), RunState.FAILED
+        self.state, self.final_state = state, state.value
+        t, epoch, step = self.position()
+        ended = [
+            E.StateChanged(round(t, 3), epoch, step, **self._state_fields(state, reason)),
+            E.Finished(round(t, 3), epoch, step, state=state.value, run_dir=str(self.run_dir), reason=reason),
+        ]
+        with contextlib.suppress(Exception):
+            for ev in ended:
+                self.report.log.record(ev)
+            self.report.log.close()
+        with contextlib.suppress(Exception):
+            self.data.close()
+        if self.lock is not None:
+            self.lock.release()
+        if self.dist is not None:
+            with contextlib.suppress(Exception):
+                distributed.close()
+        for ev in ended:
+            self.events.append(ev)
 
 
 def step_limits(cfg: Config) -> tuple[int, int]:
@@ -295,50 +302,41 @@ def step_limits(cfg: Config) -> tuple[int, int]:
 def apply_schedule(engine: Engine) -> None:
     """Features frozen for the first N epochs, unless the user has overridden it."""
     n = engine.cfg.schedule.freeze_features_epochs
-    if not engine.has_features or n == 0 or engine.train.freeze_override is not None:
+    if not engine.trainer.has_features or n == 0 or engine.train.freeze_override is not None:
         return
     want = engine.train.epoch < n
-    if want != engine.frozen:
-        set_frozen(engine.model, want, engine.freeze)
+    if want != engine.trainer.frozen:
         action = "freeze" if want else "unfreeze"
         detail = (
-            f"{freeze_label(engine.freeze)} {'frozen' if want else 'trainable'} at epoch {engine.epoch_now} "
+            f"{engine.trainer.freeze_label()} {'frozen' if want else 'trainable'} at epoch {engine.epoch_now} "
             f"(schedule: frozen for the first {n} epochs)"
         )
-        engine.report.mark(f"schedule_{action}", detail)
         engine.report.emit(E.ScheduleAction, action=action, detail=detail)
-        engine.emit_state()
+        engine.trainer.set_frozen(want, by_user=False)  # its StateChanged follows the schedule's line
 
 
 def announce(engine: Engine) -> None:
-    """The run's first event and mark, and a word on [perf] settings that cost a host sync."""
+    """The run's first event, and a word on what the resume changed and on [perf] settings that
+    cost a host sync."""
     cfg, t = engine.cfg, engine.train
     engine.report.emit(
         E.RunStarted,
         preset=cfg.run.name,
         run_dir=str(engine.run_dir),
         device=device_label(engine.device),
-        model=label(cfg.model, engine.model),
+        model=models.label(cfg.model, engine.model),
         parameters=sum(p.numel() for p in engine.model.parameters()),
         epochs=cfg.run.epochs,
         steps_per_epoch=len(engine.data.train),
         max_steps=engine.max_steps,
-        has_features=engine.has_features,
-        freeze_modules=engine.freeze,
-        optimizer_choices=engine.choices,
+        has_features=engine.trainer.has_features,
+        freeze_modules=engine.trainer.freeze,
+        optimizer_choices=engine.trainer.choices,
         resumed=engine.resumed,
-    )
-    frozen = ("frozen" if engine.frozen else "trainable") if engine.has_features else "n/a"
-    engine.report.mark(
-        "resume" if engine.resumed else "start",
-        f"preset={cfg.run.name} device={device_label(engine.device).split()[0]} "
-        f"optimizer={t.optimizer} lr={t.base_lr:g} frozen={frozen} "
-        f"parameters={sum(p.numel() for p in engine.model.parameters())}",
     )
     if engine.resume_changes:
         said = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in engine.resume_changes)
-        engine.report.mark("resume_changes", said)
-        engine.report.emit(E.Warning, message=f"resumed with changes: {said}")
-    note = engine.runner.sync_note(engine.optimizer, t.optimizer)
+        engine.report.emit(E.Warning, message=f"resumed with changes: {said}", kind="resume_changes")
+    note = engine.trainer.sync_note(t.optimizer)
     if note:
         engine.report.emit(E.Warning, message=note)

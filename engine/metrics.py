@@ -4,6 +4,7 @@ the evaluation on the test set, and the Reporter that turns them into rows and e
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +28,13 @@ class Settings:
 
 class IntervalSums:
     """Loss and correct-prediction sums of one logging interval, kept on the device; `read()` is
-    the one host sync per interval (and, in a data-parallel run, the one collective)."""
+    the one host sync per interval (and, in a data-parallel run, the one collective). Its seconds
+    are the training clock's: a pause, a timing or a compile inside the interval is not counted,
+    and neither are the samples of a step that compiled."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, trained: Callable[[], float] = time.monotonic):
         self.device = device
+        self.trained = trained  # the run's training clock (engine.clock.RunClock.trained)
         self.readbacks = 0  # host syncs made; the tests count them
         self.reset()
 
@@ -38,29 +42,34 @@ class IntervalSums:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.samples = 0
-        self.started = time.monotonic()
+        self.timed_samples = 0  # the samples of steps whose time counts (not a compile's)
+        self.started = self.trained()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, timed: bool = True) -> None:
         n = y.shape[0]
         self.loss_sum += loss * n
         self.correct += (logits.argmax(1) == y).sum()
         self.samples += n
+        if timed:
+            self.timed_samples += n
 
     def read(self, dist=None) -> tuple[float, float, int, float] | None:
-        """(mean loss, accuracy, samples, seconds) of the interval, then a fresh interval; None
-        when it holds no sample. Samples are summed over the ranks of a data-parallel run."""
-        n = self.samples
+        """(mean loss, accuracy, samples, samples per training second) of the interval, then a
+        fresh interval; None when it holds no sample. Samples are summed over the ranks of a
+        data-parallel run."""
+        n, timed = self.samples, self.timed_samples
         if n == 0:
             return None
         loss_sum, correct = torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype)]).tolist()
         if dist is not None:
             from .distributed import all_reduce_sum
 
-            loss_sum, correct, n = all_reduce_sum([loss_sum, correct, float(n)], self.device)
+            loss_sum, correct, n, timed = all_reduce_sum([loss_sum, correct, float(n), float(timed)], self.device)
         self.readbacks += 1
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        seconds = self.trained() - self.started
         self.reset()
-        return loss_sum / n, correct / n, int(n), elapsed
+        rate = timed / seconds if seconds > 0 else 0.0
+        return loss_sum / n, correct / n, int(n), rate
 
 
 @torch.no_grad()
@@ -111,18 +120,23 @@ def gpu_memory(device: torch.device) -> tuple[float, float, float]:
 
 
 class Reporter:
-    """Everything a run tells, stamped with its clock and position: events to the buffer that
-    front ends read, and rows and marks to the run log (metrics.csv, events.csv)."""
+    """Everything a run tells, stamped with its clock and position, goes out here: to the buffer
+    that front ends read and to the run log (events.jsonl, and the CSV rows derived from each
+    event), in one order, whichever thread tells it."""
 
     def __init__(self, log, events: E.EventBuffer, position: Callable[[], tuple[float, int, int]]):
         self.log, self.events, self.position = log, events, position
+        self._lock = threading.Lock()
 
-    def emit(self, event_type: type[E.Event], /, **fields) -> None:
-        self.events.append(event_type(*self.position(), **fields))
-
-    def mark(self, event: str, detail: str = "") -> None:
+    def emit(self, event_type: type[E.Event], /, **fields) -> E.Event:
         t, epoch, step = self.position()
-        self.log.event(round(t, 3), epoch, step, event, detail)
+        return self.publish(event_type(round(t, 3), epoch, step, **fields))
+
+    def publish(self, event: E.Event) -> E.Event:
+        with self._lock:
+            self.events.append(event)
+            self.log.record(event)
+        return event
 
     def train(
         self,
@@ -130,73 +144,52 @@ class Reporter:
         accuracy: float,
         samples_per_s: float,
         samples_seen: int,
+        train_s: float,
         settings: Settings,
         gpu: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ) -> None:
-        """A train row and its StepMetrics; `gpu` is gpu_memory()'s (allocated, reserved, peak)."""
-        t, epoch, step = self.position()
-        t = round(t, 3)
-        self.log.metric(
-            time_s=t,
-            epoch=epoch,
-            step=step,
-            split="train",
+        """A StepMetrics (a train row); `gpu` is gpu_memory()'s (allocated, reserved, peak)."""
+        self.emit(
+            E.StepMetrics,
             loss=loss,
             accuracy=accuracy,
             lr=settings.lr,
             optimizer=settings.optimizer,
             frozen=settings.frozen,
             mode=settings.mode,
-            samples_per_s=round(samples_per_s, 1),
-        )
-        self.events.append(
-            E.StepMetrics(
-                t,
-                epoch,
-                step,
-                loss=loss,
-                accuracy=accuracy,
-                lr=settings.lr,
-                optimizer=settings.optimizer,
-                frozen=settings.frozen,
-                mode=settings.mode,
-                samples_per_s=samples_per_s,
-                samples_seen=samples_seen,
-                gpu_memory_mb=gpu[0],
-                gpu_reserved_mb=gpu[1],
-                gpu_peak_mb=gpu[2],
-            )
+            samples_per_s=round(samples_per_s, 1),  # the precision a rate has: the CSV's, TensorBoard's
+            samples_seen=samples_seen,
+            train_s=round(train_s, 3),
+            gpu_memory_mb=gpu[0],
+            gpu_reserved_mb=gpu[1],
+            gpu_peak_mb=gpu[2],
         )
 
     def test(self, epoch: int, loss: float, accuracy: float, settings: Settings, mode: str = "eval") -> None:
-        """A test row and its EpochEnd; `mode` is the mode the test set was evaluated in."""
+        """An EpochEnd (a test row); `mode` is the mode the test set was evaluated in."""
         t, _, step = self.position()
-        t = round(t, 3)
-        self.log.metric(
-            time_s=t,
-            epoch=epoch,
-            step=step,
-            split="test",
-            loss=loss,
-            accuracy=accuracy,
-            lr=settings.lr,
-            optimizer=settings.optimizer,
-            frozen=settings.frozen,
-            mode=mode,
-            samples_per_s="",
-        )
-        self.events.append(
+        self.publish(
             E.EpochEnd(
-                t, epoch, step, test_loss=loss, test_accuracy=accuracy, test_error_pct=100.0 * (1 - accuracy), mode=mode
+                round(t, 3),
+                epoch,
+                step,
+                test_loss=loss,
+                test_accuracy=accuracy,
+                test_error_pct=100.0 * (1 - accuracy),
+                mode=mode,
+                lr=settings.lr,
+                optimizer=settings.optimizer,
+                frozen=settings.frozen,
             )
         )
 
     def layers(self, names: list[str], rows: list[list[float]]) -> None:
-        """Per-layer statistics of one step (engine.layers' columns per layer): layers.csv rows
-        and a LayerStats event."""
-        t, epoch, step = self.position()
-        t = round(t, 3)
-        for depth, (name, row) in enumerate(zip(names, rows)):
-            self.log.layer([t, epoch, step, name, depth, *row])
+        """Per-layer statistics of one step (engine.layers' columns per layer) as a LayerStats."""
         columns = tuple(zip(*rows)) if rows else ((),) * 5
-        self.events.append(E.LayerStats(t, epoch, step, tuple(names), *columns))
+        self.emit(E.LayerStats, layers=tuple(names), **dict(zip(LAYER_COLUMNS, columns)))
+
+    def note(self, kind: str, detail: str) -> None:
+        self.emit(E.Note, kind=kind, detail=detail)
+
+
+LAYER_COLUMNS = ("weight_norm", "grad_norm", "update_ratio", "activation_mean", "activation_std")

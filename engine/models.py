@@ -132,9 +132,10 @@ def load_alexnet_conv1(model: Monster) -> None:
         cache = torch.hub.get_dir()
         raise WeightsError(
             f"model.pretrained = true but AlexNet's ImageNet weights could not be loaded "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); fix: put "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})",
+            fix=f"put "
             f"{weights.url.rsplit('/', 1)[-1]} in {cache}/checkpoints/ (set TORCH_HOME to move the cache), "
-            "or run with --set model.pretrained=false"
+            "or run with --set model.pretrained=false",
         ) from None
     model.features[0].weight.data.copy_(state["features.0.weight"])
     model.features[0].bias.data.copy_(state["features.0.bias"])
@@ -171,8 +172,8 @@ def build_model(mcfg, in_channels: int, image_size: int, num_classes: int) -> nn
     elif mcfg.name == "mnist_net":
         if image_size != 28:
             raise ConfigError(
-                f"model.name = 'mnist_net' needs 28x28 images, the data set has "
-                f"{image_size}x{image_size}; fix: data.dataset = 'mnist', or another model"
+                f"model.name = 'mnist_net' needs 28x28 images, the data set has {image_size}x{image_size}",
+                fix="data.dataset = 'mnist', or another model",
             )
         model = MnistNet(in_channels, num_classes, mcfg.dropout)
     else:

@@ -14,12 +14,9 @@ import os
 import signal
 import subprocess
 import threading
-from typing import TYPE_CHECKING
 
 from . import events as E
-
-if TYPE_CHECKING:
-    from .loop import Engine
+from .surface import Run
 
 TIMEOUT_S = 10.0  # the command is killed after this long
 
@@ -29,24 +26,25 @@ def _fmt_time(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def summary(engine: Engine, what: str, reason: str = "") -> dict[str, str]:
+def summary(run: Run, what: str, reason: str = "") -> dict[str, str]:
     """The environment a notify_command gets: DEEPTUI_SUMMARY (one line for a chat message) and
     each figure on its own."""
-    recent, _ = engine.events.read(max(0, len(engine.events) - 500))
+    recent, _ = run.events.read(max(0, len(run.events) - 500))
     train = next((e for e in reversed(recent) if isinstance(e, E.StepMetrics)), None)
-    test = next((e for e in reversed(recent) if isinstance(e, E.EpochEnd)), None)
-    cfg, t = engine.cfg, engine.train
+    test = next((e for e in reversed(recent) if isinstance(e, E.EpochEnd) and e.mode == "eval"), None)
+    cfg, t = run.cfg, run.train
+    now, epoch, _ = run.report.position()
     figures = []
     if train is not None:
         figures.append(f"train loss {train.loss:.4g}")
     if test is not None:
         figures.append(f"test error {test.test_error_pct:.2f}%")
     line = (
-        f"deeptui: {cfg.run.name} {what} at epoch {engine.epoch_now}/{cfg.run.epochs}, step {t.step} "
-        f"after {_fmt_time(engine.now())}"
+        f"deeptui: {cfg.run.name} {what} at epoch {epoch}/{cfg.run.epochs}, step {t.step} "
+        f"after {_fmt_time(now)}"
         + (f" ({reason})" if reason else "")
         + (": " + ", ".join(figures) if figures else "")
-        + f"; {engine.run_dir}"
+        + f"; {run.run_dir}"
     )
 
     def num(v) -> str:
@@ -56,12 +54,12 @@ def summary(engine: Engine, what: str, reason: str = "") -> dict[str, str]:
         "DEEPTUI_SUMMARY": line,
         "DEEPTUI_EVENT": what,
         "DEEPTUI_PRESET": cfg.run.name,
-        "DEEPTUI_RUN_DIR": str(engine.run_dir),
+        "DEEPTUI_RUN_DIR": str(run.run_dir),
         "DEEPTUI_REASON": reason,
-        "DEEPTUI_EPOCH": str(engine.epoch_now),
+        "DEEPTUI_EPOCH": str(epoch),
         "DEEPTUI_EPOCHS": str(cfg.run.epochs),
         "DEEPTUI_STEP": str(t.step),
-        "DEEPTUI_ELAPSED_S": f"{engine.now():.1f}",
+        "DEEPTUI_ELAPSED_S": f"{now:.1f}",
         "DEEPTUI_LOSS": num(train.loss if train else None),
         "DEEPTUI_TEST_LOSS": num(test.test_loss if test else None),
         "DEEPTUI_TEST_ERROR_PCT": num(test.test_error_pct if test else None),
@@ -98,18 +96,18 @@ def run_command(command: str, env: dict[str, str], timeout: float = TIMEOUT_S) -
 
 
 class Notifier:
-    """Runs the engine's run.notify_command (rank 0 only), marks the outcome in events.csv."""
+    """Runs the run.notify_command (rank 0 only); its outcome is an event (a row of events.csv)."""
 
-    def __init__(self, engine: Engine, timeout: float | None = None):
-        self.engine, self.timeout = engine, TIMEOUT_S if timeout is None else timeout
-        self.command = engine.cfg.run.notify_command if engine.is_main else ""
+    def __init__(self, run: Run, timeout: float | None = None):
+        self.run, self.timeout = run, TIMEOUT_S if timeout is None else timeout
+        self.command = run.cfg.run.notify_command if run.is_main else ""
         self._threads: list[threading.Thread] = []
 
     def fire(self, what: str, reason: str = "", wait: bool = False) -> None:
         """Run the command for `what` (finished, failed, paused): waited for, or in a thread."""
         if not self.command:
             return
-        env = summary(self.engine, what, reason)
+        env = summary(self.run, what, reason)
         if wait:
             self.join()
             self._run(what, env)
@@ -120,11 +118,14 @@ class Notifier:
 
     def _run(self, what: str, env: dict) -> None:
         ok, detail = run_command(self.command, env, self.timeout)
-        report = self.engine.report
+        report = self.run.report
         with contextlib.suppress(Exception):  # never fatal, whatever the log's state
-            report.mark("notify" if ok else "notify_failed", f"{what}: notify_command {detail}")
-            if not ok:
-                report.emit(E.Warning, message=f"run.notify_command {detail}; the run goes on")
+            if ok:
+                report.note("notify", f"{what}: notify_command {detail}")
+            else:
+                report.emit(
+                    E.Warning, message=f"{what}: run.notify_command {detail}; the run goes on", kind="notify_failed"
+                )
 
     def join(self) -> None:
         """Wait for commands still running (each ends within its timeout)."""

@@ -1,7 +1,7 @@
 """The machine's figures, as nvitop shows them: per CUDA device the utilisation, memory used/total,
 temperature and power (NVIDIA's NVML, through nvidia-ml-py's pynvml), and the process's CPU % and
 resident memory (psutil); read in a thread of their own at most once a second, never on the
-training thread; written to system.csv and told as SystemStats events.
+training thread; told as SystemStats events (the run log writes them to system.csv).
 
 When NVML is missing or fails, one Warning says so and the readings go on with the CPU's figures.
 """
@@ -9,17 +9,13 @@ When NVML is missing or fails, one Warning says so and the readings go on with t
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from . import events as E
 
-FILE_NAME = "system.csv"
-HEADER = ["time_s", "device", "util_pct", "mem_used_mb", "mem_total_mb", "temp_c", "power_w", "cpu_pct", "rss_mb"]
 NAN = math.nan
 MIB = 2**20
 
@@ -95,20 +91,10 @@ class Process:
 
 class SystemMonitor:
     """Reads the figures every `seconds` (>= 1) in its own thread, from start() until stop(),
-    appending to <run_dir>/system.csv and emitting a SystemStats event per reading."""
+    emitting a SystemStats event per reading."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        seconds: float,
-        clock: Callable[[], float],
-        emit: Callable[..., None],
-        cuda: list[int] = (),
-        on_row: Callable[[dict], None] | None = None,
-    ):
-        self.path = Path(run_dir) / FILE_NAME
-        self.seconds, self.clock, self.emit, self.cuda = max(1.0, seconds), clock, emit, list(cuda)
-        self.on_row = on_row  # also given every row (TensorBoard's system/ scalars)
+    def __init__(self, seconds: float, emit: Callable[..., object], cuda: list[int] = ()):
+        self.seconds, self.emit, self.cuda = max(1.0, seconds), emit, list(cuda)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.readings = 0
@@ -119,7 +105,7 @@ class SystemMonitor:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the thread (it finishes the reading under way) and close system.csv."""
+        """End the thread (it finishes the reading under way)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -133,36 +119,20 @@ class SystemMonitor:
                 nvml = Nvml(self.cuda)
             except NvmlUnavailable as e:
                 note = f"no GPU figures: {e}"
-        if note:
-            self.emit(E.Warning, message=f"machine strip: {note}; the run goes on")
-        new = not self.path.exists() or self.path.stat().st_size == 0
         try:
-            with open(self.path, "a", newline="", encoding="utf-8") as f:
-                out = csv.writer(f)
-                if new:
-                    out.writerow(HEADER)
-                while not self._stop.wait(self.seconds):
-                    self._reading(proc, nvml, note, out)
-                    f.flush()
-                f.flush()
-                os.fsync(f.fileno())
+            if note:
+                self.emit(E.Warning, message=f"machine strip: {note}; the run goes on")
+            while not self._stop.wait(self.seconds):
+                cpu, rss = proc.read()
+                gpus = nvml.read() if nvml is not None else []
+                self.readings += 1
+                self.emit(E.SystemStats, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus), note=note)
         except OSError as e:  # the run directory went away or filled up: the run goes on without
-            self.emit(E.Warning, message=f"machine strip: {self.path} cannot be written ({e.strerror or e})")
+            with contextlib.suppress(OSError):
+                self.emit(E.Warning, message=f"machine strip: system.csv cannot be written ({e.strerror or e})")
         finally:
             if nvml is not None:
                 nvml.close()
-
-    def _reading(self, proc: Process, nvml: Nvml | None, note: str, out) -> None:
-        cpu, rss = proc.read()
-        gpus = nvml.read() if nvml is not None else []
-        t = round(self.clock(), 3)
-        for row in gpus or [("cpu", NAN, NAN, NAN, NAN, NAN)]:
-            cells = [t, *(_cell(v) for v in row), _cell(cpu), _cell(rss)]
-            out.writerow(cells)
-            if self.on_row is not None:
-                self.on_row(dict(zip(HEADER, cells)))
-        self.readings += 1
-        self.emit(E.SystemStats, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus), note=note)
 
 
 class NoMonitor:
@@ -177,24 +147,17 @@ class NoMonitor:
         pass
 
 
-def monitor_for(engine) -> SystemMonitor | NoMonitor:
+def monitor_for(run) -> SystemMonitor | NoMonitor:
     """The run's monitor: rank 0 reads this machine's devices (in a data-parallel run on CUDA,
     the GPUs of every local rank) and its own process."""
-    seconds = engine.cfg.log.system_seconds
-    if not engine.is_main or seconds <= 0:
+    seconds = run.cfg.log.system_seconds
+    if not run.is_main or seconds <= 0:
         return NoMonitor()
     cuda: list[int] = []
-    if engine.device.type == "cuda":
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if engine.dist is not None else 1
-        cuda = list(range(local)) if local > 1 else [engine.device.index or 0]
-    on_row = getattr(engine.log, "system_row", None)  # log.tensorboard: the readings as scalars too
-    return SystemMonitor(engine.run_dir, seconds, engine.now, engine.report.emit, cuda, on_row)
-
-
-def _cell(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return v
+    if run.device.type == "cuda":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if run.dist is not None else 1
+        cuda = list(range(local)) if local > 1 else [run.device.index or 0]
+    return SystemMonitor(seconds, run.report.emit, cuda)
 
 
 # ---- one line of text for a reading: the headless lines, `deeptui ls`, the dashboard's strip

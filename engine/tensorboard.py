@@ -1,7 +1,7 @@
-"""TensorBoard event files beside the CSV files, through torch.utils.tensorboard: a scalar per
-number of every metrics.csv row, a text per events.csv row, the machine's readings, and the
-resolved config as hparams. The live run (log.tensorboard = true) and `deeptui export RUN_DIR
---tensorboard` write them the same way; the CSV files stay the record.
+"""TensorBoard event files beside the CSV files, through torch.utils.tensorboard: from each event
+of the run, a scalar per number of its metrics row, a text per events.csv row, the machine's
+readings, and the resolved config as hparams. The live run (log.tensorboard = true) and `deeptui
+export RUN_DIR --tensorboard` write them the same way; events.jsonl stays the record.
 
 TensorBoard is an optional extra (pip install 'deeptui[tensorboard]'); without it a run that asks
 for it does not start, with a one-line message.
@@ -9,18 +9,17 @@ for it does not start, with a one-line message.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
 from pathlib import Path
 
-from . import system
+from . import events as E
 from .errors import SetupError
-from .runlog import RunLog
+from .history import one_history, read_run
+from .runlog import CSV_ROWS, RunLog
 
 TRAIN_SCALARS = ("loss", "accuracy", "lr", "samples_per_s", "frozen")
-TEST_SCALARS = ("loss", "accuracy")
 GPU_SCALARS = ("util_pct", "mem_used_mb", "temp_c", "power_w")
 EVENT_FILES = "events.out.tfevents.*"
 
@@ -50,19 +49,6 @@ def _flat(config: dict) -> dict:
     return out
 
 
-def _float(text) -> float | None:
-    if isinstance(text, bool):
-        return float(text)
-    if isinstance(text, (int, float)):
-        return float(text)
-    if text in ("true", "false"):
-        return float(text == "true")
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
 class TensorBoardLog:
     """One SummaryWriter in `log_dir`; times are the run clock's seconds after `start_wall`."""
 
@@ -79,33 +65,34 @@ class TensorBoardLog:
             self.w._get_file_writer().add_summary(summary)
 
     def _scalar(self, tag: str, value, step: int, time_s: float) -> None:
-        v = _float(value)
-        if v is not None and not math.isnan(v):
+        v = float(value)
+        if not math.isnan(v):
             self.w.add_scalar(tag, v, global_step=step, walltime=self.start_wall + float(time_s))
             self.scalars += 1
 
-    def metric(self, row: dict) -> None:
-        """One metrics.csv row (its values as written or as numbers)."""
-        split, step, t = row["split"], int(row["step"]), float(row["time_s"])
-        for name in TRAIN_SCALARS if split == "train" else TEST_SCALARS:
-            self._scalar(f"{split}/{name}", row[name], step, t)
-
-    def event(self, time_s, epoch, step, event: str, detail: str = "") -> None:
-        """One events.csv row, as text under events/<event> at its step."""
-        tag = "events/" + event.replace(":", "/")
-        self.w.add_text(tag, detail or event, global_step=int(step), walltime=self.start_wall + float(time_s))
-        self.texts += 1
-
-    def system(self, row: dict) -> None:
-        """One system.csv row: the process's CPU and memory, and a GPU's figures."""
-        t = float(row["time_s"])
-        step = int(t)  # readings have no training step: their step is the run clock's second
-        device = row["device"]
-        if device != "cpu":
-            for name in GPU_SCALARS:
-                self._scalar(f"system/{device}/{name}", row[name], step, t)
-        for name in ("cpu_pct", "rss_mb"):
-            self._scalar(f"system/{name}", row[name], step, t)
+    def add(self, ev: E.Event) -> None:
+        """One event of the run: its numbers as scalars at its step (a step that goes back, after
+        a rewind, makes TensorBoard drop the abandoned points), its events.csv row as text."""
+        if isinstance(ev, E.StepMetrics):
+            for name in TRAIN_SCALARS:
+                self._scalar(f"train/{name}", getattr(ev, name), ev.step, ev.time_s)
+        elif isinstance(ev, E.EpochEnd):
+            split = "test" if ev.mode == "eval" else "test_train_mode"  # the test set in train mode
+            self._scalar(f"{split}/loss", ev.test_loss, ev.step, ev.time_s)
+            self._scalar(f"{split}/accuracy", ev.test_accuracy, ev.step, ev.time_s)
+        elif isinstance(ev, E.SystemStats):
+            step = int(ev.time_s)  # readings have no training step: their step is the run clock's second
+            for gpu in ev.gpus:
+                for name, value in zip(GPU_SCALARS, (gpu[1], gpu[2], gpu[4], gpu[5])):
+                    self._scalar(f"system/{gpu[0]}/{name}", value, step, ev.time_s)
+            self._scalar("system/cpu_pct", ev.cpu_pct, step, ev.time_s)
+            self._scalar("system/rss_mb", ev.rss_mb, step, ev.time_s)
+        for file, cells in CSV_ROWS.get(type(ev), lambda ev: [])(ev):
+            if file == "events":
+                name, detail = cells[3], cells[4]
+                tag = "events/" + name.replace(":", "/")
+                self.w.add_text(tag, detail or name, global_step=ev.step, walltime=self.start_wall + ev.time_s)
+                self.texts += 1
 
     def flush(self) -> None:
         self.w.flush()
@@ -122,20 +109,10 @@ class TensorBoardRunLog(RunLog):
         super().__init__(run_dir, flush_seconds)
         self.tensorboard = TensorBoardLog(run_dir, config, flush_seconds=flush_seconds)
 
-    def metric(self, **row) -> None:
-        super().metric(**row)
+    def record(self, ev: E.Event) -> None:
+        super().record(ev)
         if not self.closed:
-            self.tensorboard.metric(row)
-
-    def event(self, time_s, epoch, step, event, detail="") -> None:
-        super().event(time_s, epoch, step, event, detail)
-        if not self.closed:
-            self.tensorboard.event(time_s, epoch, step, event, detail)
-
-    def system_row(self, row: dict) -> None:
-        """A reading of the machine (from the monitor's thread: the writer's queue is thread-safe)."""
-        if not self.closed:
-            self.tensorboard.system(row)
+            self.tensorboard.add(ev)
 
     def flush(self) -> None:
         super().flush()
@@ -155,25 +132,14 @@ def run_log(run_dir: Path, cfg) -> RunLog:
     return RunLog(run_dir, cfg.log.flush_seconds)
 
 
-def _rows(path: Path) -> list[dict]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [r for r in csv.DictReader(f) if None not in r.values()]  # a row cut short by a crash: skipped
-    except FileNotFoundError:
-        return []
-
-
 def export_run(run_dir: Path, out_dir: Path, config: dict) -> TensorBoardLog:
-    """A finished (or running) run's CSV files as one TensorBoard event file in `out_dir`; the
-    run clock's zero is when config.toml was written, at the start of the run."""
+    """A run's history (its events, one history: what a rewind or a resume abandoned is left out)
+    as one TensorBoard event file in `out_dir`; the run clock's zero is when config.toml was
+    written, at the start of the run."""
     run_dir = Path(run_dir)
     start = (run_dir / "config.toml").stat().st_mtime if (run_dir / "config.toml").exists() else None
     tb = TensorBoardLog(out_dir, config, start_wall=start)
-    for row in _rows(run_dir / "metrics.csv"):
-        tb.metric(row)
-    for row in _rows(run_dir / "events.csv"):
-        tb.event(row["time_s"], row["epoch"], row["step"], row["event"], row["detail"])
-    for row in _rows(run_dir / system.FILE_NAME):
-        tb.system(row)
+    for ev in one_history(read_run(run_dir)[1]):
+        tb.add(ev)
     tb.close()
     return tb

@@ -93,7 +93,9 @@ def main(out: Path, mode: str) -> None:
             {
                 "optimizer": type(eng.optimizer).__name__,
                 "features_require_grad": [
-                    p.requires_grad for m in models.freeze_targets(eng.model, eng.freeze) for p in m.parameters()
+                    p.requires_grad
+                    for m in models.freeze_targets(eng.model, eng.trainer.freeze)
+                    for p in m.parameters()
                 ],
                 "step": eng.train.step,
                 "applied_at": applied,

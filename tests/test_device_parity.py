@@ -248,9 +248,9 @@ def test_a_skipped_first_fp16_step_leaves_no_uninitialised_momentum(make_engine,
         "run.max_steps=16",
         "schedule.freeze_features_epochs=0",
     )
-    eng.runner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)  # the first steps overflow
+    eng.trainer.runner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)  # the first steps overflow
     eng.run()
-    assert eng.runner.scaler.get_scale() < 2.0**20  # some steps were skipped
+    assert eng.trainer.runner.scaler.get_scale() < 2.0**20  # some steps were skipped
     assert eng.final_state == "finished"
     assert all(torch.isfinite(p).all() for p in eng.model.parameters())
 
@@ -273,7 +273,8 @@ def test_fused_auto_is_on_for_cuda_only_and_cpu_keeps_fp32_by_default(make_engin
     assert uses_fused("adam", "auto", "cuda") and not uses_fused("adam", "auto", "cpu")
     assert uses_fused("momentum", True, "cpu") and not uses_fused("rmsprop", True, "cuda")
     eng = make_engine("optimizer.name='adam'")
-    assert not eng.optimizer.defaults.get("fused") and eng.runner.amp_dtype is None and not eng.runner.compile
+    runner = eng.trainer.runner
+    assert not eng.optimizer.defaults.get("fused") and runner.amp_dtype is None and not runner.compile
 
 
 def counting_compile(compiles: list, engine_of):

@@ -258,10 +258,10 @@ def test_the_first_training_row_is_on_disk_at_once(tmp_path):
     from deeptui.engine.runlog import RunLog
 
     log = RunLog(tmp_path, flush_seconds=3600)
-    row = dict(epoch=1, split="train", loss=2.3, accuracy=0.1, lr=0.05, optimizer="sgd", frozen=False, mode="train")
-    log.metric(time_s=1.0, step=10, samples_per_s=100.0, **row)
+    row = dict(loss=2.3, accuracy=0.1, lr=0.05, optimizer="sgd", frozen=False, mode="train", samples_per_s=100.0)
+    log.record(E.StepMetrics(1.0, 1, 10, samples_seen=160, **row))
     assert (tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[2] == "10"
-    log.metric(time_s=2.0, step=20, samples_per_s=100.0, **row)
+    log.record(E.StepMetrics(2.0, 1, 20, samples_seen=320, **row))
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2  # batched until a flush
     log.close()
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3

@@ -123,13 +123,13 @@ def test_a_checkpoint_keeps_the_rng_of_its_own_gpu_only(make_engine, monkeypatch
         torch.cuda, "get_rng_state", lambda device=None: asked.append(device) or torch.zeros(8, dtype=torch.uint8)
     )
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's RNG asked for"))
-    real_device, eng.device = eng.device, torch.device("cuda", 1)
+    real_device, eng.trainer.device = eng.trainer.device, torch.device("cuda", 1)
     try:
         payload = checkpoint.collect(eng)
     finally:
-        eng.device = real_device
+        eng.trainer.device = real_device
     assert asked == [torch.device("cuda", 1)] and payload["rng"]["cuda"].shape == (8,)
-    checkpoint.restore(eng, payload)  # resumed where there is no GPU: the CUDA RNG is left alone
+    eng.trainer.load_state_dict(payload, eng.run_dir)  # resumed where there is no GPU: the CUDA RNG is left alone
 
 
 def test_the_lecture_baseline_runs_in_pytorchs_default_state(monkeypatch, tmp_path):

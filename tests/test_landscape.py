@@ -107,7 +107,7 @@ def test_write_csv_header_and_rows(cfg, tmp_path):
     assert rows[0] == ["optimizer", "step", "x", "y", "loss"]
     assert len(rows) - 1 == len(run.trajectories) * 31  # start point + 30 steps per path
     assert rows[1][:2] == ["sgd lr=0.01", "0"]
-    assert [float(v) for v in rows[1][2:4]] == cfg.landscape.start
+    assert tuple(float(v) for v in rows[1][2:4]) == cfg.landscape.start
 
 
 def test_run_headless_writes_csv_and_one_line_per_path(cfg, tmp_path):

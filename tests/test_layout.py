@@ -32,3 +32,31 @@ def test_every_module_is_in_the_readme_layout():
         if p.name != "__init__.py" and f"`{p.relative_to(ROOT)}`" not in readme
     ]
     assert not missing, f"README's layout section lacks {missing}"
+
+
+def _imports(path) -> set[str]:
+    """The modules a file imports (relative ones resolved within deeptui.engine), type checking's too."""
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # from .loop import X, from . import loop
+                base = node.module or ""
+                out.update({base} if base else {a.name for a in node.names})
+            else:
+                out.add(node.module or "")
+                out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_only_the_builder_imports_the_loop():
+    """The engine's parts reach the run through engine.surface: only engine/build.py makes an
+    Engine (the thread runs whatever run() it is given)."""
+    importers = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "engine").rglob("*.py")
+        if p.name != "loop.py" and {"loop", "deeptui.engine.loop"} & _imports(p)
+    )
+    assert importers == ["engine/build.py"]

@@ -5,6 +5,7 @@ when a run finishes, fails or pauses on a non-finite loss while no one is lookin
 from __future__ import annotations
 
 import csv
+import math
 import time
 
 import pytest
@@ -40,15 +41,17 @@ def test_notify_command_gets_the_runs_summary_when_it_finishes(make_engine, tmp_
 def test_a_failing_or_hanging_notify_command_is_logged_and_never_fatal(make_engine, monkeypatch):
     eng = make_engine("run.max_steps=2", "run.notify_command='echo boom >&2; exit 3'")
     assert eng.run() == "finished"
-    assert ("notify_failed", "finished: notify_command exit 3: boom") in marks(eng.run_dir)
+    said = "finished: run.notify_command exit 3: boom; the run goes on"
+    assert ("notify_failed", said) in marks(eng.run_dir)  # one event: the warning and its row
     warnings = [e.message for e in eng.events.read(0)[0] if isinstance(e, E.Warning)]
-    assert any("run.notify_command exit 3: boom; the run goes on" in w for w in warnings)
+    assert said in warnings
 
     monkeypatch.setattr(notify, "TIMEOUT_S", 0.5)
     eng = make_engine("run.max_steps=2", "run.notify_command='sleep 30 & sleep 30'")
     started = time.monotonic()
     assert eng.run() == "finished" and time.monotonic() - started < 20
-    assert ("notify_failed", "finished: notify_command timed out after 0.5 s and was killed") in marks(eng.run_dir)
+    said = "finished: run.notify_command timed out after 0.5 s and was killed; the run goes on"
+    assert ("notify_failed", said) in marks(eng.run_dir)
 
 
 def test_a_pause_on_a_non_finite_loss_notifies_without_holding_the_training_thread(make_engine, tmp_path):
@@ -109,11 +112,11 @@ async def test_the_dashboard_rings_only_when_no_one_is_looking():
         app.alerts.input_seen()
         await until(pilot, lambda: "running" in app.view.state, what="running")
         nan = "training loss is nan at step 8: paused; resume, restore the last checkpoint or halve the lr"
-        session.events.append(E.Warning(1.0, 1, 8, message=nan))
+        session.events.append(E.NonFiniteLoss(1.0, 1, 8, loss=math.nan, policy="pause", message=nan))
         await until(pilot, lambda: "warning: training loss is nan" in "\n".join(t for _, t in app.view.log))
         assert written == []  # the terminal has the focus and a key was pressed just now
         clock.now += IDLE_SECONDS + 1  # a minute without a key: no one is looking
-        session.events.append(E.Warning(1.5, 1, 9, message=nan))
+        session.events.append(E.NonFiniteLoss(1.5, 1, 9, loss=math.nan, policy="pause", message=nan))
         await until(pilot, lambda: len(written) == 1, what="the bell for the pause")
         assert written[0].startswith("\a") and "\x1b]9;deeptui: tiny paused: training loss is nan" in written[0]
         await pilot.press("l")  # a key: someone is back

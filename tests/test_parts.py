@@ -3,6 +3,8 @@ the train state, checkpoints, and the Session protocol that front ends rely on."
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -38,13 +40,33 @@ def test_step_runner_trains_and_returns_detached_tensors():
 
 
 def test_interval_sums_read_once_then_start_a_fresh_interval():
-    sums = IntervalSums(torch.device("cpu"))
+    trained = [10.0]  # the run's training clock, seconds
+    sums = IntervalSums(torch.device("cpu"), lambda: trained[0])
     assert sums.read() is None  # nothing summed: no readback
     sums.add(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
     sums.add(torch.tensor(4.0), torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 0]))
-    loss, acc, n, seconds = sums.read()
-    assert (loss, acc, n) == (3.0, 0.75, 4) and seconds > 0 and sums.readbacks == 1
+    sums.add(torch.tensor(3.0), torch.tensor([[1.0, 0.0]] * 4), torch.tensor([0] * 4), timed=False)  # a compile's step
+    trained[0] = 12.0
+    loss, acc, n, rate = sums.read()
+    assert (loss, acc, n) == (3.0, 7 / 8, 8) and sums.readbacks == 1
+    assert rate == 2.0  # the 4 timed samples over the 2 training seconds
     assert sums.read() is None
+
+
+def test_the_training_clock_stops_while_held_and_the_run_clock_goes_on():
+    from deeptui.engine.clock import RunClock
+
+    clock = RunClock(started_at=time.monotonic() - 5.0)
+    assert clock.now() >= 5.0 and clock.trained() == 0.0  # held until the loop lets it run
+    clock.release()
+    time.sleep(0.05)
+    with clock.held():
+        stopped = clock.trained()
+        time.sleep(0.1)
+        assert clock.trained() == stopped  # a pause: no training time
+    assert 0.04 < stopped < 0.1 and clock.now() > 5.15
+    clock.continue_from(100.0, 40.0)  # a resume: both clocks go on from the checkpoint's
+    assert 105.0 <= clock.now() < 106.0 and 40.0 <= clock.trained() < 41.0  # + the 5 s since launch
 
 
 def test_evaluate_restores_the_mode_and_handles_an_empty_set():
@@ -71,7 +93,8 @@ def test_train_state_round_trips_through_its_state_dict():
         samples_seen=800,
         mode="eval",
         freeze_override=False,
-        time_s=12.5,
+        best_accuracy=0.5,
+        best_epoch=2,
     )
     back = TrainState(optimizer="sgd", base_lr=1.0)
     back.load_state_dict(t.state_dict())
@@ -96,7 +119,7 @@ def test_a_checkpoint_restores_model_optimizer_and_counters(make_engine):
     r.answer(other.send(C.RestoreCheckpoint()))  # its own run has no checkpoint yet
     from deeptui.engine import checkpoint
 
-    checkpoint.restore(other, checkpoint.load(path, other.cfg))
+    other.trainer.load_state_dict(checkpoint.load(path, other.cfg), other.run_dir)
     assert other.train.step == 6 and other.train.optimizer == "adam"
     assert isinstance(other.optimizer, torch.optim.Adam) and other.optimizer.state
     for a, b in zip(eng.model.state_dict().values(), other.model.state_dict().values()):

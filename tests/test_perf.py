@@ -31,7 +31,7 @@ def test_channels_last_and_amp_options_train(make_engine):
     eng.start()
     assert r.wait(lambda e: isinstance(e, E.Finished)).state == "finished"
     assert eng.model.converter[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert eng.runner.amp_dtype is torch.bfloat16  # honoured on the CPU too (issue 13): the suite runs it
+    assert eng.trainer.runner.amp_dtype is torch.bfloat16  # honoured on the CPU too (issue 13): the suite runs it
 
 
 def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
@@ -46,7 +46,7 @@ def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
     r = EventReader(eng)
     eng.start()
     r.wait(lambda e: isinstance(e, E.Finished))
-    assert len(compiled) == 2 and set(eng.runner.variants) == {True, False}
+    assert len(compiled) == 2 and set(eng.trainer.runner.variants) == {True, False}
     states = [e.state for e in r.seen if isinstance(e, E.StateChanged)]
     assert states.count("compiling") == 2
     assert states[states.index("compiling") + 1] == "running"

@@ -17,12 +17,14 @@ import pytest
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.remote.server import ControlServer
-from deeptui.engine.system import HEADER, SystemMonitor, summary
+from deeptui.engine.runlog import SYSTEM_HEADER as HEADER
+from deeptui.engine.runlog import RunLog
+from deeptui.engine.system import SystemMonitor, summary
 from deeptui.tui.headless import SYSTEM_EVERY_ROWS, HeadlessPrinter
 from tests.conftest import EventReader
 
 
-def test_a_cpu_run_writes_system_csv_from_its_own_thread(make_engine):
+def test_a_cpu_run_reads_the_machine_in_its_own_thread_into_system_csv(make_engine):
     eng = make_engine("run.epochs=50")
     emitted_by = []
     real_emit = eng.system.emit
@@ -86,13 +88,16 @@ class FakeNvml(types.ModuleType):
 
 
 def monitor(tmp_path, cuda):
-    got, lock = [], threading.Lock()
+    """A monitor whose events go to a run log in tmp_path (system.csv), stamped at 12.5 s."""
+    got, lock, log = [], threading.Lock(), RunLog(tmp_path)
 
     def emit(kind, **fields):
         with lock:
-            got.append(kind(1.0, 1, 0, **fields))
+            got.append(kind(12.5, 1, 0, **fields))
+            log.record(got[-1])
+            log.flush()
 
-    mon = SystemMonitor(tmp_path, 1.0, clock=lambda: 12.5, emit=emit, cuda=cuda)
+    mon = SystemMonitor(1.0, emit=emit, cuda=cuda)
     return mon, got
 
 
@@ -120,7 +125,7 @@ def test_the_nvml_path_reads_every_device_used(tmp_path, monkeypatch):
     assert summary(ev).startswith("cuda:0 43% 4.0/80.0 GiB 63°C 250 W · cuda:1 45% 6.0/80.0 GiB 65°C ? · cpu ")
     rows = list(csv.DictReader(open(tmp_path / "system.csv")))
     assert [r["device"] for r in rows[:2]] == ["cuda:0", "cuda:1"]
-    assert rows[0]["time_s"] == "12.5" and rows[0]["mem_total_mb"] == "81920" and rows[1]["power_w"] == ""
+    assert rows[0]["time_s"] == "12.500" and rows[0]["mem_total_mb"] == "81920" and rows[1]["power_w"] == ""
     assert float(rows[0]["cpu_pct"]) >= 0 and float(rows[1]["rss_mb"]) > 50
 
 

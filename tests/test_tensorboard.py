@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from deeptui.engine import events as E
 from deeptui.engine.runlog import EVENTS_HEADER
 from deeptui.tui.cli import main
 
@@ -68,10 +69,11 @@ def test_export_converts_a_finished_run_and_does_not_write_twice(make_engine, ca
     eng = make_engine("run.max_steps=8")
     assert eng.run() == "finished"
     assert not list(eng.run_dir.glob("events.out.tfevents.*"))  # log.tensorboard was off
-    (eng.run_dir / "system.csv").write_text(
-        "time_s,device,util_pct,mem_used_mb,mem_total_mb,temp_c,power_w,cpu_pct,rss_mb\n"
-        "1.0,cuda:0,87,12650,143771,71,250.5,104,3420\n"
-    )  # a reading as a GPU run writes it
+    gpu = E.SystemStats(
+        1.0, 1, 0, cpu_pct=104.0, rss_mb=3420.0, gpus=(("cuda:0", 87.0, 12650.0, 143771.0, 71.0, 250.5),)
+    )
+    with open(eng.run_dir / "events.jsonl", "a") as f:
+        f.write(E.to_json(gpu) + "\n")  # a reading as a GPU run records it
     assert main(["export", str(eng.run_dir), "--tensorboard"]) == 0
     out = capsys.readouterr().out
     assert f"open them with: tensorboard --logdir {eng.run_dir}" in out

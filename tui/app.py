@@ -23,6 +23,7 @@ from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.errors import SetupError, exit_code
 from deeptui.engine.session import Session
+from deeptui.engine.state import PAUSED_BY_USER, RunState
 
 from . import panels
 from .dashboard import Dashboard, Panel, Plot
@@ -32,7 +33,7 @@ from .launch import Launch
 from .layer_views import LayerViews
 from .notify import Alerts
 from .options import fail
-from .plots import accuracy_plot, legend, loss_log_scale, loss_plot
+from .plots import accuracy_plot, legend, loss_plot, loss_title, marker_kinds
 from .strip import machine_strip
 from .summary import summary_lines
 from .view import RunView
@@ -92,7 +93,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         self.shutdown_timeout = shutdown_timeout
         self.signal_exit = 0  # 128+N when a signal ended the app
         self._cursor = 0
-        self._event_clock = clock()  # local clock when the latest event was read
+        self._launched = clock()  # on the local clock, when the run's clock read 0 (the earliest such guess)
         self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
         self._nan_open = False
         self.alerts = Alerts(self.write_terminal)  # bell and OSC 9/777 when no one is looking
@@ -115,7 +116,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
                 version,
                 lambda compact: (
                     self.loss_title(),
-                    legend("train", "smoothed", "test", "optimizer", "freeze", "mode", "lr", compact=compact),
+                    legend("train", "smoothed", "test", *marker_kinds(self.view), compact=compact),
                 ),
             ),
             Plot(
@@ -141,9 +142,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         return [Panel("system", lambda: machine_strip(self.view, on), "")]
 
     def loss_title(self) -> str:
-        if self.log_scale:
-            return "loss (log y) · x: step"
-        return "loss (log y, auto) · x: step" if loss_log_scale(self.view, False) else "loss · x: step"
+        return loss_title(self.view, self.log_scale)
 
     @property
     def dashboard(self) -> Dashboard | None:
@@ -207,15 +206,18 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         engine.interactive = True
         for cmd in launch.pending:
             engine.send(cmd)
-        self.switch_session(engine, RunView(preset=engine.cfg.run.name, batch_size=engine.cfg.data.batch_size))
+        view = RunView(preset=engine.cfg.run.name, batch_size=engine.cfg.data.batch_size)
+        self.switch_session(engine, view, keep_clock=True)  # one clock from launch: the engine's goes on
         engine.start()
         self.refresh_bindings()
 
-    def switch_session(self, session: Session, view: RunView) -> None:
-        """Watch another session from now on (the next run of a compare series)."""
+    def switch_session(self, session: Session, view: RunView, keep_clock: bool = False) -> None:
+        """Watch another session from now on (the next run of a compare series; the engine once
+        built, keeping the header's clock)."""
         self.session, self.view = session, view
         self._cursor, self._pending = 0, {}
-        self._event_clock = self.clock()
+        if not keep_clock:
+            self._launched = self.clock()
         self._auto_timing = "due"
 
     def exit_code(self) -> int:
@@ -231,8 +233,8 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             self._hand_over(self.session)
         events, self._cursor = self.session.events.read(self._cursor)
         urgent = False
-        if events:
-            self._event_clock = self.clock()
+        if events:  # an event read now happened at its time_s or later: the run began no later than
+            self._launched = min(self._launched, self.clock() - max(e.time_s for e in events))
             first = self._cursor - len(events)
             replayed = self.session.replayed  # an attached run's history
             for i, ev in enumerate(events):
@@ -275,7 +277,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         elif isinstance(ev, E.NonFiniteLoss):
             if ev.policy == "pause" and not self._nan_open:
                 self._nan_open = True
-                self.push_screen(NanScreen(ev.message, self.view.checkpoints.get("last")), self._nan_choice)
+                self.push_screen(NanScreen(ev.message, self.view.rewind_target()), self._nan_choice)
             elif ev.policy != "pause":
                 self.notify(ev.message, title="warning", severity="warning")
         elif isinstance(ev, E.Warning):
@@ -286,18 +288,24 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             )
         elif isinstance(ev, E.Finished):
             self.refresh_bindings()
-            if ev.state != "failed":  # a failure already has its own message
+            if ev.state != RunState.FAILED:  # a failure already has its own message
                 self.notify(f"run {ev.state}; the plots stay until you press q", title="deeptui")
         elif isinstance(ev, E.RunStarted):
             self.refresh_bindings()
-        elif isinstance(ev, E.StateChanged) and ev.state == "paused":
-            self.time_when_idle()
+        elif isinstance(ev, E.StateChanged) and ev.state == RunState.PAUSED and ev.reason == PAUSED_BY_USER:
+            self.time_when_idle()  # the user's pause only: a non-finite loss waits for a decision
 
     def elapsed(self) -> float:
+        """The run's clock: the latest event's, ticking on (loading, paused) until the run ends."""
         v = self.view
-        if v.state in ("running", "timing", "compiling") and not v.finished:
-            return v.time_s + max(0.0, self.clock() - self._event_clock)
-        return v.time_s
+        return max(v.time_s, self.clock() - self._launched) if v.state.live and not v.finished else v.time_s
+
+    def catch_up(self) -> None:
+        """Fold the events that came after the last poll (the run's end, after q), without
+        reacting to them: the summary printed then is the run's last word."""
+        events, self._cursor = self.session.events.read(self._cursor)
+        for ev in events:
+            self.view.apply(ev)
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -317,6 +325,10 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
         app.run()
     finally:
         stopped = app.stop_session("quit")
+    if isinstance(session, Launch) and session.engine is not None and app.session is session:
+        # q while loading: the engine was built and stopped before the dashboard watched it
+        app.switch_session(session.engine, RunView(preset=session.cfg.run.name))
+    app.catch_up()
     if isinstance(session, Launch):
         if session.error is not None:
             return (
@@ -330,7 +342,7 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
     if attached and not app.stop_on_quit:
         if session.final_state:
             return exit_code(session.final_state)
-        if app.view.state == "paused" and not app.resumed_on_detach:
+        if app.view.state == RunState.PAUSED and not app.resumed_on_detach:
             print(f"deeptui: detached; the run stays paused: deeptui attach {session.run_dir} to resume it")
         else:
             print(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.text import Text
 
 from deeptui.engine import events as E
+from deeptui.engine.state import RunState
 
 from . import panels
 from .app import DeeptuiApp
@@ -26,31 +27,34 @@ from .plots import DEPTH_VIEWS, legend, loss_plot, overlay_legend, overlay_plot,
 from .view import RunView, Series
 
 RUN_MARKS = {
-    "running": ("●", "bold green"),
-    "paused": ("‖", "bold yellow"),
-    "timing": ("◔", "bold cyan"),
-    "compiling": ("◔", "bold cyan"),
-    "finished": ("✓", "green"),
-    "stopped": ("■", "magenta"),
-    "failed": ("✖", "bold red"),
+    RunState.RUNNING: ("●", "bold green"),
+    RunState.PAUSED: ("‖", "bold yellow"),
+    RunState.TIMING: ("◔", "bold cyan"),
+    RunState.COMPILING: ("◔", "bold cyan"),
+    RunState.FINISHED: ("✓", "green"),
+    RunState.STOPPED: ("■", "magenta"),
+    RunState.FAILED: ("✖", "bold red"),
+    RunState.INTERRUPTED: ("✖", "bold red"),
 }
 
 
-def runs_panel(labels: list[str], states: list[str], losses: list[Series], live: int, live_state: str) -> Text:
-    """One line per run in its overlay colour: waiting, running or how it ended, last loss."""
+def runs_panel(
+    labels: list[str], states: list[RunState | None], losses: list[Series], live: int, live_state: RunState
+) -> Text:
+    """One line per run in its overlay colour: waiting (None), running or how it ended, last loss."""
     t = Text()
     width = max(len(label) for label in labels)
     for i, (label, state, s) in enumerate(zip(labels, states, losses)):
         t.append("━ ", "#%02x%02x%02x" % run_color(i))
         t.append(f"{label:<{width}} ", "bold" if i == live else "")
-        if state == "waiting":
+        if state is None:
             t.append("· waiting\n", "dim")
             continue
-        if i == live and state == "running" and live_state in RUN_MARKS:
+        if i == live and state == RunState.RUNNING and live_state in RUN_MARKS:
             state = live_state  # paused, timing: as the engine reports it
         mark, style = RUN_MARKS.get(state, ("?", ""))
         t.append(mark + " ", style)
-        shown = s.y and state not in ("failed", "stopped")
+        shown = s.y and state.ok and state != RunState.STOPPED
         t.append(f"{s.y[-1]:.3f}\n" if shown else f"{state}\n", style)
     t.rstrip()
     return t
@@ -64,7 +68,7 @@ class CompareApp(DeeptuiApp):
         self.make_engine = make_engine  # cfg -> a new Engine (setup errors raise)
         self.key = key  # the compared key, e.g. "data.batch_size"
         self.index = 0  # the live run
-        self.states = ["waiting"] * len(self.runs)  # per run: waiting/running/finished/stopped/failed
+        self.states: list[RunState | None] = [None] * len(self.runs)  # per run: None while waiting
         self.losses: list[Series] = [Series() for _ in self.runs]  # (samples seen, train loss)
         self.layer_stats: list[E.LayerStats | None] = [None] * len(self.runs)  # each run's latest
         self.overlay_version = 0
@@ -148,18 +152,18 @@ class CompareApp(DeeptuiApp):
             self.overlay_version += 1
         elif isinstance(ev, E.RunStarted):
             self.view.preset = self.title_of(self.index)  # the header says which run is live
-            self.states[self.index] = "running"
+            self.states[self.index] = RunState.RUNNING
         elif isinstance(ev, E.Finished):
-            self.states[self.index] = ev.state
-            self.failed = self.failed or ev.state == "failed"
-            if ev.state == "finished" and self.index + 1 < len(self.runs):
+            state = self.states[self.index] = RunState.of(ev.state)
+            self.failed = self.failed or state == RunState.FAILED
+            if state == RunState.FINISHED and self.index + 1 < len(self.runs):
                 self.notify(
                     f"{self.runs[self.index][0]} finished; next: {self.runs[self.index + 1][0]}",
                     title=self.title_of(self.index),
                 )
                 self.start_next()
                 return
-            if ev.state == "finished":
+            if state == RunState.FINISHED:
                 self.alerts.on_event(ev, f"compare {self.key}", self.app_focus)  # the series is over
                 self.notify("every run finished; the plots stay until you press q", title="compare")
                 self.refresh_bindings()
@@ -211,7 +215,7 @@ class CompareApp(DeeptuiApp):
         self.refresh_view(True)
 
     def _next_failed(self, nxt: int, e: Exception) -> None:
-        self.states[nxt] = "failed"
+        self.states[nxt] = RunState.FAILED
         self.failed = True
         self.view.note(f"{self.title_of(nxt)} could not start: {e}", "bold red")
         self.notify(str(e), title=f"{self.title_of(nxt)} could not start", severity="error", timeout=30)
@@ -231,7 +235,7 @@ class CompareApp(DeeptuiApp):
         """1 when a run failed (or could not start); 0 when all finished or the user quit."""
         if self.signal_exit:
             return self.signal_exit
-        return 1 if self.failed or self.session.final_state == "failed" else 0
+        return 1 if self.failed or self.session.final_state == RunState.FAILED else 0
 
 
 def run_compare_dashboard(runs: list, make_engine: Callable, key: str, servers: list) -> int:
@@ -246,7 +250,7 @@ def run_compare_dashboard(runs: list, make_engine: Callable, key: str, servers: 
         for server in servers:
             server.close()
     if app.session.final_state:  # the live run's end, which the app may not have polled
-        app.states[app.index] = app.session.final_state
+        app.states[app.index] = RunState.of(app.session.final_state)
     for i, run_dir in enumerate(app.run_dirs):
         print(f"run {i + 1}/{len(runs)} {runs[i][0]}: {app.states[i]}; run directory: {run_dir}")
     if not stopped:

@@ -19,6 +19,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
+from deeptui.engine.state import RunState
+
 from . import panels
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
@@ -153,9 +155,10 @@ class Dashboard(Screen):
             self.query_one(f"#{plot.id}", PlotView).redraw(plot.version())
 
     def _set(self, widget: Static, content, layout: bool = False) -> None:
-        """Update a panel only when its text changed; the panels have fixed sizes, so a repaint
-        without a layout pass is enough (a layout pass of the whole screen costs milliseconds)."""
-        key = content.plain if isinstance(content, Text) else str(content)
+        """Update a panel only when its text or styles changed (a highlight that moves changes no
+        character); the panels have fixed sizes, so a repaint without a layout pass is enough (a
+        layout pass of the whole screen costs milliseconds)."""
+        key = content.markup if isinstance(content, Text) else str(content)
         if getattr(widget, "_deeptui_key", None) != key:
             widget._deeptui_key = key  # type: ignore[attr-defined]
             widget.update(content, layout=layout)
@@ -184,7 +187,7 @@ class Dashboard(Screen):
         if not force and not any(view.stale(version) for view, version in views):
             return
         now = time.monotonic()
-        running = self.app.view.state == "running" and not self.app.view.finished
+        running = self.app.view.state == RunState.RUNNING and not self.app.view.finished
         wait = max(PLOT_MIN_SECONDS, self._plots_cost / PLOT_CPU_SHARE)
         if not (force or resized) and running and now - self._plots_at < wait:
             return

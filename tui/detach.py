@@ -14,7 +14,7 @@ from deeptui.engine.errors import RemoteError, SetupError
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
 from deeptui.engine.runlog import new_run_dir
 
-from .options import fail, find_preset, log_dir_of, overrides
+from .options import fail, find_preset, overrides
 from .runs import remember
 
 LOG_NAME = "deeptui.log"
@@ -31,7 +31,7 @@ def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
             cfg = load_config(find_preset(args.preset), overrides(args))
             if cfg.run.kind == "landscape":
                 return fail("--detach runs training presets; a landscape run takes seconds: run it without --detach")
-            run_dir = new_run_dir(log_dir_of(args, cfg), cfg.run.name)
+            run_dir = new_run_dir(cfg.log.dir, cfg.run.name)
             remember(run_dir)
     except SetupError as e:
         return fail(str(e))

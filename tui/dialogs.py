@@ -54,20 +54,21 @@ class OptimizerScreen(ModalScreen[str | None]):
 
 class NanScreen(ModalScreen[str | None]):
     """Shown when the engine paused itself on a non-finite training loss. The ways out that can
-    act: rewinding needs a good checkpoint (last.pt is never written with a non-finite model).
-    Dismisses with 'rewind_lr10', 'rewind_typed', 'rewind', 'stop' or None (stay paused)."""
+    act: rewinding needs a good checkpoint, the newest of any kind (last, epoch N, best: none is
+    ever written with a non-finite model). Dismisses with 'rewind_lr10', 'rewind_typed',
+    'rewind', 'stop' or None (stay paused)."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "stay paused")]
 
-    def __init__(self, message: str, good: tuple[int, str, float] | None):
+    def __init__(self, message: str, good):
         super().__init__()
-        self.message, self.good = message, good  # good: (step, path, lr) of the last good checkpoint
+        self.message, self.good = message, good  # good: the view's Checkpoint to go back to, or None
 
     def compose(self) -> ComposeResult:
         options = []
         if self.good is not None:
-            step, _, lr = self.good
-            at = f"the last good checkpoint (step {step})"
+            step, lr = self.good.step, self.good.lr
+            at = f"{Path(self.good.path).name} (step {step})"
             options += [
                 Option(f"Rewind to {at}, lr {lr:.3g} / 10 = {lr / 10:.3g}, and resume", id="rewind_lr10"),
                 Option(f"Rewind to {at} with a learning rate you type, and resume ...", id="rewind_typed"),

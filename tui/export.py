@@ -1,6 +1,6 @@
-"""`deeptui export RUN_DIR --tensorboard`: an existing run's CSV files (metrics, events, system) and
-its config as TensorBoard event files, for runs that did not set log.tensorboard. Imports no
-textual, rich or plotext."""
+"""`deeptui export RUN_DIR --tensorboard`: an existing run's history (its events: metrics, events,
+machine readings, one history after a rewind) and its config as TensorBoard event files, for runs
+that did not set log.tensorboard. Imports no textual, rich or plotext."""
 
 from __future__ import annotations
 

@@ -120,10 +120,12 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
         session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
 
 
-def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
+def run_headless(engine, printer: HeadlessPrinter | None = None, before_start=None) -> int:
     """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
     SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output is closed (exit 141, as
-    for SIGPIPE)."""
+    for SIGPIPE). `before_start()` (serving the control socket) runs once the handlers are in
+    place, so a signal from the moment the run can be seen stops it with a checkpoint; an exit
+    code it returns ends the run before it starts."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []
 
@@ -138,6 +140,9 @@ def run_headless(engine, printer: HeadlessPrinter | None = None) -> int:
     printer.on_closed = lambda: stop(signal.SIGPIPE, "the output was closed (broken pipe)")
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
+        code = before_start() if before_start is not None else None
+        if isinstance(code, int):  # another process serves this run: it never starts here
+            return code
         engine.start()
         print_events(engine, printer)
     finally:

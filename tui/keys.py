@@ -12,6 +12,7 @@ from textual.screen import Screen
 
 from deeptui.engine import commands as C
 from deeptui.engine.config import OPTIMIZERS
+from deeptui.engine.state import RunState
 
 from .dashboard import Dashboard
 from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen, QuitScreen
@@ -27,7 +28,7 @@ STEERING = {
     "eval_mode",
     "lr",
     "set_lr",
-    "timing",
+    "time_batch",
     "save",
 }
 EVAL_ORDER = ("eval", "both", "train")  # what M cycles through
@@ -49,7 +50,7 @@ class Steering:
         Binding("plus", "lr(2.0)", "lr", key_display="+/-", tooltip="learning rate x2 (+) or x0.5 (-)"),
         Binding("minus", "lr(0.5)", "lr÷2", key_display="-", show=False),
         Binding("L", "set_lr", "lr=", key_display="L", show=False, tooltip="set the learning rate to a typed value"),
-        Binding("t", "timing", "time", tooltip="run the batch-vs-loop timing"),
+        Binding("t", "time_batch", "time", tooltip="run the batch-vs-loop timing"),
         Binding("s", "save", "save", tooltip="save a checkpoint"),
         Binding("e", "export", "csv", tooltip="flush the CSV logs and show or copy them"),
         Binding("l", "log_scale", "log", tooltip="toggle the loss plot's log scale"),
@@ -68,7 +69,7 @@ class Steering:
         "lr(2.0)": ("Learning rate x2", "+"),
         "lr(0.5)": ("Learning rate x0.5", "-"),
         "set_lr": ("Set learning rate ...", "L: type a value"),
-        "timing": ("Batch-vs-loop timing", "t: time the batched product against the loop"),
+        "time_batch": ("Batch-vs-loop timing", "t: time the batched product against the loop"),
         "save": ("Save checkpoint", "s"),
         "export": ("Export logs as CSV", "e: flush the CSV logs; show or copy them with the config and checkpoints"),
         "log_scale": ("Toggle log scale", "l: the loss plot's y axis"),
@@ -82,7 +83,7 @@ class Steering:
         """Why `action` cannot act now, or None when it can."""
         v = self.view
         if action in STEERING and (v.finished or (self._started and not self.session.alive)):
-            return f"the run has {v.state if v.state in ('finished', 'stopped', 'failed') else 'ended'}"
+            return f"the run has {v.state if v.state.ended else 'ended'}"
         if action == "freeze" and v.has_features is False:
             return "this model has no pretrained features"
         return None
@@ -125,8 +126,8 @@ class Steering:
 
     def action_pause(self) -> None:
         v = self.view
-        state = v.state_before_timing if v.state == "timing" else v.state  # a timing ends where it began
-        self.send(C.Resume() if state == "paused" else C.Pause())
+        state = v.state_before_timing if v.state == RunState.TIMING else v.state  # a timing ends where it began
+        self.send(C.Resume() if state == RunState.PAUSED else C.Pause())
 
     def action_next_optimizer(self) -> None:
         self.send(C.SwitchOptimizer())
@@ -164,7 +165,16 @@ class Steering:
         self.push_screen(NumberScreen("Set the learning rate", self.view.lr or 0.01), chosen)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen([(b.key_display or b.key, b.tooltip or b.description) for b in self.KEYS]))
+        """Every key of this app that can act now (a finished run's steering keys are left out)."""
+        keys, seen = [], set()
+        for bindings in self._bindings.key_to_bindings.values():
+            for b in bindings:
+                action = b.action.split("(")[0]
+                if b.action in seen or self.check_action(action, ()) is False or self.why_not(action):
+                    continue
+                seen.add(b.action)
+                keys.append((b.key_display or b.key, b.tooltip or b.description))
+        self.push_screen(HelpScreen(keys))
 
     def deliver_screenshot(self, filename=None, path=None, time_format=None) -> str | None:
         """Textual's screenshot (ctrl+s, and the palette's), saved in the run directory rather
@@ -178,7 +188,7 @@ class Steering:
         self.view.note(f"screenshot saved: {saved}", "")
         return saved
 
-    def action_timing(self) -> None:
+    def action_time_batch(self) -> None:
         self.notify("timing batch vs loop; training waits for it", title="timing")
         self.send(C.RunTiming(**self.timing_kwargs))
 
@@ -211,7 +221,7 @@ class Steering:
 
     async def action_quit(self) -> None:
         if self.attached and self.session.alive:
-            self.push_screen(QuitScreen(paused=self.view.state == "paused"), self._quit_choice)
+            self.push_screen(QuitScreen(paused=self.view.state == RunState.PAUSED), self._quit_choice)
             return
         self.exit(return_code=0)
 
@@ -226,17 +236,19 @@ class Steering:
 
     def _nan_choice(self, choice: str | None) -> None:
         self._nan_open = False
+        target = self.view.rewind_target()  # the newest good checkpoint, whichever kind
+        which = target.which if target is not None else "last"
         if choice == "rewind_lr10":
-            self.send(C.RestoreCheckpoint(which="last", lr_scale=0.1), follow="resume")
+            self.send(C.RestoreCheckpoint(which=which, lr_scale=0.1), follow="resume")
         elif choice == "rewind":
-            self.send(C.RestoreCheckpoint(which="last"), follow="resume")
-        elif choice == "rewind_typed":
+            self.send(C.RestoreCheckpoint(which=which), follow="resume")
+        elif choice == "rewind_typed" and target is not None:
 
             def rewind_with(lr: float | None) -> None:
                 if lr is not None:
-                    self.send(C.RestoreCheckpoint(which="last", lr=lr), follow="resume")
+                    self.send(C.RestoreCheckpoint(which=which, lr=lr), follow="resume")
 
-            step, _, lr = self.view.checkpoints["last"]
-            self.push_screen(NumberScreen(f"Learning rate after rewinding to step {step}", lr / 10), rewind_with)
+            title = f"Learning rate after rewinding to {which} (step {target.step})"
+            self.push_screen(NumberScreen(title, target.lr / 10), rewind_with)
         elif choice == "stop":
             self.send(C.Stop(reason="stopped after a non-finite loss"))

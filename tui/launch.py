@@ -16,7 +16,7 @@ from deeptui.engine import events as E
 
 
 class Launch:
-    def __init__(self, cfg, build: Callable[[Callable[[str], None]], object]):
+    def __init__(self, cfg, build: Callable[[Callable[[str], None]], object], started_at: float | None = None):
         self.cfg = cfg
         self.run_dir = Path(".")  # not made yet
         self.events = E.EventBuffer()
@@ -28,7 +28,7 @@ class Launch:
         self.ready = threading.Event()
         self.pending: list[C.Command] = []  # sent before the engine existed
         self._build = build  # build(stage) -> Engine; stage(text) says what it is doing
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if started_at is None else started_at  # the engine's clock starts here too
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
 

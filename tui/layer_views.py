@@ -11,7 +11,7 @@ class LayerViews:
 
     def train_mode_tests(self) -> tuple[str, ...]:
         """The legend entry of the test set evaluated in train mode, when there is one."""
-        return ("test_train",) if self.view.eval_mode != "eval" or self.view.test_acc_train else ()
+        return ("test_train",) if self.view.eval_mode != "eval" or self.view.curves.test_acc_train else ()
 
     def depth_profiles(self) -> list[tuple[tuple, tuple[int, int, int]]]:
         """(values per layer, colour) of each run the d key's view shows: here the live run."""

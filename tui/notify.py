@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from deeptui.engine import events as E
+from deeptui.engine.state import RunState
 
 IDLE_SECONDS = 60.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -32,9 +33,9 @@ def sequences(title: str, body: str, tmux: bool = False) -> str:
 
 def alert_for(ev: E.Event, preset: str) -> tuple[str, str] | None:
     """(title, body) of an event worth a notification, or None."""
-    if isinstance(ev, E.Finished) and ev.state in ("finished", "failed"):
+    if isinstance(ev, E.Finished) and ev.state in (RunState.FINISHED, RunState.FAILED):
         return f"deeptui: {preset} {ev.state}", (ev.reason or ev.state) + f" ({ev.run_dir})"
-    if isinstance(ev, E.Warning) and ev.message.startswith("training loss is") and "paused" in ev.message:
+    if isinstance(ev, E.NonFiniteLoss) and ev.policy == "pause":
         return f"deeptui: {preset} paused", ev.message
     return None
 

@@ -34,7 +34,7 @@ def check_nproc(args) -> None:
     import torch
 
     if args.nproc < 1:
-        raise ConfigError(f"--nproc {args.nproc}: needs at least 1 process; fix: --nproc 2")
+        raise ConfigError(f"--nproc {args.nproc}: needs at least 1 process", fix="--nproc 2")
     if args.resume:
         preset = (
             Path(args.resume) / "config.toml"
@@ -56,7 +56,8 @@ def check_nproc(args) -> None:
         cores = os.cpu_count() or 1
         raise ConfigError(
             f"--nproc {args.nproc}: this machine has {cores} CPU core(s); more processes than "
-            f"cores only wait for each other; fix: --nproc {cores} or fewer"
+            f"cores only wait for each other",
+            fix=f"--nproc {cores} or fewer",
         )
 
 

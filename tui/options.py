@@ -5,6 +5,7 @@ error. Imports no textual, rich or plotext."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 from pathlib import Path
@@ -56,13 +57,17 @@ def shipped_presets() -> list[str]:
 
 
 def overrides(args) -> list[str]:
-    """--set values plus the flags that are preset keys (--epochs, --max-steps, --seed, --device)."""
+    """--set values plus the flags that are preset keys (--epochs, --max-steps, --seed, --device,
+    --log-dir or $DEEPTUI_LOG_DIR): the config then says what the run did (config.toml is true)."""
     out = list(args.overrides)
     for flag, key in (("epochs", "run.epochs"), ("max_steps", "run.max_steps"), ("seed", "run.seed")):
         if getattr(args, flag) is not None:
             out.append(f"{key}={getattr(args, flag)}")
     if args.device is not None:
-        out.append(f'run.device="{args.device}"')
+        out.append(f"run.device={json.dumps(args.device)}")
+    log_dir = getattr(args, "log_dir", None) or os.environ.get("DEEPTUI_LOG_DIR")
+    if log_dir:
+        out.append(f"log.dir={json.dumps(log_dir)}")  # a JSON string is a TOML string
     return out
 
 
@@ -70,11 +75,6 @@ def default_log_dir() -> str:
     """Where runs go and where ls and attach look, when --log-dir does not say: $DEEPTUI_LOG_DIR,
     else ./runs."""
     return os.environ.get("DEEPTUI_LOG_DIR") or "runs"
-
-
-def log_dir_of(args, cfg) -> str:
-    """--log-dir, else $DEEPTUI_LOG_DIR, else the preset's log.dir."""
-    return args.log_dir or os.environ.get("DEEPTUI_LOG_DIR") or cfg.log.dir
 
 
 def wants_dashboard(args) -> bool:

@@ -6,17 +6,20 @@ import math
 
 from rich.text import Text
 
+from deeptui.engine.state import RunState
+
 from .view import RunView, fmt_count, fmt_duration, fmt_number
 
 STATE_STYLE = {
-    "running": "bold green",
-    "paused": "bold yellow",
-    "timing": "bold cyan",
-    "compiling": "bold cyan",
-    "finished": "bold blue",
-    "stopped": "bold magenta",
-    "failed": "bold red",
-    "starting": "dim",
+    RunState.RUNNING: "bold green",
+    RunState.PAUSED: "bold yellow",
+    RunState.TIMING: "bold cyan",
+    RunState.COMPILING: "bold cyan",
+    RunState.FINISHED: "bold blue",
+    RunState.STOPPED: "bold magenta",
+    RunState.FAILED: "bold red",
+    RunState.INTERRUPTED: "bold red",
+    RunState.STARTING: "dim",
 }
 PALETTE_HINT = " ^p commands"
 
@@ -34,7 +37,7 @@ def header(v: RunView, elapsed: float, width: int) -> Text:
         "  ",
         (fmt_duration(elapsed), ""),
     )
-    if v.reason and v.state in ("starting", "paused", "stopped", "failed"):
+    if v.reason and v.state not in (RunState.RUNNING, RunState.TIMING, RunState.COMPILING, RunState.FINISHED):
         t.append(f"  ({v.reason})", "dim")
     room = max(0, width - len(PALETTE_HINT) - 1)
     t.truncate(room)
@@ -69,18 +72,18 @@ def run_panel(v: RunView) -> Text:
     t.append(feats, "bold cyan" if v.frozen else "")
     t.append("  mode ", "dim")
     t.append(v.mode + "\n", "bold yellow" if v.mode == "eval" else "")
-    if v.train_loss:
-        loss = fmt_number(v.last_loss)
+    c = v.curves
+    if c.train_loss:
         t.append("loss ", "dim")
-        t.append(f"{loss}", "" if math.isfinite(v.last_loss) else "bold red")
+        t.append(fmt_number(c.last_loss), "" if math.isfinite(c.last_loss) else "bold red")
         t.append("  acc ", "dim")
-        t.append(f"{100 * v.last_accuracy:.1f}%\n")
-    if math.isfinite(v.test_error_pct):
+        t.append(f"{100 * c.last_accuracy:.1f}%\n")
+    if math.isfinite(c.test_error("eval")):
         t.append("test error ", "dim")
-        t.append(f"{v.test_error_pct:.2f}%\n")
-    if math.isfinite(v.test_error_train_pct):
+        t.append(f"{c.test_error('eval'):.2f}%\n")
+    if math.isfinite(c.test_error("train")):
         t.append("test error ", "dim")
-        t.append(f"{v.test_error_train_pct:.2f}%", "bold")
+        t.append(f"{c.test_error('train'):.2f}%", "bold")
         t.append(" in train mode\n", "dim")
     elif v.eval_mode != "eval":
         t.append(f"test set in {'eval+train' if v.eval_mode == 'both' else v.eval_mode} mode\n", "dim")
@@ -98,7 +101,7 @@ def timing_panel(v: RunView) -> Text:
     if tr is None:
         done, total = v.timing_progress
         busy = f"timing ... {done}/{total} runs\n" if total else "timing ...\n"
-        t = Text(busy if v.state == "timing" else "press t to time\n", "dim")
+        t = Text(busy if v.state == RunState.TIMING else "press t to time\n", "dim")
         t.append("x @ w.T batched vs a loop", "dim")
         return t
     t = Text()

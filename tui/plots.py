@@ -25,10 +25,11 @@ COLORS = {
     "mode": (235, 215, 40),
     "lr": (255, 130, 160),
     "restore": (240, 70, 70),
+    "nan": (255, 40, 40),  # where the training loss turned non-finite
 }
 # Each marker kind has its own glyph too, so the plot reads without colour (NO_COLOR, a log).
-MARKER_GLYPHS = {"optimizer": "│", "freeze": "┃", "mode": "╎", "lr": "┊", "restore": "║"}
-MARKER_LABELS = {"optimizer": "opt", "freeze": "freeze", "mode": "mode", "lr": "lr", "restore": "restore"}
+MARKER_GLYPHS = {"optimizer": "│", "freeze": "┃", "mode": "╎", "lr": "┊", "restore": "║", "nan": "x"}
+MARKER_LABELS = {"optimizer": "opt", "freeze": "freeze", "mode": "mode", "lr": "lr", "restore": "restore", "nan": "nan"}
 AUTO_LOG_SPAN = 1e3  # positive values spanning more than this factor get a log y axis by themselves
 
 
@@ -125,21 +126,33 @@ def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int
 
 def loss_log_scale(view: RunView, asked: bool) -> bool:
     """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of magnitude."""
-    return asked or wants_log(view.train_loss.y)
+    return asked or wants_log(view.curves.train_loss.y)
+
+
+def loss_title(view: RunView, log_scale: bool) -> str:
+    if log_scale:
+        return "loss (log y) · x: step"
+    return "loss (log y, auto) · x: step" if loss_log_scale(view, False) else "loss · x: step"
+
+
+def marker_kinds(view: RunView) -> tuple[str, ...]:
+    """The loss plot's marker kinds for its legend: a rewind's and a non-finite loss's once seen."""
+    seen = {kind for _, kind in view.markers}
+    return ("optimizer", "freeze", "mode", "lr", *(k for k in ("restore", "nan") if k in seen))
 
 
 def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -> str:
     """Train loss (raw and EMA) per interval, test loss per epoch, markers; plotext ANSI text."""
     n = max(8, 2 * width)
     log_scale = loss_log_scale(view, log_scale)
-    tx, ty = finite(view.train_loss.x, view.train_loss.y, positive=log_scale)
+    tx, ty = finite(view.curves.train_loss.x, view.curves.train_loss.y, positive=log_scale)
     if not tx:
-        if view.train_loss:
-            return empty_plot(width, height, f"training loss is {view.last_loss}: nothing finite to plot yet")
+        if view.curves.train_loss:
+            return empty_plot(width, height, f"training loss is {view.curves.last_loss}: nothing finite to plot yet")
         return empty_plot(width, height, "waiting for the first training loss ...")
     fig = figure(width, height)
-    ex, ey = finite(view.train_loss_ema.x, view.train_loss_ema.y, positive=log_scale)
-    vx, vy = finite(view.test_loss.x, view.test_loss.y, positive=log_scale)
+    ex, ey = finite(view.curves.train_loss_ema.x, view.curves.train_loss_ema.y, positive=log_scale)
+    vx, vy = finite(view.curves.test_loss.x, view.curves.test_loss.y, positive=log_scale)
     if log_scale:
         fig.yscale("log")
     x, y = downsample(tx, ty, n)
@@ -162,14 +175,14 @@ def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -
 def accuracy_plot(view: RunView, width: int, height: int) -> str:
     """Train accuracy per interval and test accuracy per epoch, in %."""
     n = max(8, 2 * width)
-    tx, ty = finite(view.train_acc.x, view.train_acc.y)
+    tx, ty = finite(view.curves.train_acc.x, view.curves.train_acc.y)
     if not tx:
         return empty_plot(width, height, "waiting for the first accuracy ...")
     fig = figure(width, height)
     x, y = downsample(tx, ty, n)
     fig.plot(x, y, marker="braille", color=COLORS["train"])
     xs, ys = list(tx), list(ty)
-    for series, color in ((view.test_acc, "test"), (view.test_acc_train, "test_train")):
+    for series, color in ((view.curves.test_acc, "test"), (view.curves.test_acc_train, "test_train")):
         vx, vy = finite(series.x, series.y)
         if vx:
             fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS[color])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from deeptui.engine import events as E
@@ -16,13 +17,14 @@ from deeptui.engine.remote.wire import SOCKET_NAME
 from deeptui.engine.runlog import new_run_dir, write_config
 
 from .headless import HeadlessPrinter, run_headless
-from .options import fail, find_preset, log_dir_of, overrides, wants_dashboard
+from .options import fail, find_preset, overrides, wants_dashboard
 from .runs import remember
 
 
 def run(args) -> int:
     """`deeptui [PRESET] [flags]` in this process; the exit code. The dashboard comes up before torch
     has loaded and shows what is being loaded; the headless front end says it in a first line."""
+    args.started_at = time.monotonic()  # the run's clock reads 0 here: loading counts, it never jumps back
     try:
         cfg = resume_config(args) if args.resume else load_config(find_preset(args.preset), overrides(args))
         if cfg.run.kind == "landscape":
@@ -42,14 +44,17 @@ def run(args) -> int:
     if not engine.is_main:
         return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
     remember(engine.run_dir)  # ls and attach find it from any folder
-    server = serve(engine)  # `deeptui attach` works on every live run
-    if isinstance(server, int):
-        return server
+    served: list = []
+
+    def start_serving():  # `deeptui attach` works on every live run
+        served.append(serve(engine))
+        return served[-1]
+
     try:
-        return run_headless(engine)
+        return run_headless(engine, before_start=start_serving)
     finally:
-        if server is not None:
-            server.close()
+        if served and isinstance(served[0], ControlServer):
+            served[0].close()
 
 
 def run_launched_dashboard(args, cfg) -> int:
@@ -67,14 +72,14 @@ def run_launched_dashboard(args, cfg) -> int:
         if isinstance(server, int):
             engine.shutdown("another process serves this run", timeout=30)
             raise RemoteError(
-                f"{engine.run_dir}: another deeptui process serves this run; fix: deeptui attach {engine.run_dir}"
+                f"{engine.run_dir}: another deeptui process serves this run", fix=f"deeptui attach {engine.run_dir}"
             )
         if server is not None:
             servers.append(server)
         return engine
 
     try:
-        return run_dashboard(Launch(cfg, build))
+        return run_dashboard(Launch(cfg, build, started_at=args.started_at))
     finally:
         for server in servers:
             server.close()
@@ -102,18 +107,19 @@ def start_engine(args, cfg, say=print, stage=lambda text: None):
 
     stage("loading the data and building the model ...")
     data_root = default_data_root(args.data_dir)
+    started_at = getattr(args, "started_at", None)
     if not args.resume:
         run_dir = Path(args.run_dir) if args.run_dir else None
-        return build_in_thread(cfg, data_root=data_root, log_dir=log_dir_of(args, cfg), run_dir=run_dir)
+        return build_in_thread(cfg, data_root=data_root, run_dir=run_dir, started_at=started_at)
     target = Path(args.resume)
     ckpt = CheckpointFiles(target).for_resume() if target.is_dir() else target
     if ckpt is None or not ckpt.is_file():
         raise CheckpointError(
-            f"{ckpt or target}: no checkpoint to resume from; fix: pass a run directory that has last.pt "
-            "(saved with s, on quit, on signals, every log.checkpoint_every)"
+            f"{ckpt or target}: no checkpoint to resume from",
+            fix="pass a run directory that has last.pt (saved with s, on quit, on signals, every log.checkpoint_every)",
         )
     state = load(ckpt, cfg)
-    engine = build_in_thread(cfg, data_root=data_root, run_dir=ckpt.parent, resume=state)
+    engine = build_in_thread(cfg, data_root=data_root, run_dir=ckpt.parent, resume=state, started_at=started_at)
     say(f"resuming from {ckpt} (step {state['train']['step']})")
     return engine
 
@@ -142,7 +148,7 @@ def run_compare(cfg, args) -> int:
         for i, (label, one) in enumerate(runs, 1):
             print(f"deeptui: compare run {i}/{len(runs)}: {label}", flush=True)
             try:
-                engine = build_in_thread(one, data_root=data_root, log_dir=log_dir_of(args, one))
+                engine = build_in_thread(one, data_root=data_root, log_dir=one.log.dir)
                 remember(engine.run_dir)
             except SetupError as e:
                 return fail(str(e))
@@ -160,7 +166,7 @@ def run_compare(cfg, args) -> int:
     servers: list[ControlServer] = []
 
     def make_engine(one):
-        engine = build_in_thread(one, data_root=data_root, log_dir=log_dir_of(args, one))
+        engine = build_in_thread(one, data_root=data_root, log_dir=one.log.dir)
         remember(engine.run_dir)
         server = serve(engine)
         if isinstance(server, ControlServer):
@@ -172,7 +178,7 @@ def run_compare(cfg, args) -> int:
 
 def run_landscape(cfg, args) -> int:
     """Optimizer paths on a quadratic: the landscape dashboard, or one line per path."""
-    run_dir = new_run_dir(log_dir_of(args, cfg), cfg.run.name)
+    run_dir = new_run_dir(cfg.log.dir, cfg.run.name)
     remember(run_dir)
     write_config(run_dir, cfg.to_dict())
     if wants_dashboard(args):

@@ -12,8 +12,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeptui.engine import events as E
 from deeptui.engine.errors import RemoteError
+from deeptui.engine.history import ended, tail_events
 from deeptui.engine.remote.wire import MAX_EVENT_LINE, PID_NAME, SOCKET_NAME, connect, encode, lines
+from deeptui.engine.runlog import JOURNAL
+from deeptui.engine.state import RunState
 
 from .options import default_log_dir
 from .view import fmt_number
@@ -22,7 +26,7 @@ from .view import fmt_number
 @dataclass
 class RunInfo:
     path: Path
-    state: str
+    state: RunState
     epoch: int | None = None
     step: int | None = None
     loss: float | None = None
@@ -48,14 +52,22 @@ def _last_rows(path: Path, keep: int = 64 * 1024) -> list[list[str]]:
     return rows[1:] if size > keep else rows
 
 
-def _from_csv(run_dir: Path) -> RunInfo:
-    """State and progress of a run whose process is gone, from its CSV files."""
-    info = RunInfo(run_dir, "interrupted")  # no final record: killed or crashed
+def _from_files(run_dir: Path) -> RunInfo:
+    """State and progress of a run whose process is gone: the end of its events.jsonl (of a run
+    made before that file existed, of its CSV files)."""
+    journal = run_dir / JOURNAL
+    if journal.exists():
+        events = tail_events(journal)
+        end = ended(events)
+        info = RunInfo(run_dir, RunState.of(end.state) if end else RunState.INTERRUPTED)  # no end: killed or crashed
+        last = next((e for e in reversed(events) if isinstance(e, E.StepMetrics)), None)
+        if last is not None:
+            info.epoch, info.step, info.loss = last.epoch, last.step, last.loss
+        return info
+    info = RunInfo(run_dir, RunState.INTERRUPTED)
     for r in reversed(_last_rows(run_dir / "events.csv")):
-        if len(r) == 5 and r[3] in ("finished", "stopped", "failed"):
-            info.state = r[3]
-            if r[3] == "stopped" and r[4].startswith("signal "):
-                info.state = "interrupted"
+        if len(r) == 5 and r[3] in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED):
+            info.state = RunState(r[3])
             break
     rows = [r for r in _last_rows(run_dir / "metrics.csv") if len(r) >= 5 and r[3] == "train"]
     if rows:
@@ -81,7 +93,7 @@ def _from_socket(run_dir: Path) -> RunInfo | None:
             if obj.get("type") == "Status":
                 return RunInfo(
                     run_dir,
-                    obj["state"],
+                    RunState.of(obj["state"]),
                     obj.get("epoch"),
                     obj.get("step"),
                     obj.get("loss"),
@@ -110,14 +122,14 @@ def stopped_pid(run_dir: Path) -> int | None:
 def run_info(run_dir: Path) -> RunInfo:
     pid = stopped_pid(run_dir)
     if pid is not None:
-        info = _from_csv(run_dir)
-        info.state, info.pid = "suspended", pid
+        info = _from_files(run_dir)
+        info.state, info.pid = RunState.SUSPENDED, pid
         return info
     if (run_dir / SOCKET_NAME).exists():
         info = _from_socket(run_dir)
         if info is not None:
             return info
-    return _from_csv(run_dir)
+    return _from_files(run_dir)
 
 
 # ---- where runs live: the log directory and a per-user list of the runs started anywhere

@@ -17,6 +17,7 @@ from deeptui.engine.history import HistorySession
 
 from .app import DeeptuiApp
 from .dashboard import Panel, Plot
+from .keys import STEERING
 from .options import fail, wants_dashboard
 from .plots import overlay_legend, overlay_plot, run_color
 from .summary import summary_lines
@@ -86,9 +87,12 @@ def differences_text(sessions: list[HistorySession]) -> Text:
 
 
 class ShowApp(DeeptuiApp):
-    """The dashboard over several finished runs."""
+    """The dashboard over several finished runs: its own keys (n, x), none of the steering ones."""
 
     BINDINGS = [("n", "next_run", "next run"), ("x", "x_axis", "x axis")]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        return False if action in STEERING else super().check_action(action, parameters)
 
     def __init__(self, sessions: list[HistorySession], **kw):
         self.sessions = sessions
@@ -157,7 +161,7 @@ def open_runs(run_dirs: list[str]) -> list[HistorySession]:
         path = Path(d)
         if not (path / "config.toml").is_file():
             raise ConfigError(
-                f"{path}: not a deeptui run directory (no config.toml); fix: pass a folder that deeptui ls lists"
+                f"{path}: not a deeptui run directory (no config.toml)", fix="pass a folder that deeptui ls lists"
             )
         sessions.append(HistorySession(path))
     return sessions

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from deeptui.engine import events as E
+from deeptui.engine.state import RunState
 
 EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
 
@@ -23,6 +25,7 @@ MARKER_KINDS = {
     "ScaleLearningRate": "lr",
     "RestoreCheckpoint": "restore",
 }
+CHECKPOINT_KINDS = ("last", "epoch", "best")  # the finite ones: a rewind may go back to them
 
 
 @dataclass
@@ -36,8 +39,95 @@ class Series:
         self.x.append(x)
         self.y.append(y)
 
+    def cut(self, x: float) -> None:
+        """Drop the points past `x` (a rewind went back there)."""
+        n = len(self.x)
+        while n and self.x[n - 1] > x:
+            n -= 1
+        del self.x[n:], self.y[n:]
+
     def __len__(self) -> int:
         return len(self.x)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A good checkpoint file the run wrote: what RestoreCheckpoint calls it, its step, the lr then."""
+
+    which: str  # last, best, epoch N
+    step: int
+    path: str
+    lr: float
+
+
+class Curves:
+    """The run's points, as its plots draw them: the training loss (and its smoothed line),
+    accuracy and samples seen by step, and the test rows by the mode they were evaluated in.
+    One history: `cut(step)` drops what a rewind or a resume left behind."""
+
+    def __init__(self):
+        self.train_loss = Series()
+        self.train_loss_ema = Series()
+        self.train_acc = Series()
+        self.samples = Series()  # samples seen, by step
+        self.test_loss = Series()
+        self.test_acc = Series()
+        self.test_loss_train = Series()  # the test set evaluated in train mode (run.eval_mode)
+        self.test_acc_train = Series()
+        self.tests: dict[str, list[E.EpochEnd]] = {"eval": [], "train": []}  # the test rows, by mode
+        self._ema: float | None = None
+
+    def add_train(self, ev: E.StepMetrics) -> None:
+        self.train_loss.add(ev.step, ev.loss)
+        if math.isfinite(ev.loss):
+            self._ema = ev.loss if self._ema is None else (1 - EMA_ALPHA) * self._ema + EMA_ALPHA * ev.loss
+            self.train_loss_ema.add(ev.step, self._ema)
+        self.train_acc.add(ev.step, 100.0 * ev.accuracy)
+        self.samples.add(ev.step, ev.samples_seen)
+
+    def _test_series(self, mode: str) -> tuple[Series, Series]:
+        return (self.test_loss_train, self.test_acc_train) if mode == "train" else (self.test_loss, self.test_acc)
+
+    def add_test(self, ev: E.EpochEnd) -> None:
+        mode = "train" if ev.mode == "train" else "eval"
+        self.tests[mode].append(ev)
+        loss, acc = self._test_series(mode)
+        loss.add(ev.step, ev.test_loss)
+        acc.add(ev.step, 100.0 * ev.test_accuracy)
+
+    def cut(self, step: int) -> None:
+        for series in (self.train_loss, self.train_loss_ema, self.train_acc, self.samples):
+            series.cut(step)
+        self._ema = self.train_loss_ema.y[-1] if self.train_loss_ema.y else None
+        for mode, rows in self.tests.items():
+            rows[:] = [e for e in rows if e.step <= step]
+            for series in self._test_series(mode):
+                series.cut(step)
+
+    @property
+    def last_loss(self) -> float:
+        return self.train_loss.y[-1] if self.train_loss.y else math.nan
+
+    @property
+    def last_accuracy(self) -> float:
+        return self.train_acc.y[-1] / 100.0 if self.train_acc.y else math.nan
+
+    @property
+    def samples_seen(self) -> int:
+        return int(self.samples.y[-1]) if self.samples.y else 0
+
+    def final_test(self, mode: str = "eval") -> E.EpochEnd | None:
+        rows = self.tests[mode]
+        return rows[-1] if rows else None
+
+    def best_test(self, mode: str = "eval") -> E.EpochEnd | None:
+        """The test row with the lowest error in `mode` (the first of equals)."""
+        rows = [e for e in self.tests[mode] if math.isfinite(e.test_error_pct)]
+        return min(rows, key=lambda e: e.test_error_pct) if rows else None
+
+    def test_error(self, mode: str = "eval") -> float:
+        last = self.final_test(mode)
+        return last.test_error_pct if last else math.nan
 
 
 class RunView:
@@ -56,7 +146,7 @@ class RunView:
         self.freeze_modules: tuple = ()  # what the freeze key acts on; empty: the features
         self.optimizer_choices: tuple = ()
         self.run_dir = ""
-        self.state = "starting"
+        self.state = RunState.STARTING
         self.reason = ""
         self.optimizer = ""
         self.optimizer_params = ""
@@ -71,29 +161,17 @@ class RunView:
         self.gpu_memory_mb = 0.0  # allocated now; reserved now; peak of the last interval
         self.gpu_reserved_mb = 0.0
         self.gpu_peak_mb = 0.0
-        self.last_loss = math.nan
-        self.last_accuracy = math.nan
-        self.train_loss = Series()
-        self.train_loss_ema = Series()
-        self.train_acc = Series()
-        self.test_loss = Series()
-        self.test_acc = Series()
-        self.test_error_pct = math.nan
-        self.best_test: tuple[float, int] | None = None  # (lowest test error %, its epoch)
-        self.samples_seen = 0
-        self.test_loss_train = Series()  # the test set evaluated in train mode (run.eval_mode)
-        self.test_acc_train = Series()
-        self.test_error_train_pct = math.nan
+        self.curves = Curves()  # the points the plots draw: one history
         self.layers: E.LayerStats | None = None  # the latest per-layer statistics
         self.layers_version = 0
-        self._ema: float | None = None
-        self._step_times: list[tuple[int, float]] = []  # (step, time_s) of recent StepMetrics
+        self._step_times: list[tuple[int, float]] = []  # (step, training seconds) of recent StepMetrics
+        self.trained_samples = 0.0  # samples over training seconds, summed over the rows: the run's rate
+        self.trained_s = 0.0
         self.markers: list[tuple[int, str]] = []  # (step, kind)
         self.timing: E.TimingResult | None = None
         self.timing_progress = (0, 0)  # (done, total) of the timing under way
-        self.state_before_timing = "running"
-        # kind (last, best, epoch) -> (step, path, lr then): the good checkpoints to go back to
-        self.checkpoints: dict[str, tuple[int, str, float]] = {}
+        self.state_before_timing = RunState.RUNNING
+        self.checkpoints: dict[str, Checkpoint] = {}  # path -> the good checkpoints to go back to
         self.error: E.RunError | None = None
         self.system: E.SystemStats | None = None  # the machine's latest reading
         self.log: list[tuple[str, str]] = []  # (style, text)
@@ -124,6 +202,9 @@ class RunView:
         self.optimizer_choices = tuple(ev.optimizer_choices)
         self.run_dir = ev.run_dir
         self.epoch, self.step = ev.epoch, ev.step
+        self.finished = False  # a resume goes on from a run that had ended
+        if ev.resumed:  # from its checkpoint: what a killed process logged past it is not the history
+            self._cut(ev.step)
         self._log(
             "dim",
             ev,
@@ -131,16 +212,17 @@ class RunView:
         )
 
     def _on_Loading(self, ev: E.Loading) -> None:
-        self.state, self.reason = "starting", ev.stage
+        self.state, self.reason = RunState.STARTING, ev.stage
         self._log("dim", ev, ev.stage)
 
     def _on_TimingProgress(self, ev: E.TimingProgress) -> None:
         self.timing_progress = (ev.done, ev.total)
 
     def _on_StateChanged(self, ev: E.StateChanged) -> None:
-        if ev.state == "timing" and self.state != "timing":
+        state = RunState.of(ev.state)
+        if state == RunState.TIMING and self.state != RunState.TIMING:
             self.state_before_timing = self.state
-        self.state, self.reason = ev.state, ev.reason
+        self.state, self.reason = state, ev.reason
         self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
         self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
         self.eval_mode = ev.eval_mode
@@ -148,32 +230,20 @@ class RunView:
 
     def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
         self.epoch, self.step = ev.epoch, ev.step
-        self.last_loss, self.last_accuracy = ev.loss, ev.accuracy
         self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
         self.gpu_reserved_mb, self.gpu_peak_mb = ev.gpu_reserved_mb, ev.gpu_peak_mb
         self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
-        self.train_loss.add(ev.step, ev.loss)
-        if math.isfinite(ev.loss):
-            self._ema = ev.loss if self._ema is None else (1 - EMA_ALPHA) * self._ema + EMA_ALPHA * ev.loss
-            self.train_loss_ema.add(ev.step, self._ema)
-        self.train_acc.add(ev.step, 100.0 * ev.accuracy)
-        self.samples_seen = ev.samples_seen
-        self._step_times.append((ev.step, ev.time_s))
+        self.curves.add_train(ev)
+        if self._step_times and ev.train_s > self._step_times[-1][1]:
+            dt = ev.train_s - self._step_times[-1][1]
+            self.trained_samples += ev.samples_per_s * dt
+            self.trained_s += dt
+        self._step_times.append((ev.step, ev.train_s))
         del self._step_times[:-6]
         self.points_version += 1
 
     def _on_EpochEnd(self, ev: E.EpochEnd) -> None:
-        if ev.mode == "train":
-            self.test_loss_train.add(ev.step, ev.test_loss)
-            self.test_acc_train.add(ev.step, 100.0 * ev.test_accuracy)
-            self.test_error_train_pct = ev.test_error_pct
-        else:
-            self.test_loss.add(ev.step, ev.test_loss)
-            self.test_acc.add(ev.step, 100.0 * ev.test_accuracy)
-            self.test_error_pct = ev.test_error_pct
-        if ev.mode != "train":
-            if math.isfinite(ev.test_error_pct) and (self.best_test is None or ev.test_error_pct < self.best_test[0]):
-                self.best_test = (ev.test_error_pct, ev.epoch)
+        self.curves.add_test(ev)
         self.points_version += 1
         how = " (train mode)" if ev.mode == "train" else ""
         self._log("", ev, f"epoch {ev.epoch}: test loss {ev.test_loss:.4f}, test error {ev.test_error_pct:.2f}%{how}")
@@ -201,12 +271,36 @@ class RunView:
         self.timing = ev
         self._log("", ev, f"timing on {ev.device}: loop/batch = {ev.ratio:.1f}")
 
-    def _on_Warning(self, ev: E.Warning | E.NonFiniteLoss) -> None:
+    def _on_Warning(self, ev: E.Warning) -> None:
         self._log("bold yellow", ev, f"warning: {ev.message}")
 
+    def _on_NonFiniteLoss(self, ev: E.NonFiniteLoss) -> None:
+        self.markers.append((ev.step, "nan"))  # where the loss turned non-finite
+        self.points_version += 1
+        self._log("bold yellow", ev, f"warning: {ev.message}")
+
+    def _on_Note(self, ev: E.Note) -> None:
+        self._log("dim", ev, ev.detail)
+
+    def _on_Rewound(self, ev: E.Rewound) -> None:
+        self._cut(ev.step)
+        self._log("cyan", ev, f"rewound to {ev.path} (step {ev.from_step} -> {ev.step}); the plots go back with it")
+
+    def _cut(self, step: int) -> None:
+        """One history: the points, markers and checkpoints past `step` were on a branch that was left."""
+        self.curves.cut(step)
+        self.markers = [m for m in self.markers if m[0] <= step]
+        self.checkpoints = {p: c for p, c in self.checkpoints.items() if c.step <= step}
+        self._step_times.clear()
+        self.points_version += 1
+
     def _on_CheckpointSaved(self, ev: E.CheckpointSaved) -> None:
-        if ev.kind != "nonfinite":
-            self.checkpoints[ev.kind] = (ev.step, ev.path, self.lr)
+        if ev.kind in CHECKPOINT_KINDS:
+            which = ev.kind
+            if ev.kind == "epoch":
+                digits = "".join(c for c in Path(ev.path).stem if c.isdigit())
+                which = f"epoch {int(digits)}" if digits else "last"
+            self.checkpoints[ev.path] = Checkpoint(which, ev.step, ev.path, self.lr)
         self._log("" if ev.kind != "nonfinite" else "yellow", ev, f"checkpoint saved ({ev.kind}): {ev.path}")
 
     def _on_RunError(self, ev: E.RunError) -> None:
@@ -218,7 +312,7 @@ class RunView:
 
     def _on_Finished(self, ev: E.Finished) -> None:
         self.finished = True
-        self.state = ev.state
+        self.state = RunState.of(ev.state)
         self.reason = ev.reason
         self._log(
             "bold", ev, f"run {ev.state}" + (f" ({ev.reason})" if ev.reason else "") + f"; run directory {ev.run_dir}"
@@ -237,7 +331,9 @@ class RunView:
         E.TimingProgress: _on_TimingProgress,
         E.Loading: _on_Loading,
         E.Warning: _on_Warning,
-        E.NonFiniteLoss: _on_Warning,
+        E.NonFiniteLoss: _on_NonFiniteLoss,
+        E.Note: _on_Note,
+        E.Rewound: _on_Rewound,
         E.CheckpointSaved: _on_CheckpointSaved,
         E.RunError: _on_RunError,
         E.SystemStats: _on_SystemStats,
@@ -245,6 +341,21 @@ class RunView:
     }
 
     # ---- derived numbers ----------------------------------------------------------------
+
+    @property
+    def best_test(self) -> tuple[float, int] | None:
+        """(lowest test error % in eval mode, its epoch)."""
+        best = self.curves.best_test("eval")
+        return (best.test_error_pct, best.epoch) if best else None
+
+    def rewind_target(self) -> Checkpoint | None:
+        """The newest good checkpoint (last, epoch N or best) to go back to after a non-finite loss."""
+        return max(self.checkpoints.values(), key=lambda c: c.step, default=None)
+
+    @property
+    def average_samples_per_s(self) -> float:
+        """Samples per second of training time over the whole run (pauses, timings left out)."""
+        return self.trained_samples / self.trained_s if self.trained_s > 0 else 0.0
 
     @property
     def total_steps(self) -> int:
@@ -258,7 +369,8 @@ class RunView:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
     def eta_s(self) -> float | None:
-        """Seconds left at the recent pace (steps per engine second), or None when unknown."""
+        """Seconds of training left at the recent pace (steps per training second: a pause or a
+        timing does not slow it), or None when unknown."""
         if len(self._step_times) < 2 or self.finished:
             return None
         (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError, RunDirError
-from ..history import metrics_events
+from ..history import read_journal
 from ..runlog import open_private
+from ..state import RunState
 from ..system import summary
 from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
@@ -47,7 +48,7 @@ class ControlServer:
         self.status = {
             "type": "Status",
             "pid": os.getpid(),
-            "state": "starting",
+            "state": RunState.STARTING.value,
             "epoch": 0,
             "step": 0,
             "loss": None,
@@ -59,8 +60,8 @@ class ControlServer:
         if os.path.lexists(self.path):
             if is_live(self.path):
                 raise RemoteError(
-                    f"{self.path}: another deeptui process serves this run; fix: attach "
-                    f"to it with 'deeptui attach {self.path.parent}'"
+                    f"{self.path}: another deeptui process serves this run",
+                    fix=f"attach to it with 'deeptui attach {self.path.parent}'",
                 )
             # is_live removed the stale socket of a crashed run.
         # Bind under a temporary name, restrict it to the owner, listen, then rename into place:
@@ -166,21 +167,17 @@ class ControlServer:
 
     def history(self) -> tuple[list[E.Event], int]:
         """Everything so far for a new client. If the bounded buffer dropped early events, the
-        run's start and the metrics.csv rows before the first kept event stand in for them."""
+        run's journal (events.jsonl, the same events in the same order) stands in for them."""
         events, cursor = self.engine.events.read(0)
-        dropped = cursor - len(events) > 0
+        if cursor - len(events) > 0:
+            self.engine.report.log.flush()
+            journal = read_journal(self.engine.report.log.journal_path)
+            first = next((e for e in events if not isinstance(e, E.TRANSIENT)), None)
+            at = next((i for i in range(len(journal) - 1, -1, -1) if journal[i] == first), len(journal))
+            events = journal[:at] + events
         # of the machine's readings (one a second) only the latest matters to a new client
         last = max((i for i, e in enumerate(events) if isinstance(e, E.SystemStats)), default=-1)
-        events = [e for i, e in enumerate(events) if i == last or not isinstance(e, E.SystemStats)]
-        if dropped:
-            rows = [e for e in events if isinstance(e, (E.StepMetrics, E.EpochEnd))]
-            kept = {(type(e), e.step) for e in rows}
-            upto = rows[0].step if rows else self.status["step"]  # the rows at this step may be half dropped
-            csv_rows = metrics_events(self.engine.run_dir, upto + 1, self.engine.cfg.data.batch_size)
-            older = [e for e in csv_rows if (type(e), e.step) not in kept]
-            head = [self.run_started] if self.run_started is not None else []
-            events = head + older + [e for e in events if not isinstance(e, E.RunStarted)]
-        return events, cursor
+        return [e for i, e in enumerate(events) if i == last or not isinstance(e, E.SystemStats)], cursor
 
 
 class _Client:

@@ -50,8 +50,8 @@ def connect(path: Path, timeout: float = 5.0) -> socket.socket:
     except FileNotFoundError:
         sock.close()
         raise RemoteError(
-            f"{path}: no control socket; the run is not live (or was started by an "
-            "older deeptui); fix: pass the directory of a running run (deeptui ls)"
+            f"{path}: no control socket; the run is not live (or was started by an older deeptui)",
+            fix="pass the directory of a running run (deeptui ls)",
         ) from None
     except ConnectionRefusedError:
         sock.close()
@@ -59,13 +59,13 @@ def connect(path: Path, timeout: float = 5.0) -> socket.socket:
         with contextlib.suppress(OSError):
             path.unlink()
         raise RemoteError(
-            f"{path}: stale control socket of a run that is no longer running "
-            "(removed); fix: pass the directory of a running run (deeptui ls)"
+            f"{path}: stale control socket of a run that is no longer running (removed)",
+            fix="pass the directory of a running run (deeptui ls)",
         ) from None
     except OSError as e:
         sock.close()
         raise RemoteError(
-            f"{path}: cannot connect ({e.strerror or e}); fix: check the path and that you own the run"
+            f"{path}: cannot connect ({e.strerror or e})", fix="check the path and that you own the run"
         ) from None
     sock.settimeout(None)
     return sock
@@ -106,26 +106,10 @@ def as_message(obj) -> dict:
 
 
 def encode_event(event: E.Event) -> bytes:
-    return encode(as_message(event))
+    return (E.to_json(event) + "\n").encode()
 
 
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def decode_event(obj) -> E.Event | None:
-    """A JSON object back into its event dataclass (lists become tuples); None for an object
-    that is not an event this version knows."""
-    if not isinstance(obj, dict):
-        return None
-    cls = getattr(E, str(obj.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, E.Event)):
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
-    except TypeError:
-        return None
+decode_event = E.from_json  # the socket's lines and events.jsonl are the same JSON
 
 
 _PLAIN = (str, int, float, bool)

@@ -1,0 +1,171 @@
+"""The Trainer: the model and what trains it (optimizer, step runner, counters, freeze, modes,
+learning rate). Each setting a user steers is changed by one method here; `state_dict()` and
+`load_state_dict()` are a checkpoint's model, optimizer, counters and random numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import models
+from .config import Config
+from .errors import CheckpointError
+from .metrics import Settings
+from .optim import describe, ensure_momentum_buffers, make_optimizer, set_base_lr
+from .state import TrainState
+from .step import StepRunner
+
+
+class Trainer:
+    """engine.surface.Steerable: a command handler reads the settings here and changes them with
+    one call each; `on_change` tells the run (a StateChanged) after every change."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: torch.nn.Module,
+        device: torch.device,
+        distributed: bool = False,
+        on_change: Callable[[], None] = lambda: None,
+    ):
+        self.cfg, self.device, self.on_change = cfg, device, on_change
+        self.model = model.to(device)
+        self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
+        self.has_features = models.has_features(model, self.freeze)
+        self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
+        self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
+        self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)
+        self.last_loss: float | None = None  # the last interval's training loss (checkpoints check it)
+        if self.has_features and cfg.schedule.freeze_features_epochs > 0:
+            models.set_frozen(self.model, True, self.freeze)
+        self.runner = StepRunner(
+            self.model, device, cfg.perf, distributed=distributed, loss_reduction=cfg.optimizer.loss_reduction
+        )
+        self.optimizer = self.make_optimizer(self.train.optimizer)
+
+    # ---- reading --------------------------------------------------------------------------
+
+    @property
+    def frozen(self) -> bool:
+        return models.is_frozen(self.model, self.freeze)
+
+    def settings(self) -> Settings:
+        t = self.train
+        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode, eval_mode=self.eval_mode)
+
+    def make_optimizer(self, name: str) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return make_optimizer(name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, cfg.perf.fused)
+
+    def describe_optimizer(self) -> str:
+        return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
+
+    def freeze_label(self) -> str:
+        return models.freeze_label(self.freeze)
+
+    def model_label(self) -> str:
+        return models.label(self.cfg.model, self.model)
+
+    def finite(self) -> bool:
+        """Every floating-point weight and buffer finite (one host read), and the last loss."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        weights = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+        return weights and (self.last_loss is None or math.isfinite(self.last_loss))
+
+    def sync_note(self, optimizer: str) -> str:
+        return self.runner.sync_note(self.optimizer, optimizer)
+
+    # ---- what the user steers: each change, then on_change ---------------------------------
+
+    def switch_optimizer(self, name: str) -> None:
+        """A new optimizer `name`; its state starts fresh."""
+        optimizer = self.make_optimizer(name)  # built first: if this raises, nothing has changed
+        self.optimizer, self.train.optimizer = optimizer, name
+        self.on_change()
+
+    def set_frozen(self, frozen: bool, by_user: bool = True) -> int:
+        """Freeze or unfreeze; by the user, the schedule no longer acts. The parameters changed."""
+        n = models.set_frozen(self.model, frozen, self.freeze)
+        if by_user:
+            self.train.freeze_override = frozen
+        self.on_change()
+        return n
+
+    def set_mode(self, mode: str) -> None:
+        self.train.mode = mode
+        self.model.train(mode == "train")
+        self.on_change()
+
+    def set_eval_mode(self, mode: str) -> None:
+        self.eval_mode = mode
+        self.on_change()
+
+    def set_lr(self, lr: float) -> None:
+        self.train.base_lr = lr
+        set_base_lr(self.optimizer, lr)
+        self.on_change()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = self.runner.step(self.optimizer, x, y, frozen=self.frozen, lbfgs=self.train.optimizer == "lbfgs")
+        self.train.samples_seen += y.shape[0]
+        return loss, logits
+
+    # ---- a checkpoint's parts ---------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "train": self.train.state_dict(),
+            "frozen": self.frozen,
+            # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+        }
+
+    def load_state_dict(self, payload: dict, run_dir: Path, changed: set[str] = frozenset()) -> None:
+        """Take a checkpoint's state back, then the keys a resume `changed` (apply_resume_changes);
+        one that does not fit raises CheckpointError."""
+        try:
+            self.model.load_state_dict(payload["model"])
+        except (RuntimeError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{run_dir}: the checkpoint's weights do not fit this model ({first[:160]}); "
+                "fix: resume with the run's own [model] settings"
+            ) from None
+        if self.has_features:
+            models.set_frozen(self.model, bool(payload["frozen"]), self.freeze)
+        self.train.load_state_dict(payload["train"])
+        self.optimizer = self.make_optimizer(self.train.optimizer)
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
+                "fix: resume with the run's own optimizer settings"
+            ) from None
+        ensure_momentum_buffers(self.optimizer)  # a checkpoint of an older deeptui may lack some
+        self.model.train(self.train.mode == "train")
+        self.last_loss = None  # the restored model has not been measured yet
+        torch.set_rng_state(payload["rng"]["torch"])
+        if payload["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        self.apply_resume_changes(changed)
+
+    def apply_resume_changes(self, keys: set[str]) -> None:
+        """A resume's new settings take effect: the optimizer's name or hyperparameters (it then
+        starts fresh), its learning rate (kept state); the rest (epochs, log, perf) is read from
+        the config as the run goes."""
+        if "optimizer.lr" in keys:
+            self.train.base_lr = self.cfg.optimizer.lr
+        if any(k.startswith("optimizer.") and k not in ("optimizer.lr", "optimizer.choices") for k in keys):
+            self.train.optimizer = self.cfg.optimizer.name
+            self.optimizer = self.make_optimizer(self.train.optimizer)
+        elif "optimizer.lr" in keys:
+            set_base_lr(self.optimizer, self.train.base_lr)
