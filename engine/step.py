@@ -90,6 +90,9 @@ class StepRunner:
                 out = model(x)
                 loss = F.cross_entropy(out, y, reduction=self.reduction)
                 loss.backward()
+                for p in optimizer.param_groups[0]["params"]:  # LBFGS flattens p.grad with view(-1)
+                    if p.grad is not None and not p.grad.is_contiguous():
+                        p.grad = p.grad.contiguous()  # a channels_last weight's gradient is not
                 box[:] = [out, loss]
                 return loss
 

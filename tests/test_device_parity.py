@@ -363,3 +363,16 @@ def test_the_quickstart_with_fused_momentum_trains_through_its_unfreeze(amp, tmp
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[4]) for r in rows]
     assert len(losses) >= 4 and all(math.isfinite(v) for v in losses), rows
+
+
+def test_lbfgs_trains_under_channels_last(make_engine):
+    """Bug: LBFGS flattens each gradient with view(-1), which a channels_last weight's gradient
+    refuses: with perf.channels_last = true the o key's cycle reaches lbfgs (both shipped presets
+    offer it) and the run crashed at its first LBFGS step."""
+    eng = make_engine("perf.channels_last=true", "optimizer.name='momentum'", "run.max_steps=3")
+    eng.send(C.SwitchOptimizer(name="lbfgs"))  # applied before the first step
+    eng.run()
+    events = eng.events.read(0)[0]
+    assert eng.final_state == "finished", [e.message for e in events if isinstance(e, E.RunError)]
+    assert eng.train.optimizer == "lbfgs" and eng.train.step == 3
+    assert all(torch.isfinite(p).all() for p in eng.model.parameters())
