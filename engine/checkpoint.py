@@ -19,7 +19,7 @@ import torch
 from . import events as E
 from .errors import CheckpointError
 from .models import set_frozen
-from .optim import ensure_momentum_buffers, set_base_lr
+from .optim import ensure_momentum_buffers, keep_built_settings, match_layouts, set_base_lr
 from .registry import NAMES
 from .runlog import disk_full, disk_full_message
 
@@ -100,6 +100,8 @@ def restore(engine: Engine, payload: dict) -> None:
             f"{engine.run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
             "fix: resume with the run's own optimizer settings"
         ) from None
+    keep_built_settings(engine.optimizer)  # fused/foreach as built here, not as saved
+    match_layouts(engine.optimizer)  # buffers in the weights' layout (perf.channels_last changed)
     ensure_momentum_buffers(engine.optimizer)  # a checkpoint of an older deeptui may lack some
     engine.model.train(engine.train.mode == "train")
     engine.restart_clock(engine.train.time_s)
