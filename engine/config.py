@@ -234,6 +234,12 @@ class PerfConfig:
         "fused optimizer kernels for sgd, momentum, nesterov and adam: auto (on CUDA only), true or false",
         choices=("auto", True, False),
     )
+    foreach: Any = _f(
+        "auto",
+        "multi-tensor (foreach) kernels where no fused kernel is in use: auto (torch's choice: on CUDA only), "
+        "true (what a CUDA run takes, forced on the CPU too) or false (one tensor at a time)",
+        choices=("auto", True, False),
+    )
 
 
 @dataclass(frozen=True)

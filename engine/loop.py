@@ -150,7 +150,10 @@ class Engine:
 
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
         cfg = self.cfg
-        return make_optimizer(name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, cfg.perf.fused)
+        perf = cfg.perf
+        return make_optimizer(
+            name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, perf.fused, perf.foreach
+        )
 
     def describe_optimizer(self) -> str:
         return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)

@@ -48,14 +48,23 @@ def uses_fused(name: str, setting: str | bool, device_type: str) -> bool:
 
 
 def make_optimizer(
-    name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float, device_type: str = "cpu", fused="auto"
+    name: str,
+    model: nn.Module,
+    ocfg: OptimizerConfig,
+    base_lr: float,
+    device_type: str = "cpu",
+    fused="auto",
+    foreach="auto",
 ) -> torch.optim.Optimizer:
     """A fresh optimizer over the model's groups (LBFGS: one group), fused when perf.fused says so,
-    with its momentum buffers made up front (see ensure_momentum_buffers)."""
+    else foreach as perf.foreach says, with its momentum buffers made up front (see
+    ensure_momentum_buffers)."""
     entry = registry.OPTIMIZERS[name]
     kwargs = registry.preset_hyperparameters(name, ocfg)
     if uses_fused(name, fused, device_type):
         kwargs["fused"] = True
+    elif foreach != "auto" and entry.foreach:  # "auto": torch picks (foreach on CUDA, one tensor at a time on CPU)
+        kwargs["foreach"] = bool(foreach)
     if entry.one_group:
         params = param_groups(model, ocfg, base_lr, single=True)[0]["params"]
         return registry.build(name, params, lr=base_lr, **kwargs)
@@ -136,4 +145,6 @@ def describe(name: str, ocfg: OptimizerConfig, optimizer: torch.optim.Optimizer)
             parts.append(f"{k}={v:g}")
     if all(g.get("fused") for g in optimizer.param_groups):  # what the groups run, not what was asked
         parts.append("fused")
+    elif all(g.get("foreach") for g in optimizer.param_groups):
+        parts.append("foreach")
     return " ".join(parts)

@@ -1,15 +1,18 @@
-"""Every branch a GPU user takes, run on the CPU: fused optimizers (perf.fused), autocast in bf16
-and fp16 (with torch.amp.GradScaler("cpu")), crop+flip augmentation, both loaders, torch.compile.
+"""Every branch a GPU user takes, run on the CPU: fused optimizers (perf.fused), the multi-tensor
+kernels CUDA takes unfused (perf.foreach = true, forced: the CPU's default loops one tensor at a
+time), autocast in bf16 and fp16 (with torch.amp.GradScaler("cpu")), crop+flip augmentation, both
+loaders, torch.compile, LBFGS under channels_last.
 
 Each case trains a small Monster through a scheduled freeze -> unfreeze and an optimizer switch
-mid-run, and must: stay finite, end "finished", give the same weights fused and unfused (the math
-is the same), and make no host sync inside a training step, except where the README says a step
-reads a value back (LBFGS; fp16 with an optimizer that has no fused kernel). On a GPU the same
-cases run with DEEPTUI_TEST_DEVICE=cuda (benchmarks/gpu_check.sh does).
+mid-run, and must: stay finite, end "finished", give the same weights fused, foreach and (in fp32)
+one tensor at a time (the math is the same), and make no host sync inside a training step, except
+where the README says a step reads a value back (LBFGS; fp16 with an optimizer that has no fused
+kernel). On a GPU the same cases run with DEEPTUI_TEST_DEVICE=cuda (benchmarks/gpu_check.sh does).
 
-The default run takes the matrix over precision x optimizer x fused with the in-memory loader,
-and the DataLoader path for a few cases; the full matrix (both loaders everywhere, and a real
-inductor compile) runs with:  DEEPTUI_FULL_MATRIX=1 .venv/bin/python -m pytest tests/test_device_parity.py
+The default run takes the matrix over precision x optimizer x (foreach, fused) with the in-memory
+loader, and the DataLoader path for a few cases; the full matrix (both loaders everywhere, the
+single-tensor loops in every precision, and a real inductor compile) runs with:
+DEEPTUI_FULL_MATRIX=1 .venv/bin/python -m pytest tests/test_device_parity.py
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ def expected_syncs(amp: str, name: str, fused: bool, optimizer: str) -> str:
     return "none"
 
 
-def check_case(amp, name, fused, eng, events, per_step):
+def check_case(amp, name, fused, eng, events, per_step, foreach: bool = False):
     errors = [e.message for e in events if isinstance(e, E.RunError)]
     assert eng.final_state == "finished", errors
     losses = [e.loss for e in events if isinstance(e, E.StepMetrics)]
@@ -135,9 +138,10 @@ def check_case(amp, name, fused, eng, events, per_step):
     assert any(isinstance(e, E.ScheduleAction) and e.action == "unfreeze" for e in events)
     switched = [e for e in events if isinstance(e, E.CommandApplied) and e.command == "SwitchOptimizer"]
     assert len(switched) == 1 and switched[0].step == SWITCH_AT + 1
-    uses_fused = {e.optimizer: "fused" in e.optimizer_params for e in events if isinstance(e, E.StateChanged)}
-    for opt, is_fused in uses_fused.items():
-        assert is_fused == (fused and OPTIMIZERS[opt].fused), (opt, uses_fused)
+    params = {e.optimizer: e.optimizer_params.split() for e in events if isinstance(e, E.StateChanged)}
+    for opt, said in params.items():
+        assert ("fused" in said) == (fused and OPTIMIZERS[opt].fused), (opt, params)
+        assert ("foreach" in said) == (foreach and "fused" not in said and OPTIMIZERS[opt].foreach), (opt, params)
     # host syncs inside each step: before the switch with the first optimizer, after it with the second
     for i, n in enumerate(per_step):
         opt = name if i <= SWITCH_AT else SWITCH_TO[name]
@@ -197,13 +201,19 @@ LOADERS = ["memory", "dataloader"] if FULL else ["memory"]
 @pytest.mark.parametrize("loader", LOADERS)
 @pytest.mark.parametrize("amp,name", MATRIX, ids=[f"{a}-{n}" for a, n in MATRIX])
 def test_a_device_branch_trains_through_unfreeze_and_switch(amp, name, loader):
-    eng, events, per_step = run_case(amp, name, False, loader)
-    check_case(amp, name, False, eng, events, per_step)
+    """Unfused with foreach forced (CUDA's unfused path), fused where there is a kernel, and the
+    CPU's own single-tensor loops (fp32; every precision in the full matrix): the same weights."""
+    eng, events, per_step = run_case(amp, name, False, loader, "perf.foreach=true")
+    check_case(amp, name, False, eng, events, per_step, foreach=True)
+    adam_steps = SWITCH_AT if name == "adam" else eng.train.step - SWITCH_AT if SWITCH_TO[name] == "adam" else 0
+    if amp == "off" or FULL:
+        loop_eng, loop_events, loop_steps = run_case(amp, name, False, loader, "perf.foreach=false")
+        check_case(amp, name, False, loop_eng, loop_events, loop_steps)
+        assert_same_weights(weights(loop_eng), weights(eng), amp, adam_steps)
     if not (OPTIMIZERS[name].fused or OPTIMIZERS[SWITCH_TO[name]].fused):
         return
-    fused_eng, fused_events, fused_steps = run_case(amp, name, True, loader)
-    check_case(amp, name, True, fused_eng, fused_events, fused_steps)
-    adam_steps = SWITCH_AT if name == "adam" else eng.train.step - SWITCH_AT if SWITCH_TO[name] == "adam" else 0
+    fused_eng, fused_events, fused_steps = run_case(amp, name, True, loader, "perf.foreach=true")
+    check_case(amp, name, True, fused_eng, fused_events, fused_steps, foreach=True)
     assert_same_weights(weights(eng), weights(fused_eng), amp, adam_steps)
 
 
