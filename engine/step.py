@@ -24,6 +24,11 @@ class StepRunner:
         self.model, self.device, self.distributed = model, device, distributed
         self.reduction = loss_reduction  # "sum": the batch's summed loss is what backward() sees
         self.compile = perf.compile
+        if perf.compile:
+            # Dynamo's recompile limit (8) counts every compile of the model class's forward in
+            # this process while the compiled models live: a compare series' later runs went
+            # eager. A new run starts from nothing (an earlier run's compiled code is dropped).
+            torch.compiler.reset()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = perf.cudnn_benchmark
         self.memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format

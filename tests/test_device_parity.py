@@ -386,3 +386,23 @@ def test_lbfgs_trains_under_channels_last(make_engine):
     assert eng.final_state == "finished", [e.message for e in events if isinstance(e, E.RunError)]
     assert eng.train.optimizer == "lbfgs" and eng.train.step == 3
     assert all(torch.isfinite(p).all() for p in eng.model.parameters())
+
+
+def test_each_engine_of_a_series_compiles_its_own_model(make_engine, monkeypatch):
+    """Bug: Dynamo's recompile limit (8) counts the compiles of every engine in the process while
+    the earlier ones live (a compare series' dashboard keeps them; each torch.compile brings a new
+    backend, a recompile of the same forward): the later runs of a series ran eager while the
+    dashboard said "compiling", and the series compared eager with compiled. Here the limit is 2
+    and the series has 3 runs, every engine kept."""
+    torch.compiler.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    compiles: list[int] = []
+    box = {}
+    monkeypatch.setattr(torch, "compile", counting_compile(compiles, lambda: box["eng"]))
+    for run in range(3):
+        box["eng"] = eng = make_engine(
+            "perf.compile=true", "run.max_steps=1", "model.blocks=1", "schedule.freeze_features_epochs=0"
+        )
+        eng.run()
+        assert eng.final_state == "finished"
+        assert len(compiles) == run + 1, compiles  # this run's first step compiled, not eager
