@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 import torch
@@ -41,16 +42,18 @@ def from_env() -> DistInfo | None:
 # gloo, on CPU tensors. On CUDA the main group is NCCL, where broadcast_object_list copies through
 # the GPU and syncs the host; None means the default group (gloo already, on CPU).
 _control = None
+_heartbeat_s = 15.0  # a quarter of the collective timeout: how often rank 0 says it is still evaluating
 
 
 def init(info: DistInfo, device_type: str, timeout_s: float = 60.0) -> None:
     """The process group; a collective that waits more than timeout_s for a rank (dead, or
     killed with its launcher) fails, and the run ends on every rank. A paused run broadcasts
     every 0.1 s: a heartbeat, so a rank that dies while paused is noticed too."""
-    global _control
+    global _control, _heartbeat_s
     if dist.is_initialized():
         return
     die_with_parent()
+    _heartbeat_s = timeout_s / 4
     timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timeout)
     _control = dist.new_group(backend="gloo", timeout=timeout) if device_type == "cuda" else None
@@ -89,6 +92,29 @@ def broadcast_count(n: int, info: DistInfo) -> int:
     t = torch.tensor([n if info.is_main else 0], dtype=torch.int64)
     dist.broadcast(t, src=0, group=_control)
     return int(t[0])
+
+
+def with_heartbeat(batches, info: DistInfo):
+    """Rank 0's test batches, telling the waiting ranks between batches (at most every quarter of
+    the collective timeout) that it is still evaluating: a test set that takes longer than the
+    timeout would otherwise end the run, while a rank that dies is still noticed in time."""
+    last = time.monotonic()
+    for batch in batches:
+        if time.monotonic() - last > _heartbeat_s:
+            broadcast_count(1, info)
+            last = time.monotonic()
+        yield batch
+
+
+def evaluated(info: DistInfo) -> None:
+    """Rank 0: the evaluation is over (the other ranks stop waiting)."""
+    broadcast_count(0, info)
+
+
+def wait_for_evaluation(info: DistInfo) -> None:
+    """The ranks other than 0: wait while rank 0 evaluates, one heartbeat at a time."""
+    while broadcast_count(0, info):
+        pass
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

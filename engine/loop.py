@@ -267,12 +267,19 @@ class Engine:
 
     def evaluate(self) -> None:
         """Test loss and error in eval mode, in train mode, or both (run.eval_mode, the M key). In
-        a data-parallel run rank 0 evaluates (the weights are the same on every rank)."""
+        a data-parallel run rank 0 evaluates (the weights are the same on every rank) while the
+        others wait, kept alive by its heartbeats (engine.distributed.with_heartbeat)."""
         if not self.is_main:
-            return
+            return distributed.wait_for_evaluation(self.dist)
+        self._evaluate()
+        if self.dist is not None:
+            distributed.evaluated(self.dist)
+
+    def _evaluate(self) -> None:
         epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
         for mode in ("eval", "train") if self.eval_mode == "both" else (self.eval_mode,):
-            got = evaluate(self.model, self.data.test, self.runner.autocast, self.device, mode=mode)
+            test = self.data.test if self.dist is None else distributed.with_heartbeat(self.data.test, self.dist)
+            got = evaluate(self.model, test, self.runner.autocast, self.device, mode=mode)
             if got is None:
                 return
             self.report.test(epoch, got[0], got[1], self.settings(), mode=mode)

@@ -5,7 +5,8 @@ unfreezes the features mid-run, then saves a checkpoint and restores it. mode "f
 steering on presets/own_model.toml (examples/stripes.py's model and data, model.freeze's
 modules). mode "nan": the learning
 rate makes the loss non-finite; rank 0 is watched by a dashboard (on_nan = "auto" pauses there)
-and its user stops the run once it has paused. Every rank then writes what its own engine ended
+and its user stops the run once it has paused. mode "slow_eval": rank 0's evaluation of the test
+set takes longer than run.collective_timeout_s. Every rank then writes what its own engine ended
 with to <out>/rank<N>.json."""
 
 from __future__ import annotations
@@ -38,7 +39,27 @@ MODES = {
     ],
     "nan": ["optimizer.lr=1e30", "run.on_nan='auto'"],
     "factory": ["data.n_train=200", "data.n_test=40", "data.batch_size=20", "log.system_seconds=0"],
+    # rank 0's evaluation (8 test batches, slowed to 1 s each) outlasts the collective timeout
+    "slow_eval": ["run.epochs=2", "run.collective_timeout_s=4", "data.test_batch_size=8", "log.system_seconds=0"],
 }
+SLOW_BATCH_S = 1.0
+
+
+class SlowBatches:
+    """A test set whose batches take SLOW_BATCH_S each; `seconds` is how long the last pass took."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        t0 = time.monotonic()
+        for batch in self.inner:
+            time.sleep(SLOW_BATCH_S)
+            yield batch
+        self.seconds = time.monotonic() - t0
 
 
 def main(out: Path, mode: str) -> None:
@@ -82,7 +103,9 @@ def main(out: Path, mode: str) -> None:
             time.sleep(0.005)
         eng.send(C.Stop(reason="user stopped after the non-finite loss"))
 
-    if eng.is_main:
+    if eng.is_main and mode == "slow_eval":
+        eng.data.test = SlowBatches(eng.data.test)
+    elif eng.is_main:
         eng.interactive = mode == "nan"  # a dashboard watches rank 0 only
         threading.Thread(target=stop_when_paused if mode == "nan" else steer, daemon=True).start()
     eng.run()
@@ -104,6 +127,7 @@ def main(out: Path, mode: str) -> None:
                 "finite": all(bool(p.isfinite().all()) for p in eng.model.parameters()),
                 "broadcasts": broadcasts,
                 "checkpoint_loads": loads,
+                "evaluation_s": getattr(eng.data.test, "seconds", None),
             }
         )
     )
