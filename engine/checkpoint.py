@@ -42,6 +42,7 @@ def collect(engine: Engine) -> dict:
         "optimizer": engine.optimizer.state_dict(),
         "train": {**engine.train.state_dict(), "time_s": engine.now()},
         "frozen": engine.frozen,
+        "runner": engine.runner.state_dict(),  # the gradient scaler's scale
         "finite": is_finite(engine),
         # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
         "rng": {
@@ -103,6 +104,7 @@ def restore(engine: Engine, payload: dict) -> None:
     keep_built_settings(engine.optimizer)  # fused/foreach as built here, not as saved
     match_layouts(engine.optimizer)  # buffers in the weights' layout (perf.channels_last changed)
     ensure_momentum_buffers(engine.optimizer)  # a checkpoint of an older deeptui may lack some
+    engine.runner.load_state_dict(payload.get("runner") or {})  # older checkpoints have none
     engine.model.train(engine.train.mode == "train")
     engine.restart_clock(engine.train.time_s)
     torch.set_rng_state(payload["rng"]["torch"])

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import DeviceError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -74,7 +76,17 @@ def die_with_parent() -> None:
 
 
 def device_for(info: DistInfo, spec: str) -> torch.device:
+    """This rank's device: the GPU of its local rank (refused when there is no such GPU), or the CPU."""
     if spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available()):
+        # torchrun started more ranks here than there are GPUs (deeptui --nproc checks first): every
+        # rank says so, rank 0 prints it, before any of them waits for the others
+        gpus, local = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", info.local_rank + 1))
+        if max(local, info.local_rank + 1) > gpus:
+            n = max(gpus, 1)
+            raise DeviceError(
+                f"torchrun started {local} processes on this machine, which has {gpus} GPU(s), one per process; "
+                f"fix: torchrun --nproc-per-node {n} (or deeptui --nproc {n}), or --device cpu"
+            )
         torch.cuda.set_device(info.local_rank)
         return torch.device("cuda", info.local_rank)
     return torch.device("cpu")
@@ -123,8 +135,14 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def close() -> None:
+def close(clean: bool = True) -> None:
+    """The process group's end. After a run that did not finish (a rank died, or the launcher's
+    SIGTERM when one did), NCCL's is aborted: destroy_process_group can wait for the dead peer
+    until NCCL's watchdog gives up."""
     global _control
     if dist.is_initialized():
-        dist.destroy_process_group()
+        if not clean and dist.get_backend() == "nccl":
+            dist.distributed_c10d._abort_process_group()
+        else:
+            dist.destroy_process_group()
     _control = None

@@ -70,7 +70,7 @@ def finish(engine: Engine, state: RunState, reason: str) -> None:
         from .distributed import close
 
         with contextlib.suppress(Exception):
-            close()
+            close(clean=state == RunState.FINISHED)
     engine.set_state(state, reason)
     engine.report.emit(E.Finished, state=state.value, run_dir=str(engine.run_dir), reason=reason)
 

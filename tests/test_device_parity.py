@@ -406,3 +406,16 @@ def test_each_engine_of_a_series_compiles_its_own_model(make_engine, monkeypatch
         eng.run()
         assert eng.final_state == "finished"
         assert len(compiles) == run + 1, compiles  # this run's first step compiled, not eager
+
+
+def test_lbfgs_says_it_runs_without_amp(make_engine):
+    """Bug: LBFGS's closure runs in fp32, and perf.amp was silently not applied to it."""
+    eng = make_engine("optimizer.name='lbfgs'", "perf.amp='bf16'", "run.max_steps=1")
+    eng.send(C.SwitchOptimizer(name="momentum"))
+    eng.send(C.SwitchOptimizer(name="lbfgs"))
+    eng.run()
+    events = eng.events.read(0)[0]
+    warnings = [e.message for e in events if isinstance(e, E.Warning)]
+    assert any("lbfgs runs in fp32: perf.amp = 'bf16' does not apply to it" in w for w in warnings), warnings
+    applied = [e.detail for e in events if isinstance(e, E.CommandApplied) and e.command == "SwitchOptimizer"]
+    assert "perf.amp" not in applied[0] and "lbfgs runs in fp32" in applied[1], applied

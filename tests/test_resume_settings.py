@@ -74,3 +74,21 @@ def test_a_resume_runs_the_settings_it_was_given(make_engine, name):
             plain.run()
             amp = "fp16" if "fp16" in case else "off"
             assert_same_weights(weights(plain), weights(eng), amp, adam_steps=1 if name == "adam" else 0)
+
+
+def test_the_gradient_scalers_scale_is_resumed(make_engine):
+    """Bug: the GradScaler's scale was not checkpointed: a resumed fp16 run started again at
+    2**16 and skipped steps while it backed off to where the run had been."""
+    eng = make_engine("optimizer.name='momentum'", "perf.amp='fp16'", "run.max_steps=4", *SMALL)
+    eng.runner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # the first steps overflow
+    eng.run()
+    scale = eng.runner.scaler.get_scale()
+    assert scale < 2.0**40
+    back = make_engine(
+        "optimizer.name='momentum'",
+        "perf.amp='fp16'",
+        "run.max_steps=5",
+        *SMALL,
+        resume=checkpoint.load(eng.run_dir / checkpoint.LAST),
+    )
+    assert back.runner.scaler.get_scale() == scale
