@@ -29,11 +29,17 @@ from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.build import build_engine
 from deeptui.engine.registry import OPTIMIZERS
-from tests.conftest import SYNC_METHODS, tiny_config
+from tests.conftest import SYNC_METHODS, TEST_DEVICE, tiny_config
 
 FULL = os.environ.get("DEEPTUI_FULL_MATRIX") == "1"
-# The same cases on a GPU (benchmarks/gpu_check.sh): DEEPTUI_TEST_DEVICE=cuda
-DEVICE = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")
+# The same cases on a GPU (benchmarks/gpu_check.sh): DEEPTUI_TEST_DEVICE=cuda. Two kernels give the
+# same weights there only without TF32 and with cuDNN's deterministic algorithms (the backward of
+# a convolution may otherwise sum in another order each run); perf.cudnn_benchmark is off below.
+DEVICE = TEST_DEVICE
+if DEVICE == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
 PARITY = f"""
 [run]
 name = "parity"
@@ -60,6 +66,8 @@ lr = 0.02
 freeze_features_epochs = 1
 [log]
 interval = 4
+[perf]
+cudnn_benchmark = false
 """
 SWITCH_AT = 12  # asked during step 12 (mid epoch 2, after the unfreeze at 8), applied before step 13
 SWITCH_TO = {
@@ -220,10 +228,11 @@ def test_a_device_branch_trains_through_unfreeze_and_switch(amp, name, loader):
 @pytest.mark.parametrize("amp,name", [("off", "momentum"), ("fp16", "adam")], ids=["fp32-momentum", "fp16-adam"])
 def test_the_dataloader_path_takes_the_same_branches(amp, name):
     """The DataLoader path (torchvision's own crop and flip, so other random crops than the memory
-    loader's) through the same freeze, switch and fused fp16 steps."""
+    loader's) with 2 worker processes (persistent; pinned memory on CUDA) through the same
+    freeze, switch and fused fp16 steps."""
     if FULL:
         pytest.skip("the full matrix runs every case on both loaders")
-    dl, dl_events, dl_steps = run_case(amp, name, True, "dataloader")
+    dl, dl_events, dl_steps = run_case(amp, name, True, "dataloader", "data.num_workers=2")
     check_case(amp, name, True, dl, dl_events, dl_steps)
 
 
