@@ -99,7 +99,8 @@ def keep_built_settings(optimizer: torch.optim.Optimizer) -> None:
     fused is wanted (a GPU) kept fused=None, so with fp16 the first step raised "Expected
     grad_scale and found_inf to be None", and without it the run went on unfused while the panel
     said fused. A fused or capturable step keeps its step counter on the parameter's device in
-    float32 (as torch itself loads it); the others on the host, where reading it is no sync."""
+    float32 (as torch itself loads it); the others on the host, where reading it is no sync (so
+    does NAdam's mu_product, which torch's load moves to the parameter's device)."""
     for group in optimizer.param_groups:
         for key in ("fused", "foreach", "capturable"):
             if key in optimizer.defaults:
@@ -107,9 +108,10 @@ def keep_built_settings(optimizer: torch.optim.Optimizer) -> None:
         on_device = bool(group.get("fused") or group.get("capturable"))
         for p in group["params"]:
             state = optimizer.state.get(p, {})
-            step = state.get("step")
-            if isinstance(step, torch.Tensor):
-                state["step"] = step.to(device=p.device, dtype=torch.float32) if on_device else step.cpu()
+            for key in ("step", "mu_product"):
+                value = state.get(key)
+                if isinstance(value, torch.Tensor):
+                    state[key] = value.to(device=p.device, dtype=torch.float32) if on_device else value.cpu()
 
 
 def match_layouts(optimizer: torch.optim.Optimizer) -> None:
