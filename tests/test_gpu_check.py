@@ -82,6 +82,7 @@ def test_a_nccl_run_that_stopped_fails_and_each_row_is_written_as_its_stage_ends
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # beyond the suite's 300 s per test: the budget, and 2 minutes to spare
 @pytest.mark.skipif(os.environ.get("DEEPTUI_SLOW") != "1", reason="minutes on 2 cores: DEEPTUI_SLOW=1")
 def test_the_cpu_rehearsal_runs_every_stage_within_its_budget(tmp_path):
     budget = 600
