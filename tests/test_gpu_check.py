@@ -93,6 +93,6 @@ def test_the_cpu_rehearsal_runs_every_stage_within_its_budget(tmp_path):
     assert time.monotonic() - t0 < budget
     rows = table(tmp_path)
     assert list(rows) == STAGES and all(v.startswith("ok") for v in rows.values()), rows
-    assert all((tmp_path / f"{stage}.log").stat().st_size > 0 for stage in STAGES)
+    assert all((tmp_path / f"{stage}.log").is_file() for stage in STAGES)  # (a torchrun that went well says nothing)
     assert "headless/plain" in rows["overhead"] and "plain: no GPU time" in rows["overhead"]  # the CPU's
     assert "(compile " in rows["compile"]  # its time, apart from samples/s
