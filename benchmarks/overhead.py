@@ -6,6 +6,13 @@ socket served). Prints each variant's median steps/s and the medians of the pair
 headless/plain, dashboard/plain and dashboard/headless.
 
     .venv/bin/python benchmarks/overhead.py [--rounds 30] [--seconds 2] [--threads N] [--preset P] [-v]
+                                            [--device cpu|cuda] [--variants plain,headless,dashboard]
+
+On CUDA it also says whether each loop is GPU-bound: the GPU time of a step (CUDA events around
+steps sampled in the warm-up round, the host's launches kept out by a spin kernel that holds the
+stream while the step is queued) beside the wall time per step, and NVML's utilisation read at
+the end of each window (with nvidia-ml-py). A step whose GPU time is well under its wall time is
+bound by the host: launches, Python, and for the dashboard the UI thread's share of the GIL.
 
 How it measures. On a shared 2-core machine the speed of torch's two OpenMP threads swings by
 +-15% from one second to the next (other tenants, kernel threads), more than the effect measured
@@ -35,6 +42,7 @@ later run in that process is slower.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -62,7 +70,7 @@ VARIANTS = ("plain", "headless", "dashboard")
 EPOCH_BATCHES = 1500  # batches per epoch, generated once per process: tens of seconds of training
 
 
-def config(preset: str, overrides: list[str] = ()):
+def config(preset: str, overrides: list[str] = (), device: str = "cpu"):
     probe = load_config(preset, [])
     batch = probe.data.batch_size
     return load_config(
@@ -71,7 +79,7 @@ def config(preset: str, overrides: list[str] = ()):
             "run.epochs=100000",
             "run.max_steps=0",
             "run.auto_timing=false",
-            'run.device="cpu"',
+            f'run.device="{device}"',
             f"data.train_size={EPOCH_BATCHES * batch}",
             "data.test_size=100",
             "data.flip=false",
@@ -94,13 +102,42 @@ def ready(clock_offset: float) -> None:
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
+class GpuClock:
+    """The GPU time of a training step without the host's share: a spin kernel holds the stream
+    while the host queues the whole step behind it, so the CUDA events around the step time its
+    kernels back to back. Samples steps skip+1 .. skip+n (in the warm-up round, not counted) and
+    appends each in ms to `path`; on the CPU it does nothing."""
+
+    def __init__(self, device: torch.device, path: Path, skip: int = 5, n: int = 10, hold_s: float = 0.05):
+        self.on, self.path, self.skip, self.n, self.seen = device.type == "cuda", path, skip, n, 0
+        if self.on:  # clock_rate: kHz
+            self.cycles = int(torch.cuda.get_device_properties(device).clock_rate * 1000 * hold_s)
+
+    @contextlib.contextmanager
+    def step(self):
+        self.seen += 1
+        if not self.on or not self.skip < self.seen <= self.skip + self.n:
+            yield
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(self.cycles)
+        start.record()
+        yield
+        end.record()
+        end.synchronize()  # a sampled warm-up step waits here; the counted rounds do not
+        with self.path.open("a") as f:
+            f.write(f"{start.elapsed_time(end)!r}\n")
+
+
 def plain(cfg, tmp: Path, rows: Path) -> None:
     """The lecture's loop over batches already in memory; a row every log.interval steps."""
     seed_everything(cfg.run.seed)
-    data = build_data(cfg, tmp / "data", torch.device("cpu"))
+    device = torch.device(cfg.run.device)
+    data = build_data(cfg, tmp / "data", device)
     batches = list(data.train)  # tensors in memory, cut once
     data.close()
-    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes)
+    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes).to(device)
+    clock = GpuClock(device, tmp / "gpu.plain")
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
     model.train()
@@ -112,11 +149,12 @@ def plain(cfg, tmp: Path, rows: Path) -> None:
         epoch += 1
         running_loss = 0.0
         for x, y in batches:
-            output = model(x)
-            loss = criterion(output, y)
-            model.zero_grad()
-            loss.backward()
-            optimizer.step()
+            with clock.step():
+                output = model(x)
+                loss = criterion(output, y)
+                model.zero_grad()
+                loss.backward()
+                optimizer.step()
             running_loss += loss.item()
             step += 1
             if step % interval == 0:
@@ -125,8 +163,16 @@ def plain(cfg, tmp: Path, rows: Path) -> None:
 
 def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
     from deeptui.engine.build import build_in_thread
+    from deeptui.engine.loop import Engine
     from deeptui.tui.runner import serve as start_control_server
 
+    clock, train_step = GpuClock(torch.device(cfg.run.device), tmp / f"gpu.{name}"), Engine._train_step
+
+    def timed_step(self, x, y):
+        with clock.step():
+            train_step(self, x, y)
+
+    Engine._train_step = timed_step  # the benchmark's own probe, in this process only
     eng = build_in_thread(cfg, data_root=tmp / "data", log_dir=tmp / "runs" / name)  # as the CLI does
     server = start_control_server(eng)
     ready(time.monotonic() - eng.now())
@@ -214,6 +260,8 @@ def spawn(name: str, args, tmp: Path) -> subprocess.Popen:
         args.preset,
         "--threads",
         str(args.threads),
+        "--device",
+        args.device,
     ] + [f"--set={s}" for s in args.set]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -236,12 +284,18 @@ def has_row(name: str, tmp: Path) -> bool:
 
 
 def take_turns(
-    procs: dict[str, subprocess.Popen], rounds: int, seconds: float, tmp: Path | None = None
+    procs: dict[str, subprocess.Popen],
+    rounds: int,
+    seconds: float,
+    tmp: Path | None = None,
+    sample=None,
+    samples: dict[str, list] | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
     """Let each process run for `seconds` while the others are frozen, for `rounds` rounds and one
     warm-up round, rotating who goes first; the (start, end) of every process's windows. The
     warm-up window lasts until the variant's first logged row (the dashboard starts its app in
-    it; on a loaded machine 2 s were not enough, and no later window had a row before it)."""
+    it; on a loaded machine 2 s were not enough, and no later window had a row before it).
+    sample(): read at the end of each window into samples[name] (NVML's utilisation)."""
     names = list(procs)
     windows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(rounds + 1):
@@ -254,6 +308,8 @@ def take_turns(
             deadline = time.monotonic() + 120
             while r == 0 and tmp is not None and not has_row(name, tmp) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if sample is not None and samples is not None:
+                samples.setdefault(name, []).append(sample())
             os.kill(proc.pid, signal.SIGSTOP)
             t1 = time.monotonic()
             wait_stopped(proc)
@@ -281,6 +337,40 @@ def paired(rates: dict[str, list[float]], a: str, b: str) -> tuple[float, float,
     return (statistics.median(ratios), *median_ci(ratios))
 
 
+def nvml_utilisation(device: torch.device):
+    """A function reading the GPU's utilisation in %, or None (not CUDA, or no NVML)."""
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml
+
+        from deeptui.engine.system import nvml_handle
+
+        pynvml.nvmlInit()
+        handle = nvml_handle(pynvml, device.index or 0)
+    except Exception:  # no nvidia-ml-py, no driver library
+        return None
+    return lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+
+def gpu_ms(tmp: Path, name: str) -> float | None:
+    """The median GPU time of the variant's sampled steps, in ms (None on the CPU)."""
+    path = tmp / f"gpu.{name}"
+    values = [float(v) for v in path.read_text().split()] if path.exists() else []
+    return statistics.median(values) if values else None
+
+
+def verdict(name: str, gpu: float | None, wall: float) -> str:
+    """Whether the variant's loop waits for the GPU or the GPU waits for it."""
+    if gpu is None:
+        return f"{name}: no GPU time (not on CUDA)"
+    busy = gpu / wall
+    if busy >= 0.8:
+        return f"{name}: GPU-bound (the GPU works {busy:.0%} of each step)"
+    host = "launches, Python" + (" and the UI thread" if name == "dashboard" else "")
+    return f"{name}: host-bound (the GPU works {busy:.0%} of each step; {host} take the rest)"
+
+
 def finish(procs: dict[str, subprocess.Popen]) -> None:
     """Engines stop as on Ctrl-C (flushing metrics.csv); the plain loop is killed."""
     for name, p in procs.items():
@@ -304,12 +394,15 @@ def main(argv=None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one more preset override (as deeptui --set)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print every round's steps/s")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where every variant trains")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="a comma list of plain, headless, dashboard")
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config(args.preset, args.set)
+    cfg = config(args.preset, args.set, args.device)
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
     if args.variant:  # a child process
         tmp = Path(args.tmp)
         if args.variant == "plain":
@@ -320,35 +413,45 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        procs, offsets = {}, {}
+        procs, offsets, utilisation = {}, {}, {}
+        sample = nvml_utilisation(torch.device(args.device))
         try:
-            for name in VARIANTS:  # built side by side: each stops itself when ready
+            for name in variants:  # built side by side: each stops itself when ready
                 procs[name] = spawn(name, args, tmp)
-            for name in VARIANTS:
+            for name in variants:
                 offsets[name] = wait_ready(name, procs[name])
-            windows = take_turns(procs, args.rounds, args.seconds, tmp)
+            windows = take_turns(procs, args.rounds, args.seconds, tmp, sample, utilisation)
         finally:
             finish(procs)
-        rows = {name: read_rows(name, tmp, offsets[name]) for name in VARIANTS}
+        rows = {name: read_rows(name, tmp, offsets[name]) for name in variants}
+        gpu = {name: gpu_ms(tmp, name) for name in variants}
 
     rates = counted_rates(rows, windows, args.rounds)
-    n_rounds = len(rates["plain"])
+    n_rounds = len(rates[variants[0]])
     if args.verbose:
         for i in range(n_rounds):
-            print(f"round {i + 1:3d}: " + "  ".join(f"{n} {rates[n][i]:5.1f}" for n in VARIANTS))
+            print(f"round {i + 1:3d}: " + "  ".join(f"{n} {rates[n][i]:5.1f}" for n in variants))
 
     print(
         f"{cfg.run.name}: {cfg.model.name} blocks={cfg.model.blocks} channels={cfg.model.channels}, "
         f"batch {cfg.data.batch_size}, {torch.get_num_threads()} torch threads; {n_rounds} rounds "
-        f"of {args.seconds:g} s windows per variant, taking turns"
+        f"of {args.seconds:g} s windows per variant, taking turns, on {args.device}"
     )
-    for n in VARIANTS:
+    for n in variants:
+        wall = 1000 / statistics.median(rates[n])
+        util = [u for u in utilisation.get(n, [])[1:] if u == u]  # the counted windows
+        gpu_text = f"GPU {gpu[n]:.1f} ms/step" if gpu[n] is not None else "GPU n/a"
+        util_text = f"NVML {statistics.median(util):.0f}%" if util else "NVML n/a"
         print(
             f"  {n:9s} {statistics.median(rates[n]):7.2f} steps/s median   "
-            f"(range {min(rates[n]):.1f} - {max(rates[n]):.1f})"
+            f"(range {min(rates[n]):.1f} - {max(rates[n]):.1f})   wall {wall:.1f} ms/step, {gpu_text}, {util_text}"
         )
+    for n in variants:
+        print(f"  verdict: {verdict(n, gpu[n], 1000 / statistics.median(rates[n]))}")
     print("  paired ratio: median over rounds (95% confidence interval of the median)")
     for a, b, target in (("headless", "plain", 0.98), ("dashboard", "plain", 0.95), ("dashboard", "headless", None)):
+        if a not in rates or b not in rates:
+            continue
         med, lo, hi = paired(rates, a, b)
         goal = f"   target >= {target}" if target else ""
         print(f"  {a + ' / ' + b:22s} {med:.3f}   ({lo:.3f} - {hi:.3f}){goal}")

@@ -9,7 +9,8 @@ SGD lr 1e-2, a fixed number of steps after a warm-up, median of --repeats runs:
   memory       deeptui's engine, data.loader = "memory" (uint8 set on the device, batch ops)
   fast         memory + perf.amp = bf16 + perf.channels_last (+ perf.compile with --compile)
 
-Prints samples/s for each and the ratio to the lecture's loop.
+Prints samples/s for each and the ratio to the lecture's loop; with --compile, the time the
+compiles took (the engine's "compiling" states), apart: it is not in samples/s.
 
   python benchmarks/train_speed.py --device cuda --steps 300
   python benchmarks/train_speed.py --device cpu --steps 20 --images 2000 --blocks 2   # smoke test
@@ -90,8 +91,9 @@ def lecture_loop(root: Path, device, steps: int, warmup: int, blocks: int, worke
     return steps * 64 / elapsed
 
 
-def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, workers: int, overrides: list[str]) -> float:
-    """deeptui's engine headless; samples/s between the readback after the warm-up and the last."""
+def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, workers: int, overrides: list[str]):
+    """deeptui's engine headless: (samples/s between the readback after the warm-up and the last,
+    seconds spent compiling)."""
     from deeptui.engine import events as E
     from deeptui.engine.build import build_engine
     from deeptui.engine.config import load_config
@@ -113,10 +115,13 @@ def deeptui_run(root: Path, device, steps: int, warmup: int, blocks: int, worker
     with tempfile.TemporaryDirectory() as logs:
         eng = build_engine(cfg, data_root=root, log_dir=logs)
         eng.run()
-        marks = [e for e in eng.events.read(0)[0] if isinstance(e, E.StepMetrics)]
+        events = eng.events.read(0)[0]
+    marks = [e for e in events if isinstance(e, E.StepMetrics)]
     first = next(e for e in marks if e.step == warmup)
     last = marks[-1]
-    return (last.samples_seen - first.samples_seen) / (last.time_s - first.time_s)
+    states = [e for e in events if isinstance(e, E.StateChanged)]
+    compile_s = sum(b.time_s - a.time_s for a, b in zip(states, states[1:]) if a.state == "compiling")
+    return (last.samples_seen - first.samples_seen) / (last.time_s - first.time_s), compile_s
 
 
 def main(argv=None) -> int:
@@ -144,7 +149,7 @@ def main(argv=None) -> int:
         write_cifar10(root, n_train=args.images, n_test=1000)
         fast = ["perf.amp='bf16'", "perf.channels_last=true"] + (["perf.compile=true"] if args.compile else [])
         runs = {
-            "lecture": lambda: lecture_loop(root, device, args.steps, args.warmup, args.blocks, args.workers),
+            "lecture": lambda: (lecture_loop(root, device, args.steps, args.warmup, args.blocks, args.workers), 0.0),
             "dataloader": lambda: deeptui_run(
                 root, device, args.steps, args.warmup, args.blocks, args.workers, ["data.loader='dataloader'"]
             ),
@@ -164,12 +169,15 @@ def main(argv=None) -> int:
         f"Monster ({args.blocks} blocks) on {args.images} CIFAR-format images, batch 64, {args.steps} steps "
         f"after {args.warmup} warm-up, device {device}, median of {args.repeats}"
     )
-    base = statistics.median(results.get("lecture") or [float("nan")])
-    for name, vals in results.items():
+    base = statistics.median([v for v, _ in results.get("lecture", [])] or [float("nan")])
+    for name, runs_of in results.items():
+        vals = [v for v, _ in runs_of]
         med = statistics.median(vals)
+        compiled = statistics.median(c for _, c in runs_of)
         print(
             f"  {name:<11} {med:10.0f} samples/s   x{med / base:5.2f} vs the lecture's loop   "
             f"(runs: {', '.join(f'{v:.0f}' for v in vals)})"
+            + (f"   compile {compiled:.1f} s apart" if compiled else "")
         )
     return 0
 

@@ -43,6 +43,7 @@ def build_engine(
         dev = distributed.device_for(info, device or cfg.run.device)
         check_distributed(cfg, info)
         distributed.init(info, dev.type, cfg.run.collective_timeout_s)
+    check_precision(cfg, dev)
     saved_world = resume.get("world_size", 1) if resume is not None else None
     if saved_world is not None and saved_world != (info.world if info else 1):
         raise CheckpointError(
@@ -200,6 +201,20 @@ def check_fits(cfg: Config, data, device: torch.device) -> None:
             f"{cfg.source}: the model has {params:,} parameters, about {need / 2**30:.1f} GiB with its gradients "
             f"and optimizer state, but {device.type} has {free / 2**30:.1f} GiB free",
             fix="fewer model.blocks, model.channels or model.hidden",
+        )
+
+
+def check_precision(cfg: Config, device: torch.device) -> None:
+    """perf.amp = "bf16" on a GPU without bf16 (before Ampere, compute capability 8.0) is refused
+    before the run: its first step would fail, or run emulated and slow."""
+    if cfg.perf.amp != "bf16" or device.type != "cuda" or torch.version.hip:
+        return
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 0):
+        raise ConfigError(
+            f"{cfg.source}: perf.amp = 'bf16': {device} has no bf16 support (compute capability "
+            f"{capability[0]}.{capability[1]}; bf16 needs 8.0, Ampere or newer); fix: --set perf.amp='fp16' "
+            "(with a gradient scaler) or 'off'"
         )
 
 

@@ -256,6 +256,11 @@ class PerfConfig:
     fused: Literal["auto", True, False] = _f(
         "auto", "fused optimizer kernels for sgd, momentum, nesterov and adam: auto (on CUDA only), true or false"
     )
+    foreach: Literal["auto", True, False] = _f(
+        "auto",
+        "multi-tensor (foreach) kernels where no fused kernel is in use: auto (torch's choice: on CUDA only), "
+        "true (what a CUDA run takes, forced on the CPU too) or false (one tensor at a time)",
+    )
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ class LayerProbe:
         self.layers = layer_modules(model) if interval else []
         self.names = [name for name, _ in self.layers]
         self.params = [(i, p) for i, (_, m) in enumerate(self.layers) for p in m.parameters()]
+        # Made here, on the model's device, not inside the watched step: a tensor of host data is a
+        # copy from pageable memory there, and a sync on CUDA.
+        device = self.params[0][1].device if self.params else torch.device("cpu")
+        self.index = torch.tensor([i for i, _ in self.params], device=device)  # each parameter's layer
+        self.zero = torch.zeros((), device=device)  # the gradient norm of a parameter without one
         self.pending: torch.Tensor | None = None  # (layers, 5) on the device, not yet read
         self.readbacks = 0  # host syncs made; the tests count them
 
@@ -75,19 +80,19 @@ class LayerProbe:
 
     def _compute(self, before: list[torch.Tensor], acts: list) -> torch.Tensor:
         after = [p.detach() for _, p in self.params]
-        device = after[0].device
-        index = torch.tensor([i for i, _ in self.params], device=device)
+        device, index = after[0].device, self.index
         n = len(self.layers)
 
-        def per_layer(norms: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-            squares = torch.stack([x.float() for x in norms]) ** 2 if norms else torch.zeros(0, device=device)
-            return torch.zeros(n, device=device).index_add_(0, idx, squares).sqrt()
+        def per_layer(norms: list[torch.Tensor]) -> torch.Tensor:
+            squares = torch.stack([x.float() for x in norms]) ** 2
+            return torch.zeros(n, device=device).index_add_(0, index, squares).sqrt()
 
-        weight = per_layer(torch._foreach_norm(after), index)
-        with_grad = [(k, p.grad) for k, (_, p) in enumerate(self.params) if p.grad is not None]
-        grad_idx = index[[k for k, _ in with_grad]] if with_grad else index[:0]
-        grad = per_layer(torch._foreach_norm([g.detach() for _, g in with_grad]) if with_grad else [], grad_idx)
-        update = per_layer(torch._foreach_norm(torch._foreach_sub(after, before)), index)
+        weight = per_layer(torch._foreach_norm(after))
+        grads = [p.grad for _, p in self.params]  # a frozen parameter has none: its norm counts 0
+        with_grad = [g.detach() for g in grads if g is not None]
+        present = iter(torch._foreach_norm(with_grad) if with_grad else ())
+        grad = per_layer([next(present) if g is not None else self.zero for g in grads])
+        update = per_layer(torch._foreach_norm(torch._foreach_sub(after, before)))
         nan = torch.full((2,), math.nan, device=device)
         moments = torch.stack([a if a is not None else nan for a in acts])
         return torch.cat([torch.stack([weight, grad, update / weight.clamp_min(1e-30)], 1), moments], 1)

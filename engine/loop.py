@@ -231,17 +231,18 @@ class Engine(ThreadSession):
             outcome.on_nonfinite(self, loss)
 
     def evaluate(self) -> None:
-        """Test loss and error in eval mode, in train mode, or both (run.eval_mode, the M key). In
-        a data-parallel run rank 0 evaluates (the weights are the same on every rank)."""
+        """Test loss and error in eval mode, in train mode, or both (run.eval_mode, the M key). In a
+        data-parallel run rank 0 evaluates while the others wait, kept alive by its heartbeats."""
         if not self.is_main:
-            return
+            return distributed.wait_for_evaluation(self.dist)
         epoch = self.train.epoch + (1 if self.train.batch_in_epoch else 0)  # mid-epoch: the one under way
         t = self.trainer
         with self.clock.held():
             for mode in ("eval", "train") if t.eval_mode == "both" else (t.eval_mode,):
-                got = evaluate(self.model, self.data.test, t.runner.autocast, self.device, mode=mode)
+                test = self.data.test if self.dist is None else distributed.with_heartbeat(self.data.test, self.dist)
+                got = evaluate(self.model, test, t.runner.autocast, self.device, mode=mode)
                 if got is None:
-                    return
+                    break
                 self.report.test(epoch, got[0], got[1], t.settings(), mode=mode)
                 # best.pt follows the first mode's accuracy (eval when both): one rule per run
                 if mode == t.eval_mode.replace("both", "eval") and got[1] > self.train.best_accuracy:
@@ -249,6 +250,8 @@ class Engine(ThreadSession):
                         self.train.best_accuracy, self.train.best_epoch = got[1], epoch
                         self.save_checkpoint(best=True)
             self.report.log.flush()
+        if self.dist is not None:
+            distributed.evaluated(self.dist)
 
     def _finish(self, state: RunState, reason: str) -> None:
         """The end of every run: the final checkpoint, the logs closed with StateChanged and
@@ -283,7 +286,7 @@ class Engine(ThreadSession):
             self.lock.release()
         if self.dist is not None:
             with contextlib.suppress(Exception):
-                distributed.close()
+                distributed.close(clean=state == RunState.FINISHED)  # else NCCL is aborted, not waited for
         for ev in ended:
             self.events.append(ev)
 

@@ -48,14 +48,23 @@ def uses_fused(name: str, setting: str | bool, device_type: str) -> bool:
 
 
 def make_optimizer(
-    name: str, model: nn.Module, ocfg: OptimizerConfig, base_lr: float, device_type: str = "cpu", fused="auto"
+    name: str,
+    model: nn.Module,
+    ocfg: OptimizerConfig,
+    base_lr: float,
+    device_type: str = "cpu",
+    fused="auto",
+    foreach="auto",
 ) -> torch.optim.Optimizer:
     """A fresh optimizer over the model's groups (LBFGS: one group), fused when perf.fused says so,
-    with its momentum buffers made up front (see ensure_momentum_buffers)."""
+    else foreach as perf.foreach says, with its momentum buffers made up front (see
+    ensure_momentum_buffers)."""
     entry = registry.OPTIMIZERS[name]
     kwargs = registry.preset_hyperparameters(name, ocfg)
     if uses_fused(name, fused, device_type):
         kwargs["fused"] = True
+    elif foreach != "auto" and entry.foreach:  # "auto": torch picks (foreach on CUDA, one tensor at a time on CPU)
+        kwargs["foreach"] = bool(foreach)
     if entry.one_group:
         params = param_groups(model, ocfg, base_lr, single=True)[0]["params"]
         return registry.build(name, params, lr=base_lr, **kwargs)
@@ -82,6 +91,40 @@ def ensure_momentum_buffers(optimizer: torch.optim.Optimizer) -> torch.optim.Opt
     return optimizer
 
 
+def keep_built_settings(optimizer: torch.optim.Optimizer) -> None:
+    """After load_state_dict: every param group runs the implementation this optimizer was built
+    with (fused, foreach, capturable), not the checkpoint's.
+
+    load_state_dict takes the saved groups whole: a run saved unfused (on a CPU) and resumed where
+    fused is wanted (a GPU) kept fused=None, so with fp16 the first step raised "Expected
+    grad_scale and found_inf to be None", and without it the run went on unfused while the panel
+    said fused. A fused or capturable step keeps its step counter on the parameter's device in
+    float32 (as torch itself loads it); the others on the host, where reading it is no sync (so
+    does NAdam's mu_product, which torch's load moves to the parameter's device)."""
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach", "capturable"):
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key in ("step", "mu_product"):
+                value = state.get(key)
+                if isinstance(value, torch.Tensor):
+                    state[key] = value.to(device=p.device, dtype=torch.float32) if on_device else value.cpu()
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Every per-parameter state tensor (momentum buffer, Adam's moments) takes its parameter's
+    memory layout. load_state_dict keeps the saved one: after a resume that turned
+    perf.channels_last on, the weights were channels_last and their buffers not; CUDA's fused
+    kernels refuse that, and the CPU's fused kernel computes a wrong update."""
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def set_base_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
     for g in optimizer.param_groups:
         g["lr"] = base_lr * g.get("ratio", 1.0)
@@ -102,6 +145,8 @@ def describe(name: str, ocfg: OptimizerConfig, optimizer: torch.optim.Optimizer)
             parts.append(f"{k}=({', '.join(f'{x:g}' for x in v)})")
         else:
             parts.append(f"{k}={v:g}")
-    if optimizer.defaults.get("fused"):
+    if all(g.get("fused") for g in optimizer.param_groups):  # what the groups run, not what was asked
         parts.append("fused")
+    elif all(g.get("foreach") for g in optimizer.param_groups):
+        parts.append("foreach")
     return " ".join(parts)

@@ -32,6 +32,7 @@ class OptimizerEntry:
     path_only: dict = field(default_factory=dict)  # more keys a landscape path may set (default)
     fused: bool = False  # torch has a fused (single-kernel) implementation
     one_group: bool = False  # takes one parameter group only (LBFGS)
+    foreach: bool = True  # takes torch's foreach= (multi-tensor kernels); LBFGS does not
 
     def default(self, key: str) -> Any:
         return self.defaults.get(key, self.path_only.get(key, DEFAULTS.get(key)))
@@ -47,7 +48,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
     "rmsprop": OptimizerEntry("RMSprop", ("alpha", "eps", "weight_decay"), path_only={"momentum": 0.0}),
     "adamax": OptimizerEntry("Adamax", ("betas", "eps", "weight_decay")),
     "nadam": OptimizerEntry("NAdam", ("betas", "eps", "weight_decay")),
-    "lbfgs": OptimizerEntry("LBFGS", ("max_iter",), fixed={"history_size": 10}, one_group=True),
+    "lbfgs": OptimizerEntry("LBFGS", ("max_iter",), fixed={"history_size": 10}, one_group=True, foreach=False),
 }
 NAMES = tuple(OPTIMIZERS)
 

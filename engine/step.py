@@ -24,12 +24,17 @@ class StepRunner:
         self.model, self.device, self.distributed = model, device, distributed
         self.reduction = loss_reduction  # "sum": the batch's summed loss is what backward() sees
         self.compile = perf.compile
+        if perf.compile:
+            # Dynamo's recompile limit (8) counts every compile of the model class's forward in
+            # this process while the compiled models live: a compare series' later runs went
+            # eager. A new run starts from nothing (an earlier run's compiled code is dropped).
+            torch.compiler.reset()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = perf.cudnn_benchmark
         self.memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
         if perf.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.amp_dtype = AMP_DTYPES.get(perf.amp)
+        self.amp, self.amp_dtype = perf.amp, AMP_DTYPES.get(perf.amp)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         # DDP registers gradient hooks only for the parameters that require grad when it is built,
         # and torch.compile specialises on requires_grad: one wrapper per freeze state, built when
@@ -38,6 +43,15 @@ class StepRunner:
         # What torch.compile has traced: (freeze state, train mode, batch size). A new one means a
         # (re)compile: the engine shows the "compiling" state for that step.
         self.traced: set[tuple[bool, bool, int]] = set()
+
+    def state_dict(self) -> dict:
+        """The gradient scaler's state (its scale and growth count): a resumed fp16 run goes on at
+        the scale it had, not at 2**16 with steps skipped while it backs off again."""
+        return {"scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state.get("scaler"):  # empty: saved without fp16
+            self.scaler.load_state_dict(state["scaler"])
 
     def needs_compile(self, frozen: bool, batch: int) -> bool:
         """The next step compiles first (it takes long): a new freeze state, mode or batch size."""
@@ -61,7 +75,13 @@ class StepRunner:
         return self.variants[frozen]
 
     def sync_note(self, optimizer: torch.optim.Optimizer, name: str) -> str:
-        """Why a step with this optimizer reads a value back to the host every step, or ""."""
+        """What the run tells about stepping with this optimizer: why it reads a value back to the
+        host every step, or that perf.amp does not apply to it (LBFGS); "" when nothing."""
+        if name == "lbfgs" and self.amp_dtype is not None:
+            return (
+                f"lbfgs runs in fp32: perf.amp = '{self.amp}' does not apply to it (its closure evaluates the "
+                "loss several times per step, without a gradient scaler)"
+            )
         if self.scaler is not None and not optimizer.defaults.get("fused") and name != "lbfgs":
             return (
                 f"fp16 with {name} (no fused kernel in use): GradScaler.step reads its inf check back to the "
@@ -90,6 +110,9 @@ class StepRunner:
                 out = model(x)
                 loss = F.cross_entropy(out, y, reduction=self.reduction)
                 loss.backward()
+                for p in optimizer.param_groups[0]["params"]:  # LBFGS flattens p.grad with view(-1)
+                    if p.grad is not None and not p.grad.is_contiguous():
+                        p.grad = p.grad.contiguous()  # a channels_last weight's gradient is not
                 box[:] = [out, loss]
                 return loss
 

@@ -36,7 +36,7 @@ class Nvml:
         self.nv = pynvml
         try:
             pynvml.nvmlInit()
-            self.handles = [(f"cuda:{i}", pynvml.nvmlDeviceGetHandleByIndex(physical_index(i))) for i in indices]
+            self.handles = [(f"cuda:{i}", nvml_handle(pynvml, i)) for i in indices]
         except Exception as e:  # pynvml.NVMLError and its kinds: no driver library, no permission, ...
             raise NvmlUnavailable(f"NVML failed: {str(e) or type(e).__name__}") from None
 
@@ -63,12 +63,60 @@ def _try(read: Callable, default=NAN):
         return default
 
 
+def visible_entry(i: int) -> str:
+    """CUDA_VISIBLE_DEVICES's entry for CUDA's device i ("" when it is not set): an index, or a GPU
+    or MIG instance named by (a unique prefix of) its UUID."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[i] if i < len(visible) else ""
+
+
 def physical_index(i: int) -> int:
     """CUDA's device i as NVML numbers it: CUDA_VISIBLE_DEVICES renumbers what CUDA sees, NVML does not."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if i < len(visible) and visible[i].isdigit():
-        return int(visible[i])
-    return i
+    entry = visible_entry(i)
+    return int(entry) if entry.isdigit() else i
+
+
+def cuda_uuid(i: int) -> str | None:
+    """The UUID CUDA gives its device i, without a GPU-/MIG- prefix; None when it cannot be had."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(i).uuid)
+    except Exception:  # no CUDA, or an older torch without the field
+        return None
+    return uuid.removeprefix("GPU-").removeprefix("MIG-") or None
+
+
+def nvml_devices(nv):
+    """(handle, UUID) of every GPU NVML sees, and of every MIG instance of a GPU in MIG mode."""
+    for k in range(nv.nvmlDeviceGetCount()):
+        gpu = nv.nvmlDeviceGetHandleByIndex(k)
+        yield gpu, _text(nv.nvmlDeviceGetUUID(gpu))
+        for j in range(_try(lambda gpu=gpu: nv.nvmlDeviceGetMaxMigDeviceCount(gpu), 0)):
+            mig = _try(lambda gpu=gpu, j=j: nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, j), None)
+            if mig is not None:  # an empty slot raises NOT_FOUND
+                yield mig, _text(nv.nvmlDeviceGetUUID(mig))
+
+
+def nvml_handle(nv, i: int):
+    """NVML's handle of CUDA's device i. NVML numbers GPUs by PCI bus, CUDA fastest first unless
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, and CUDA_VISIBLE_DEVICES may name a GPU or a MIG instance by
+    UUID: the device is found by the UUID that names it (its CUDA_VISIBLE_DEVICES entry, else
+    CUDA's own), and by its index only when no UUID can be matched."""
+    entry, uuid = visible_entry(i), cuda_uuid(i)
+    wanted = [entry] if entry.startswith(("GPU-", "MIG-")) else []
+    wanted += [f"MIG-{uuid}", f"GPU-{uuid}"] if uuid else []
+    if wanted:
+        devices = _try(lambda: list(nvml_devices(nv)), [])
+        for want in wanted:
+            found = next((h for h, name in devices if name.startswith(want)), None)
+            if found is not None:
+                return found
+    return nv.nvmlDeviceGetHandleByIndex(physical_index(i))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Process:

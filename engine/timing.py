@@ -82,6 +82,11 @@ def _loop(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def warmup_seconds(device: torch.device) -> float:
+    """How long a timing first runs untimed: a GPU ramps its clocks up under load; a CPU needs one call."""
+    return CUDA_WARMUP_S if device.type == "cuda" else 0.0
+
+
 def _median_time(
     fn,
     x,
@@ -91,12 +96,14 @@ def _median_time(
     should_stop: Callable[[], bool] | None,
     progress: Callable[[int], None] | None = None,
     offset: int = 0,
+    warm_s: float | None = None,
 ) -> float:
     """Median seconds of `repeats` calls of fn(x, w, y), after a warm-up: one call on the CPU
     (first-call allocations, lazy init); on CUDA, calls for CUDA_WARMUP_S, so that the GPU is
-    timed at its working clocks, not at idle. CUDA times come from CUDA events on the device."""
+    timed at its working clocks, not at idle (warm_s: another length, 0 for a warm device).
+    CUDA times come from CUDA events on the device."""
     cuda = x.device.type == "cuda"
-    warm_until = time.perf_counter() + (CUDA_WARMUP_S if cuda else 0.0)
+    warm_until = time.perf_counter() + (warmup_seconds(x.device) if warm_s is None else warm_s)
     while True:
         if should_stop is not None and should_stop():
             raise TimingAborted
@@ -188,10 +195,10 @@ def sweep(
     batch_sizes = default_batch_sizes(n) if batch_sizes is None else sorted(set(batch_sizes))
     x_all, w = _operands(dev, (max(batch_sizes), m, d))
     rows = []
-    for b in batch_sizes:
+    for i, b in enumerate(batch_sizes):
         x = x_all[:b]
         y = torch.empty(b, m, device=dev)
-        tb = _median_time(_batch, x, w, y, repeats, should_stop)
-        tl = _median_time(_loop, x, w, y, repeats, should_stop)
+        tb = _median_time(_batch, x, w, y, repeats, should_stop, warm_s=None if i == 0 else 0.0)  # warm once
+        tl = _median_time(_loop, x, w, y, repeats, should_stop, warm_s=0.0)
         rows.append((b, tb / b, tl / b))
     return rows

@@ -14,7 +14,7 @@ from . import models
 from .config import Config
 from .errors import CheckpointError
 from .metrics import Settings
-from .optim import describe, ensure_momentum_buffers, make_optimizer, set_base_lr
+from .optim import describe, ensure_momentum_buffers, keep_built_settings, make_optimizer, match_layouts, set_base_lr
 from .state import TrainState
 from .step import StepRunner
 
@@ -57,8 +57,10 @@ class Trainer:
         return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode, eval_mode=self.eval_mode)
 
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        return make_optimizer(name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, cfg.perf.fused)
+        cfg, perf = self.cfg, self.cfg.perf
+        return make_optimizer(
+            name, self.model, cfg.optimizer, self.train.base_lr, self.device.type, perf.fused, perf.foreach
+        )
 
     def describe_optimizer(self) -> str:
         return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
@@ -121,6 +123,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "train": self.train.state_dict(),
             "frozen": self.frozen,
+            "runner": self.runner.state_dict(),  # the gradient scaler's scale
             # the run's own GPU only: a checkpoint must resume on a machine with fewer GPUs
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -150,7 +153,10 @@ class Trainer:
                 f"{run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
                 "fix: resume with the run's own optimizer settings"
             ) from None
+        keep_built_settings(self.optimizer)  # fused/foreach as built here, not as saved
+        match_layouts(self.optimizer)  # buffers in the weights' layout (perf.channels_last changed)
         ensure_momentum_buffers(self.optimizer)  # a checkpoint of an older deeptui may lack some
+        self.runner.load_state_dict(payload.get("runner") or {})  # older checkpoints have none
         self.model.train(self.train.mode == "train")
         self.last_loss = None  # the restored model has not been measured yet
         torch.set_rng_state(payload["rng"]["torch"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,13 +13,15 @@ from deeptui.engine import events as E
 from deeptui.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The device of the engine tests' tiny preset: benchmarks/gpu_check.sh runs some of them with cuda.
+TEST_DEVICE = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")
 
-TINY = """
+TINY = f"""
 [run]
 name = "tiny"
 epochs = 2
 seed = 0
-device = "cpu"
+device = "{TEST_DEVICE}"
 auto_timing = false
 [data]
 dataset = "shapes"

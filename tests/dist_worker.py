@@ -1,12 +1,16 @@
-"""One rank of a data-parallel test run (started by torchrun from tests/test_distributed.py).
+"""One rank of a data-parallel test run (started by torchrun from tests/test_distributed.py and
+benchmarks/gpu_check.sh).
 
 mode "steer": a fused fp16 momentum run with crop+flip; rank 0 switches the optimizer and
 unfreezes the features mid-run, then saves a checkpoint and restores it. mode "factory": the same
 steering on presets/own_model.toml (examples/stripes.py's model and data, model.freeze's
-modules). mode "nan": the learning
-rate makes the loss non-finite; rank 0 is watched by a dashboard (on_nan = "auto" pauses there)
-and its user stops the run once it has paused. Every rank then writes what its own engine ended
-with to <out>/rank<N>.json."""
+modules). mode "nan": the learning rate makes the loss non-finite; rank 0 is watched by a
+dashboard (on_nan = "auto" pauses there) and its user stops the run once it has paused. mode
+"stopped": rank 0's user stops the run mid-run (a run that did not finish: gpu_check.sh's test).
+mode "slow_eval": rank 0's evaluation of the test set takes longer than run.collective_timeout_s.
+
+Every rank then writes what its own engine ended with to <out>/rank<N>.json, and exits 1 when
+its run did not end as its mode expects (finished; stopped for "nan")."""
 
 from __future__ import annotations
 
@@ -38,10 +42,31 @@ MODES = {
     ],
     "nan": ["optimizer.lr=1e30", "run.on_nan='auto'"],
     "factory": ["data.n_train=200", "data.n_test=40", "data.batch_size=20", "log.system_seconds=0"],
+    "stopped": [],  # rank 0's user stops the run mid-run: a run that did not finish
+    # rank 0's evaluation (8 test batches, slowed to 1 s each) outlasts the collective timeout
+    "slow_eval": ["run.epochs=2", "run.collective_timeout_s=4", "data.test_batch_size=8", "log.system_seconds=0"],
 }
+SLOW_BATCH_S = 1.0
 
 
-def main(out: Path, mode: str) -> None:
+class SlowBatches:
+    """A test set whose batches take SLOW_BATCH_S each; `seconds` is how long the last pass took."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        t0 = time.monotonic()
+        for batch in self.inner:
+            time.sleep(SLOW_BATCH_S)
+            yield batch
+        self.seconds = time.monotonic() - t0
+
+
+def main(out: Path, mode: str) -> str:
     device = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")  # benchmarks/gpu_check.sh: cuda (NCCL)
     common = ["run.epochs=1", "log.interval=2", f"run.device='{device}'", *MODES[mode]]
     if mode == "factory":
@@ -77,14 +102,22 @@ def main(out: Path, mode: str) -> None:
         eng.send(C.SaveCheckpoint())
         eng.send(C.RestoreCheckpoint())
 
+    def stop_mid_run():
+        while eng.train.step < 3:
+            time.sleep(0.005)
+        eng.send(C.Stop(reason="the user stopped the run"))
+
     def stop_when_paused():  # rank 0's user sees the pause (the NaN dialog) and stops the run
         while eng.state != "paused":
             time.sleep(0.005)
         eng.send(C.Stop(reason="user stopped after the non-finite loss"))
 
-    if eng.is_main:
+    if eng.is_main and mode == "slow_eval":
+        eng.data.test = SlowBatches(eng.data.test)
+    elif eng.is_main:
         eng.interactive = mode == "nan"  # a dashboard watches rank 0 only
-        threading.Thread(target=stop_when_paused if mode == "nan" else steer, daemon=True).start()
+        user = {"nan": stop_when_paused, "stopped": stop_mid_run}.get(mode, steer)
+        threading.Thread(target=user, daemon=True).start()
     eng.run()
     evs = eng.events.read(0)[0]
     applied = {e.command: e.step for e in evs if isinstance(e, E.CommandApplied)}
@@ -106,10 +139,17 @@ def main(out: Path, mode: str) -> None:
                 "finite": all(bool(p.isfinite().all()) for p in eng.model.parameters()),
                 "broadcasts": broadcasts,
                 "checkpoint_loads": loads,
+                "evaluation_s": getattr(eng.data.test, "seconds", None),
             }
         )
     )
+    return eng.final_state
+
+
+EXPECTED = {"nan": "stopped"}  # how each mode's run ends; any other end is this rank's exit 1
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "steer")
+    mode = sys.argv[2] if len(sys.argv) > 2 else "steer"
+    state = main(Path(sys.argv[1]), mode)
+    sys.exit(0 if state == EXPECTED.get(mode, "finished") else 1)

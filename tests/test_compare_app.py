@@ -4,6 +4,9 @@ run is live; q mid-series stops the live run and starts no other."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from deeptui.engine import commands as C
@@ -48,6 +51,7 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
             lambda: "run 1/2: batch_size=20" in text(app, "#header") and "paused" in text(app, "#header"),
             what="run 1 paused",
         )
+        first = weakref.ref(app.session)
         assert "batch_size=20  ‖ paused" in text(app, "#runs")  # live and paused, the other waiting
         assert "batch_size=100 · waiting" in text(app, "#runs")
         await pilot.press("space")
@@ -57,6 +61,8 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
             what="run 2 paused",
         )
         assert "batch_size=20  ✓" in text(app, "#runs")
+        gc.collect()
+        assert first() is None  # the app let the finished run's engine, model and data go
         await pilot.press("p")
         await until(pilot, lambda: "finished" in text(app, "#header"), what="run 2 finished")
         await until(pilot, lambda: "batch_size=100 ✓" in text(app, "#runs"), what="runs panel")
@@ -113,3 +119,34 @@ async def test_a_run_that_cannot_start_ends_the_series_with_exit_1(tmp_path):
         await pilot.press("q")
     assert app.states == ["finished", "failed"] and app.exit_code() == 1
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+async def test_a_finished_run_of_the_series_is_let_go(monkeypatch, tmp_path):
+    """Bug: a compare series kept every finished run's engine, model and on-device data set (about
+    176 MiB of CIFAR-10 each) until the dashboard exited: each run's control server, kept for the
+    exit, held its engine. The dashboard is stood in for by what it does with make_engine (the
+    app itself keeps no finished engine: test_runs_one_after_another_and_overlays_their_curves)."""
+    from deeptui.tui import compare_app, runner
+    from deeptui.tui.cli import build_parser
+
+    let_go = []
+
+    def dashboard(runs, make_engine, key, servers):
+        first = make_engine(runs[0][1])
+        first.start()
+        assert first.wait_finished(60)
+        first = weakref.ref(first)
+        second = make_engine(runs[1][1])  # the next run is built once the live one has ended
+        gc.collect()
+        let_go.append(first() is None)
+        second.start()
+        assert second.wait_finished(60)
+        for server in servers:
+            server.close()
+        return 0
+
+    monkeypatch.setattr(compare_app, "run_compare_dashboard", dashboard)
+    monkeypatch.setattr(runner, "wants_dashboard", lambda args: True)
+    args = build_parser().parse_args([PRESET, "--log-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path)])
+    assert runner.run_compare(load_config(PRESET, TINY), args) == 0
+    assert let_go == [True]

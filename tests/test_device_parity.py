@@ -1,15 +1,18 @@
-"""Every branch a GPU user takes, run on the CPU: fused optimizers (perf.fused), autocast in bf16
-and fp16 (with torch.amp.GradScaler("cpu")), crop+flip augmentation, both loaders, torch.compile.
+"""Every branch a GPU user takes, run on the CPU: fused optimizers (perf.fused), the multi-tensor
+kernels CUDA takes unfused (perf.foreach = true, forced: the CPU's default loops one tensor at a
+time), autocast in bf16 and fp16 (with torch.amp.GradScaler("cpu")), crop+flip augmentation, both
+loaders, torch.compile, LBFGS under channels_last.
 
 Each case trains a small Monster through a scheduled freeze -> unfreeze and an optimizer switch
-mid-run, and must: stay finite, end "finished", give the same weights fused and unfused (the math
-is the same), and make no host sync inside a training step, except where the README says a step
-reads a value back (LBFGS; fp16 with an optimizer that has no fused kernel). On a GPU the same
-cases run with DEEPTUI_TEST_DEVICE=cuda (benchmarks/gpu_check.sh does).
+mid-run, and must: stay finite, end "finished", give the same weights fused, foreach and (in fp32)
+one tensor at a time (the math is the same), and make no host sync inside a training step, except
+where the README says a step reads a value back (LBFGS; fp16 with an optimizer that has no fused
+kernel). On a GPU the same cases run with DEEPTUI_TEST_DEVICE=cuda (benchmarks/gpu_check.sh does).
 
-The default run takes the matrix over precision x optimizer x fused with the in-memory loader,
-and the DataLoader path for a few cases; the full matrix (both loaders everywhere, and a real
-inductor compile) runs with:  DEEPTUI_FULL_MATRIX=1 .venv/bin/python -m pytest tests/test_device_parity.py
+The default run takes the matrix over precision x optimizer x (foreach, fused) with the in-memory
+loader, and the DataLoader path for a few cases; the full matrix (both loaders everywhere, the
+single-tensor loops in every precision, and a real inductor compile) runs with:
+DEEPTUI_FULL_MATRIX=1 .venv/bin/python -m pytest tests/test_device_parity.py
 """
 
 from __future__ import annotations
@@ -26,11 +29,17 @@ from deeptui.engine import commands as C
 from deeptui.engine import events as E
 from deeptui.engine.build import build_engine
 from deeptui.engine.registry import OPTIMIZERS
-from tests.conftest import SYNC_METHODS, tiny_config
+from tests.conftest import SYNC_METHODS, TEST_DEVICE, tiny_config
 
 FULL = os.environ.get("DEEPTUI_FULL_MATRIX") == "1"
-# The same cases on a GPU (benchmarks/gpu_check.sh): DEEPTUI_TEST_DEVICE=cuda
-DEVICE = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")
+# The same cases on a GPU (benchmarks/gpu_check.sh): DEEPTUI_TEST_DEVICE=cuda. Two kernels give the
+# same weights there only without TF32 and with cuDNN's deterministic algorithms (the backward of
+# a convolution may otherwise sum in another order each run); perf.cudnn_benchmark is off below.
+DEVICE = TEST_DEVICE
+if DEVICE == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
 PARITY = f"""
 [run]
 name = "parity"
@@ -57,6 +66,8 @@ lr = 0.02
 freeze_features_epochs = 1
 [log]
 interval = 4
+[perf]
+cudnn_benchmark = false
 """
 SWITCH_AT = 12  # asked during step 12 (mid epoch 2, after the unfreeze at 8), applied before step 13
 SWITCH_TO = {
@@ -126,7 +137,7 @@ def expected_syncs(amp: str, name: str, fused: bool, optimizer: str) -> str:
     return "none"
 
 
-def check_case(amp, name, fused, eng, events, per_step):
+def check_case(amp, name, fused, eng, events, per_step, foreach: bool = False):
     errors = [e.message for e in events if isinstance(e, E.RunError)]
     assert eng.final_state == "finished", errors
     losses = [e.loss for e in events if isinstance(e, E.StepMetrics)]
@@ -135,9 +146,10 @@ def check_case(amp, name, fused, eng, events, per_step):
     assert any(isinstance(e, E.ScheduleAction) and e.action == "unfreeze" for e in events)
     switched = [e for e in events if isinstance(e, E.CommandApplied) and e.command == "SwitchOptimizer"]
     assert len(switched) == 1 and switched[0].step == SWITCH_AT + 1
-    uses_fused = {e.optimizer: "fused" in e.optimizer_params for e in events if isinstance(e, E.StateChanged)}
-    for opt, is_fused in uses_fused.items():
-        assert is_fused == (fused and OPTIMIZERS[opt].fused), (opt, uses_fused)
+    params = {e.optimizer: e.optimizer_params.split() for e in events if isinstance(e, E.StateChanged)}
+    for opt, said in params.items():
+        assert ("fused" in said) == (fused and OPTIMIZERS[opt].fused), (opt, params)
+        assert ("foreach" in said) == (foreach and "fused" not in said and OPTIMIZERS[opt].foreach), (opt, params)
     # host syncs inside each step: before the switch with the first optimizer, after it with the second
     for i, n in enumerate(per_step):
         opt = name if i <= SWITCH_AT else SWITCH_TO[name]
@@ -197,23 +209,30 @@ LOADERS = ["memory", "dataloader"] if FULL else ["memory"]
 @pytest.mark.parametrize("loader", LOADERS)
 @pytest.mark.parametrize("amp,name", MATRIX, ids=[f"{a}-{n}" for a, n in MATRIX])
 def test_a_device_branch_trains_through_unfreeze_and_switch(amp, name, loader):
-    eng, events, per_step = run_case(amp, name, False, loader)
-    check_case(amp, name, False, eng, events, per_step)
+    """Unfused with foreach forced (CUDA's unfused path), fused where there is a kernel, and the
+    CPU's own single-tensor loops (fp32; every precision in the full matrix): the same weights."""
+    eng, events, per_step = run_case(amp, name, False, loader, "perf.foreach=true")
+    check_case(amp, name, False, eng, events, per_step, foreach=True)
+    adam_steps = SWITCH_AT if name == "adam" else eng.train.step - SWITCH_AT if SWITCH_TO[name] == "adam" else 0
+    if amp == "off" or FULL:
+        loop_eng, loop_events, loop_steps = run_case(amp, name, False, loader, "perf.foreach=false")
+        check_case(amp, name, False, loop_eng, loop_events, loop_steps)
+        assert_same_weights(weights(loop_eng), weights(eng), amp, adam_steps)
     if not (OPTIMIZERS[name].fused or OPTIMIZERS[SWITCH_TO[name]].fused):
         return
-    fused_eng, fused_events, fused_steps = run_case(amp, name, True, loader)
-    check_case(amp, name, True, fused_eng, fused_events, fused_steps)
-    adam_steps = SWITCH_AT if name == "adam" else eng.train.step - SWITCH_AT if SWITCH_TO[name] == "adam" else 0
+    fused_eng, fused_events, fused_steps = run_case(amp, name, True, loader, "perf.foreach=true")
+    check_case(amp, name, True, fused_eng, fused_events, fused_steps, foreach=True)
     assert_same_weights(weights(eng), weights(fused_eng), amp, adam_steps)
 
 
 @pytest.mark.parametrize("amp,name", [("off", "momentum"), ("fp16", "adam")], ids=["fp32-momentum", "fp16-adam"])
 def test_the_dataloader_path_takes_the_same_branches(amp, name):
     """The DataLoader path (torchvision's own crop and flip, so other random crops than the memory
-    loader's) through the same freeze, switch and fused fp16 steps."""
+    loader's) with 2 worker processes (persistent; pinned memory on CUDA) through the same
+    freeze, switch and fused fp16 steps."""
     if FULL:
         pytest.skip("the full matrix runs every case on both loaders")
-    dl, dl_events, dl_steps = run_case(amp, name, True, "dataloader")
+    dl, dl_events, dl_steps = run_case(amp, name, True, "dataloader", "data.num_workers=2")
     check_case(amp, name, True, dl, dl_events, dl_steps)
 
 
@@ -364,3 +383,49 @@ def test_the_quickstart_with_fused_momentum_trains_through_its_unfreeze(amp, tmp
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[4]) for r in rows]
     assert len(losses) >= 4 and all(math.isfinite(v) for v in losses), rows
+
+
+def test_lbfgs_trains_under_channels_last(make_engine):
+    """Bug: LBFGS flattens each gradient with view(-1), which a channels_last weight's gradient
+    refuses: with perf.channels_last = true the o key's cycle reaches lbfgs (both shipped presets
+    offer it) and the run crashed at its first LBFGS step."""
+    eng = make_engine("perf.channels_last=true", "optimizer.name='momentum'", "run.max_steps=3")
+    eng.send(C.SwitchOptimizer(name="lbfgs"))  # applied before the first step
+    eng.run()
+    events = eng.events.read(0)[0]
+    assert eng.final_state == "finished", [e.message for e in events if isinstance(e, E.RunError)]
+    assert eng.train.optimizer == "lbfgs" and eng.train.step == 3
+    assert all(torch.isfinite(p).all() for p in eng.model.parameters())
+
+
+def test_each_engine_of_a_series_compiles_its_own_model(make_engine, monkeypatch):
+    """Bug: Dynamo's recompile limit (8) counts the compiles of every engine in the process while
+    the earlier ones live (a compare series' dashboard keeps them; each torch.compile brings a new
+    backend, a recompile of the same forward): the later runs of a series ran eager while the
+    dashboard said "compiling", and the series compared eager with compiled. Here the limit is 2
+    and the series has 3 runs, every engine kept."""
+    torch.compiler.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    compiles: list[int] = []
+    box = {}
+    monkeypatch.setattr(torch, "compile", counting_compile(compiles, lambda: box["eng"]))
+    for run in range(3):
+        box["eng"] = eng = make_engine(
+            "perf.compile=true", "run.max_steps=1", "model.blocks=1", "schedule.freeze_features_epochs=0"
+        )
+        eng.run()
+        assert eng.final_state == "finished"
+        assert len(compiles) == run + 1, compiles  # this run's first step compiled, not eager
+
+
+def test_lbfgs_says_it_runs_without_amp(make_engine):
+    """Bug: LBFGS's closure runs in fp32, and perf.amp was silently not applied to it."""
+    eng = make_engine("optimizer.name='lbfgs'", "perf.amp='bf16'", "run.max_steps=1")
+    eng.send(C.SwitchOptimizer(name="momentum"))
+    eng.send(C.SwitchOptimizer(name="lbfgs"))
+    eng.run()
+    events = eng.events.read(0)[0]
+    warnings = [e.message for e in events if isinstance(e, E.Warning)]
+    assert any("lbfgs runs in fp32: perf.amp = 'bf16' does not apply to it" in w for w in warnings), warnings
+    applied = [e.detail for e in events if isinstance(e, E.CommandApplied) and e.command == "SwitchOptimizer"]
+    assert "perf.amp" not in applied[0] and "lbfgs runs in fp32" in applied[1], applied

@@ -142,6 +142,16 @@ def test_a_non_finite_loss_pauses_every_rank_when_rank_0_has_a_dashboard(tmp_pat
     assert r0["step"] == r1["step"]
 
 
+def test_an_evaluation_longer_than_the_collective_timeout_keeps_the_run(tmp_path):
+    """Bug: rank 0 evaluates alone while the others wait for it in a collective; a test set that
+    took longer than run.collective_timeout_s (60 s by default) ended the run on every rank."""
+    r0, r1 = two_ranks(tmp_path, "slow_eval")
+    assert r0["evaluation_s"] > 4  # run.collective_timeout_s
+    for r in (r0, r1):
+        assert r["final_state"] == "finished" and not r["errors"], r
+    assert r0["step"] == r1["step"]
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]

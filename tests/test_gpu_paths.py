@@ -152,3 +152,87 @@ def test_the_lecture_baseline_runs_in_pytorchs_default_state(monkeypatch, tmp_pa
     torch.backends.cudnn.benchmark = True  # as an engine run on CUDA leaves it
     train_speed.lecture_loop(tmp_path, torch.device("cpu"), steps=1, warmup=1, blocks=1, workers=0)
     assert seen and not any(seen)
+
+
+@pytest.mark.parametrize("state,want", [("finished", "destroy"), ("failed", "abort"), ("stopped", "abort")])
+def test_a_run_that_did_not_finish_aborts_nccl_instead_of_waiting_for_a_dead_rank(
+    make_engine, monkeypatch, state, want
+):
+    """Bug: after a rank died under NCCL, rank 0 could hang in destroy_process_group, waiting for
+    the dead peer until NCCL's watchdog aborted it. A run that did not finish (failed, or stopped:
+    the launcher's SIGTERM when a rank dies) aborts the process group instead."""
+    import torch.distributed as dist
+
+    from deeptui.engine import distributed
+    from deeptui.engine.state import RunState
+
+    eng = make_engine("run.max_steps=1")
+    eng.run()
+    ended = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: ended.append("destroy"))
+    monkeypatch.setattr(dist.distributed_c10d, "_abort_process_group", lambda group=None: ended.append("abort"))
+    eng.dist = distributed.DistInfo(rank=0, world=2, local_rank=0)
+    eng._finish(RunState(state), "")  # the end of every run
+    assert ended == [want]
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_before_the_run(monkeypatch, capsys, tmp_path):
+    """Bug: perf.amp = "bf16" on a GPU without bf16 (before Ampere) started the run and failed at
+    its first step (or ran emulated, slowly); it is refused before anything is made."""
+    import deeptui.engine.build as build
+
+    monkeypatch.setattr(build, "resolve_device", lambda spec: torch.device("cuda", 1))
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (7, 5))
+    code = main([QUICK, "--headless", "--log-dir", str(tmp_path), "--set", "perf.amp='bf16'"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and asked == [torch.device("cuda", 1)], err
+    assert err == [
+        f"deeptui: {QUICK}: perf.amp = 'bf16': cuda:1 has no bf16 support (compute capability 7.5; bf16 needs "
+        "8.0, Ampere or newer); fix: --set perf.amp='fp16' (with a gradient scaler) or 'off'"
+    ]
+    assert not list(tmp_path.iterdir())
+
+
+def test_torchrun_with_more_ranks_than_gpus_is_refused_in_one_line(monkeypatch, capsys, tmp_path):
+    """Bug: only --nproc was checked: plain `torchrun --nproc-per-node 2 -m deeptui` on a 1-GPU
+    machine ended rank 1 in a raw traceback from torch.cuda.set_device. Every rank refuses it
+    before waiting for the others; rank 0 prints the line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "set_device", lambda d: pytest.fail("rank 0 went on, to wait for a rank that cannot start")
+    )
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    code = main([QUICK, "--headless", "--device", "cuda", "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "deeptui: torchrun started 2 processes on this machine, which has 1 GPU(s), one per process; fix: "
+        "torchrun --nproc-per-node 1 (or deeptui --nproc 1), or --device cpu"
+    ], err
+
+
+def test_a_sweep_warms_the_device_up_once(monkeypatch):
+    """Bug: `bench --sweep` warmed a GPU up for CUDA_WARMUP_S at each of its 12 batch sizes (12 s
+    of the sweep); the device is warm after the first. Here the CPU is given a 0.3 s warm-up."""
+    calls: dict[int, int] = {}
+    real_batch, real_loop = timing._batch, timing._loop
+
+    def counting(real):
+        def fn(x, w, y):
+            calls[x.shape[0]] = calls.get(x.shape[0], 0) + 1
+            return real(x, w, y)
+
+        return fn
+
+    monkeypatch.setattr(timing, "warmup_seconds", lambda device: 0.3)
+    monkeypatch.setattr(timing, "_batch", counting(real_batch))
+    monkeypatch.setattr(timing, "_loop", counting(real_loop))
+    rows = timing.sweep("cpu", batch_sizes=[1, 2, 4], repeats=3, sizes=(4, 8, 8))
+    assert [r[0] for r in rows] == [1, 2, 4]
+    assert calls[1] > 2 * (1 + 3)  # the first size: the warm-up, then 3 timed runs of each form
+    assert calls[2] == calls[4] == 2 * (1 + 3)  # then one first call and 3 timed runs each

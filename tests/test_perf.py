@@ -50,3 +50,35 @@ def test_compile_keeps_a_variant_per_freeze_state(make_engine, monkeypatch):
     states = [e.state for e in r.seen if isinstance(e, E.StateChanged)]
     assert states.count("compiling") == 2
     assert states[states.index("compiling") + 1] == "running"
+
+
+def test_a_watched_step_makes_no_tensor_from_host_data(make_engine, monkeypatch):
+    """Bug: the layer probe built two tensors from Python lists inside the watched step (each
+    parameter's layer, and which parameters have a gradient): on CUDA each is a copy from pageable
+    host memory, a sync every log.layers_interval steps. aten.lift_fresh is the op that makes a
+    tensor of host data: a watched step may dispatch no more of them than a plain step. The
+    features are frozen, so only some parameters have a gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostData(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            HostData.count += func is torch.ops.aten.lift_fresh.default
+            return func(*args, **(kwargs or {}))
+
+    eng = make_engine("log.layers_interval=2", "run.max_steps=4", "run.epochs=1")
+    assert eng.trainer.frozen
+    per_step = []
+    real_step = type(eng)._train_step
+
+    def step(self, x, y):
+        before = HostData.count
+        with HostData():
+            real_step(self, x, y)
+        per_step.append(HostData.count - before)
+
+    monkeypatch.setattr(type(eng), "_train_step", step)
+    eng.run()
+    assert eng.layers.readbacks == 2  # steps 2 and 4 were watched
+    assert per_step[1] == per_step[0] and per_step[3] == per_step[2], per_step

@@ -177,3 +177,63 @@ def test_ls_shows_a_live_runs_machine(make_engine, tmp_path, capsys):
         srv.close()
     assert ls_main(["--log-dir", str(eng.run_dir.parent)]) == 0
     assert "machine" not in capsys.readouterr().out  # a run that has ended has no live figures
+
+
+class UuidNvml(FakeNvml):
+    """NVML numbering two GPUs by PCI bus, the second in MIG mode with two instances; a handle's
+    utilisation reads 40 + the handle, so each reading says which device it came from."""
+
+    UUIDS = {
+        0: "GPU-0a0a0a0a-0000-0000-0000-000000000000",
+        1: "GPU-1b1b1b1b-1111-1111-1111-111111111111",
+        10: "MIG-2c2c2c2c-2222-2222-2222-222222222222",
+        11: "MIG-3d3d3d3d-3333-3333-3333-333333333333",
+    }
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetUUID(self, h):
+        return self.UUIDS[h]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, h):
+        if h == 0:
+            raise self.NVMLError("Not Supported")
+        return 2
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h, j):
+        return 10 + j
+
+
+@pytest.mark.parametrize(
+    "visible,cuda_uuids,want",
+    [
+        ("MIG-3d3d3d3d-3333-3333-3333-333333333333", {}, [11]),  # a MIG instance: not GPU 0, not its parent
+        ("GPU-1b1b1b1b", {}, [1]),  # a GPU by (a prefix of) its UUID
+        (None, {0: "1b1b1b1b-1111-1111-1111-111111111111", 1: "0a0a0a0a-0000-0000-0000-000000000000"}, [1, 0]),
+    ],
+    ids=["mig-uuid", "gpu-uuid-prefix", "cuda-order-not-pci-order"],
+)
+def test_the_strip_reads_the_gpu_the_run_uses(monkeypatch, visible, cuda_uuids, want):
+    """Bug: with CUDA_VISIBLE_DEVICES holding a GPU or MIG UUID the strip read NVML's device 0 (another
+    card, or the MIG instance's parent), and where CUDA numbers devices fastest first while NVML goes
+    by PCI bus, it read the other card."""
+    import torch
+
+    from deeptui.engine.system import Nvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", UuidNvml())
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+    def properties(i):
+        if i not in cuda_uuids:
+            raise RuntimeError("no CUDA here")
+        return types.SimpleNamespace(uuid=cuda_uuids[i])
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    readings = Nvml(list(range(len(want)))).read()
+    assert [r[1] - 40 for r in readings] == want
+    assert [r[0] for r in readings] == [f"cuda:{i}" for i in range(len(want))]

@@ -163,9 +163,12 @@ def run_compare(cfg, args) -> int:
         return 0
     from .compare_app import run_compare_dashboard
 
-    servers: list[ControlServer] = []
+    servers: list[ControlServer] = []  # the live run's; the app closes what is left on exit
 
     def make_engine(one):
+        for server in servers:  # the run before has ended: its socket goes, and with it the last
+            server.close()  # hold on its engine, model and on-device data set
+        servers.clear()
         engine = build_in_thread(one, data_root=data_root, log_dir=one.log.dir)
         remember(engine.run_dir)
         server = serve(engine)
