@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its newest finite checkpoint (a run directory, or a .pt file of one)",
     )
     p.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="with --resume: run the code the run directory's config.toml names (model.factory, "
+        "data.factory, run.notify_command); without it, deeptui refuses a run directory that names code",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         metavar="N",

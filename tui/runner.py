@@ -16,7 +16,7 @@ from deeptui.engine.remote.wire import SOCKET_NAME
 from deeptui.engine.runlog import new_run_dir, write_config
 
 from .headless import HeadlessPrinter, run_headless
-from .options import fail, find_preset, log_dir_of, overrides, wants_dashboard
+from .options import fail, find_preset, log_dir_of, overrides, resume_config, wants_dashboard
 from .runs import remember
 
 
@@ -78,20 +78,6 @@ def run_launched_dashboard(args, cfg) -> int:
     finally:
         for server in servers:
             server.close()
-
-
-def resume_config(args):
-    """The config a --resume runs with: the run's own resolved config.toml, or the preset given
-    (which must be the same preset), with the flags' overrides."""
-    target = Path(args.resume)
-    run_dir = target if target.is_dir() else target.parent
-    if not target.exists() or not (args.preset or (run_dir / "config.toml").is_file()):
-        raise CheckpointError(
-            f"{target}: no checkpoint to resume from (no such run directory, or it has no config.toml); "
-            "fix: pass a run directory that deeptui made (deeptui ls lists them)"
-        )
-    preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
-    return load_config(preset, overrides(args))
 
 
 def start_engine(args, cfg, say=print, stage=lambda text: None):
