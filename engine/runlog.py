@@ -72,7 +72,9 @@ def open_private(path: Path, append: bool = True):
                 f"{path}: is a symbolic link; fix: remove it (deeptui writes run files only where they are)"
             ) from None
         raise
-    return os.fdopen(fd, "a" if append else "w", newline="", encoding="utf-8")
+    return os.fdopen(
+        fd, "a" if append else "w", newline="", encoding="utf-8", errors="surrogateescape"
+    )  # a path's bytes as they are
 
 
 def open_run_file(run_dir: Path, name: str, append: bool = True):

@@ -12,6 +12,7 @@ from deeptui.engine.commands import Stop
 from deeptui.engine.errors import SIGNAL_EXIT, exit_code, stop_signals
 from deeptui.engine.system import summary as machine_summary
 
+from .options import printable
 from .summary import summary_lines
 from .view import RunView
 
@@ -40,7 +41,7 @@ class HeadlessPrinter:
         if self.quiet or self.closed:
             return
         try:
-            print(text, file=self.out, flush=True)
+            print(printable(text), file=self.out, flush=True)
         except BrokenPipeError:
             self.closed = True
             silence(self.out)

@@ -22,12 +22,18 @@ def fail(message: str, code: int = EXIT_SETUP) -> int:
     return the exit code."""
     if os.environ.get("RANK", "0") != "0":
         return code
-    one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # user text may hold newlines
+    one_line = printable(message.replace("\r", "\\r").replace("\n", "\\n"))  # user text may hold newlines
     try:
         print(f"deeptui: {one_line}", file=sys.stderr)
     except (BrokenPipeError, ValueError, AttributeError):  # nobody reads stderr: the exit code still tells
         pass
     return code
+
+
+def printable(text: str) -> str:
+    """Text for the terminal: a path's bytes that are not UTF-8 (kept by Python as surrogates)
+    become U+FFFD instead of an encoding error."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def find_preset(name: str | None) -> str:
