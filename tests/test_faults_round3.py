@@ -4,14 +4,21 @@ exit code and one line, nothing run, nothing written outside the run directory."
 
 from __future__ import annotations
 
+import csv
+import errno
+import fcntl
+import io
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from deeptui.engine.errors import EXIT_OUTPUT
 from deeptui.tui.cli import main
+from deeptui.tui.headless import HeadlessPrinter, run_headless
 from tests.conftest import ROOT
 
 QUICK = str(ROOT / "presets" / "quickstart.toml")
@@ -210,3 +217,66 @@ def test_a_series_or_a_landscape_given_resume_is_refused(finished, tmp_path, cap
     logs = tmp_path / "logs"
     err = one_line(capsys, main([preset, "--resume", str(finished), "--log-dir", str(logs), "--headless"]))
     assert "--resume" in err and not logs.exists()
+
+
+# ---- 5. an output that cannot be written stops the run as a signal does ------------------------
+
+
+class FailingOutput(io.StringIO):
+    """A standard output whose writes fail after `lines` lines, as a full disk or a dead terminal's."""
+
+    def __init__(self, lines: int, err: int):
+        super().__init__()
+        self.left, self.err = lines, err
+
+    def write(self, text: str) -> int:
+        if self.left <= 0:
+            raise OSError(self.err, os.strerror(self.err))
+        self.left -= text.count("\n")
+        return super().write(text)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+def test_an_output_that_fails_mid_run_stops_it_with_a_checkpoint_and_exit_74(make_engine, capsys, err):
+    eng = make_engine("run.epochs=1000", "log.interval=1")
+    printer = HeadlessPrinter(out=FailingOutput(3, err))
+    assert run_headless(eng, printer) == EXIT_OUTPUT == 74
+    assert eng.final_state == "stopped" and (eng.run_dir / "last.pt").is_file()
+    last = list(csv.DictReader(open(eng.run_dir / "events.csv")))[-1]
+    assert last["event"] == "stopped" and os.strerror(err) in last["detail"], last
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "cannot be written" in said and str(eng.run_dir) in said, said
+
+
+def test_an_output_to_a_full_device_is_one_line_and_exit_74(tmp_path):
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [sys.executable, "-m", "deeptui", QUICK, *SMALL, "--log-dir", str(tmp_path / "runs"), "--max-steps", "4"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=240,
+        )
+    assert out.returncode == 74, out.stderr
+    assert out.stderr.count("\n") == 1 and "cannot be written (No space left on device)" in out.stderr, out.stderr
+
+
+@pytest.mark.e2e
+def test_a_reader_that_stops_reading_stops_the_run_with_a_checkpoint(tmp_path):
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # full after a few dozen lines
+    argv = [sys.executable, "-m", "deeptui", QUICK, *SMALL, "--log-dir", str(tmp_path), "--epochs", "1000"]
+    env = {**os.environ, "DEEPTUI_OUTPUT_STALL_S": "2"}
+    proc = subprocess.Popen(argv, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env)
+    os.close(write_end)
+    try:
+        _, err = proc.communicate(timeout=240)  # nobody reads stdout: the run must end by itself
+    finally:
+        proc.kill()
+        os.close(read_end)
+    assert proc.returncode == 74, err
+    assert "Traceback" not in err and "its reader stopped reading for 2 s" in err, err
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "last.pt").is_file()
+    last = list(csv.DictReader(open(run_dir / "events.csv")))[-1]
+    assert last["event"] == "stopped" and "reader stopped reading" in last["detail"], last

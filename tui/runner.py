@@ -15,7 +15,7 @@ from deeptui.engine.remote.server import ControlServer
 from deeptui.engine.remote.wire import SOCKET_NAME
 from deeptui.engine.runlog import new_run_dir, write_config
 
-from .headless import HeadlessPrinter, run_headless
+from .headless import HeadlessPrinter, output_failure, run_headless
 from .options import fail, find_preset, log_dir_of, overrides, resume_config, wants_dashboard
 from .runs import remember
 
@@ -33,20 +33,23 @@ def run(args) -> int:
         return fail(str(e))
     if wants_dashboard(args):
         return run_launched_dashboard(args, cfg)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"deeptui: starting {cfg.run.name}: importing torch, loading the data, building the model", flush=True)
+    printer = HeadlessPrinter(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the run
+    printer.line(f"deeptui: starting {cfg.run.name}: importing torch, loading the data, building the model")
+    if printer.closed:  # a full disk behind a redirect, a closed pipe: nothing was trained
+        code, why = output_failure(printer.failure)
+        return fail(f"stopped before the start: {why}", code)
     try:
         engine = start_engine(args, cfg, say=lambda text: print(f"deeptui: {text}", file=sys.stderr))
     except SetupError as e:
         return fail(str(e))
     if not engine.is_main:
-        return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
+        return run_headless(engine, printer)
     remember(engine.run_dir)  # ls and attach find it from any folder
     server = serve(engine)  # `deeptui attach` works on every live run
     if isinstance(server, int):
         return server
     try:
-        return run_headless(engine)
+        return run_headless(engine, printer)
     finally:
         if server is not None:
             server.close()
