@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import system
-from .errors import SetupError
+from .errors import RunDirError, SetupError
 from .runlog import RunLog
 
 TRAIN_SCALARS = ("loss", "accuracy", "lr", "samples_per_s", "frozen")
@@ -156,9 +156,16 @@ def run_log(run_dir: Path, cfg) -> RunLog:
 
 
 def _rows(path: Path) -> list[dict]:
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))  # a long event detail; the default is 128 KiB
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [r for r in csv.DictReader(f) if None not in r.values()]  # a row cut short by a crash: skipped
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:  # a path's bytes, as written
+            reader = csv.DictReader(f)
+            try:
+                return [r for r in reader if None not in r.values()]  # a row cut short by a crash: skipped
+            except csv.Error as e:
+                raise RunDirError(
+                    f"{path}: line {reader.line_num} cannot be read as CSV ({e}); fix: delete or shorten that line"
+                ) from None
     except FileNotFoundError:
         return []
 

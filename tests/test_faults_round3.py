@@ -280,3 +280,22 @@ def test_a_reader_that_stops_reading_stops_the_run_with_a_checkpoint(tmp_path):
     assert (run_dir / "last.pt").is_file()
     last = list(csv.DictReader(open(run_dir / "events.csv")))[-1]
     assert last["event"] == "stopped" and "reader stopped reading" in last["detail"], last
+
+
+# ---- 10. the last "internal error" cases: one line, exit 2 ------------------------------------
+
+
+@pytest.mark.parametrize("size", [200 * 1024, 17 * 2**20], ids=["200KiB", "17MiB"])
+def test_show_and_export_read_a_long_csv_field_or_name_the_line(finished, tmp_path, capsys, size):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    with open(run_dir / "events.csv", "a") as f:
+        f.write(f'1.0,1,1,warning,"{"x" * size}"\n')
+    for argv in (["show", str(run_dir), "--headless"], ["export", str(run_dir), "--tensorboard", "--out", "tb"]):
+        argv = [a if a != "tb" else str(tmp_path / f"tb-{argv[0]}") for a in argv]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        if size < 2**20:  # a long detail, as a long error message makes one: read
+            assert code == 0, err
+        else:  # past 16 MiB: one line naming the file and the line
+            assert code == 2 and err.count("\n") == 1 and "events.csv: line" in err and "fix:" in err, err
