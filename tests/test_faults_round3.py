@@ -299,3 +299,12 @@ def test_show_and_export_read_a_long_csv_field_or_name_the_line(finished, tmp_pa
             assert code == 0, err
         else:  # past 16 MiB: one line naming the file and the line
             assert code == 2 and err.count("\n") == 1 and "events.csv: line" in err and "fix:" in err, err
+
+
+def test_a_disk_that_fills_before_the_start_is_named_as_such(tmp_path, capsys, monkeypatch):
+    def full(fd, data, offset):  # the run's lock takes its pid: the first byte the run writes
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    err = one_line(capsys, main([QUICK, *SMALL, "--log-dir", str(tmp_path / "runs"), "--max-steps", "2"]))
+    assert "disk full at " in err and str(tmp_path / "runs") in err and "internal error" not in err
