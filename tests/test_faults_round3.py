@@ -308,3 +308,67 @@ def test_a_disk_that_fills_before_the_start_is_named_as_such(tmp_path, capsys, m
     monkeypatch.setattr(os, "pwrite", full)
     err = one_line(capsys, main([QUICK, *SMALL, "--log-dir", str(tmp_path / "runs"), "--max-steps", "2"]))
     assert "disk full at " in err and str(tmp_path / "runs") in err and "internal error" not in err
+
+
+def picture_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for colour in ("red", "blue"):
+            (root / split / colour).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), colour).save(root / split / colour / f"{i}.png")
+    return root
+
+
+RAISING = """
+import torch
+from torch.utils.data import Dataset
+
+
+class Flaky(Dataset):
+    classes = ["even", "odd"]
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        if i == 7:
+            raise ValueError("sample 7 is gone")
+        return torch.zeros(3, 8, 8), i % 2
+
+
+def make():
+    return Flaky(), Flaky()
+"""
+
+
+@pytest.mark.parametrize("loader", ["memory", "dataloader"])
+@pytest.mark.parametrize("fault", ["corrupt-image", "item-raises"])
+def test_a_sample_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, monkeypatch, fault, loader):
+    sets = ["model.name='mlp'", "schedule.freeze_features_epochs=0", "data.train_size=0", "data.test_size=0"]
+    sets += [f"data.loader='{loader}'", "data.num_workers=0", "data.batch_size=4", "data.flip=false"]
+    if fault == "corrupt-image":
+        root = picture_folder(tmp_path / "pics")
+        bad = root / "train" / "red" / "2.png"
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
+        sets.append(f"data.dataset='imagefolder:{root}'")
+        words = [str(bad), "cannot be read"]
+    else:
+        (tmp_path / "flaky.py").write_text(RAISING)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "flaky", raising=False)
+        sets.append("data.factory='flaky:make'")
+        words = ["sample 7 cannot be read (ValueError: sample 7 is gone)", "flaky:make"]
+    argv = [QUICK, *SMALL, "--log-dir", str(tmp_path / "runs"), "--epochs", "1"]
+    code = main([*argv, *sum([["--set", s] for s in sets], [])])
+    out, err = capsys.readouterr()
+    if loader == "memory":  # read before the start: could not start
+        assert code == 2 and err.count("\n") == 1, err
+        said = err
+    else:  # read while training: failed while running, the reason among the run's lines
+        assert code == 1, (out, err)
+        said = next((line for line in out.splitlines() if line.startswith("error: ")), "")
+    assert "internal error" not in err + out and "Traceback" not in err + out, err
+    for w in words:
+        assert w in said, (w, said, out, err)
