@@ -3,7 +3,7 @@ work; imports only what that front end needs (a headless run never loads textual
 
 Exit codes (engine.errors): 0 finished, 1 failed while running, 2 could not start (one line on
 stderr naming the file, the key and the fix), 128+N when stopped by signal N (130 Ctrl+C, 143
-SIGTERM, 129 SIGHUP).
+SIGTERM, 129 SIGHUP; 141 a closed output), 74 when the output could not be written.
 """
 
 from __future__ import annotations
