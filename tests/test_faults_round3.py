@@ -160,7 +160,9 @@ def finished(tmp_path_factory):
     """A finished run with every file a run writes (an epoch checkpoint, layers.csv)."""
     logs = tmp_path_factory.mktemp("finished")
     argv = [QUICK, *SMALL, "--log-dir", str(logs), "--epochs", "1", "--set", "log.layers_interval=1"]
-    assert main(argv) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the per-user run list of a test's own, as conftest's
+        mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        assert main(argv) == 0
     (run_dir,) = logs.iterdir()
     return run_dir
 
