@@ -150,7 +150,7 @@ async def _type(app, keys: list[str], delays: list[float]) -> None:
 def test_any_key_sequence_at_any_speed_leaves_the_app_up_and_true_to_the_engine(tmp_path_factory, monkeypatch):
     import asyncio
 
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import HealthCheck, Phase, given, seed, settings
     from hypothesis import strategies as st
 
     from deeptui.engine.build import build_engine
@@ -212,4 +212,6 @@ def test_any_key_sequence_at_any_speed_leaves_the_app_up_and_true_to_the_engine(
     def prop(keys, delays, size):
         asyncio.run(scenario(keys, delays, size))
 
+    if "DEEPTUI_KEY_SEED" in os.environ:  # other sequences than make test's fixed ones
+        prop = seed(int(os.environ["DEEPTUI_KEY_SEED"]))(prop)
     prop()
