@@ -14,11 +14,19 @@ from . import checkpoint, datasets, distributed, factory, tensorboard
 from . import commands as C
 from .config import DATASETS, Config, default_data_root
 from .device import resolve_device
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, RunDirError
 from .loop import Engine
 from .models import build_model, missing_modules
 from .optim import group_names
-from .runlog import RunLock, cut_history_after, new_run_dir, remove_stale_temporaries, write_config
+from .runlog import (
+    RunLock,
+    cut_history_after,
+    disk_full,
+    disk_full_message,
+    new_run_dir,
+    remove_stale_temporaries,
+    write_config,
+)
 from .thread import EngineThread
 
 
@@ -93,10 +101,12 @@ def build_engine(
             resume_changes=changes,
             started_at=started_at,
         )
-    except BaseException:
+    except BaseException as e:
         data.close()
         if lock is not None:
             lock.release()
+        if isinstance(e, OSError) and disk_full(e):  # a full disk before the start, named as such
+            raise RunDirError(disk_full_message(Path(run_dir or log_dir or cfg.log.dir))) from None
         raise
 
 

@@ -222,8 +222,9 @@ class CheckpointFiles:
         return [("best", save(self.run_dir / BEST, payload))] if payload["finite"] else []
 
     def epochs(self) -> list[Path]:
-        """The epoch checkpoints, oldest first."""
-        return sorted(p for p in self.run_dir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d+\.pt", p.name))
+        """The epoch checkpoints, oldest first: by number (epoch-10000.pt sorts after epoch-9999.pt)."""
+        found = [p for p in self.run_dir.glob("epoch-*.pt") if re.fullmatch(r"epoch-\d+\.pt", p.name)]
+        return sorted(found, key=lambda p: (int(p.name[6:-3]), p.name))
 
     def find(self, which: str = "last") -> Path | None:
         """'last' (last.pt, else a deeptui 0.1 checkpoint.pt), 'best', or an epoch ('epoch 3',

@@ -734,6 +734,17 @@ def parse_override(src: str, text: str) -> tuple[str, Any]:
     return key, value
 
 
+# Keys whose value is code deeptui runs: a function it imports and calls, a shell command.
+CODE_KEYS = ("model.factory", "data.factory", "run.notify_command")
+
+
+def code_keys(cfg: Config) -> dict[str, str]:
+    """The CODE_KEYS that cfg sets, with their values."""
+    values = {"model.factory": cfg.model.factory, "data.factory": cfg.data.factory}
+    values["run.notify_command"] = cfg.run.notify_command
+    return {k: v for k, v in values.items() if v}
+
+
 def default_data_root(cli_value: str | None) -> Path:
     """--data-dir, else $PYTORCH_DATA_DIR (as the lecture's code), else ./data."""
     value = cli_value or os.environ.get("PYTORCH_DATA_DIR") or "data"
@@ -752,7 +763,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
                 f"{src}: preset file not found", fix="check the path, or see presets/ for the shipped presets"
             )
         try:
-            text = p.read_text(encoding="utf-8")
+            text = p.read_text(encoding="utf-8", errors="surrogateescape")  # a path's odd bytes, as written
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{src}: cannot read the preset ({e})", fix="check the file") from None
     try:

@@ -23,6 +23,7 @@ import codecs
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
@@ -255,7 +256,9 @@ def _read_idx(path: Path, ndim: int) -> torch.Tensor:
     magic, *dims = struct.unpack(f">{1 + ndim}i", raw[: 4 + 4 * ndim])
     if magic != want_magic:
         raise DataError(f"{path}: not an MNIST idx{ndim} file (magic {magic:#x}, expected {want_magic:#x}); {fix}")
-    need = 4 + 4 * ndim + int(np.prod(dims))
+    if any(d < 0 for d in dims):  # two negatives multiply to a size that may look right
+        raise DataError(f"{path}: corrupt idx header (dimensions {tuple(dims)}); {fix}")
+    need = 4 + 4 * ndim + math.prod(dims)  # Python's integers: no overflow to a plausible size
     if len(raw) != need:
         raise DataError(f"{path}: truncated or corrupt idx file ({len(raw)} bytes, the header promises {need}); {fix}")
     arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)

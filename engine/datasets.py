@@ -216,8 +216,8 @@ def from_datasets(train, test, cfg, device, rank: int, world: int, where: str) -
             fix="normalize in the Dataset's transform, or use data.loader = 'memory'",
         )
     train, test = _first(train, d.train_size, where, "train_size"), _first(test, d.test_size, where, "test_size")
-    shape = tuple(_sample(train[0], where)[0].shape)
-    common = dict(cfg=d, size=shape, seed=cfg.run.seed)
+    shape = tuple(_sample(item(train, 0, where), where)[0].shape)
+    common = dict(cfg=d, size=shape, seed=cfg.run.seed, where=where)
     tr = DatasetSource(train, d.batch_size, device, train=True, shuffle=d.shuffle, rank=rank, world=world, **common)
     te = DatasetSource(test, d.test_batch_size, device, train=False, **common)
     image = len(shape) == 3
@@ -264,6 +264,37 @@ def _sample(item, where: str) -> tuple[torch.Tensor, int]:
         raise DataError(f"{where}: a sample's label is {y!r}", fix="labels are class numbers (int)") from None
 
 
+def item(ds, i: int, where: str):
+    """ds[i]; what it raises (a corrupt image file, a Dataset's own error) as a one-line DataError
+    naming the sample, and its file when the Dataset keeps one (ImageFolder's `samples`)."""
+    try:
+        return ds[i]
+    except DataError:
+        raise
+    except Exception as e:
+        base, j = ds, i
+        while isinstance(base, Subset):
+            base, j = base.dataset, base.indices[j]
+        samples = getattr(base, "samples", None)
+        name = f" ({samples[j][0]})" if isinstance(samples, list) and 0 <= j < len(samples) else ""
+        raise DataError(
+            f"{where}: sample {i}{name} cannot be read ({factory.first_line(e)}); fix: repair or remove it"
+        ) from None
+
+
+class _Checked(Dataset):
+    """A Dataset whose samples that cannot be read are one-line DataErrors (item)."""
+
+    def __init__(self, ds, where: str):
+        self.ds, self.where = ds, where
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return item(self.ds, i, self.where)
+
+
 def read_all(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Every sample of a Dataset, once, stacked: (N, ...) inputs and int64 labels."""
 
@@ -277,7 +308,7 @@ def read_all(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
             )
         return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
-    parts = list(DataLoader(ds, batch_size=512, collate_fn=collate))
+    parts = list(DataLoader(_Checked(ds, where), batch_size=512, collate_fn=collate))
     if not parts:
         raise DataError(f"{where}: the set is empty", fix="give it samples")
     shapes = {tuple(x.shape[1:]) for x, _ in parts}
@@ -290,14 +321,14 @@ def read_all(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 class _Samples(Dataset):
     """A Dataset's samples as tensors (PIL images through ToTensor), with the preset's crop and flip."""
 
-    def __init__(self, ds, transform):
-        self.ds, self.transform = ds, transform
+    def __init__(self, ds, transform, where: str = "the data"):
+        self.ds, self.transform, self.where = ds, transform, where
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i):
-        x, y = self.ds[i]
+        x, y = item(self.ds, i, self.where)
         if hasattr(x, "getbands"):
             from torchvision.transforms.functional import to_tensor
 
@@ -313,7 +344,9 @@ class DatasetSource(DataLoaderSource):
     """A DataLoader over a Dataset as it is (workers, pin_memory, DistributedSampler, the same
     seeding as engine.data's DataLoader path); crop and flip from the preset when set."""
 
-    def __init__(self, ds, batch_size, device, *, train: bool, cfg, size, seed=0, shuffle=False, rank=0, world=1):
+    def __init__(
+        self, ds, batch_size, device, *, train: bool, cfg, size, seed=0, shuffle=False, rank=0, world=1, where=""
+    ):
         from torchvision import transforms as T
 
         steps = []
@@ -322,5 +355,13 @@ class DatasetSource(DataLoaderSource):
         if train and cfg.flip:
             steps.append(T.RandomHorizontalFlip())
         self._setup(
-            _Samples(ds, T.Compose(steps)), batch_size, device, train, shuffle, seed, cfg.num_workers, rank, world
+            _Samples(ds, T.Compose(steps), where),
+            batch_size,
+            device,
+            train,
+            shuffle,
+            seed,
+            cfg.num_workers,
+            rank,
+            world,
         )

@@ -63,6 +63,9 @@ EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGPIPE: 141}
 # SIGPIPE stands for a closed output (`deeptui ... | head`): Python ignores the signal itself and
 # a write raises BrokenPipeError, which the headless front end turns into the same clean stop.
+# Its output could not be written (a full disk behind a redirect, an I/O error, a reader that
+# stopped reading): stopped as for a signal, exit 74 (EX_IOERR of sysexits.h).
+EXIT_OUTPUT = 74
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the ones a run installs handlers for
 
 

@@ -15,14 +15,24 @@ from pathlib import Path
 from . import commands as C
 from . import events as E
 from .config import Config, load_config
+from .errors import RunDirError
 from .runlog import JOURNAL
 from .state import RunState
 
+CSV_FIELD_LIMIT = 16 * 2**20  # an event's detail may be long; csv's default stops at 128 KiB
+
 
 def _rows(path: Path) -> list[dict]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            return list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            try:
+                return list(reader)
+            except csv.Error as e:
+                raise RunDirError(
+                    f"{path}: line {reader.line_num} cannot be read as CSV ({e})", fix="delete or shorten that line"
+                ) from None
     except OSError:
         return []
 

@@ -98,8 +98,7 @@ class Engine(ThreadSession):
 
     @property
     def epoch_now(self) -> int:
-        """The 1-based epoch that events and rows are labelled with; after the last epoch has
-        ended (final evaluation, checkpoint, Finished) it stays the last one, not epochs + 1."""
+        """The 1-based epoch of events and rows; after the last one ended, still the last one."""
         return min(self.train.epoch + 1, self.cfg.run.epochs)
 
     def position(self) -> tuple[float, int, int]:
@@ -266,6 +265,7 @@ class Engine(ThreadSession):
             state = RunState.FAILED
         if state in (RunState.FINISHED, RunState.FAILED):
             self.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
+        self.notifier.join()  # a pause's command still running says its outcome before the log closes
         try:
             self.report.log.flush()
         except OSError as exc:

@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 
 from . import events as E
@@ -67,31 +68,35 @@ def summary(run: Run, what: str, reason: str = "") -> dict[str, str]:
 
 
 def run_command(command: str, env: dict[str, str], timeout: float = TIMEOUT_S) -> tuple[bool, str]:
-    """(ok, what happened) of `command` run by the shell; killed, with its children, after `timeout`."""
-    try:
-        proc = subprocess.Popen(
-            command,
-            shell=True,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: a timeout kills what it started too
-            text=True,
-            errors="replace",
-        )
-    except OSError as e:
-        return False, f"could not start ({e.strerror or e})"
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return False, f"timed out after {timeout:g} s and was killed"
-    if proc.returncode:
-        first = next((line.strip() for line in (err or "").splitlines() if line.strip()), "")
-        return False, f"exit {proc.returncode}" + (f": {first[:200]}" if first else "")
+    """(ok, what happened) of `command` run by the shell; killed, with its process group, after
+    `timeout`. Its stderr goes to a file, not a pipe: a grandchild that left the group (`setsid
+    ... &`) keeps a pipe open as long as it lives, and waiting for the pipe's end waited for it."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                command,
+                shell=True,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # its own process group: a timeout kills what it started too
+            )
+        except OSError as e:
+            return False, f"could not start ({e.strerror or e})"
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)  # SIGKILL cannot be refused: at once
+            return False, f"timed out after {timeout:g} s and was killed"
+        if proc.returncode:
+            err.seek(0)
+            text = err.read(64 * 1024).decode(errors="replace")
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            return False, f"exit {proc.returncode}" + (f": {first[:200]}" if first else "")
     return True, "exit 0"
 
 

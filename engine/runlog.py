@@ -101,7 +101,36 @@ def open_private(path: Path, append: bool = True):
                 f"{path}: is a symbolic link", fix="remove it (deeptui writes run files only where they are)"
             ) from None
         raise
-    return os.fdopen(fd, "a" if append else "w", newline="", encoding="utf-8")
+    return os.fdopen(
+        fd, "a" if append else "w", newline="", encoding="utf-8", errors="surrogateescape"
+    )  # a path's bytes as they are
+
+
+def open_run_file(run_dir: Path, name: str, append: bool = True):
+    """A file a launcher writes into a run directory (deeptui.log), opened as open_private does
+    and only there: `name` is one path component, looked up in the directory itself (dir_fd), so
+    neither a link nor a path can send the bytes elsewhere. Binary, for a child's output."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{name!r}: not a file name")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    path = Path(run_dir) / name
+    try:
+        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunDirError(
+                f"{path}: is a symbolic link; fix: remove it (deeptui writes run files only where they are)"
+            ) from None
+        if disk_full(e):
+            raise RunDirError(disk_full_message(path)) from None
+        raise RunDirError(
+            f"{path}: cannot write it ({e.strerror}); fix: check the run directory's permissions"
+        ) from None
+    return os.fdopen(fd, "ab" if append else "wb")
 
 
 def new_run_dir(log_dir: str | Path, name: str) -> Path:
@@ -412,7 +441,7 @@ class RunLog:
 def write_config(run_dir: Path, config: dict) -> Path:
     path = Path(run_dir) / "config.toml"
     try:
-        atomic_write_bytes(path, tomli_w.dumps(config).encode())
+        atomic_write_bytes(path, tomli_w.dumps(config).encode("utf-8", "surrogateescape"))  # a path's odd bytes
     except OSError as e:
         if disk_full(e):
             raise disk_full_error(path) from None

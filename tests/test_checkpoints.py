@@ -134,3 +134,11 @@ def test_restore_can_name_best_or_an_epoch_and_set_the_lr(make_engine):
     assert isinstance(ev, E.CommandApplied) and "best.pt" in ev.detail and eng.train.base_lr == 0.02
     ev = r.answer(eng.send(C.RestoreCheckpoint(which="epoch 7")))
     assert isinstance(ev, E.CommandRejected) and "no epoch 7 checkpoint" in ev.reason, ev
+
+
+def test_epoch_checkpoints_past_epoch_9999_keep_the_newest(tmp_path):
+    files = checkpoint.CheckpointFiles(tmp_path, keep=2)
+    for epoch in (9998, 9999, 10000, 10001):
+        files.write({"finite": True, "epoch": epoch}, epoch=epoch)
+    assert [p.name for p in files.epochs()] == ["epoch-10000.pt", "epoch-10001.pt"]
+    assert files.find("epoch 10001") == tmp_path / "epoch-10001.pt"

@@ -109,7 +109,7 @@ def test_resume_a_factory_run_from_its_run_directory(own, tmp_path, capsys):
     eng = own("run.epochs=2", "run.max_steps=6")
     assert eng.run() == "finished"
     payload = checkpoint.load(eng.run_dir / "last.pt", eng.cfg)
-    code = main(["--resume", str(eng.run_dir), "--headless", "--max-steps", "12"])
+    code = main(["--resume", str(eng.run_dir), "--headless", "--max-steps", "12", "--trust-run"])  # its own run
     out = capsys.readouterr().out
     assert code == 0 and "resumed own_model" in out and "StripesNet" in out, out
     rows = [r for r in csv.DictReader(open(eng.run_dir / "metrics.csv")) if r["split"] == "train"]

@@ -148,7 +148,11 @@ def test_the_max_steps_of_a_resumed_run_count_from_its_start(tmp_path, capsys):
     assert max(steps) == 2 and steps == sorted(steps)  # not one more step at each resume
 
 
-@pytest.mark.parametrize("dims", [(-5, 28, 28), (2**31 - 1, 28, 28), (3, 0, 28)], ids=["negative", "huge", "zero"])
+@pytest.mark.parametrize(
+    "dims",
+    [(-5, 28, 28), (-20, -28, 28), (2**31 - 1, 28, 28), (3, 0, 28)],
+    ids=["negative", "negative-pair", "huge", "zero"],  # -20 x -28 x 28: the size the data has
+)
 def test_malformed_mnist_headers_are_a_one_line_data_error(tmp_path, capsys, dims):
     import struct
 

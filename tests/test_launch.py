@@ -49,3 +49,34 @@ def test_a_setup_error_while_loading_is_one_line_and_exit_2(capsys, monkeypatch)
     assert run_dashboard(launch) == 2
     err = capsys.readouterr().err
     assert err == "deeptui: /data/cifar-10-batches-py: CIFAR-10 files missing; fix: download them\n"
+
+
+def test_q_while_a_long_build_runs_is_one_line_and_no_internal_error(capsys, monkeypatch, make_engine):
+    """q before the build has ended: the app waits for it (an import cannot be cut short), then,
+    past its wait (30 s), ends without it instead of failing on an engine that is not there."""
+    release = threading.Event()
+
+    def build(stage):
+        stage("loading the data ...")
+        release.wait(60)
+        return make_engine("run.epochs=50")
+
+    async def press_q(pilot):
+        await until(pilot, lambda: "loading the data" in text_of(pilot.app, "#header"), what="the loading state")
+        await pilot.press("q")
+
+    def run(self, **kw):
+        self.shutdown_timeout = 0.5  # the 30 s wait, shortened
+        return App.run(self, headless=True, size=(100, 30), auto_pilot=press_q)
+
+    launch = Launch(tiny_config(), build)
+    monkeypatch.setattr(DeeptuiApp, "run", run)
+    try:
+        code = run_dashboard(launch)
+    finally:
+        release.set()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("\n") == 1 and "stopped while starting" in err and "nothing was trained" in err, err
+    launch.ready.wait(30)
+    assert launch.engine is None or not launch.engine.alive  # built after the quit: never started

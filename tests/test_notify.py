@@ -4,8 +4,11 @@ when a run finishes, fails or pauses on a non-finite loss while no one is lookin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import signal
 import time
 
 import pytest
@@ -52,6 +55,25 @@ def test_a_failing_or_hanging_notify_command_is_logged_and_never_fatal(make_engi
     assert eng.run() == "finished" and time.monotonic() - started < 20
     said = "finished: run.notify_command timed out after 0.5 s and was killed; the run goes on"
     assert ("notify_failed", said) in marks(eng.run_dir)
+
+
+def test_a_notify_command_that_starts_its_own_session_never_holds_the_end_of_the_run(make_engine, tmp_path):
+    # `setsid sleep 60 &` leaves a grandchild outside the command's process group; it inherits
+    # the command's stderr, so a reader that waits for that to close waited the whole 60 s
+    pid_file = tmp_path / "escaped.pid"
+    cmd = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 60' & sleep 30"
+    eng = make_engine("run.max_steps=2", f'run.notify_command="{cmd}"')
+    eng.notifier.timeout = 1.0
+    started = time.monotonic()
+    try:
+        assert eng.run() == "finished"
+        assert time.monotonic() - started < 25  # the timeout (1 s) and the run, not the 60 s sleep
+        said = "finished: run.notify_command timed out after 1 s and was killed; the run goes on"
+        assert ("notify_failed", said) in marks(eng.run_dir)
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_a_pause_on_a_non_finite_loss_notifies_without_holding_the_training_thread(make_engine, tmp_path):

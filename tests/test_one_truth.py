@@ -85,8 +85,8 @@ def test_show_folds_the_same_events_as_the_live_view(make_engine):
     r.wait(lambda e: isinstance(e, E.StateChanged) and e.state == "paused")
     for cmd in (C.SwitchOptimizer(name="adam"), C.SetLearningRate(lr=0.002), C.SetMode(mode="eval")):
         assert isinstance(r.answer(eng.send(cmd)), E.CommandApplied)
+    r.wait(lambda e: isinstance(e, E.SystemStats), timeout=60)  # the machine is read while paused too
     r.answer(eng.send(C.Resume()))
-    r.wait(lambda e: isinstance(e, E.SystemStats), timeout=60)
     assert eng.wait_finished(120)
     live, shown = live_view(eng), show_view(eng.run_dir)
     assert shown.state == RunState.FINISHED and settings_of(shown) == settings_of(live)

@@ -73,3 +73,36 @@ def test_ls_columns_never_overflow_the_terminal():
         lines = ls_table(runs, width)
         assert all(len(line) <= width for line in lines), lines
     assert "1.000e+26" in lines[1] and "…" in lines[1]
+
+
+def test_a_bad_line_in_the_run_list_is_skipped_and_named_once(tmp_path, monkeypatch, capsys):
+    from deeptui.tui.runs import REMEMBERED, state_dir
+
+    monkeypatch.chdir(tmp_path)
+    listed = state_dir() / REMEMBERED
+    listed.parent.mkdir(parents=True, exist_ok=True)
+    listed.write_bytes(b"/no/such/run\n\xff\xfe bad \x00 line\nrelative/path\n")
+    assert main([QUICK, *TINY]) == 0  # the run starts, trains and is listed
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "metrics.csv").is_file()
+    capsys.readouterr()
+    monkeypatch.chdir(ROOT)  # ls and attach find it through the list
+    assert main(["ls"]) == 0 and main(["attach"]) == 2  # no live run: one line, not an internal error
+    out, err = capsys.readouterr()
+    assert run_dir.name in out and "internal error" not in err, err
+    assert err.count(str(listed)) == 1 and "lines 2, 3" in err, err  # named once, with its file
+    assert remembered()[0] == run_dir.resolve()
+
+
+def test_a_log_dir_with_a_byte_that_is_not_utf8_is_listed_and_found(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    odd = os.fsdecode(b"logs-\xff")  # a Linux file name may hold any byte but / and NUL
+    assert main([QUICK, *TINY, "--log-dir", odd]) == 0
+    (run_dir,) = (tmp_path / odd).iterdir()
+    assert remembered()[0] == run_dir.resolve()
+    assert main([QUICK, *TINY, "--log-dir", "plain"]) == 0  # the next run is not broken by it
+    monkeypatch.chdir(tmp_path / "plain")
+    capsys.readouterr()
+    assert main(["ls"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("finished") == 2 and "logs-" in out and err == "", (out, err)

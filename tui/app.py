@@ -336,6 +336,8 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
                 if isinstance(session.error, SetupError)
                 else fail(f"could not start: {type(session.error).__name__}: {session.error}", 1)
             )
+        if session.engine is None:  # quit before the build ended
+            return fail(session.stopped_while_starting(), app.exit_code())
         session = session.engine
     for line in summary_lines(app.view, session.run_dir):
         print(line)

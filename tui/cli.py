@@ -3,7 +3,7 @@ work; imports only what that front end needs (a headless run never loads textual
 
 Exit codes (engine.errors): 0 finished, 1 failed while running, 2 could not start (one line on
 stderr naming the file, the key and the fix), 128+N when stopped by signal N (130 Ctrl+C, 143
-SIGTERM, 129 SIGHUP).
+SIGTERM, 129 SIGHUP; 141 a closed output), 74 when the output could not be written.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue a run from its newest finite checkpoint (a run directory, or a .pt file of one)",
+    )
+    p.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="with --resume: run the code the run directory's config.toml names (model.factory, "
+        "data.factory, run.notify_command); without it, deeptui refuses a run directory that names code",
     )
     p.add_argument(
         "--nproc",

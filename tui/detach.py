@@ -12,9 +12,9 @@ from pathlib import Path
 from deeptui.engine.config import load_config
 from deeptui.engine.errors import RemoteError, SetupError
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
-from deeptui.engine.runlog import new_run_dir
+from deeptui.engine.runlog import new_run_dir, open_run_file
 
-from .options import fail, find_preset, overrides
+from .options import fail, find_preset, overrides, resume_config, resume_dir
 from .runs import remember
 
 LOG_NAME = "deeptui.log"
@@ -25,19 +25,20 @@ def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
     run directory. Setup errors (bad preset, missing data) still come back here with exit 2."""
     try:
         if args.resume:
-            target = Path(args.resume)
-            run_dir = target if target.is_dir() else target.parent
+            resume_config(args)  # a run directory deeptui made, and no code it names unless trusted
+            run_dir = resume_dir(args)
         else:
             cfg = load_config(find_preset(args.preset), overrides(args))
             if cfg.run.kind == "landscape":
                 return fail("--detach runs training presets; a landscape run takes seconds: run it without --detach")
             run_dir = new_run_dir(cfg.log.dir, cfg.run.name)
             remember(run_dir)
+        run_dir = run_dir.resolve()
+        log = open_run_file(run_dir, LOG_NAME)  # never through a link a shared folder planted
     except SetupError as e:
         return fail(str(e))
-    run_dir = run_dir.resolve()
     child = [a for a in argv if a != "--detach"] + ["--headless", "--run-dir", str(run_dir)]
-    with open(run_dir / LOG_NAME, "ab") as log:
+    with log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "deeptui", *child],
             stdin=subprocess.DEVNULL,

@@ -1,5 +1,5 @@
 """Modal dialogs of the dashboard: pick an optimizer, react to a non-finite loss, export the logs,
-and quit an attached dashboard (detach or stop the run)."""
+and quit an attached dashboard (detach or stop the run); the command palette; each closes once."""
 
 from __future__ import annotations
 
@@ -7,15 +7,42 @@ import math
 import shutil
 from pathlib import Path
 
+from textual import on
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 
-class OptimizerScreen(ModalScreen[str | None]):
+class DismissOnce:
+    """A screen that closes once. Keys typed ahead (two Enters in one read of the terminal) are
+    still queued when the first has closed it; a second dismiss would answer twice and pop the
+    screen under it: ScreenStackError over the dashboard, or another dialog closed unseen."""
+
+    def dismiss(self, result=None) -> AwaitComplete:
+        if self.app.screen is not self:
+            return AwaitComplete.nothing()
+        return super().dismiss(result)
+
+
+class Palette(DismissOnce, CommandPalette):
+    """Textual's command palette, closed once: a selection that arrives after it has closed (a
+    second Enter typed ahead) neither closes another screen nor runs its command a second time."""
+
+    @on(OptionList.OptionSelected)
+    @on(Input.Submitted)
+    @on(Button.Pressed)
+    def _typed_ahead(self, event) -> None:
+        if self.app.screen is not self:
+            event.prevent_default()  # CommandPalette's own handlers would dismiss and run it again
+            event.stop()
+
+
+class OptimizerScreen(DismissOnce, ModalScreen[str | None]):
     """The preset's optimizer choices first, then every other optimizer deeptui knows.
     Dismisses with the chosen name, or None on escape."""
 
@@ -52,7 +79,7 @@ class OptimizerScreen(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
-class NanScreen(ModalScreen[str | None]):
+class NanScreen(DismissOnce, ModalScreen[str | None]):
     """Shown when the engine paused itself on a non-finite training loss. The ways out that can
     act: rewinding needs a good checkpoint, the newest of any kind (last, epoch N, best: none is
     ever written with a non-finite model). Dismisses with 'rewind_lr10', 'rewind_typed',
@@ -91,7 +118,7 @@ class NanScreen(ModalScreen[str | None]):
         self.dismiss(None if event.option.id == "stay" else event.option.id)
 
 
-class NumberScreen(ModalScreen[float | None]):
+class NumberScreen(DismissOnce, ModalScreen[float | None]):
     """Asks for a positive number (a learning rate); dismisses with it, or None on escape."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
@@ -120,7 +147,7 @@ class NumberScreen(ModalScreen[float | None]):
         self.dismiss(value)
 
 
-class ExportScreen(ModalScreen[None]):
+class ExportScreen(DismissOnce, ModalScreen[None]):
     """Shows where the CSV logs are and copies them to a directory the user types."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "close")]
@@ -154,7 +181,7 @@ class ExportScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(DismissOnce, ModalScreen[None]):
     """Every key of the dashboard and what it does; escape (or ? again) closes it."""
 
     BINDINGS = [Binding("escape,question_mark,f1,q", "dismiss(None)", "close")]
@@ -172,7 +199,7 @@ class HelpScreen(ModalScreen[None]):
             yield Label("esc: close", classes="dialog-help")
 
 
-class QuitScreen(ModalScreen[str | None]):
+class QuitScreen(DismissOnce, ModalScreen[str | None]):
     """q on a dashboard attached to a run in another process: quitting may mean "stop the run" or
     only "detach" (the default: enter, d or q again). A paused run is offered a resume first, so it
     does not wait for nobody. Dismisses with 'detach', 'resume_detach', 'stop' or None."""

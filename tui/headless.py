@@ -3,15 +3,20 @@ and the signal handling of a headless run. Imports no textual, rich or plotext."
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import sys
+import threading
+import time
 
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
-from deeptui.engine.errors import SIGNAL_EXIT, exit_code, stop_signals
+from deeptui.engine.errors import EXIT_OUTPUT, SIGNAL_EXIT, exit_code, stop_signals
 from deeptui.engine.system import summary as machine_summary
 
+from .options import printable
 from .summary import summary_lines
 from .view import RunView
 
@@ -19,17 +24,55 @@ from .view import RunView
 # preempts one of torch's threads, and on a small CPU machine the whole team then waits for it.
 PRINT_SECONDS = 0.5
 SYSTEM_EVERY_ROWS = 10  # the machine's figures after every 10th training row
+# A line that cannot be written for this long (a pipe whose reader stopped reading) ends the
+# output as a full disk does; a terminal is left alone (ctrl+s pauses it on purpose).
+OUTPUT_STALL_S = float(os.environ.get("DEEPTUI_OUTPUT_STALL_S") or 60)
+
+
+class OutputStalled(OSError):
+    """A write to the output waited OUTPUT_STALL_S: its reader has stopped reading."""
+
+
+def _stalled(signum, frame):
+    raise OutputStalled(errno.EAGAIN, f"its reader stopped reading for {OUTPUT_STALL_S:g} s")
+
+
+@contextlib.contextmanager
+def stall_limit(stream, seconds: float):
+    """Raise OutputStalled in a write to `stream` that blocks for `seconds` (SIGALRM: the write's
+    system call is cut short). Only in the main thread, and not on a terminal."""
+    try:
+        guarded = seconds > 0 and threading.current_thread() is threading.main_thread() and not stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        guarded = False
+    pending, interval = signal.getitimer(signal.ITIMER_REAL) if guarded else (0.0, 0.0)
+    if not guarded or 0 < pending <= seconds:  # someone else's alarm (a test's timeout) comes first
+        yield
+        return
+    old = signal.signal(signal.SIGALRM, _stalled)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        if pending:  # that alarm goes on, less the time the write took
+            signal.setitimer(signal.ITIMER_REAL, max(pending - (time.monotonic() - started), 0.001), interval)
 
 
 class HeadlessPrinter:
-    """One plain line per event worth telling. When its reader goes away (`| head`), it says so
-    through `on_closed` once and prints nothing more, as tools that honour SIGPIPE do."""
+    """One plain line per event worth telling. When its output cannot be written any more (a reader
+    that went away, `| head`; a full disk; an I/O error; a reader stalled for OUTPUT_STALL_S) it
+    keeps why in `failure`, says so through `on_closed` once and prints nothing more, as tools
+    that honour SIGPIPE do."""
 
     def __init__(self, out=None, quiet: bool = False, on_closed=None, summary: bool = True):
         self.out = out or sys.stdout
         self.quiet = quiet
         self.epochs = 0
         self.closed = False
+        self.failure: OSError | None = None  # why the output was given up
         self.on_closed = on_closed
         self.summary = summary  # at the end, the run's summary (a local run; attach leaves it out)
         self.view = RunView()  # the run as its events tell it, for the summary
@@ -40,9 +83,10 @@ class HeadlessPrinter:
         if self.quiet or self.closed:
             return
         try:
-            print(text, file=self.out, flush=True)
-        except BrokenPipeError:
-            self.closed = True
+            with stall_limit(self.out, OUTPUT_STALL_S):
+                print(printable(text), file=self.out, flush=True)
+        except OSError as e:  # EPIPE, ENOSPC, EIO, OutputStalled: the same clean stop
+            self.closed, self.failure = True, e
             silence(self.out)
             if self.on_closed is not None:
                 self.on_closed()
@@ -122,22 +166,22 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
 
 def run_headless(engine, printer: HeadlessPrinter | None = None, before_start=None) -> int:
     """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
-    SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output is closed (exit 141, as
-    for SIGPIPE). `before_start()` (serving the control socket) runs once the handlers are in
-    place, so a signal from the moment the run can be seen stops it with a checkpoint; an exit
-    code it returns ends the run before it starts."""
+    SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output cannot be written: closed
+    (exit 141, as for SIGPIPE), or full, failing or stalled (exit 74). `before_start()` (serving
+    the control socket) runs once the handlers are in place, so a signal from the moment the run
+    can be seen stops it with a checkpoint; an exit code it returns ends the run before it starts."""
     printer = printer or HeadlessPrinter()
-    caught: list[int] = []
+    caught: list[int] = []  # the exit code of what stopped the run
 
-    def stop(signum: int, why: str) -> None:
+    def stop(code: int, why: str) -> None:
         if not caught:
-            caught.append(signum)
+            caught.append(code)
             engine.send(Stop(reason=why))
 
     def on_signal(signum, frame):
-        stop(signum, f"signal {signal.Signals(signum).name}")
+        stop(SIGNAL_EXIT[signum], f"signal {signal.Signals(signum).name}")
 
-    printer.on_closed = lambda: stop(signal.SIGPIPE, "the output was closed (broken pipe)")
+    printer.on_closed = lambda: stop(*output_failure(printer.failure))
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
         code = before_start() if before_start is not None else None
@@ -148,6 +192,25 @@ def run_headless(engine, printer: HeadlessPrinter | None = None, before_start=No
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    if caught and caught[0] == EXIT_OUTPUT:  # the one line, where it can still be written
+        say_on_stderr(f"deeptui: stopped: {output_failure(printer.failure)[1]}; run directory {engine.run_dir}")
     if caught:
-        return SIGNAL_EXIT[caught[0]]
+        return caught[0]
     return exit_code(engine.final_state)
+
+
+def output_failure(e: OSError | None) -> tuple[int, str]:
+    """(exit code, reason) for an output that cannot be written."""
+    if isinstance(e, BrokenPipeError):
+        return SIGNAL_EXIT[signal.SIGPIPE], "the output was closed (broken pipe)"
+    why = str(e) if isinstance(e, OutputStalled) else (getattr(e, "strerror", None) or str(e))
+    return EXIT_OUTPUT, f"the output cannot be written ({why})"
+
+
+def say_on_stderr(text: str) -> None:
+    """One line on stderr, given up after 2 s (stderr may be the same stalled pipe as stdout)."""
+    try:
+        with stall_limit(sys.stderr, 2.0):
+            print(printable(text), file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        silence(sys.stderr)  # what is left in its buffer would block the exit

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from textual.app import SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.screen import Screen
+from textual.theme import ThemeProvider
 
 from deeptui.engine import commands as C
 from deeptui.engine.config import OPTIMIZERS
 from deeptui.engine.state import RunState
 
 from .dashboard import Dashboard
-from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen, QuitScreen
+from .dialogs import ExportScreen, HelpScreen, NumberScreen, OptimizerScreen, Palette, QuitScreen
 from .plots import DEPTH_VIEWS
 
 # Actions that send a command to the engine: they cannot act once the run has ended.
@@ -103,6 +105,15 @@ class Steering:
                 self.say_why(binding.description, reason)
                 event.stop()
                 return
+
+    def action_command_palette(self) -> None:
+        """Ctrl+P: the palette that closes once (dialogs.Palette), not Textual's own."""
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        """The palette's Theme command, in the palette that closes once."""
+        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
 
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)

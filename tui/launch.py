@@ -31,6 +31,7 @@ class Launch:
         self._t0 = time.monotonic() if started_at is None else started_at  # the engine's clock starts here too
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # the build's end against a quit that gives up waiting for it
 
     def stage(self, text: str) -> None:
         self.events.append(E.Loading(time.monotonic() - self._t0, 1, 0, stage=text))
@@ -42,7 +43,13 @@ class Launch:
 
     def _run(self) -> None:
         try:
-            self.engine = self._build(self.stage)
+            engine = self._build(self.stage)
+            with self._lock:
+                left = bool(self.final_state)  # quit while it was building: this engine never starts
+                if not left:
+                    self.engine = engine
+            if left:
+                engine.shutdown("quit while starting", timeout=30)
         except BaseException as exc:  # shown by the app; the CLI prints it and exits 2
             self.error = exc
         finally:
@@ -57,11 +64,22 @@ class Launch:
         return command.id
 
     def shutdown(self, reason: str = "quit", timeout: float = 30.0) -> bool:
-        """Quit while loading: wait for the build (an import cannot be interrupted), then stop it."""
+        """Quit while loading: wait for the build (an import cannot be interrupted), then stop it.
+        A build still running after `timeout` is left behind: the run is stopped before it started
+        (final_state), and the engine it makes, if it makes one, is never started."""
         self.ready.wait(timeout)
+        with self._lock:
+            if self.engine is None and self.error is None:
+                self.final_state = "stopped"
         if self.engine is not None:
             return bool(self.engine.shutdown(reason, timeout))
-        return self.ready.is_set()
+        return True
+
+    def stopped_while_starting(self) -> str:
+        """The line for a quit that came before the build ended."""
+        recent = [e for e in self.events.read(0)[0] if isinstance(e, E.Loading)]
+        doing = f" ({recent[-1].stage.rstrip(' .')})" if recent else ""
+        return f"stopped while starting{doing}; nothing was trained"
 
     def detach(self) -> None:
         pass

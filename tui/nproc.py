@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
 from deeptui.engine.config import load_config
 from deeptui.engine.errors import EXIT_FAILED, SIGNAL_EXIT, ConfigError, SetupError
 
-from .options import fail, find_preset, overrides
+from .options import fail, find_preset, overrides, resume_config
 from .runner import run
 
 
@@ -35,15 +34,8 @@ def check_nproc(args) -> None:
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 process", fix="--nproc 2")
-    if args.resume:
-        preset = (
-            Path(args.resume) / "config.toml"
-            if Path(args.resume).is_dir()
-            else Path(args.resume).parent / "config.toml"
-        )
-    else:
-        preset = find_preset(args.preset)
-    spec = load_config(preset, overrides(args)).run.device
+    cfg = resume_config(args) if args.resume else load_config(find_preset(args.preset), overrides(args))
+    spec = cfg.run.device
     cuda = spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available())
     if cuda:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -16,8 +16,8 @@ from deeptui.engine.remote.server import ControlServer
 from deeptui.engine.remote.wire import SOCKET_NAME
 from deeptui.engine.runlog import new_run_dir, write_config
 
-from .headless import HeadlessPrinter, run_headless
-from .options import fail, find_preset, overrides, wants_dashboard
+from .headless import HeadlessPrinter, output_failure, run_headless
+from .options import fail, find_preset, overrides, resume_config, wants_dashboard
 from .runs import remember
 
 
@@ -35,14 +35,17 @@ def run(args) -> int:
         return fail(str(e))
     if wants_dashboard(args):
         return run_launched_dashboard(args, cfg)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"deeptui: starting {cfg.run.name}: importing torch, loading the data, building the model", flush=True)
+    printer = HeadlessPrinter(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the run
+    printer.line(f"deeptui: starting {cfg.run.name}: importing torch, loading the data, building the model")
+    if printer.closed:  # a full disk behind a redirect, a closed pipe: nothing was trained
+        code, why = output_failure(printer.failure)
+        return fail(f"stopped before the start: {why}", code)
     try:
         engine = start_engine(args, cfg, say=lambda text: print(f"deeptui: {text}", file=sys.stderr))
     except SetupError as e:
         return fail(str(e))
     if not engine.is_main:
-        return run_headless(engine, HeadlessPrinter(quiet=True))  # rank 0 speaks for the run
+        return run_headless(engine, printer)
     remember(engine.run_dir)  # ls and attach find it from any folder
     served: list = []
 
@@ -51,7 +54,7 @@ def run(args) -> int:
         return served[-1]
 
     try:
-        return run_headless(engine, before_start=start_serving)
+        return run_headless(engine, printer, before_start=start_serving)
     finally:
         if served and isinstance(served[0], ControlServer):
             served[0].close()
@@ -83,20 +86,6 @@ def run_launched_dashboard(args, cfg) -> int:
     finally:
         for server in servers:
             server.close()
-
-
-def resume_config(args):
-    """The config a --resume runs with: the run's own resolved config.toml, or the preset given
-    (which must be the same preset), with the flags' overrides."""
-    target = Path(args.resume)
-    run_dir = target if target.is_dir() else target.parent
-    if not target.exists() or not (args.preset or (run_dir / "config.toml").is_file()):
-        raise CheckpointError(
-            f"{target}: no checkpoint to resume from (no such run directory, or it has no config.toml); "
-            "fix: pass a run directory that deeptui made (deeptui ls lists them)"
-        )
-    preset = find_preset(args.preset) if args.preset else run_dir / "config.toml"
-    return load_config(preset, overrides(args))
 
 
 def start_engine(args, cfg, say=print, stage=lambda text: None):

@@ -4,11 +4,13 @@ socket, a finished or crashed one read from its CSV files."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from deeptui.engine.remote.wire import MAX_EVENT_LINE, PID_NAME, SOCKET_NAME, co
 from deeptui.engine.runlog import JOURNAL
 from deeptui.engine.state import RunState
 
-from .options import default_log_dir
+from .options import default_log_dir, printable
 from .view import fmt_number
 
 
@@ -141,37 +143,67 @@ def state_dir() -> Path:
     return Path(base) / "deeptui"
 
 
-REMEMBERED = "runs.txt"  # one absolute run directory per line, newest last
+REMEMBERED = "runs.txt"  # one absolute run directory per line, newest last; bytes, as the file system has them
 KEEP_REMEMBERED = 200
+_named: set[tuple[str, tuple[int, ...]]] = set()  # bad lines already named, each once
 
 
 def remember(run_dir: Path) -> None:
-    """Add a run to the per-user list, so that ls and attach find it from any folder. Never fatal."""
+    """Add a run to the per-user list, so that ls and attach find it from any folder. Never fatal:
+    a path is written as its bytes (a folder name need not be UTF-8)."""
     path = state_dir() / REMEMBERED
+    entry = os.fsencode(Path(run_dir).resolve())
+    if b"\n" in entry:
+        return  # not one line: ls --log-dir still finds it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{Path(run_dir).resolve()}\n")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "ab") as f:
+            f.write(entry + b"\n")
+        lines = path.read_bytes().splitlines()
         if len(lines) > 2 * KEEP_REMEMBERED:
-            path.write_text("\n".join(lines[-KEEP_REMEMBERED:]) + "\n", encoding="utf-8")
+            path.write_bytes(b"\n".join(lines[-KEEP_REMEMBERED:]) + b"\n")
     except OSError:
         pass
 
 
 def remembered() -> list[Path]:
-    """The runs of the per-user list that still exist, newest first, each once."""
+    """The runs of the per-user list that still exist, newest first, each once. A line that is no
+    absolute path (a stray byte, a NUL, an editor's mistake) is skipped and named once."""
+    path = state_dir() / REMEMBERED
     try:
-        lines = (state_dir() / REMEMBERED).read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
     except OSError:
         return []
-    seen, out = set(), []
-    for line in reversed(lines):
-        p = Path(line.strip())
-        if line.strip() and p not in seen and (p / "config.toml").is_file():
+    seen, out, bad = set(), [], []
+    for number, line in reversed(list(enumerate(lines, 1))):
+        if not line.strip():
+            continue
+        try:
+            if not line.startswith(b"/") or b"\0" in line:
+                raise ValueError(line)
+            p = Path(os.fsdecode(line))
+            run = p not in seen and (p / "config.toml").is_file()
+        except (OSError, ValueError):
+            bad.append(number)
+            continue
+        if run:
             seen.add(p)
             out.append(p)
+    _name_bad_lines(path, sorted(bad))
     return out
+
+
+def _name_bad_lines(path: Path, numbers: list[int]) -> None:
+    if not numbers or (str(path), tuple(numbers)) in _named:
+        return
+    _named.add((str(path), tuple(numbers)))
+    which = f"line {numbers[0]}" if len(numbers) == 1 else "lines " + ", ".join(map(str, numbers[:10]))
+    with contextlib.suppress(OSError, ValueError):
+        print(
+            f"deeptui: {printable(str(path))}: {which} not a run directory's absolute path, skipped; "
+            "fix: delete the line (or the file: it only helps ls and attach find runs)",
+            file=sys.stderr,
+        )
 
 
 def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
@@ -220,9 +252,9 @@ def ls_table(runs: list[RunInfo], width: int) -> list[str]:
         + "folder"
     ]
     for r in runs:
-        folder = str(r.path.parent).replace(home, "~", 1) if home != "/" else str(r.path.parent)
+        folder = printable(str(r.path.parent).replace(home, "~", 1) if home != "/" else str(r.path.parent))
         lines.append(
-            f"{middle_cut(r.path.name, name_w):<{name_w}}"
+            f"{middle_cut(printable(r.path.name), name_w):<{name_w}}"
             + fixed.format(
                 state=middle_cut(r.state, 11),
                 epoch=r.epoch if r.epoch is not None else "-",
