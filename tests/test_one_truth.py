@@ -80,9 +80,9 @@ def test_show_folds_the_same_events_as_the_live_view(make_engine):
         "run.epochs=3", "log.interval=2", "log.layers_interval=2", "log.system_seconds=1", "run.eval_mode='both'"
     )
     r = EventReader(eng)
-    eng.send(C.Pause())
     eng.start()
-    r.wait(lambda e: isinstance(e, E.StateChanged) and e.state == "paused")
+    r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= 4)  # the run started on sgd, lr 0.05
+    r.answer(eng.send(C.Pause()))
     for cmd in (C.SwitchOptimizer(name="adam"), C.SetLearningRate(lr=0.002), C.SetMode(mode="eval")):
         assert isinstance(r.answer(eng.send(cmd)), E.CommandApplied)
     r.wait(lambda e: isinstance(e, E.SystemStats), timeout=60)  # the machine is read while paused too
