@@ -84,7 +84,7 @@ def pause(run: Run, cmd: C.Pause) -> Result:
     if run.state == RunState.PAUSED:
         return False, "already paused"
     run.set_state(RunState.PAUSED, PAUSED_BY_USER)
-    run.flush_logs()
+    run.report.log.flush()
     return True, f"paused at step {run.train.step}"
 
 
@@ -185,8 +185,8 @@ def save_checkpoint(run: Run, cmd: C.SaveCheckpoint) -> Result:
 
 
 def flush_logs(run: Run, cmd: C.FlushLogs) -> Result:
-    run.flush_logs()
     log = run.report.log
+    log.flush()
     return True, f"flushed {log.metrics_path} and {log.events_path}"
 
 

@@ -57,7 +57,9 @@ class Engine(ThreadSession):
         # Only rank 0 writes the run directory; the other ranks log to nowhere.
         log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
         self.report = Reporter(log, E.EventBuffer(), self.position)
-        self.trainer = Trainer(cfg, model, device, distributed=dist_info is not None, on_change=self.emit_state)
+        self.trainer = Trainer(
+            cfg, model, device, distributed=dist_info is not None, on_change=lambda: self.set_state(self.state)
+        )
         self.log_every, self.max_steps = step_limits(cfg)
         self.state = RunState.STARTING
         self.stopping, self.stop_reason, self.save_on_stop = False, "", True
@@ -119,9 +121,6 @@ class Engine(ThreadSession):
         t = self.trainer
         return dict(state=state.value, reason=reason, optimizer_params=t.describe_optimizer(), **vars(t.settings()))
 
-    def emit_state(self) -> None:
-        self.set_state(self.state)
-
     def request_stop(self, reason: str, save_checkpoint: bool = True) -> None:
         self.stopping, self.stop_reason, self.save_on_stop = True, reason, save_checkpoint
 
@@ -129,16 +128,14 @@ class Engine(ThreadSession):
         with self.clock.held():
             return checkpoint.save_now(self, epoch=epoch, best=best)
 
-    def flush_logs(self) -> None:
-        self.report.log.flush()
-
     def rewind(self, payload: dict, path: Path) -> int:
         from_step = self.train.step
         self.trainer.load_state_dict(payload, self.run_dir)
         self.sums.reset()
         orphaned = self.report.log.cut_after(self.train.step)
         self.report.emit(E.Rewound, path=str(path), from_step=from_step, orphaned=orphaned)
-        self.emit_state()
+        self.set_state(self.state)
+        self.rewound = True  # the loop goes on from the checkpoint's place in its epoch
         return orphaned
 
     def notify(self, what: str, reason: str = "") -> None:
@@ -174,7 +171,7 @@ class Engine(ThreadSession):
         while t.epoch < cfg.run.epochs and not self.stopping:
             apply_schedule(self)
             self.data.train.set_epoch(t.epoch)
-            skip = t.batch_in_epoch  # after a resume mid-epoch: the same order, minus what was done
+            skip, self.rewound = t.batch_in_epoch, False  # a resume's or a rewind's place in its epoch
             for i, (x, y) in enumerate(self.data.train):
                 if i < skip:
                     continue
@@ -182,6 +179,8 @@ class Engine(ThreadSession):
                     control.between_steps(self, self.commands)
                 if self.stopping:
                     return
+                if self.rewound:  # its epoch again, from the checkpoint's batch: its schedule, its order
+                    break
                 self._train_step(x, y)
                 t.step += 1
                 t.batch_in_epoch += 1
@@ -195,13 +194,13 @@ class Engine(ThreadSession):
                     self.report.note("max_steps", f"reached {self.max_steps} steps")
                     self.evaluate()
                     return
-            self._readback()
-            t.epoch += 1
-            t.batch_in_epoch = 0
-            self.evaluate()
-            self.report.log.flush()
-            if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
-                self.save_checkpoint(epoch=t.epoch)
+            else:
+                self._readback()
+                t.epoch, t.batch_in_epoch = t.epoch + 1, 0
+                self.evaluate()
+                self.report.log.flush()
+                if cfg.log.checkpoint_every and t.epoch % cfg.log.checkpoint_every == 0:
+                    self.save_checkpoint(epoch=t.epoch)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         frozen = self.trainer.frozen

@@ -349,8 +349,10 @@ class RunView:
         return (best.test_error_pct, best.epoch) if best else None
 
     def rewind_target(self) -> Checkpoint | None:
-        """The newest good checkpoint (last, epoch N or best) to go back to after a non-finite loss."""
-        return max(self.checkpoints.values(), key=lambda c: c.step, default=None)
+        """The newest good checkpoint (last, epoch N or best) to go back to after a non-finite loss;
+        of files at one step, last.pt (what the user saved), then the epoch's, then best.pt."""
+        rank = {"last": 2, "best": 0}
+        return max(self.checkpoints.values(), key=lambda c: (c.step, rank.get(c.which, 1)), default=None)
 
     @property
     def average_samples_per_s(self) -> float:
