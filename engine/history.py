@@ -103,21 +103,26 @@ def _event(r: dict, run_dir: Path) -> E.Event | None:
     return None
 
 
-def read_journal(path: Path) -> list[E.Event]:
-    """events.jsonl as the events the run emitted, in order (a torn last line is skipped)."""
+def _decoded(lines) -> list[E.Event]:
+    """JSON lines as the events they are; a torn or unknown line is skipped."""
     out: list[E.Event] = []
+    for line in lines:
+        try:
+            ev = E.from_json(json.loads(line))
+        except (ValueError, RecursionError):
+            continue
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+def read_journal(path: Path) -> list[E.Event]:
+    """events.jsonl as the events the run emitted, in order."""
     try:
         with open(path, "rb") as f:
-            for line in f:
-                try:
-                    ev = E.from_json(json.loads(line))
-                except (ValueError, RecursionError):
-                    continue
-                if ev is not None:
-                    out.append(ev)
+            return _decoded(f)
     except OSError:
-        pass
-    return out
+        return []
 
 
 def tail_events(path: Path, keep: int = 64 * 1024) -> list[E.Event]:
@@ -130,16 +135,7 @@ def tail_events(path: Path, keep: int = 64 * 1024) -> list[E.Event]:
             data = f.read()
     except OSError:
         return []
-    lines = data.split(b"\n")[1 if size > keep else 0 :]
-    out = []
-    for line in lines:
-        try:
-            ev = E.from_json(json.loads(line))
-        except (ValueError, RecursionError):
-            continue
-        if ev is not None:
-            out.append(ev)
-    return out
+    return _decoded(data.split(b"\n")[1 if size > keep else 0 :])
 
 
 def ended(events: list[E.Event]) -> E.Finished | None:

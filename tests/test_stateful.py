@@ -30,38 +30,21 @@ from tests.conftest import EventReader, tiny_config
 
 EXAMPLES = int(os.environ.get("DEEPTUI_STATEFUL_EXAMPLES", "6"))
 BATCH, EVERY = 8, 2
-PRESET = f"""
-[run]
-name = "machine"
-epochs = 1000
-seed = 0
-device = "cpu"
-auto_timing = false
-on_nan = "pause"
-eval_mode = "eval"
-[data]
-dataset = "shapes"
-batch_size = {BATCH}
-train_size = 32
-test_size = 16
-[model]
-name = "monster"
-blocks = 1
-channels = 4
-[optimizer]
-name = "sgd"
-lr = 0.05
-choices = ["sgd", "adam", "momentum"]
-[schedule]
-freeze_features_epochs = 1
-[log]
-interval = {EVERY}
-checkpoint_every = 1
-keep_checkpoints = 2
-layers_interval = 3
-system_seconds = 0
-flush_seconds = 0.2
-"""
+SETTINGS = (  # the tiny preset (features frozen for the first epoch), smaller, with every file and kind of checkpoint
+    "run.epochs=1000",
+    "run.on_nan='pause'",
+    f"data.batch_size={BATCH}",
+    "data.train_size=32",
+    "data.test_size=16",
+    "model.blocks=1",
+    "model.channels=4",
+    f"log.interval={EVERY}",
+    "log.checkpoint_every=1",
+    "log.keep_checkpoints=2",
+    "log.layers_interval=3",
+    "log.system_seconds=0",
+    "log.flush_seconds=0.2",
+)
 
 
 def fold(events) -> RunView:
@@ -84,7 +67,7 @@ class OneTruth(RuleBasedStateMachine):
         import tempfile
 
         self.tmp = tempfile.mkdtemp(prefix="deeptui-machine-")
-        self.eng = build_engine(tiny_config(text=PRESET), data_root=f"{self.tmp}/data", log_dir=f"{self.tmp}/runs")
+        self.eng = build_engine(tiny_config(*SETTINGS), data_root=f"{self.tmp}/data", log_dir=f"{self.tmp}/runs")
         self.r = EventReader(self.eng)
         self.sent: list[int] = []
         self.orphaned_past: list[int] = []  # for each rewind: the step it went back to
