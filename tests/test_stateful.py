@@ -297,6 +297,6 @@ OneTruth.TestCase.settings = settings(
 )
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(max(900, 5 * EXAMPLES))  # a long search (the environment variable) gets its time
 class TestOneTruth(OneTruth.TestCase):
     pass
