@@ -178,7 +178,8 @@ class OwnTrainer:
         """Every parameter group's lr, keeping their ratios to the first group's."""
         old = self.train.base_lr
         for g in self.optimizer.param_groups:
-            _set(g, "lr", lr * as_float(g["lr"]) / old if old > 0 else lr)
+            now = as_float(g["lr"])
+            _set(g, "lr", lr * now / old if old > 0 and now != old else lr)
         self.train.base_lr = lr
         self.on_change()
 
