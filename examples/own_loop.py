@@ -55,16 +55,15 @@ class Net(nn.Module):
 
 def mixup_loss(model: Net, x, y, g, alpha: float = 0.4, penalty: float = 1e-3):
     """Cross-entropy of a mix of two images against both labels, weighted as they were mixed, plus
-    the mean absolute feature activation."""
+    the mean absolute feature activation; and how many predictions name the label that dominates
+    the mix (a count on the device: deeptui reads it back once per interval)."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(len(x), generator=g)
     features = model.features(lam * x + (1 - lam) * x[perm])
     logits = model.head(features)
-    return (
-        lam * F.cross_entropy(logits, y)
-        + (1 - lam) * F.cross_entropy(logits, y[perm])
-        + penalty * features.abs().mean()
-    )
+    loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+    correct = (logits.argmax(1) == (y if lam >= 0.5 else y[perm])).sum()
+    return loss + penalty * features.abs().mean(), correct
 
 
 @torch.no_grad()
@@ -102,11 +101,11 @@ def main() -> None:
             model.train()
             for _ in range(args.steps):
                 x, y = bars(args.batch, g)
-                loss = mixup_loss(model, x, y, g)
+                loss, correct = mixup_loss(model, x, y, g)
                 run.optimizer.zero_grad()  # run.optimizer: the one in force after a switch (o)
                 loss.backward()
                 run.optimizer.step()
-                if not run.step(loss, batch_size=len(x)):  # logs; applies the commands; False: stop
+                if not run.step(loss, batch_size=len(x), correct=correct):  # logs, applies commands; False: stop
                     break
             else:
                 test_loss, accuracy = evaluate(model, test_x, test_y)
