@@ -54,7 +54,7 @@ VERBS = {
     "optimizer": lambda v: C.SwitchOptimizer(name=v or ""),
     "evaluate": lambda v: C.EvaluateNow(),
     "flush": lambda v: C.FlushLogs(),
-    "timing": lambda v: C.RunTiming(),
+    "time": lambda v: C.RunTiming(),  # the batch-vs-loop timing (the t key)
     "restore": lambda v: C.RestoreCheckpoint(which=v or "last"),
 }
 STATUS = "status"
