@@ -75,6 +75,10 @@ class OwnTrainer:
             )
         self.has_features = models.has_features(model, self.freeze)
         self.factories = dict(optimizers or {})
+        self.no_choices = (  # why a switch cannot act without choices (an integration says its own)
+            "no optimizers to switch between: name them, e.g. deeptui.watch(..., optimizers="
+            "{'adam': lambda params: torch.optim.Adam(params, lr=1e-3)})"
+        )
         self.choices = tuple(self.factories)
         self.train = TrainState(
             optimizer=optimizer_name(optimizer),
@@ -130,10 +134,7 @@ class OwnTrainer:
         state starts fresh. The loop must step `run.optimizer` from then on (the one it holds
         says so, once, when it is stepped)."""
         if not self.factories:
-            raise Refused(
-                "no optimizers to switch between: name them, e.g. deeptui.watch(..., optimizers="
-                "{'adam': lambda params: torch.optim.Adam(params, lr=1e-3)})"
-            )
+            raise Refused(self.no_choices)
         if name not in self.factories:
             raise Refused(f"unknown optimizer {name!r}; this loop's choices: {', '.join(self.choices)}")
         groups = self.optimizer.param_groups

@@ -52,6 +52,7 @@ class DeeptuiCallback(pl.Callback):
             **self.settings,
         )
         self.run.checkpointer = TrainerCheckpoints(trainer)
+        self.run.trainer.no_choices = "a Lightning fit's optimizer is its LightningModule's configure_optimizers()"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.run is None:

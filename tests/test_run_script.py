@@ -15,6 +15,7 @@ import pytest
 from deeptui.engine import events as E
 from deeptui.engine.config import from_table
 from deeptui.engine.history import read_run
+from deeptui.tui.cli import main
 from deeptui.tui.launch import Launch
 from deeptui.tui.run_script import ScriptLaunch, ScriptProcess
 from deeptui.tui.send import send_main
@@ -75,25 +76,19 @@ def test_plain_lines_the_scripts_output_and_a_stop_sent_from_another_terminal(tm
     assert state == "stopped" and cfg.run.kind == "watched" and cfg.run.name == "ignored"
 
 
-def test_a_script_that_fails_before_it_watches_says_so(tmp_path):
-    out = subprocess.run(
-        [*DEEPTUI, "run", "--log-dir", str(tmp_path / "runs"), str(script(tmp_path, "print('x'); 1 / 0\n"))],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        cwd=tmp_path,
+def test_a_script_that_fails_before_it_watches_says_so(tmp_path, capsys):
+    code = main(
+        ["run", "--headless", "--log-dir", str(tmp_path / "runs"), str(script(tmp_path, "print('x'); 1 / 0\n"))]
     )
-    assert out.returncode == 1
-    assert "ZeroDivisionError" in out.stdout  # the script's own traceback, as plain lines
-    assert "ended (exit 1) before its deeptui.watch() served the run" in out.stderr
+    out = capsys.readouterr()
+    assert code == 1
+    assert "ZeroDivisionError" in out.out  # the script's own traceback, as plain lines
+    assert "ended (exit 1) before its deeptui.watch() served the run" in out.err
 
 
-def test_a_missing_script_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run(
-        [*DEEPTUI, "run", str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
-    assert out.returncode == 2 and "nope.py: no such script" in out.stderr
+def test_a_missing_script_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.py")]) == 2
+    assert "nope.py: no such script" in capsys.readouterr().err
 
 
 async def test_the_dashboard_steers_the_script_and_q_stops_it(tmp_path):
