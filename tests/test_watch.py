@@ -227,3 +227,15 @@ def test_a_watched_run_is_listed_attached_shown_and_exported(own_loop, tmp_path,
     assert "applied:ScaleLearningRate" in (loop.run.run_dir / "events.csv").read_text()
     assert export_main([str(loop.run.run_dir), "--tensorboard", "--out", str(tmp_path / "tb")]) == 0
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_watched_runs_notify_command_runs_and_the_engine_will_not_resume_it(own_loop, tmp_path, capsys):
+    from deeptui.tui.cli import main
+
+    said = tmp_path / "said"
+    loop = own_loop(paused=False, steps=4, notify_command=f'echo "$DEEPTUI_EVENT $DEEPTUI_STEP" > {said}')
+    loop.thread.join(60)
+    assert loop.run.final_state == "finished" and said.read_text() == "finished 4\n"
+    capsys.readouterr()
+    assert main(["--headless", "--resume", str(loop.run.run_dir), "--trust-run"]) == 2  # its loop: a script's
+    assert "run.kind = 'watched'" in capsys.readouterr().err

@@ -116,7 +116,9 @@ class HeadlessPrinter:
 LINES = {
     E.RunStarted: lambda p, ev: (
         f"deeptui: {'resumed' if ev.resumed else 'started'} {ev.preset} on {ev.device}: {ev.model} "
-        f"({ev.parameters:,} parameters), {ev.epochs} epochs x {ev.steps_per_epoch} steps; "
+        f"({ev.parameters:,} parameters)"
+        + (f", {ev.epochs} epochs x {ev.steps_per_epoch} steps" if ev.epochs else "")  # a watched loop may not say
+        + "; "
         f"run directory {ev.run_dir}"
     ),
     E.StepMetrics: lambda p, ev: (
