@@ -118,3 +118,23 @@ async def test_the_dashboard_steers_the_script_and_q_stops_it(tmp_path):
     applied = [e.command for e in events if isinstance(e, E.CommandApplied)]
     assert applied == ["Pause", "ScaleLearningRate", "SaveCheckpoint", "Stop"]
     assert os.environ.get("DEEPTUI_RUN_DIR") is None  # the variable was the child's only
+
+
+async def test_a_quit_before_the_script_watches_stops_it_at_once(tmp_path):
+    from deeptui.tui.script_app import ScriptApp
+
+    run_dir = tmp_path / "runs" / "slow"
+    run_dir.mkdir(parents=True)
+    slow = script(tmp_path, "import time\nprint('loading a large data set', flush=True)\ntime.sleep(600)\n")
+    child = ScriptProcess(slow, [], run_dir, interactive=True)
+    app = ScriptApp(
+        ScriptLaunch(from_table({"run": {"name": "slow", "kind": "watched"}}, "test"), child), output=child.tail
+    )
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: "loading a large data set" in text_of(app, "#output"), 60, "the script's line")
+            await pilot.press("q")
+        assert child.proc.poll() is not None  # stopped by the quit, not left to sleep
+    finally:
+        child.stop()
+    assert "loading a large data set" in (run_dir / "deeptui.log").read_text()

@@ -217,8 +217,11 @@ def run_with_dashboard(script: Path, args: list[str], run_dir: Path, name: str) 
     code = run_script_dashboard(launch, child.tail)
     if child.proc is None:
         return code
-    if launch.engine is None and not child.cancelled.is_set():  # it never watched: its last words here
-        child.wait()
+    if launch.engine is None:
+        if child.cancelled.is_set():  # q before its watch(): stopped, as asked
+            child.wait()
+            return 0
+        child.wait()  # it never watched: its last words here
         for line in child.tail(20):
             print(f"  {line}", file=sys.stderr)
     if child.proc.poll() is None:
@@ -258,7 +261,7 @@ def run_with_lines(script: Path, args: list[str], run_dir: Path) -> int:
         except ScriptEnded as e:
             child.wait()
             fail(str(e))
-            return SIGNAL_EXIT.get(stopped[0], 2) if stopped else child.proc.returncode or 1
+            return SIGNAL_EXIT.get(stopped[0], 2) if stopped else shell_code(child.proc.returncode) or 1
         print_events(session[0], printer)
         code = exit_code(session[0].final_state)
         return finish(child, code, stopped)
@@ -278,4 +281,9 @@ def finish(child: ScriptProcess, code: int, stopped: list[int]) -> int:
             signal.signal(s, h)
     if stopped:
         return SIGNAL_EXIT.get(stopped[0], 1)
-    return script_code if script_code else code
+    return shell_code(script_code) if script_code else code
+
+
+def shell_code(returncode: int) -> int:
+    """A child's exit status as a shell tells it: killed by signal N is 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
