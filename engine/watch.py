@@ -26,13 +26,10 @@ from .errors import RemoteError
 from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, gpu_memory
 from .outcome import RunFailure
-from .runlog import RunLock, new_run_dir, write_config
+from .runlog import ENV_INTERACTIVE, ENV_RUN_DIR, RunLock, new_run_dir, write_config
 from .state import RunState, TrainState
 from .steer import OwnTrainer, as_float
 from .surface import Refused
-
-ENV_RUN_DIR = "DEEPTUI_RUN_DIR"  # set by `deeptui run`: the run directory its dashboard watches
-ENV_INTERACTIVE = "DEEPTUI_INTERACTIVE"  # "1" when a dashboard watches: a non-finite loss pauses
 
 
 class WatchedRun:

@@ -24,8 +24,7 @@ from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, RemoteError, SetupE
 from deeptui.engine.history import HistorySession
 from deeptui.engine.remote.client import RemoteSession
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
-from deeptui.engine.runlog import JOURNAL, new_run_dir, open_run_file
-from deeptui.engine.watch import ENV_INTERACTIVE, ENV_RUN_DIR
+from deeptui.engine.runlog import ENV_INTERACTIVE, ENV_RUN_DIR, JOURNAL, new_run_dir, open_run_file
 
 from .headless import HeadlessPrinter, print_events
 from .launch import Launch
