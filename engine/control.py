@@ -125,7 +125,7 @@ def set_frozen(run: Run, cmd: C.SetFrozen) -> Result:
     what = steer.freeze_label()
     if not steer.has_features:
         name = steer.model_label()
-        return False, f"model '{name}' has no pretrained features to freeze (name its modules in model.freeze)"
+        return False, f"model '{name}' has no pretrained features to freeze (name its modules in {steer.freeze_key})"
     if cmd.frozen == steer.frozen:
         return False, f"{what} already {'frozen' if cmd.frozen else 'trainable'}"
     n = steer.set_frozen(cmd.frozen)

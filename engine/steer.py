@@ -74,6 +74,7 @@ class OwnTrainer:
                 fix=f"name modules it has (top level: {top}; dotted names reach inside)",
             )
         self.has_features = models.has_features(model, self.freeze)
+        self.freeze_key = "deeptui.watch(freeze=[...])"
         self.factories = dict(optimizers or {})
         self.no_choices = (  # why a switch cannot act without choices (an integration says its own)
             "no optimizers to switch between: name them, e.g. deeptui.watch(..., optimizers="

@@ -28,6 +28,7 @@ class Steerable(Protocol):
     """The model's settings: read them here, change each with one call (the run tells it)."""
 
     has_features: bool  # something to freeze: the features, or model.freeze's modules
+    freeze_key: str  # where the user names the modules to freeze: model.freeze, deeptui.watch(freeze=...)
     choices: tuple  # the optimizers that "next optimizer" cycles through
 
     @property

@@ -38,6 +38,7 @@ class Trainer:
         self.model = model.to(device)
         self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
         self.has_features = models.has_features(model, self.freeze)
+        self.freeze_key = "model.freeze"
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
         self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
         self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)

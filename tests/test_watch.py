@@ -142,7 +142,7 @@ def test_what_the_loop_cannot_do_is_rejected_with_why(own_loop):
     ]
     assert "optimizers=" in reasons[0]  # the key says how to offer a switch
     assert "its own test set" in reasons[1] and "run.test" in reasons[2]
-    assert "no pretrained features" in reasons[3]
+    assert "no pretrained features" in reasons[3] and "deeptui.watch(freeze=" in reasons[3]
 
 
 def test_a_mode_set_by_the_user_is_kept_over_the_loops_own_model_train(own_loop):
