@@ -187,14 +187,15 @@ class OwnTrainer:
 
     # ---- at a step boundary ---------------------------------------------------------------
 
-    def follow_loop(self) -> None:
+    def follow_loop(self, training: bool = True) -> None:
         """The settings the loop changed itself: a scheduler's lr (read, not told: it may change
-        every step), the model's mode (the user's choice, once made, is put back)."""
+        every step); after a training step, the model's mode (the user's choice, once made, is put
+        back); after an evaluation, whose mode is the loop's own business, not the mode."""
         lr = self.optimizer.param_groups[0]["lr"]
         if not isinstance(lr, torch.Tensor):
             self.train.base_lr = lr
         want = self.train.mode == "train"
-        if self.model.training != want:
+        if training and self.model.training != want:
             if self.mode_set:
                 self.model.train(want)
             else:

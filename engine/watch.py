@@ -128,7 +128,7 @@ class WatchedRun:
         try:
             self.meter.test(as_float(loss), as_float(accuracy) if accuracy is not None else None)
             self.report.log.flush()
-            self._boundary()
+            self._boundary(training=False)
         except RunFailure as exc:
             self._end(RunState.FAILED, outcome.report_error(self, exc))
             return False
@@ -238,10 +238,10 @@ class WatchedRun:
 
     # ---- inside -----------------------------------------------------------------------------
 
-    def _boundary(self) -> None:
-        """Between two of the loop's steps: follow what the loop changed itself, then apply the
-        commands (while paused, wait for them here). Neither counts as training time."""
-        self.trainer.follow_loop()
+    def _boundary(self, training: bool = True) -> None:
+        """Between two of the loop's steps (or after its evaluation): follow what the loop changed
+        itself, then apply the commands (while paused, wait here). Neither is training time."""
+        self.trainer.follow_loop(training)
         if self.state == RunState.PAUSED or not self.commands.empty():
             with self.clock.held():
                 control.between_steps(self, self.commands)

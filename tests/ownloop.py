@@ -58,6 +58,7 @@ class OwnLoop:
                 self.steps += 1
                 self.stepped.set()
                 if ok and self.test_every and (i + 1) % self.test_every == 0:
+                    self.model.eval()  # as loops evaluate: the mode of the training steps is not this
                     ok = self.run.test(loss.detach() + 0.1, accuracy=((i // self.test_every) % 3) / 3)
                 if not ok:
                     break

@@ -208,6 +208,7 @@ def test_a_watched_run_is_listed_attached_shown_and_exported(own_loop, tmp_path,
     loop.command(C.Resume())
     loop.reader.wait(lambda e: isinstance(e, E.EpochEnd))
     loop.command(C.Pause())
+    assert all(e.mode == "train" for e in loop.reader.seen if isinstance(e, E.StateChanged))  # eval's mode is its own
     (listed,) = list_runs(tmp_path / "runs")
     assert listed.path == loop.run.run_dir and listed.state == RunState.PAUSED and listed.live
 

@@ -172,7 +172,6 @@ class WatchedTruth(RuleBasedStateMachine):
         assert v.state == self.run.state
         assert (v.optimizer, v.lr, v.frozen, v.mode) == (t.train.optimizer, t.train.base_lr, t.frozen, t.train.mode)
         assert v.lr == t.optimizer.param_groups[0]["lr"] or not self.paused()  # the loop's own optimizer
-        assert t.model.training == (t.train.mode == "train") or not self.paused()
         assert v.step == t.train.step
 
     @invariant()
