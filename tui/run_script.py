@@ -18,10 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
 from deeptui.engine.config import from_table, safe_name
 from deeptui.engine.errors import SIGNAL_EXIT, STOP_SIGNALS, RemoteError, SetupError, exit_code
-from deeptui.engine.history import HistorySession
+from deeptui.engine.history import HistorySession, ended, tail_events
 from deeptui.engine.remote.client import RemoteSession
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
 from deeptui.engine.runlog import ENV_INTERACTIVE, ENV_RUN_DIR, JOURNAL, new_run_dir, open_run_file
@@ -53,20 +54,25 @@ class ScriptProcess:
         self.proc: subprocess.Popen | None = None
         self.cancelled = threading.Event()
         self._reader: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the lines, between the reader and the panel
+        self._life = threading.Lock()  # start and stop, between the launch thread and a quit
 
     def start(self) -> None:
-        log = open_run_file(self.run_dir, LOG_NAME)
+        """Start the script, unless it was stopped before it started (a quit at once)."""
         env = {**os.environ, ENV_RUN_DIR: str(self.run_dir), ENV_INTERACTIVE: "1" if self.interactive else "0"}
         env["PYTHONUNBUFFERED"] = "1"  # its lines as it prints them, not at exit
-        self.proc = subprocess.Popen(
-            [sys.executable, str(self.script), *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        with self._life:
+            if self.cancelled.is_set():
+                raise self.ended_early()
+            log = open_run_file(self.run_dir, LOG_NAME)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.script), *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self._reader = threading.Thread(target=self._read, args=(log,), name="deeptui-script-output", daemon=True)
         self._reader.start()
 
@@ -122,7 +128,8 @@ class ScriptProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the script's process group, SIGKILL after `timeout`."""
-        self.cancelled.set()
+        with self._life:  # a start under way ends first: then it is stopped, or never starts
+            self.cancelled.set()
         if self.proc is None or self.proc.poll() is not None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -142,23 +149,35 @@ class ScriptProcess:
         return code
 
     def ended_early(self) -> ScriptEnded:
-        what = "was stopped" if self.cancelled.is_set() else f"ended (exit {self.proc.poll()})"
+        if self.proc is None:
+            what = "was stopped before it started"
+        else:
+            what = "was stopped" if self.cancelled.is_set() else f"ended (exit {self.proc.poll()})"
         return ScriptEnded(
             f"{self.script} {what} before its deeptui.watch() served the run",
             fix=f"see its output in {self.run_dir / LOG_NAME}",
         )
 
 
-def open_session(child: ScriptProcess):
-    """The run as the script's watch() serves it; a run that already ended, from its files."""
-    if child.wait_served():
+def open_session(child: ScriptProcess, tries: int = 3):
+    """The run as the script's watch() serves it; a run that already ended, from its files. A
+    connection that brings no history met a server closing (the run ended as we connected: the
+    kernel had queued us, the server never took us): its files are complete then."""
+    journal = child.run_dir / JOURNAL
+    for _ in range(tries):
+        if not child.wait_served():
+            break
         try:
             session = RemoteSession(child.run_dir)
             session.start()
-            return session
         except RemoteError:
-            pass
-    if (child.run_dir / JOURNAL).is_file():  # it watched, and ended before we could connect
+            break
+        if any(isinstance(e, E.RunStarted) for e in session.events.read(0)[0]):
+            return session
+        session.detach()
+        if ended(tail_events(journal)) is not None:
+            break
+    if journal.is_file():  # it watched, and ended before we could connect
         return HistorySession(child.run_dir)
     raise child.ended_early()
 
@@ -214,12 +233,13 @@ def run_with_dashboard(script: Path, args: list[str], run_dir: Path, name: str) 
     child = ScriptProcess(script, args, run_dir, interactive=True)
     launch = ScriptLaunch(from_table({"run": {"name": name, "kind": "watched"}}, str(script)), child)
     code = run_script_dashboard(launch, child.tail)
+    if launch.engine is None and child.cancelled.is_set():  # q before its watch(): stopped, as asked
+        if child.proc is not None:
+            child.wait()
+        return 0
     if child.proc is None:
         return code
     if launch.engine is None:
-        if child.cancelled.is_set():  # q before its watch(): stopped, as asked
-            child.wait()
-            return 0
         child.wait()  # it never watched: its last words here
         for line in child.tail(20):
             print(f"  {line}", file=sys.stderr)
