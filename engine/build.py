@@ -44,6 +44,11 @@ def build_engine(
     clock reads 0 at `started_at` (time.monotonic() when the user launched it; default: now)."""
     # torch.optim's first optimizer imports torch._dynamo (about 2 s on 2 cores): start that now,
     # beside the data and the model, rather than after them.
+    if cfg.run.kind == "watched":  # deeptui.watch()'s run: its loop is a script's, not a preset's
+        raise ConfigError(
+            f"{cfg.source}: run.kind = 'watched': this run's training loop is a script's own (deeptui.watch)",
+            fix="run the script again (deeptui run SCRIPT.py); deeptui show or attach open the run",
+        )
     threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
     info = distributed.from_env()
     dev = resolve_device(device or cfg.run.device)

@@ -182,7 +182,7 @@ def _well_formed(st: dict) -> bool:
         and isinstance(st.get("optimizer"), dict)
         and isinstance(st.get("config"), dict)
         and isinstance(train, dict)
-        and train.get("optimizer") in NAMES
+        and (train.get("optimizer") in NAMES or (_watched(st) and isinstance(train.get("optimizer"), str)))
         and all(
             isinstance(train.get(k), number)
             for k in ("base_lr", "epoch", "step", "batch_in_epoch", "samples_seen", "time_s", "freeze_override")
@@ -191,6 +191,12 @@ def _well_formed(st: dict) -> bool:
         and isinstance(rng, dict)
         and isinstance(rng.get("torch"), torch.Tensor)
     )
+
+
+def _watched(st: dict) -> bool:
+    """A checkpoint of a watched loop (deeptui.watch): its optimizer may be one deeptui does not build."""
+    run = st["config"].get("run")
+    return isinstance(run, dict) and run.get("kind") == "watched"
 
 
 def epoch_file(epoch: int) -> str:

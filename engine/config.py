@@ -78,8 +78,10 @@ def thaw(value: Any) -> Any:
 @dataclass(frozen=True)
 class RunConfig:
     name: str = _f("", "run name; the run directory is <log.dir>/<name>-<timestamp>; empty: the preset's file name")
-    kind: Literal["train", "landscape"] = _f(
-        "train", "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic)"
+    kind: Literal["train", "landscape", "watched"] = _f(
+        "train",
+        "train (a network on a data set) or landscape (optimizer paths on a 2-D quadratic); watched: written by "
+        "deeptui.watch() for a run of your own loop (a preset cannot train it: run its script)",
     )
     seed: int = _f(0, "seed for torch, data order and augmentation; seeded CPU runs are reproducible", min=0)
     device: str = _f("auto", "auto (cuda when present, else cpu), cpu, cuda or cuda:N")
@@ -749,6 +751,12 @@ def default_data_root(cli_value: str | None) -> Path:
     """--data-dir, else $PYTORCH_DATA_DIR (as the lecture's code), else ./data."""
     value = cli_value or os.environ.get("PYTORCH_DATA_DIR") or "data"
     return Path(value).expanduser()
+
+
+def from_table(raw: dict, source: str) -> Config:
+    """A config from TOML-shaped data (deeptui.watch's settings), validated as a preset is; errors
+    name `source`."""
+    return _build(source, raw)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), embedded: str | None = None) -> Config:

@@ -12,13 +12,14 @@ import contextlib
 import math
 import queue
 from collections.abc import Callable
+from pathlib import Path
 
 from . import checkpoint
 from . import commands as C
 from . import events as E
-from .config import EVAL_MODES, OPTIMIZERS
+from .config import EVAL_MODES
 from .state import PAUSED_BY_USER, RunState
-from .surface import Run
+from .surface import Refused, Run
 
 Result = tuple[bool, str]  # (applied, what happened or why not)
 MAX_TIMING_REPEATS, MAX_TIMING_SIZE = 1001, 8192  # a timing is bounded (and any command cuts it short)
@@ -69,6 +70,8 @@ def apply(run: Run, cmd: C.Command) -> None:
     handler = HANDLERS.get(type(cmd))
     try:
         ok, text = handler(run, cmd) if handler else (False, f"unknown command {name}")
+    except Refused as exc:  # a verb this run cannot take: nothing changed
+        ok, text = False, str(exc)
     except Exception as exc:
         ok, text = False, f"{type(exc).__name__}: {exc}"
     if ok:
@@ -103,14 +106,9 @@ def stop(run: Run, cmd: C.Stop) -> Result:
 def switch_optimizer(run: Run, cmd: C.SwitchOptimizer) -> Result:
     steer = run.trainer
     current, choices = steer.train.optimizer, steer.choices
-    name = cmd.name or choices[(choices.index(current) + 1) % len(choices) if current in choices else 0]
-    if name not in OPTIMIZERS:
-        return False, f"unknown optimizer {name!r}"
-    if name == "lbfgs" and run.dist is not None:
-        return False, "LBFGS is not supported in a data-parallel run (its line search is per rank)"
-    if name in ("momentum", "nesterov") and run.cfg.optimizer.momentum == 0:
-        return False, f"{name} needs optimizer.momentum > 0 (the preset sets 0)"
-    steer.switch_optimizer(name)
+    following = (choices.index(current) + 1) % len(choices) if current in choices else 0
+    name = cmd.name or (choices[following] if choices else "")
+    steer.switch_optimizer(name)  # Refused for a name it cannot switch to (unknown, momentum 0, ...)
     note = (
         " (LBFGS takes one parameter group: per-group learning rates are not applied)"
         if name == "lbfgs" and run.cfg.optimizer.group_lr
@@ -127,7 +125,7 @@ def set_frozen(run: Run, cmd: C.SetFrozen) -> Result:
     what = steer.freeze_label()
     if not steer.has_features:
         name = steer.model_label()
-        return False, f"model '{name}' has no pretrained features to freeze (name its modules in model.freeze)"
+        return False, f"model '{name}' has no pretrained features to freeze (name its modules in {steer.freeze_key})"
     if cmd.frozen == steer.frozen:
         return False, f"{what} already {'frozen' if cmd.frozen else 'trainable'}"
     n = steer.set_frozen(cmd.frozen)
@@ -179,7 +177,7 @@ def evaluate_now(run: Run, cmd: C.EvaluateNow) -> Result:
 
 def save_checkpoint(run: Run, cmd: C.SaveCheckpoint) -> Result:
     paths = run.save_checkpoint()
-    if paths and paths[0].name == checkpoint.NONFINITE:
+    if paths and Path(paths[0]).stem == Path(checkpoint.NONFINITE).stem:  # nonfinite.pt (.ckpt: Lightning's)
         return False, f"the model is not finite: saved as {paths[0]} only, not over the last good checkpoint"
     return True, f"saved {', '.join(str(p) for p in paths)}"
 

@@ -4,6 +4,7 @@ the evaluation on the test set, and the Reporter that turns them into rows and e
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,9 @@ class IntervalSums:
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.host_loss, self.host_correct = 0.0, 0  # what a watched loop gave as plain numbers
         self.samples = 0
+        self.counted = 0  # the samples whose correct predictions were counted (accuracy's)
         self.timed_samples = 0  # the samples of steps whose time counts (not a compile's)
         self.started = self.trained()
 
@@ -50,26 +53,46 @@ class IntervalSums:
         self.loss_sum += loss * n
         self.correct += (logits.argmax(1) == y).sum()
         self.samples += n
+        self.counted += n
         if timed:
             self.timed_samples += n
+
+    def add_loss(self, loss, n: int, correct=None) -> None:
+        """One step of a loop that is not the engine's (engine.watch): its mean loss over `n`
+        samples (a tensor stays on the device, detached from its graph; a number is summed on the
+        host) and, when given, how many it predicted right. No host sync."""
+        if isinstance(loss, torch.Tensor):
+            self.loss_sum.add_(loss.detach(), alpha=n)
+        else:
+            self.host_loss += float(loss) * n
+        if correct is not None:
+            if isinstance(correct, torch.Tensor):
+                self.correct += correct.detach().to(self.correct.dtype)
+            else:
+                self.host_correct += int(correct)
+            self.counted += n
+        self.samples += n
+        self.timed_samples += n
 
     def read(self, dist=None) -> tuple[float, float, int, float] | None:
         """(mean loss, accuracy, samples, samples per training second) of the interval, then a
         fresh interval; None when it holds no sample. Samples are summed over the ranks of a
-        data-parallel run."""
-        n, timed = self.samples, self.timed_samples
+        data-parallel run. The accuracy is nan when no step counted its correct predictions."""
+        n, timed, counted = self.samples, self.timed_samples, self.counted
         if n == 0:
             return None
         loss_sum, correct = torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype)]).tolist()
+        loss_sum, correct = loss_sum + self.host_loss, correct + self.host_correct
         if dist is not None:
             from .distributed import all_reduce_sum
 
             loss_sum, correct, n, timed = all_reduce_sum([loss_sum, correct, float(n), float(timed)], self.device)
+            counted = n  # the engine counts every sample
         self.readbacks += 1
         seconds = self.trained() - self.started
         self.reset()
         rate = timed / seconds if seconds > 0 else 0.0
-        return loss_sum / n, correct / n, int(n), rate
+        return loss_sum / n, correct / counted if counted else math.nan, int(n), rate
 
 
 @torch.no_grad()

@@ -223,6 +223,12 @@ def is_frozen(model: nn.Module, names=()) -> bool:
     return bool(targets) and not any(p.requires_grad for p in targets)
 
 
+def all_finite(model: nn.Module) -> bool:
+    """Every floating-point weight and buffer of the model finite (one host read)."""
+    tensors = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+
+
 def freeze_label(names) -> str:
     """What events call the frozen part: 'features', or model.freeze's names."""
     return ", ".join(names) if names else "features"

@@ -64,6 +64,10 @@ SYSTEM_HEADER = [
 ]
 CSV_FILES = {"metrics": METRICS_HEADER, "events": EVENTS_HEADER, "layers": LAYERS_HEADER, "system": SYSTEM_HEADER}
 JOURNAL = "events.jsonl"
+# A launcher that starts a process to train (deeptui run SCRIPT.py) names the run directory it made
+# for it, and says whether a dashboard watches (a non-finite loss then pauses: run.on_nan = auto).
+ENV_RUN_DIR = "DEEPTUI_RUN_DIR"
+ENV_INTERACTIVE = "DEEPTUI_INTERACTIVE"
 STEP_COLUMN = 2  # metrics.csv and layers.csv: time_s, epoch, step, ...
 
 

@@ -1,7 +1,9 @@
 """The narrow surface of a run: what the engine's parts (command handlers, the non-finite policy,
 checkpoints, the notifier, the machine monitor) may read of a run and the verbs they may call.
 Run is the run's life (state, stop, checkpoints, rewind); Steerable, its `trainer`, the settings
-a user steers. The Engine and its Trainer implement them; only they assign the run's fields."""
+a user steers. The Engine and its Trainer implement them, and so do a watched loop
+(engine.watch) and its OwnTrainer (engine.steer); only they assign the run's fields. A verb that
+a run cannot take raises Refused before it changes anything: the command is rejected with why."""
 
 from __future__ import annotations
 
@@ -16,10 +18,17 @@ if TYPE_CHECKING:
     from .metrics import Reporter, Settings
 
 
+class Refused(Exception):
+    """A verb this run cannot take (a watched loop asked to evaluate a test set it does not have, to
+    switch to an optimizer it was not given): raised before anything changed; the command handler
+    rejects the command with this message as its reason."""
+
+
 class Steerable(Protocol):
     """The model's settings: read them here, change each with one call (the run tells it)."""
 
     has_features: bool  # something to freeze: the features, or model.freeze's modules
+    freeze_key: str  # where the user names the modules to freeze: model.freeze, deeptui.watch(freeze=...)
     choices: tuple  # the optimizers that "next optimizer" cycles through
 
     @property
@@ -52,7 +61,7 @@ class Steerable(Protocol):
         ...
 
     def switch_optimizer(self, name: str) -> None:
-        """A new optimizer `name` (its state starts fresh)."""
+        """A new optimizer `name` (its state starts fresh); Refused for one it cannot switch to."""
         ...
 
     def set_frozen(self, frozen: bool, by_user: bool = True) -> int:
@@ -113,7 +122,9 @@ class Run(Protocol):
 
     def request_stop(self, reason: str, save_checkpoint: bool = True) -> None: ...
 
-    def evaluate(self) -> None: ...
+    def evaluate(self) -> None:
+        """The test set, now (Refused where the run has none of its own: a watched loop)."""
+        ...
 
     def save_checkpoint(self, epoch: int | None = None, best: bool = False) -> list[Path]: ...
 

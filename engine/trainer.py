@@ -15,8 +15,10 @@ from .config import Config
 from .errors import CheckpointError
 from .metrics import Settings
 from .optim import describe, ensure_momentum_buffers, keep_built_settings, make_optimizer, match_layouts, set_base_lr
+from .registry import NAMES
 from .state import TrainState
 from .step import StepRunner
+from .surface import Refused
 
 
 class Trainer:
@@ -32,9 +34,11 @@ class Trainer:
         on_change: Callable[[], None] = lambda: None,
     ):
         self.cfg, self.device, self.on_change = cfg, device, on_change
+        self.distributed = distributed
         self.model = model.to(device)
         self.freeze = tuple(cfg.model.freeze)  # what freezing acts on; empty: the features
         self.has_features = models.has_features(model, self.freeze)
+        self.freeze_key = "model.freeze"
         self.choices = tuple(cfg.optimizer.choices) or (cfg.optimizer.name,)
         self.train = TrainState(optimizer=cfg.optimizer.name, base_lr=cfg.optimizer.lr)
         self.eval_mode = cfg.run.eval_mode  # the test set's mode: eval, train or both (the M key)
@@ -73,9 +77,7 @@ class Trainer:
 
     def finite(self) -> bool:
         """Every floating-point weight and buffer finite (one host read), and the last loss."""
-        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        weights = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-        return weights and (self.last_loss is None or math.isfinite(self.last_loss))
+        return models.all_finite(self.model) and (self.last_loss is None or math.isfinite(self.last_loss))
 
     def sync_note(self, optimizer: str) -> str:
         return self.runner.sync_note(self.optimizer, optimizer)
@@ -83,7 +85,14 @@ class Trainer:
     # ---- what the user steers: each change, then on_change ---------------------------------
 
     def switch_optimizer(self, name: str) -> None:
-        """A new optimizer `name`; its state starts fresh."""
+        """A new optimizer `name`; its state starts fresh. Refused: a name deeptui does not know,
+        LBFGS in a data-parallel run, momentum or nesterov with optimizer.momentum = 0."""
+        if name not in NAMES:
+            raise Refused(f"unknown optimizer {name!r}")
+        if name == "lbfgs" and self.distributed:
+            raise Refused("LBFGS is not supported in a data-parallel run (its line search is per rank)")
+        if name in ("momentum", "nesterov") and self.cfg.optimizer.momentum == 0:
+            raise Refused(f"{name} needs optimizer.momentum > 0 (the preset sets 0)")
         optimizer = self.make_optimizer(name)  # built first: if this raises, nothing has changed
         self.optimizer, self.train.optimizer = optimizer, name
         self.on_change()

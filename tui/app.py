@@ -317,10 +317,11 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         return cid
 
 
-def run_dashboard(session: Session, attached: bool = False) -> int:
-    """Run the dashboard over a session; print the run directory on exit.
+def run_dashboard(session: Session, attached: bool = False, make_app: Callable[..., DeeptuiApp] | None = None) -> int:
+    """Run the dashboard (DeeptuiApp, or what `make_app` makes: `deeptui run`'s) over a session;
+    print the run directory on exit.
     0: the run finished or the user stopped it (or detached); 1: it failed; 128+N: ended by signal N."""
-    app = DeeptuiApp(session, handle_signals=True, attached=attached)
+    app = (make_app or DeeptuiApp)(session, handle_signals=True, attached=attached)
     try:
         app.run()
     finally:

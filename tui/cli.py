@@ -18,7 +18,7 @@ from deeptui.engine.errors import EXIT_FAILED, SetupError
 from . import guard
 from .options import fail
 
-SUBCOMMANDS = ("bench", "attach", "ls", "show", "export")
+SUBCOMMANDS = ("bench", "attach", "ls", "show", "export", "run", "send")
 
 
 def deeptui_version() -> str:
@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run, watch and steer PyTorch training from the terminal. "
         "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
         "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs), "
-        "'deeptui export RUN_DIR --tensorboard' (a run's CSV files as TensorBoard event files).",
+        "'deeptui export RUN_DIR --tensorboard' (a run's CSV files as TensorBoard event files), "
+        "'deeptui run SCRIPT.py [ARGS...]' (your own loop that calls deeptui.watch, with the dashboard), "
+        "'deeptui send RUN COMMAND [VALUE]' (one command to a live run).",
     )
     p.add_argument(
         "preset",
@@ -133,6 +135,14 @@ def dispatch(argv: list[str]) -> int:
         from .export import export_main
 
         return export_main(argv[1:])
+    if command == "run":  # a script of your own that calls deeptui.watch()
+        from .run_script import run_main
+
+        return run_main(argv[1:])
+    if command == "send":  # one command to a live run, for scripts and agents
+        from .send import send_main
+
+        return send_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.detach:
         from .detach import launch_detached

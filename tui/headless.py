@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import signal
 import sys
@@ -116,12 +117,15 @@ class HeadlessPrinter:
 LINES = {
     E.RunStarted: lambda p, ev: (
         f"deeptui: {'resumed' if ev.resumed else 'started'} {ev.preset} on {ev.device}: {ev.model} "
-        f"({ev.parameters:,} parameters), {ev.epochs} epochs x {ev.steps_per_epoch} steps; "
+        f"({ev.parameters:,} parameters)"
+        + (f", {ev.epochs} epochs x {ev.steps_per_epoch} steps" if ev.epochs else "")  # a watched loop may not say
+        + "; "
         f"run directory {ev.run_dir}"
     ),
     E.StepMetrics: lambda p, ev: (
-        f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} acc {100 * ev.accuracy:.1f}% "
-        f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"
+        f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} "
+        + (f"acc {100 * ev.accuracy:.1f}% " if math.isfinite(ev.accuracy) else "")  # a watched loop's may be unknown
+        + f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"
     ),
     E.EpochEnd: lambda p, ev: (
         f"epoch {ev.epoch} test loss {ev.test_loss:.4f} test error {ev.test_error_pct:.2f}%"

@@ -76,8 +76,10 @@ def run_panel(v: RunView) -> Text:
     if c.train_loss:
         t.append("loss ", "dim")
         t.append(fmt_number(c.last_loss), "" if math.isfinite(c.last_loss) else "bold red")
-        t.append("  acc ", "dim")
-        t.append(f"{100 * c.last_accuracy:.1f}%\n")
+        if math.isfinite(c.last_accuracy):  # a watched loop may not count its right predictions
+            t.append("  acc ", "dim")
+            t.append(f"{100 * c.last_accuracy:.1f}%")
+        t.append("\n")
     if math.isfinite(c.test_error("eval")):
         t.append("test error ", "dim")
         t.append(f"{c.test_error('eval'):.2f}%\n")

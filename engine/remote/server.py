@@ -16,7 +16,7 @@ from ..history import read_journal
 from ..runlog import open_private
 from ..state import RunState
 from ..system import summary
-from .wire import MAX_LINE, PID_NAME, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
+from .wire import MAX_LINE, PID_NAME, PROTOCOL, SOCKET_NAME, address, decode_command, encode, encode_event, is_live
 
 LISTEN_BACKLOG = 128  # clients that may wait to be accepted at once (ls, attach, scripts)
 SEND_TIMEOUT = 30.0  # a client that reads nothing for this long is dropped
@@ -47,6 +47,7 @@ class ControlServer:
         self.finished = False
         self.status = {
             "type": "Status",
+            "protocol": PROTOCOL,
             "pid": os.getpid(),
             "state": RunState.STARTING.value,
             "epoch": 0,

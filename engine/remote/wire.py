@@ -14,6 +14,7 @@ from .. import commands as C
 from .. import events as E
 from ..errors import RemoteError
 
+PROTOCOL = 1  # the JSON lines' version (README, "The control socket"): a Status answer carries it
 SOCKET_NAME = "control.sock"
 PID_NAME = "deeptui.pid"
 MAX_LINE = 64 * 1024  # longest accepted client line; longer ones are skipped, not buffered

@@ -1,0 +1,1 @@
+"""deeptui.integrations: deeptui under other tools' training loops (each an optional extra)."""
