@@ -197,9 +197,9 @@ class OptimizerConfig:
     name: Optimizer = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS))
     lr: float = _f(1e-2, "learning rate", gt=0.0)
     momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)", min=0.0, lt=1.0)
-    weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
-    betas: tuple[float, float] = _f((0.9, 0.999), "adam, adamax, nadam: (beta1, beta2)")
-    eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
+    weight_decay: float = _f(0.0, "L2 penalty; for adamw the decoupled weight decay (a typical value is 0.01)", min=0.0)
+    betas: tuple[float, float] = _f((0.9, 0.999), "adam, adamw, adamax, nadam: (beta1, beta2)")
+    eps: float = _f(1e-8, "adam, adamw, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
     rho: float = _f(0.9, "adadelta: decay of the running averages", min=0.0, max=1.0)
     alpha: float = _f(0.99, "rmsprop: smoothing constant", min=0.0, max=1.0)
     lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1, max=100)
@@ -210,12 +210,35 @@ class OptimizerConfig:
         "the training loss over a batch: mean (PyTorch's default) or sum (the gradient grows with the "
         "batch size, so the lr means less per sample); logged losses are per sample either way",
     )
+    clip_grad_norm: float = _f(
+        0.0,
+        "clip the gradients' total norm to this before each step (torch.nn.utils.clip_grad_norm_); the share "
+        "of clipped steps is in the run panel and metrics.csv's clipped column; 0: off",
+        min=0.0,
+    )
+
+
+LrSchedule = Literal["constant", "step", "cosine", "warmup_cosine"]
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     freeze_features_epochs: int = _f(
         0, "keep the pretrained features (or model.freeze's modules) frozen for the first N epochs", min=0
+    )
+    lr: LrSchedule = _f(
+        "constant",
+        "the learning rate over the run, from optimizer.lr: constant, step (x lr_gamma every lr_step_epochs), "
+        "cosine (down to lr_min_ratio x lr at the last step) or warmup_cosine (up from 0 over lr_warmup_steps, "
+        "then cosine); a typed or scaled lr (L, +, -) overrides it",
+    )
+    lr_step_epochs: int = _f(30, 'lr = "step": multiply the lr by lr_gamma every N epochs', min=1)
+    lr_gamma: float = _f(0.1, 'lr = "step": the factor at each step', gt=0.0, max=1.0)
+    lr_warmup_steps: int = _f(
+        100, 'lr = "warmup_cosine": training steps over which the lr rises linearly from 0 to optimizer.lr', min=0
+    )
+    lr_min_ratio: float = _f(
+        0.0, 'lr = "cosine", "warmup_cosine": the lr at the end, as a fraction of optimizer.lr', min=0.0, max=1.0
     )
 
 

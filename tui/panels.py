@@ -63,10 +63,15 @@ def run_panel(v: RunView) -> Text:
         t.append(f"{v.model} ", "bold")
         t.append(f"{fmt_count(v.parameters)} parameters\n", "dim")
     t.append(f"{v.optimizer or '…'}", "bold")
-    t.append(f"  lr {v.lr:.4g}\n" if v.lr else "\n")
+    t.append(f"  lr {v.lr:.4g}" if v.lr else "")
+    t.append(f" {v.lr_schedule}\n" if v.lr_schedule else "\n", "dim")
     params = " ".join(p for p in v.optimizer_params.split() if not p.startswith("lr="))
     if params:
         t.append(f"  {params}\n", "dim")
+    if math.isfinite(v.clipped):
+        t.append("  clipped ", "dim")
+        t.append(f"{100 * v.clipped:.0f}%", "bold yellow" if v.clipped > 0.5 else "")
+        t.append(" of the last steps\n", "dim")
     feats = "n/a" if v.has_features is False else ("frozen" if v.frozen else "trainable")
     t.append((", ".join(v.freeze_modules) or "features") + " ", "dim")
     t.append(feats, "bold cyan" if v.frozen else "")

@@ -154,6 +154,8 @@ class RunView:
         self.frozen = False
         self.mode = "train"
         self.eval_mode = "eval"  # how the engine evaluates the test set: eval, train or both
+        self.lr_schedule = ""  # the [schedule] lr that sets the lr now ("" when constant or set by hand)
+        self.clipped = math.nan  # optimizer.clip_grad_norm: the last interval's share of clipped steps
         self.epoch = 0
         self.step = 0
         self.time_s = 0.0  # the engine clock at the latest event
@@ -225,7 +227,7 @@ class RunView:
         self.state, self.reason = state, ev.reason
         self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
         self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
-        self.eval_mode = ev.eval_mode
+        self.eval_mode, self.lr_schedule = ev.eval_mode, ev.lr_schedule
         self.epoch, self.step = ev.epoch, ev.step
 
     def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
@@ -233,6 +235,7 @@ class RunView:
         self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
         self.gpu_reserved_mb, self.gpu_peak_mb = ev.gpu_reserved_mb, ev.gpu_peak_mb
         self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
+        self.clipped = ev.clipped
         self.curves.add_train(ev)
         if self._step_times and ev.train_s > self._step_times[-1][1]:
             dt = ev.train_s - self._step_times[-1][1]
@@ -263,7 +266,7 @@ class RunView:
         self._log("yellow", ev, f"{ev.command} rejected: {ev.reason}")
 
     def _on_ScheduleAction(self, ev: E.ScheduleAction) -> None:
-        self.markers.append((ev.step, "freeze"))
+        self.markers.append((ev.step, "lr" if ev.action == "lr" else "freeze"))  # drawn as the user's lr change is
         self.points_version += 1
         self._log("cyan", ev, f"schedule: {ev.detail}")
 
