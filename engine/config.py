@@ -774,8 +774,11 @@ def default_data_root(cli_value: str | None) -> Path:
     return Path(value).expanduser()
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), embedded: str | None = None) -> Config:
-    """Read a preset (or the embedded text), apply `--set` overrides, validate everything."""
+def load_config(
+    path: str | Path | None, overrides: list[str | tuple[str, Any]] = (), embedded: str | None = None
+) -> Config:
+    """Read a preset (or the embedded text), apply the overrides (`--set`'s "key=value" texts, or
+    (dotted key, value) pairs, e.g. a flag's typed value), validate everything."""
     src = str(path) if path is not None else "<embedded quickstart>"
     if embedded is not None:
         text = embedded
@@ -796,7 +799,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
     except RecursionError:
         raise ConfigError(f"{src}: the preset is nested too deeply", fix="plain tables and arrays") from None
     for item in overrides:
-        key, value = parse_override(src, item)
+        key, value = item if isinstance(item, tuple) else parse_override(src, item)
         _set_dotted(src, raw, key, value)
     cfg = _build(src, raw)
     name = cfg.run.name or (Path(path).stem if path is not None else "quickstart")

@@ -12,7 +12,7 @@ from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
 from deeptui.engine.remote.client import RemoteSession
 
 from .headless import HeadlessPrinter, print_events
-from .options import fail, wants_dashboard
+from .options import fail, front_end
 from .runs import list_runs, stopped_pid
 
 
@@ -54,7 +54,7 @@ def attach_main(argv: list[str]) -> int:
         return fail(str(e))
     except Exception as e:  # config.toml missing or unreadable: not a run directory
         return fail(f"{run_dir}: not a deeptui run directory ({e})")
-    if not wants_dashboard(args):
+    if front_end(args.headless) == "headless":
         return attach_headless(session)
     from .app import run_dashboard
 

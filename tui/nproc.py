@@ -8,14 +8,14 @@ import os
 import signal
 import sys
 
-from deeptui.engine.config import load_config
 from deeptui.engine.errors import EXIT_FAILED, SIGNAL_EXIT, ConfigError, SetupError
 
-from .options import fail, find_preset, overrides, resume_config
+from .options import fail
+from .request import Request
 from .runner import run
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
+def _without_nproc(argv) -> list[str]:
     out, skip = [], False
     for a in argv:
         if skip:
@@ -27,39 +27,38 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def check_nproc(args) -> None:
+def check_nproc(req: Request) -> None:
     """--nproc N that this machine cannot run, refused before any process starts: more ranks
     than GPUs on CUDA (each rank takes one), or than CPU cores on the CPU."""
     import torch
 
-    if args.nproc < 1:
-        raise ConfigError(f"--nproc {args.nproc}: needs at least 1 process", fix="--nproc 2")
-    cfg = resume_config(args) if args.resume else load_config(find_preset(args.preset), overrides(args))
-    spec = cfg.run.device
+    n = req.nproc
+    if n < 1:
+        raise ConfigError(f"--nproc {n}: needs at least 1 process", fix="--nproc 2")
+    spec = req.cfg.run.device
     cuda = spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available())
     if cuda:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if args.nproc > gpus:
+        if n > gpus:
             raise ConfigError(
-                f"--nproc {args.nproc}: this machine has {gpus} GPU(s), one per process; "
-                f"fix: --nproc {max(gpus, 1)} or --device cpu"
+                f"--nproc {n}: this machine has {gpus} GPU(s), one per process",
+                fix=f"--nproc {max(gpus, 1)} or --device cpu",
             )
-    elif args.nproc > (os.cpu_count() or 1):
+    elif n > (os.cpu_count() or 1):
         cores = os.cpu_count() or 1
         raise ConfigError(
-            f"--nproc {args.nproc}: this machine has {cores} CPU core(s); more processes than "
-            f"cores only wait for each other",
+            f"--nproc {n}: this machine has {cores} CPU core(s); more processes than cores only wait for each other",
             fix=f"--nproc {cores} or fewer",
         )
 
 
-def launch_distributed(args, argv: list[str]) -> int:
+def launch_distributed(req: Request) -> int:
     try:
-        check_nproc(args)
+        check_nproc(req)
     except SetupError as e:
         return fail(str(e))
-    if args.nproc == 1:
-        return run(args)
+    if req.nproc == 1:
+        return run(req)
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -74,12 +73,12 @@ def launch_distributed(args, argv: list[str]) -> int:
         [
             "--standalone",
             "--nproc-per-node",
-            str(args.nproc),
+            str(req.nproc),
             "--max-restarts",
             "0",
             "--module",
             "deeptui",
-            *_without_nproc(argv),
+            *_without_nproc(req.argv),
         ]
     )
     try:

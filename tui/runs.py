@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeptui.engine import events as E
-from deeptui.engine.errors import RemoteError
+from deeptui.engine.errors import ConfigError, RemoteError
 from deeptui.engine.history import ended, tail_events
 from deeptui.engine.remote.wire import MAX_EVENT_LINE, PID_NAME, SOCKET_NAME, connect, encode, lines
 from deeptui.engine.runlog import JOURNAL
@@ -206,9 +206,9 @@ def _name_bad_lines(path: Path, numbers: list[int]) -> None:
         )
 
 
-def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
-    """The runs under log_dir (default: $DEEPTUI_LOG_DIR or ./runs) and the ones remembered from
-    other folders, newest first (by events.csv's last write)."""
+def run_dirs(log_dir: Path | None = None) -> list[Path]:
+    """The run directories under log_dir (default: $DEEPTUI_LOG_DIR or ./runs) and the ones
+    remembered from other folders, each once, newest first (by events.csv's last write)."""
     folder = Path(log_dir if log_dir is not None else default_log_dir())
     dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "config.toml").is_file()] if folder.is_dir() else []
     dirs = list({d.resolve(): None for d in [*dirs, *remembered()]})
@@ -219,7 +219,36 @@ def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
         except OSError:
             return d.stat().st_mtime
 
-    return [run_info(d) for d in sorted(dirs, key=mtime, reverse=True)]
+    return sorted(dirs, key=mtime, reverse=True)
+
+
+def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
+    """Every run of run_dirs(), with its state and progress, newest first."""
+    return [run_info(d) for d in run_dirs(log_dir)]
+
+
+def find_run(name: str, log_dir: Path | None = None) -> Path:
+    """A run directory: a path to one as it is, or the run whose name `deeptui ls` prints (the
+    newest of that name), or the one run whose name starts with `name`. ConfigError (exit 2,
+    one line) when none or several match."""
+    path = Path(name)
+    if (path / "config.toml").is_file():
+        return path
+    dirs = run_dirs(log_dir) if name and "/" not in name else []
+    exact = [d for d in dirs if d.name == name]
+    matches = exact[:1] or [d for d in dirs if d.name.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(printable(d.name) for d in matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise ConfigError(
+            f"{printable(name)}: {len(matches)} runs start with it ({shown})", fix="type more of the name"
+        )
+    where = "no such run directory" if "/" in name or path.exists() else "no run of that name or prefix"
+    raise ConfigError(
+        f"{printable(name)}: {where} (a run directory has config.toml)",
+        fix="pass a run directory, or a name that deeptui ls prints",
+    )
 
 
 def ls_main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from deeptui.engine.history import HistorySession
 from .app import DeeptuiApp
 from .dashboard import Panel, Plot
 from .keys import STEERING
-from .options import fail, wants_dashboard
+from .options import fail, front_end
 from .plots import overlay_legend, overlay_plot, run_color
 from .summary import summary_lines
 from .view import RunView, Series, fmt_duration
@@ -176,7 +176,7 @@ def show_main(argv: list[str]) -> int:
         sessions = open_runs(args.run_dirs)
     except SetupError as e:
         return fail(str(e))
-    if not wants_dashboard(args):
+    if front_end(args.headless) == "headless":
         return show_headless(sessions)
     app = DeeptuiApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()
