@@ -36,6 +36,7 @@ class RunStarted(Event):
     optimizer_choices: tuple
     resumed: bool = False
     freeze_modules: tuple = ()  # model.freeze's modules; empty: the features
+    wall_time: float = 0.0  # the wall clock (time.time()) at this event: when the run (or resume) started
 
 
 @dataclass(frozen=True)

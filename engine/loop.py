@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -335,6 +336,7 @@ def announce(engine: Engine) -> None:
         freeze_modules=engine.trainer.freeze,
         optimizer_choices=engine.trainer.choices,
         resumed=engine.resumed,
+        wall_time=round(time.time(), 3),
     )
     if engine.resume_changes:
         said = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in engine.resume_changes)
