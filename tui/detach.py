@@ -13,11 +13,9 @@ from deeptui.engine.errors import RemoteError, SetupError
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
 from deeptui.engine.runlog import new_run_dir, open_run_file
 
-from .options import fail
+from .options import LOG_NAME, fail
 from .request import Request
 from .runs import remember
-
-LOG_NAME = "deeptui.log"
 
 
 def launch_detached(req: Request, wait_s: float = 120.0) -> int:

@@ -13,6 +13,7 @@ from deeptui.engine.errors import EXIT_SETUP, ConfigError
 # Shipped inside the package (deeptui/presets/ in a wheel; presets/ beside tui/ in a checkout).
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 QUICKSTART = PRESETS_DIR / "quickstart.toml"
+LOG_NAME = "deeptui.log"  # in a run directory: what a process without a terminal printed (--detach, torchrun)
 
 
 def fail(message: str, code: int = EXIT_SETUP) -> int:
