@@ -98,6 +98,12 @@ class RunConfig:
         "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
         "continue, or auto (pause in the dashboard, stop headless)",
     )
+    on_hangup: Literal["detach", "stop"] = _f(
+        "detach",
+        "what a dashboard run does when its terminal closes (SIGHUP: an SSH link dropped, a laptop lid): detach "
+        "(train on in the background, its output in <run_dir>/deeptui.log; deeptui attach brings the dashboard "
+        "back) or stop (checkpoint and exit 129)",
+    )
     collective_timeout_s: float = _f(
         60.0,
         "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)",

@@ -4,8 +4,10 @@ dashboard run whose terminal closes (tmux kill-session) detaches and trains on, 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -61,7 +63,13 @@ class Pty:
         os.write(self.master, keys)
 
     def close(self) -> None:
+        """Kill what is left: the process, and torchrun's ranks (each in a session of its own)."""
+        import psutil
+
         if self.proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
         self._reader.join(5)
@@ -95,3 +103,51 @@ def test_nproc_2_in_a_terminal_draws_one_dashboard_and_prints_one_summary(tmp_pa
     summary = out[out.index(b"run finished: quickstart") :].decode()
     assert ", 6 steps," in summary and f"run directory: runs/{run_dir.name}" in summary, summary
     assert "OMP_NUM_THREADS" in (run_dir / "deeptui.log").read_text()  # torchrun's banner, in the run's log
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_a_closed_terminal_leaves_a_dashboard_run_training_and_attachable(tmp_path):
+    """Bug: closing the terminal (SIGHUP: a dropped SSH link) stopped a dashboard run; users had to
+    remember --detach beforehand. Now the run goes on detached (run.on_hangup = "detach")."""
+    from deeptui.engine import commands as C
+    from deeptui.engine import events as E
+    from deeptui.engine.remote.client import RemoteSession
+    from tests.conftest import EventReader
+
+    sock = tmp_path / "tmux.sock"  # a tmux server of the test's own
+    env = env_for(tmp_path)
+    cmd = [sys.executable, "-m", "deeptui", QUICK, "--epochs", "500", "--log-dir", str(tmp_path / "runs"), *SMALL]
+    line = " ".join(f"'{a}'" for a in cmd)
+    tmux = ["tmux", "-S", str(sock)]
+    subprocess.run([*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", line], env=env, check=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/control.sock")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        pid = int((run_dir / "deeptui.pid").read_text())
+        session = RemoteSession(run_dir)
+        session.start()
+        r = EventReader(session)
+        r.wait(lambda e: isinstance(e, E.StepMetrics), timeout=120)  # it trains on the dashboard
+        session.detach()
+        subprocess.run([*tmux, "kill-session", "-t", "t"], check=True)  # the terminal closes
+        session = RemoteSession(run_dir)  # deeptui attach's session: the run is still there, training
+        session.start()
+        r = EventReader(session)
+        note = r.wait(lambda e: isinstance(e, E.Note) and e.kind == "detached", timeout=60)
+        r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step > note.step, timeout=120)
+        assert os.path.exists(f"/proc/{pid}")
+        r.answer(session.send(C.Stop(reason="the test is done")), timeout=60)
+        r.wait(lambda e: isinstance(e, E.Finished), timeout=120)
+        session.detach()
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert ",detached," in (run_dir / "events.csv").read_text()
+        log = (run_dir / "deeptui.log").read_text()
+        assert "the run goes on detached" in log and "run stopped: quickstart" in log, log[-2000:]
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)

@@ -28,6 +28,7 @@ from deeptui.engine.state import PAUSED_BY_USER, RunState
 from . import panels
 from .dashboard import Dashboard, Panel, Plot
 from .dialogs import ExportScreen, NanScreen
+from .hangup import go_on_detached, silence_terminal
 from .keys import Steering
 from .launch import Launch
 from .layer_views import LayerViews
@@ -45,10 +46,10 @@ FRAME_SECONDS = 1.0
 ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats, E.SystemStats)  # events that can wait for the next frame
 
 
-def on_exit_signals(handler: Callable[[int], None]) -> None:
+def on_exit_signals(handler: Callable[[int], None], signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
     """SIGTERM and SIGHUP (the SSH session dropped) call handler(signum) on the app's loop."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in signals:
         try:
             loop.add_signal_handler(sig, handler, sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no loop support
@@ -62,6 +63,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
     TITLE = "deeptui"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = Steering.KEYS
+    DETACH_ON_HANGUP = True  # a compare series, whose next runs the dashboard starts, stops instead
 
     log_scale: reactive[bool] = reactive(False, init=False)
     """Whether the loss plot's y axis is logarithmic (view state only)."""
@@ -100,6 +102,7 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         self._started = False
         self._shutdown_done = False
         self.resumed_on_detach = False  # the quit dialog resumed a paused run before detaching
+        self.hung_up = False  # the terminal closed and the run goes on detached (run.on_hangup)
         self._auto_timing = "due"  # run.auto_timing: due, sent, done
 
     # ---- the screen and its parts -------------------------------------------------------
@@ -170,8 +173,24 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         self.session.start()
         self._started = True
         self.set_interval(POLL_SECONDS, self.poll)
-        if self.handle_signals:
+        if self.handle_signals and self.detaches_on_hangup:
+            on_exit_signals(self._on_signal, (signal.SIGTERM,))
+            loop = asyncio.get_running_loop()
+            signal.signal(signal.SIGHUP, lambda signum, frame: self._on_hangup(loop))  # at once, not at the next tick
+        elif self.handle_signals:
             on_exit_signals(self._on_signal)
+
+    @property
+    def detaches_on_hangup(self) -> bool:
+        """run.on_hangup = "detach": a closed terminal leaves this process's run training."""
+        return self.DETACH_ON_HANGUP and not self.attached and self.session.cfg.run.on_hangup == "detach"
+
+    def _on_hangup(self, loop) -> None:
+        """The terminal closed (SIGHUP): its file descriptors go to /dev/null before anything else
+        writes there, and the app ends leaving the run to train (run_dashboard goes on detached)."""
+        silence_terminal()
+        self.hung_up, self.stop_on_quit = True, False
+        loop.call_soon_threadsafe(self.exit, 0)
 
     def _on_signal(self, sig: int) -> None:
         self.signal_exit = 128 + int(sig)
@@ -325,6 +344,8 @@ def run_dashboard(session: Session, attached: bool = False) -> int:
         app.run()
     finally:
         stopped = app.stop_session("quit")
+    if app.hung_up:
+        return go_on_detached(session, app.session)
     if isinstance(session, Launch) and session.engine is not None and app.session is session:
         # q while loading: the engine was built and stopped before the dashboard watched it
         app.switch_session(session.engine, RunView(preset=session.cfg.run.name))

@@ -164,12 +164,15 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
         session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
 
 
-def run_headless(engine, printer: HeadlessPrinter | None = None, serving=contextlib.nullcontext) -> int:
+def run_headless(
+    engine, printer: HeadlessPrinter | None = None, serving=contextlib.nullcontext, start: bool = True
+) -> int:
     """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
     SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output cannot be written: closed
     (exit 141, as for SIGPIPE), or full, failing or stalled (exit 74). `serving()` (the control
     socket, a context manager) is entered once the handlers are in place, so a signal from the
-    moment the run can be seen stops it with a checkpoint; what it raises comes before the start."""
+    moment the run can be seen stops it with a checkpoint; what it raises comes before the start.
+    `start=False`: the engine trains already (a dashboard run whose terminal closed)."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []  # the exit code of what stopped the run
 
@@ -185,7 +188,8 @@ def run_headless(engine, printer: HeadlessPrinter | None = None, serving=context
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
         with serving():
-            engine.start()
+            if start:
+                engine.start()
             print_events(engine, printer)
     finally:
         for s, h in old.items():
