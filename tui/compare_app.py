@@ -82,7 +82,7 @@ class CompareApp(DeeptuiApp):
         first.interactive = True
         self.run_dirs = [Path(first.run_dir)]
         super().__init__(first, **kw)
-        self.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
+        self.controller.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
 
     def get_default_screen(self):
         screen = super().get_default_screen()

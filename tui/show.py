@@ -15,11 +15,11 @@ from deeptui.engine import events as E
 from deeptui.engine.errors import ConfigError, SetupError
 from deeptui.engine.history import HistorySession
 
-from .app import DeeptuiApp
+from . import actions
 from .dashboard import Panel, Plot
-from .keys import STEERING
 from .options import fail, front_end
 from .plots import overlay_legend, overlay_plot, run_color
+from .run_app import RunApp
 from .runs import find_run, run_dirs
 from .summary import summary_lines
 from .view import RunView, Series, fmt_duration
@@ -87,13 +87,18 @@ def differences_text(sessions: list[HistorySession]) -> Text:
     return t
 
 
-class ShowApp(DeeptuiApp):
-    """The dashboard over several finished runs: its own keys (n, x), none of the steering ones."""
+class OneRunApp(RunApp):
+    """The dashboard over one run that has ended: its views and files, none of the steering keys."""
 
-    BINDINGS = [("n", "next_run", "next run"), ("x", "x_axis", "x axis")]
+    ACTIONS = actions.SHOW_ONE
+    BINDINGS = actions.bindings(actions.SHOW_ONE)
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        return False if action in STEERING else super().check_action(action, parameters)
+
+class ShowApp(RunApp):
+    """Several runs that have ended, overlaid: their own keys (n, x), none of the steering ones."""
+
+    ACTIONS = actions.SHOW_MANY
+    BINDINGS = actions.bindings(actions.SHOW_MANY)
 
     def __init__(self, sessions: list[HistorySession], **kw):
         self.sessions = sessions
@@ -185,6 +190,6 @@ def show_main(argv: list[str]) -> int:
         return fail(str(e))
     if front_end(args.headless) == "headless":
         return show_headless(sessions)
-    app = DeeptuiApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
+    app = OneRunApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()
     return 0
