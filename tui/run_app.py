@@ -105,7 +105,12 @@ class RunApp(App[int]):
     def panels(self) -> list[Panel]:
         return [
             Panel("run", lambda: panels.run_panel(self.view), "run"),
-            Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop"),
+            Panel(
+                "timing",
+                lambda: panels.timing_panel(self.view),
+                "batch vs loop",
+                lambda: panels.timing_shown(self.view),
+            ),
         ]
 
     def strips(self) -> list[Panel]:
