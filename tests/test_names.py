@@ -14,14 +14,38 @@ TINY = ["--headless", "--max-steps", "2", "--set", "log.interval=1", "--set", "d
 TINY += ["--set", "data.test_size=16", "--set", "model.blocks=1", "--device", "cpu"]
 
 
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Two finished quickstart runs in <folder>/runs (the second with a test row), made once for the
+    module (its own per-user state while it makes them)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("names")
+    here, state = os.getcwd(), os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(folder / "state")
+    os.chdir(folder)
+    try:
+        assert main([QUICK, *TINY]) == 0
+        assert main([QUICK, *TINY, "--epochs", "1", "--max-steps", "0", "--set", "log.interval=4"]) == 0
+    finally:
+        os.chdir(here)
+        if state is None:
+            del os.environ["XDG_STATE_HOME"]
+        else:
+            os.environ["XDG_STATE_HOME"] = state
+    return folder
+
+
 @pytest.fixture
-def two_runs(tmp_path, monkeypatch, capsys):
-    """Two finished quickstart runs in ./runs (the second with a test row), newest last."""
+def two_runs(made, monkeypatch, capsys, tmp_path):
+    """The module's two runs, a copy of them in ./runs of this test's folder, newest last."""
+    import shutil
+
+    shutil.copytree(made / "runs", tmp_path / "runs", symlinks=True)
     monkeypatch.chdir(tmp_path)
-    assert main([QUICK, *TINY]) == 0
-    assert main([QUICK, *TINY, "--epochs", "1", "--max-steps", "0", "--set", "log.interval=4"]) == 0
     capsys.readouterr()
     first, second = sorted((tmp_path / "runs").iterdir())
+    (second / "events.csv").touch()  # the newest by its last write, as a copy keeps no order
     return first, second
 
 

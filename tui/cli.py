@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
-        "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-        "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs), "
-        "'deeptui export RUN_DIR --tensorboard' (a run's CSV files as TensorBoard event files).",
+        "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN]' "
+        "(dashboard on a running run), 'deeptui show [RUN ...]' (runs that have ended; default: the newest), "
+        "'deeptui ls' (list runs), 'deeptui export RUN --tensorboard' (a run's history as TensorBoard event "
+        "files). RUN: a run directory, or a run's name (or a unique prefix of it) as deeptui ls prints it.",
     )
     p.add_argument(
         "preset",
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override run.seed")
     p.add_argument(
         "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from its newest finite checkpoint (a run directory, or a .pt file of one)",
+        metavar="RUN",
+        help="continue a run from its newest finite checkpoint (a run directory, a .pt file of one, or a run's "
+        "name or unique prefix from deeptui ls)",
     )
     p.add_argument(
         "--trust-run",
