@@ -117,3 +117,21 @@ def test_no_clipping_leaves_the_column_empty_and_the_panel_quiet(make_engine):
     r2.wait(lambda e: isinstance(e, E.Finished))
     assert all(row["clipped"] == "" for row in train_rows(off.run_dir))
     assert math.isnan(fold(r2.seen).clipped) and "clipped" not in panels.run_panel(fold(r2.seen)).plain
+
+
+def test_clipping_and_a_schedule_make_no_host_sync(make_engine, monkeypatch):
+    """The clipped count stays on the device until the interval's readback; the schedule sets host
+    floats: the steps still reach Python only at the readbacks (as tests/test_perf.py counts)."""
+    from tests.conftest import count_host_syncs
+
+    eng = make_engine(
+        *("run.epochs=1", "log.interval=4", "schedule.freeze_features_epochs=0"),
+        "optimizer.clip_grad_norm=0.5",
+        "schedule.lr=cosine",
+    )
+    syncs, steps = count_host_syncs(monkeypatch, eng)
+    eng.run()
+    assert eng.train.step == 16 and eng.sums.readbacks == 4
+    increases = [b - a for a, b in zip(steps, steps[1:]) if b != a]
+    assert increases == [1, 1, 1], (steps, syncs)
+    assert set(syncs[: steps[-1]]) == {"tolist"}, syncs
