@@ -164,7 +164,7 @@ def plain(cfg, tmp: Path, rows: Path) -> None:
 def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
     from deeptui.engine.build import build_in_thread
     from deeptui.engine.loop import Engine
-    from deeptui.tui.runner import serve as start_control_server
+    from deeptui.tui.runner import serving
 
     clock, train_step = GpuClock(torch.device(cfg.run.device), tmp / f"gpu.{name}"), Engine._train_step
 
@@ -174,9 +174,8 @@ def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
 
     Engine._train_step = timed_step  # the benchmark's own probe, in this process only
     eng = build_in_thread(cfg, data_root=tmp / "data", log_dir=tmp / "runs" / name)  # as the CLI does
-    server = start_control_server(eng)
     ready(time.monotonic() - eng.now())
-    try:
+    with serving(eng):
         if name == "headless":
             from deeptui.tui.headless import HeadlessPrinter, run_headless
 
@@ -190,9 +189,6 @@ def engine_variant(name: str, cfg, tmp: Path, size=(100, 30)) -> None:
             app = DeeptuiApp(eng, handle_signals=True)  # SIGTERM: stop the engine, flush, exit
             app.run(headless=True, size=size)
             app.stop_session("quit")
-    finally:
-        if server is not None:
-            server.close()
 
 
 # ---- the parent: windows, rows, ratios ------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,11 +38,18 @@ def build_engine(
     log_dir: str | Path | None = None,
     device: str | None = None,
     run_dir: Path | None = None,
-    resume: dict | None = None,
+    resume: dict | Path | None = None,
     started_at: float | None = None,
+    say: Callable[[str], None] = lambda text: None,
 ) -> Engine:
     """Resolve the device, load data and weights, make the run directory (rank 0). The run's
-    clock reads 0 at `started_at` (time.monotonic() when the user launched it; default: now)."""
+    clock reads 0 at `started_at` (time.monotonic() when the user launched it; default: now).
+    `resume`: a checkpoint's payload, or a run directory (or .pt file) whose newest finite
+    checkpoint the engine loads itself, in the same run directory; `say` tells which."""
+    resumed_from = None
+    if isinstance(resume, Path):
+        resumed_from, resume = resume_checkpoint(resume, cfg)
+        run_dir = run_dir or resumed_from.parent
     # torch.optim's first optimizer imports torch._dynamo (about 2 s on 2 cores): start that now,
     # beside the data and the model, rather than after them.
     if cfg.run.kind == "watched":  # deeptui.watch()'s run: its loop is a script's, not a preset's
@@ -94,7 +102,7 @@ def build_engine(
                 cut_history_after(run_dir, int(train["step"]), float(train["time_s"]))
         if info is not None:  # every rank learns rank 0's run directory
             run_dir = Path(distributed.broadcast_object(str(run_dir), info))
-        return Engine(
+        engine = Engine(
             cfg,
             device=dev,
             data=data,
@@ -106,6 +114,9 @@ def build_engine(
             resume_changes=changes,
             started_at=started_at,
         )
+        if resumed_from is not None:
+            say(f"resuming from {resumed_from} (step {engine.train.step})")
+        return engine
     except BaseException as e:
         data.close()
         if lock is not None:
@@ -113,6 +124,18 @@ def build_engine(
         if isinstance(e, OSError) and disk_full(e):  # a full disk before the start, named as such
             raise RunDirError(disk_full_message(Path(run_dir or log_dir or cfg.log.dir))) from None
         raise
+
+
+def resume_checkpoint(target: Path, cfg: Config) -> tuple[Path, dict]:
+    """(the file, its payload) a --resume continues from: the .pt given, or the run directory's
+    newest finite checkpoint (last.pt, then the epochs, then best.pt)."""
+    path = checkpoint.CheckpointFiles(target).for_resume() if target.is_dir() else target
+    if path is None or not path.is_file():
+        raise CheckpointError(
+            f"{path or target}: no checkpoint to resume from",
+            fix="pass a run directory that has last.pt (saved with s, on quit, on signals, every log.checkpoint_every)",
+        )
+    return path, checkpoint.load(path, cfg)
 
 
 def make_model(cfg: Config, data) -> torch.nn.Module:

@@ -100,6 +100,12 @@ class RunConfig:
         "what a non-finite loss does: stop (exit 1), pause (wait for a dashboard), "
         "continue, or auto (pause in the dashboard, stop headless)",
     )
+    on_hangup: Literal["detach", "stop"] = _f(
+        "detach",
+        "what a dashboard run does when its terminal closes (SIGHUP: an SSH link dropped, a laptop lid): detach "
+        "(train on in the background, its output in <run_dir>/deeptui.log; deeptui attach brings the dashboard "
+        "back) or stop (checkpoint and exit 129)",
+    )
     collective_timeout_s: float = _f(
         60.0,
         "data-parallel: how long a rank waits for the others (a dead rank ends the run after this)",
@@ -199,9 +205,9 @@ class OptimizerConfig:
     name: Optimizer = _f("sgd", "optimizer to start with: " + ", ".join(OPTIMIZERS))
     lr: float = _f(1e-2, "learning rate", gt=0.0)
     momentum: float = _f(0.9, "momentum for the momentum and nesterov choices (sgd uses 0)", min=0.0, lt=1.0)
-    weight_decay: float = _f(0.0, "L2 penalty", min=0.0)
-    betas: tuple[float, float] = _f((0.9, 0.999), "adam, adamax, nadam: (beta1, beta2)")
-    eps: float = _f(1e-8, "adam, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
+    weight_decay: float = _f(0.0, "L2 penalty; for adamw the decoupled weight decay (a typical value is 0.01)", min=0.0)
+    betas: tuple[float, float] = _f((0.9, 0.999), "adam, adamw, adamax, nadam: (beta1, beta2)")
+    eps: float = _f(1e-8, "adam, adamw, adamax, nadam, adagrad, rmsprop: epsilon", gt=0.0)
     rho: float = _f(0.9, "adadelta: decay of the running averages", min=0.0, max=1.0)
     alpha: float = _f(0.99, "rmsprop: smoothing constant", min=0.0, max=1.0)
     lbfgs_max_iter: int = _f(4, "lbfgs: inner iterations per step (torch's default is 20)", min=1, max=100)
@@ -212,12 +218,35 @@ class OptimizerConfig:
         "the training loss over a batch: mean (PyTorch's default) or sum (the gradient grows with the "
         "batch size, so the lr means less per sample); logged losses are per sample either way",
     )
+    clip_grad_norm: float = _f(
+        0.0,
+        "clip the gradients' total norm to this before each step (torch.nn.utils.clip_grad_norm_); the share "
+        "of clipped steps is in the run panel and metrics.csv's clipped column; 0: off",
+        min=0.0,
+    )
+
+
+LrSchedule = Literal["constant", "step", "cosine", "warmup_cosine"]
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     freeze_features_epochs: int = _f(
         0, "keep the pretrained features (or model.freeze's modules) frozen for the first N epochs", min=0
+    )
+    lr: LrSchedule = _f(
+        "constant",
+        "the learning rate over the run, from optimizer.lr: constant, step (x lr_gamma every lr_step_epochs), "
+        "cosine (down to lr_min_ratio x lr at the last step) or warmup_cosine (up from 0 over lr_warmup_steps, "
+        "then cosine); a typed or scaled lr (L, +, -) overrides it",
+    )
+    lr_step_epochs: int = _f(30, 'lr = "step": multiply the lr by lr_gamma every N epochs', min=1)
+    lr_gamma: float = _f(0.1, 'lr = "step": the factor at each step', gt=0.0, max=1.0)
+    lr_warmup_steps: int = _f(
+        100, 'lr = "warmup_cosine": training steps over which the lr rises linearly from 0 to optimizer.lr', min=0
+    )
+    lr_min_ratio: float = _f(
+        0.0, 'lr = "cosine", "warmup_cosine": the lr at the end, as a fraction of optimizer.lr', min=0.0, max=1.0
     )
 
 
@@ -759,8 +788,11 @@ def from_table(raw: dict, source: str) -> Config:
     return _build(source, raw)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), embedded: str | None = None) -> Config:
-    """Read a preset (or the embedded text), apply `--set` overrides, validate everything."""
+def load_config(
+    path: str | Path | None, overrides: list[str | tuple[str, Any]] = (), embedded: str | None = None
+) -> Config:
+    """Read a preset (or the embedded text), apply the overrides (`--set`'s "key=value" texts, or
+    (dotted key, value) pairs, e.g. a flag's typed value), validate everything."""
     src = str(path) if path is not None else "<embedded quickstart>"
     if embedded is not None:
         text = embedded
@@ -781,7 +813,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), embedded: st
     except RecursionError:
         raise ConfigError(f"{src}: the preset is nested too deeply", fix="plain tables and arrays") from None
     for item in overrides:
-        key, value = parse_override(src, item)
+        key, value = item if isinstance(item, tuple) else parse_override(src, item)
         _set_dotted(src, raw, key, value)
     cfg = _build(src, raw)
     name = cfg.run.name or (Path(path).stem if path is not None else "quickstart")

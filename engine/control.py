@@ -159,9 +159,10 @@ def set_learning_rate(run: Run, cmd: C.SetLearningRate) -> Result:
     bad = _check_lr(cmd.lr)
     if bad:
         return False, bad
-    old = run.train.base_lr
+    old, schedule = run.train.base_lr, run.trainer.settings().lr_schedule
     run.trainer.set_lr(float(cmd.lr))
-    return True, f"lr {old:.3g} -> {run.train.base_lr:.3g}"
+    said = f"; overrides the lr schedule ({schedule}): the lr stays as set" if schedule else ""
+    return True, f"lr {old:.3g} -> {run.train.base_lr:.3g}{said}"
 
 
 def scale_learning_rate(run: Run, cmd: C.ScaleLearningRate) -> Result:

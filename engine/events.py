@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import threading
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class RunStarted(Event):
     optimizer_choices: tuple
     resumed: bool = False
     freeze_modules: tuple = ()  # model.freeze's modules; empty: the features
+    wall_time: float = 0.0  # the wall clock (time.time()) at this event: when the run (or resume) started
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class StateChanged(Event):
     mode: str
     reason: str = ""
     eval_mode: str = "eval"  # how the test set is evaluated: eval, train or both
+    lr_schedule: str = ""  # the [schedule] lr that sets the lr now; "" when constant or set by hand
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class StepMetrics(Event):
     gpu_memory_mb: float = 0.0  # CUDA: allocated by tensors now
     gpu_reserved_mb: float = 0.0  # CUDA: held by the caching allocator now
     gpu_peak_mb: float = 0.0  # CUDA: the most allocated during this interval
+    clipped: float = math.nan  # optimizer.clip_grad_norm: the interval's share of clipped steps; nan: off
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -54,17 +55,16 @@ class Engine(ThreadSession):
         self.is_main = dist_info is None or dist_info.is_main
         self.run_dir = Path(run_dir)
         self.clock = RunClock(started_at)  # from launch: the header's clock never jumps back
-        # Only rank 0 writes the run directory; the other ranks log to nowhere.
-        log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)
+        log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)  # rank 0 writes
         self.report = Reporter(log, E.EventBuffer(), self.position)
+        self.log_every, self.max_steps = step_limits(cfg)
         self.trainer = Trainer(
             cfg, model, device, distributed=dist_info is not None, on_change=lambda: self.set_state(self.state)
         )
-        self.log_every, self.max_steps = step_limits(cfg)
+        self.trainer.plan_lr(len(data.train), self.max_steps, self.report.lr_schedule)
         self.state = RunState.STARTING
         self.stopping, self.stop_reason, self.save_on_stop = False, "", True
         self.checkpoints = checkpoint.CheckpointFiles(self.run_dir, cfg.log.keep_checkpoints)
-        # rank 0 watches the layers (after an all-reduce the gradients are the same on every rank)
         self.layers = LayerProbe(
             self.model, cfg.log.layers_interval if self.is_main else 0, activations=not cfg.perf.compile
         )
@@ -213,7 +213,7 @@ class Engine(ThreadSession):
             loss, logits = self.trainer.step(x, y)
         if compiling:  # the first step of a compiled variant is done: compiling is over
             self.set_state(previous, "compiled")
-        self.sums.add(loss, logits, y, timed=not compiling)  # running sums stay on the device
+        self.sums.add(loss, logits, y, timed=not compiling, clipped=self.trainer.runner.last_clipped)
 
     def _readback(self) -> None:
         """The interval's sums as one logged row: the one host sync per interval."""
@@ -223,8 +223,8 @@ class Engine(ThreadSession):
         loss, acc, _, rate = got
         self.trainer.last_loss = loss
         seen = self.train.samples_seen * (self.dist.world if self.dist else 1)
-        gpu = gpu_memory(self.device)
-        self.report.train(loss, acc, rate, seen, self.clock.trained(), self.trainer.settings(), gpu=gpu)
+        extra = dict(gpu=gpu_memory(self.device), clipped=self.sums.clipped_share)
+        self.report.train(loss, acc, rate, seen, self.clock.trained(), self.trainer.settings(), **extra)
         if not math.isfinite(loss):
             outcome.on_nonfinite(self, loss)
 
@@ -335,6 +335,7 @@ def announce(engine: Engine) -> None:
         freeze_modules=engine.trainer.freeze,
         optimizer_choices=engine.trainer.choices,
         resumed=engine.resumed,
+        wall_time=round(time.time(), 3),
     )
     if engine.resume_changes:
         said = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in engine.resume_changes)

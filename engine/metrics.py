@@ -25,33 +25,43 @@ class Settings:
     frozen: bool
     mode: str
     eval_mode: str = "eval"  # how the test set is evaluated: eval, train or both
+    lr_schedule: str = ""  # the [schedule] lr that sets the lr now; "" when constant or set by hand
 
 
 class IntervalSums:
     """Loss and correct-prediction sums of one logging interval, kept on the device; `read()` is
     the one host sync per interval (and, in a data-parallel run, the one collective). Its seconds
     are the training clock's: a pause, a timing or a compile inside the interval is not counted,
-    and neither are the samples of a step that compiled."""
+    and neither are the samples of a step that compiled. With optimizer.clip_grad_norm, it counts
+    the clipped steps too (on the device, read in the same sync): `clipped_share` after a read."""
 
     def __init__(self, device: torch.device, trained: Callable[[], float] = time.monotonic):
         self.device = device
         self.trained = trained  # the run's training clock (engine.clock.RunClock.trained)
         self.readbacks = 0  # host syncs made; the tests count them
+        self.clipped_share = float("nan")  # of the last interval read: the share of clipped steps
         self.reset()
 
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.host_loss, self.host_correct = 0.0, 0  # what a watched loop gave as plain numbers
+        self.clipped = torch.zeros((), device=self.device)
+        self.clip_steps = 0  # steps whose clipping was counted
         self.samples = 0
         self.counted = 0  # the samples whose correct predictions were counted (accuracy's)
         self.timed_samples = 0  # the samples of steps whose time counts (not a compile's)
         self.started = self.trained()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, timed: bool = True) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, timed: bool = True, clipped=None) -> None:
+        """One step's loss and logits; `clipped`, a device bool (the step's gradients were
+        clipped), or None when the step did not clip."""
         n = y.shape[0]
         self.loss_sum += loss * n
         self.correct += (logits.argmax(1) == y).sum()
+        if clipped is not None:
+            self.clipped += clipped
+            self.clip_steps += 1
         self.samples += n
         self.counted += n
         if timed:
@@ -81,8 +91,11 @@ class IntervalSums:
         n, timed, counted = self.samples, self.timed_samples, self.counted
         if n == 0:
             return None
-        loss_sum, correct = torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype)]).tolist()
+        loss_sum, correct, clipped = torch.stack(
+            [self.loss_sum, self.correct.to(self.loss_sum.dtype), self.clipped.to(self.loss_sum.dtype)]
+        ).tolist()
         loss_sum, correct = loss_sum + self.host_loss, correct + self.host_correct
+        self.clipped_share = clipped / self.clip_steps if self.clip_steps else float("nan")
         if dist is not None:
             from .distributed import all_reduce_sum
 
@@ -170,8 +183,10 @@ class Reporter:
         train_s: float,
         settings: Settings,
         gpu: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        clipped: float = float("nan"),
     ) -> None:
-        """A StepMetrics (a train row); `gpu` is gpu_memory()'s (allocated, reserved, peak)."""
+        """A StepMetrics (a train row); `gpu` is gpu_memory()'s (allocated, reserved, peak);
+        `clipped` the interval's share of steps whose gradients were clipped (nan: no clipping)."""
         self.emit(
             E.StepMetrics,
             loss=loss,
@@ -186,6 +201,7 @@ class Reporter:
             gpu_memory_mb=gpu[0],
             gpu_reserved_mb=gpu[1],
             gpu_peak_mb=gpu[2],
+            clipped=clipped,
         )
 
     def test(self, epoch: int, loss: float, accuracy: float, settings: Settings, mode: str = "eval") -> None:
@@ -213,6 +229,10 @@ class Reporter:
 
     def note(self, kind: str, detail: str) -> None:
         self.emit(E.Note, kind=kind, detail=detail)
+
+    def lr_schedule(self, detail: str) -> None:
+        """Where [schedule] lr changes the lr by a step (a step decay, the end of a warm-up)."""
+        self.emit(E.ScheduleAction, action="lr", detail=detail)
 
 
 LAYER_COLUMNS = ("weight_norm", "grad_norm", "update_ratio", "activation_mean", "activation_std")

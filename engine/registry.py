@@ -43,6 +43,9 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
     "momentum": OptimizerEntry("SGD", ("momentum", "weight_decay"), fused=True),
     "nesterov": OptimizerEntry("SGD", ("momentum", "weight_decay"), fixed={"nesterov": True}, fused=True),
     "adam": OptimizerEntry("Adam", ("betas", "eps", "weight_decay"), fused=True),
+    # decoupled weight decay (Loshchilov & Hutter): optimizer.weight_decay shrinks the weights
+    # directly instead of entering Adam's moments as an L2 term does
+    "adamw": OptimizerEntry("AdamW", ("betas", "eps", "weight_decay"), fused=True),
     "adagrad": OptimizerEntry("Adagrad", ("eps", "weight_decay"), defaults={"eps": 1e-10}),
     "adadelta": OptimizerEntry("Adadelta", ("rho", "eps", "weight_decay"), defaults={"eps": 1e-6}),
     "rmsprop": OptimizerEntry("RMSprop", ("alpha", "eps", "weight_decay"), path_only={"momentum": 0.0}),

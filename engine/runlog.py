@@ -37,6 +37,7 @@ METRICS_HEADER = [
     "frozen",
     "mode",
     "samples_per_s",
+    "clipped",  # optimizer.clip_grad_norm: the share of the interval's steps that were clipped
 ]
 EVENTS_HEADER = ["time_s", "epoch", "step", "event", "detail"]
 LAYERS_HEADER = [
@@ -229,7 +230,9 @@ def _cut(path: Path, header: list[str], column: int, limit: float) -> int:
     for line in lines[1:]:
         fields = next(csv.reader([line]), [])
         try:
-            ok = line.endswith("\n") and len(fields) == len(header) and float(fields[column]) <= limit
+            # a row of an older deeptui may lack the columns added since (metrics.csv's clipped)
+            whole = len(fields) == len(header) or (header is METRICS_HEADER and len(fields) == len(header) - 1)
+            ok = line.endswith("\n") and whole and float(fields[column]) <= limit
         except ValueError:
             ok = False
         (keep if ok else moved).append(line if line.endswith("\n") else line + "\n")
@@ -278,11 +281,12 @@ def _mark(name: str, detail: Callable[[E.Event], str]) -> Callable[[E.Event], li
 
 def _metric(ev: E.StepMetrics):
     cells = ("train", ev.loss, ev.accuracy, ev.lr, ev.optimizer, ev.frozen, ev.mode, round(ev.samples_per_s, 1))
+    cells += (ev.clipped,)  # nan (no clipping) is written as an empty cell
     return [("metrics", _row(ev, *cells))]
 
 
 def _test(ev: E.EpochEnd):
-    cells = ("test", ev.test_loss, ev.test_accuracy, ev.lr, ev.optimizer, ev.frozen, ev.mode, "")
+    cells = ("test", ev.test_loss, ev.test_accuracy, ev.lr, ev.optimizer, ev.frozen, ev.mode, "", "")
     return [("metrics", _row(ev, *cells))]
 
 

@@ -83,6 +83,7 @@ class TrainState:
     samples_seen: int = 0  # by this process (a data-parallel run: per rank)
     mode: str = "train"  # the model's mode during training steps
     freeze_override: bool | None = None  # set when the user froze/unfroze by hand
+    lr_override: bool = False  # the user set the lr by hand: [schedule] lr no longer acts
     best_accuracy: float = -1.0  # the best test accuracy so far (best.pt holds that model)
     best_epoch: int = 0
 
@@ -99,3 +100,4 @@ class TrainState:
         self.freeze_override = None if fo < 0 else bool(fo)
         self.best_accuracy = float(d.get("best_accuracy", -1.0))  # absent before deeptui 0.2
         self.best_epoch = int(d.get("best_epoch", 0))
+        self.lr_override = bool(d.get("lr_override", False))  # absent before the lr schedule

@@ -1,7 +1,8 @@
 """StepRunner: one training step with the [perf] options, and nothing else.
 
 channels_last, autocast (bf16, or fp16 with a gradient scaler), LBFGS's closure, and the
-torch.compile and DistributedDataParallel wrappers live here, on CUDA and on the CPU alike (so
+torch.compile and DistributedDataParallel wrappers, and gradient clipping, live here, on CUDA and
+on the CPU alike (so
 the suite runs every branch a GPU user takes). A step returns the detached loss and logits; it
 emits no event and reads no value back to the host (the caller sums them on the device).
 """
@@ -19,9 +20,17 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class StepRunner:
     def __init__(
-        self, model: nn.Module, device: torch.device, perf, distributed: bool = False, loss_reduction: str = "mean"
+        self,
+        model: nn.Module,
+        device: torch.device,
+        perf,
+        distributed: bool = False,
+        loss_reduction: str = "mean",
+        clip: float = 0.0,
     ):
         self.model, self.device, self.distributed = model, device, distributed
+        self.clip = clip  # optimizer.clip_grad_norm; 0: off
+        self.last_clipped: torch.Tensor | None = None  # on the device: whether the last step clipped
         self.reduction = loss_reduction  # "sum": the batch's summed loss is what backward() sees
         self.compile = perf.compile
         if perf.compile:
@@ -90,6 +99,18 @@ class StepRunner:
             )
         return ""
 
+    def clip_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.clip_grad_norm: scale the gradients down to that total norm (unscaled first
+        under fp16's scaler); whether it did stays on the device (no host sync)."""
+        if not self.clip:
+            self.last_clipped = None
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        grads = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(grads, self.clip)
+        self.last_clipped = norm > self.clip
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -125,11 +146,15 @@ class StepRunner:
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
+                self.clip_gradients(optimizer)
                 self.scaler.step(optimizer)  # fused optimizers take the scaler's inf check on the device
                 self.scaler.update()
             else:
                 loss.backward()
+                self.clip_gradients(optimizer)
                 optimizer.step()
+        if lbfgs:
+            self.last_clipped = None  # LBFGS steps with its own line search: not clipped
         if self.compile:
             self.traced.add((frozen, self.model.training, y.shape[0]))
         if self.reduction == "sum":

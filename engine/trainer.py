@@ -16,6 +16,7 @@ from .errors import CheckpointError
 from .metrics import Settings
 from .optim import describe, ensure_momentum_buffers, keep_built_settings, make_optimizer, match_layouts, set_base_lr
 from .registry import NAMES
+from .schedule import LrSchedule
 from .state import TrainState
 from .step import StepRunner
 from .surface import Refused
@@ -46,9 +47,25 @@ class Trainer:
         if self.has_features and cfg.schedule.freeze_features_epochs > 0:
             models.set_frozen(self.model, True, self.freeze)
         self.runner = StepRunner(
-            self.model, device, cfg.perf, distributed=distributed, loss_reduction=cfg.optimizer.loss_reduction
+            self.model,
+            device,
+            cfg.perf,
+            distributed=distributed,
+            loss_reduction=cfg.optimizer.loss_reduction,
+            clip=cfg.optimizer.clip_grad_norm,
         )
+        self.schedule = LrSchedule(cfg, 1, 1)  # the run's length comes with plan_lr
+        self.on_schedule: Callable[[str], None] = lambda detail: None
         self.optimizer = self.make_optimizer(self.train.optimizer)
+
+    def plan_lr(self, steps_per_epoch: int, max_steps: int, on_schedule: Callable[[str], None]) -> None:
+        """[schedule] lr over this run's length; `on_schedule(detail)` tells where it changes by a step."""
+        total = self.cfg.run.epochs * steps_per_epoch
+        self.schedule = LrSchedule(self.cfg, steps_per_epoch, min(total, max_steps) if max_steps else total)
+        self.on_schedule = on_schedule
+        if self.follows_schedule:
+            self.train.base_lr = self.schedule.lr(self.train.step)
+            set_base_lr(self.optimizer, self.train.base_lr)
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -56,9 +73,15 @@ class Trainer:
     def frozen(self) -> bool:
         return models.is_frozen(self.model, self.freeze)
 
+    @property
+    def follows_schedule(self) -> bool:
+        """[schedule] lr sets the lr (it is not constant, and the user has not set the lr by hand)."""
+        return self.schedule.active and not self.train.lr_override
+
     def settings(self) -> Settings:
         t = self.train
-        return Settings(lr=t.base_lr, optimizer=t.optimizer, frozen=self.frozen, mode=t.mode, eval_mode=self.eval_mode)
+        schedule = self.schedule.kind if self.follows_schedule else ""
+        return Settings(t.base_lr, t.optimizer, self.frozen, t.mode, eval_mode=self.eval_mode, lr_schedule=schedule)
 
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
         cfg, perf = self.cfg, self.cfg.perf
@@ -67,7 +90,8 @@ class Trainer:
         )
 
     def describe_optimizer(self) -> str:
-        return describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
+        text = describe(self.train.optimizer, self.cfg.optimizer, self.optimizer)
+        return text + (f" clip={self.runner.clip:g}" if self.runner.clip else "")
 
     def freeze_label(self) -> str:
         return models.freeze_label(self.freeze)
@@ -115,14 +139,28 @@ class Trainer:
         self.on_change()
 
     def set_lr(self, lr: float) -> None:
+        """The user's lr: from now on [schedule] lr no longer acts."""
         self.train.base_lr = lr
+        self.train.lr_override = True
         set_base_lr(self.optimizer, lr)
         self.on_change()
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.follows_schedule:
+            self.follow_schedule()
         loss, logits = self.runner.step(self.optimizer, x, y, frozen=self.frozen, lbfgs=self.train.optimizer == "lbfgs")
         self.train.samples_seen += y.shape[0]
         return loss, logits
+
+    def follow_schedule(self) -> None:
+        """The scheduled lr of the coming step (host floats in the param groups: no sync)."""
+        lr = self.schedule.lr(self.train.step)
+        if lr != self.train.base_lr:
+            self.train.base_lr = lr
+            set_base_lr(self.optimizer, lr)
+        milestone = self.schedule.milestone(self.train.step)
+        if milestone:
+            self.on_schedule(milestone)
 
     # ---- a checkpoint's parts ---------------------------------------------------------------
 

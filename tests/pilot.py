@@ -34,7 +34,7 @@ async def until(pilot, pred, timeout: float = 30.0, what: str = ""):
             return
         await pilot.pause(0.05)
     try:
-        header = f"; header: {text_of(pilot.app, '#header')!r}"
+        header = f"; header: {text_of(pilot.app, '#header')!r}; events: {text_of(pilot.app, '#log')[-600:]!r}"
     except (StopIteration, NoMatches):  # an app without a dashboard header
         header = ""
     raise AssertionError(f"timed out waiting for {what or pred}{header}")

@@ -4,6 +4,7 @@ run is live; q mid-series stops the live run and starts no other."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import weakref
 
@@ -128,6 +129,7 @@ async def test_a_finished_run_of_the_series_is_let_go(monkeypatch, tmp_path):
     app itself keeps no finished engine: test_runs_one_after_another_and_overlays_their_curves)."""
     from deeptui.tui import compare_app, runner
     from deeptui.tui.cli import build_parser
+    from deeptui.tui.request import resolve
 
     let_go = []
 
@@ -146,7 +148,7 @@ async def test_a_finished_run_of_the_series_is_let_go(monkeypatch, tmp_path):
         return 0
 
     monkeypatch.setattr(compare_app, "run_compare_dashboard", dashboard)
-    monkeypatch.setattr(runner, "wants_dashboard", lambda args: True)
-    args = build_parser().parse_args([PRESET, "--log-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path)])
-    assert runner.run_compare(load_config(PRESET, TINY), args) == 0
+    argv = [PRESET, "--log-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path)]
+    req = resolve(build_parser().parse_args(argv + [f"--set={o}" for o in TINY]))
+    assert runner.run(dataclasses.replace(req, front="dashboard")) == 0
     assert let_go == [True]

@@ -35,7 +35,7 @@ def test_switch_optimizer_changes_class_and_keeps_lr(make_engine):
     assert isinstance(eng.optimizer, torch.optim.SGD) and eng.optimizer.param_groups[0]["momentum"] == 0.9
     ev = r.answer(eng.send(C.SwitchOptimizer(name="lbfgs")))
     assert isinstance(eng.optimizer, torch.optim.LBFGS)
-    ev = r.answer(eng.send(C.SwitchOptimizer(name="adamw")))
+    ev = r.answer(eng.send(C.SwitchOptimizer(name="lion")))
     assert isinstance(ev, E.CommandRejected) and "unknown optimizer" in ev.reason
     assert isinstance(eng.optimizer, torch.optim.LBFGS)
 

@@ -358,7 +358,7 @@ def test_a_detached_factory_run_shows_its_machine_in_ls_and_is_steered(at_root, 
         r.wait(lambda e: isinstance(e, E.SystemStats), timeout=60)
         assert ls_main(["--log-dir", str(tmp_path)]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[1].split()[:2] == [run_dir.name, "running"] and lines[2].startswith("  machine: cpu ")
+        assert lines[2].split()[:2] == [run_dir.name, "running"] and lines[3].strip().startswith("machine: cpu ")
         assert isinstance(r.answer(session.send(C.Pause())), E.CommandApplied)  # the schedule stands still
         frozen = r.last(lambda e: isinstance(e, E.StateChanged)).frozen
         reply = r.answer(session.send(C.SetFrozen(frozen=not frozen)))

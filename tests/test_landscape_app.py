@@ -46,13 +46,13 @@ async def test_keys_step_switch_run_and_quit(tmp_path):
         assert lines[0].startswith("▶") and "sgd lr=0.01" in lines[0] and "step   2" in lines[0]
         assert "step   0" in lines[1]
 
-        # o / O: the highlight moves; n now steps that path
-        await pilot.press("o")
+        # j / k (or the arrows): the highlight moves; n now steps that path
+        await pilot.press("j")
         assert run.current == 1 and path_lines(app)[1].startswith("▶━ sgd lr=0.02")
         assert not path_lines(app)[0].startswith("▶")
         await pilot.press("n")
         assert [t.steps for t in run.trajectories][:2] == [2, 1]
-        await pilot.press("O", "O")
+        await pilot.press("k", "up")
         assert run.current == 6 and path_lines(app)[6].startswith("▶━ adam lr=0.1")
 
         # space: every path steps on its own; space again pauses
@@ -85,7 +85,7 @@ async def test_keys_step_switch_run_and_quit(tmp_path):
         assert str(tmp_path / "trajectories.csv") in str(app.query_one("#ls-note", Static).render())
         (tmp_path / "trajectories.csv").unlink()
 
-        await pilot.press("o", "n")  # one more step past landscape.steps: still allowed by hand
+        await pilot.press("down", "n")  # one more step past landscape.steps: still allowed by hand
         await pilot.press("q")
     assert app.return_code == 0
     rows = list(csv.DictReader(open(tmp_path / "trajectories.csv")))

@@ -350,8 +350,8 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
 
     capsys.readouterr()
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
-    row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[0] == run_dir.name and row[1] == "paused" and row[-2] == (run_dir / "deeptui.pid").read_text().strip()
+    row = capsys.readouterr().out.splitlines()[2].split()  # under the header and its folder's line
+    assert row[0] == run_dir.name and row[1] == "paused" and row[-1] == (run_dir / "deeptui.pid").read_text().strip()
 
     s2 = RemoteSession(run_dir)
     app = DeeptuiApp(s2, attached=True)
@@ -378,8 +378,9 @@ async def test_detached_run_attach_pause_switch_detach_reattach_finish(detached,
         time.sleep(0.1)
     assert not (run_dir / SOCKET_NAME).exists()
     assert ls_main(["--log-dir", str(run_dir.parent)]) == 0
-    row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[1:5] == ["finished", "1", "30", row[4]] and row[-2] == "-"
+    header, _, row = (line.split() for line in capsys.readouterr().out.splitlines()[:3])
+    cells = dict(zip(header[1:], [row[1], " ".join(row[2:4]), *row[4:]]))  # started is a date and a time
+    assert (cells["state"], cells["epoch"], cells["step"]) == ("finished", "1", "30") and "pid" not in cells
     log = run_dir / "deeptui.log"  # the detached process prints its last line as its engine thread ends
     while "finished" not in log.read_text() and time.monotonic() < deadline + 10:
         time.sleep(0.1)

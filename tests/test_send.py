@@ -76,8 +76,9 @@ def test_send_drives_an_engine_run(engine_run, capsys):
 
 def test_send_says_why_it_cannot_reach_a_run_or_read_the_command(tmp_path, capsys):
     code, said = send(capsys, tmp_path / "nowhere", "pause")
-    assert code == 2 and "no such run directory or run name" in said
+    assert code == 2 and "not a deeptui run directory" in said and "deeptui ls" in said
     (tmp_path / "ended").mkdir()
+    (tmp_path / "ended" / "config.toml").write_text("")  # a run directory whose run has ended
     code, said = send(capsys, tmp_path / "ended", "pause")
     assert code == 2 and "no control socket" in said
     code, said = send(capsys, tmp_path / "ended", "lr", "fast")

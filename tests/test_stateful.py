@@ -1,8 +1,8 @@
 """Invariants under any sequence of commands: a Hypothesis state machine drives a real engine on a
 tiny model with random sequences of pause, resume, optimizer switches, lr set and scale, freeze,
 unfreeze, train/eval mode, test mode, save, restore (each checkpoint kind), timing, a non-finite
-loss, training and stop; after every rule and at the end it checks that every view of the run
-tells what the engine did.
+loss, training and stop, under a step lr schedule and gradient clipping; after every rule and at
+the end it checks that every view of the run tells what the engine did.
 
 `make test` runs a few sequences; DEEPTUI_STATEFUL_EXAMPLES=2000 runs thousands."""
 
@@ -44,6 +44,10 @@ SETTINGS = (  # the tiny preset (features frozen for the first epoch), smaller, 
     "log.layers_interval=3",
     "log.system_seconds=0",
     "log.flush_seconds=0.2",
+    "optimizer.clip_grad_norm=1.0",  # clipping and a step schedule: the lr follows it unless a command set one
+    "schedule.lr='step'",
+    "schedule.lr_step_epochs=2",
+    "schedule.lr_gamma=0.5",
 )
 
 
@@ -123,7 +127,7 @@ class OneTruth(RuleBasedStateMachine):
             self.command(C.FlushLogs())
 
     @precondition(lambda self: not self.ended)
-    @rule(name=st.sampled_from(["sgd", "adam", "momentum", "rmsprop", "", "nope"]))
+    @rule(name=st.sampled_from(["sgd", "adam", "adamw", "momentum", "rmsprop", "", "nope"]))
     def switch(self, name):
         self.command(C.SwitchOptimizer(name=name))
 
@@ -211,6 +215,18 @@ class OneTruth(RuleBasedStateMachine):
             t.eval_mode,
         )
         assert v.step == t.train.step
+        assert v.lr_schedule == t.settings().lr_schedule
+
+    @invariant()
+    def the_schedule_sets_the_lr_unless_the_user_did(self):
+        """The lr of the last step is the schedule's until a typed or scaled lr (or the NaN dialog's)
+        overrides it; a rewind takes the checkpoint's lr and override with it."""
+        if self.eng is None:
+            return
+        t = self.eng.trainer
+        if t.follows_schedule:
+            assert t.train.base_lr == pytest.approx(t.schedule.lr(max(t.train.step - 1, 0)))
+        assert all(g["lr"] == pytest.approx(t.train.base_lr * g.get("ratio", 1.0)) for g in t.optimizer.param_groups)
 
     @invariant()
     def every_command_is_answered_once(self):

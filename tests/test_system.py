@@ -170,8 +170,8 @@ def test_ls_shows_a_live_runs_machine(make_engine, tmp_path, capsys):
         r.wait(lambda e: isinstance(e, E.SystemStats), timeout=30)
         assert ls_main(["--log-dir", str(eng.run_dir.parent)]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[1].split()[:2] == [eng.run_dir.name, "paused"]
-        assert lines[2].startswith("  machine: cpu ") and "GiB" in lines[2]
+        assert lines[2].split()[:2] == [eng.run_dir.name, "paused"]  # under the header and its folder
+        assert lines[3].strip().startswith("machine: cpu ") and "GiB" in lines[3]
     finally:
         eng.shutdown(timeout=60)
         srv.close()

@@ -1,9 +1,9 @@
-"""DeeptuiApp: the dashboard over a training session (engine.session.Session).
+"""DeeptuiApp: the dashboard over a training session (engine.session.Session) that steers it.
 
-Commands go in through `session.send`; everything on screen comes from the events read back (the
-state the engine reports, never the state a key asked for). The app polls the events a few times
-a second, folds them into a RunView, reacts to the ones that need more than a redraw (dialogs,
-toasts, follow-up commands) and never waits on the training thread. The Dashboard screen draws.
+Commands go in through the SessionController; everything on screen comes from the events read back
+(the state the engine reports, never the state a key asked for). The keys are actions.DASHBOARD;
+each is handled by an `action_<id>` method here (or RunApp's for the views). It never waits on the
+training thread.
 """
 
 from __future__ import annotations
@@ -13,62 +13,41 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-from textual.app import App
-from textual.reactive import reactive
-from textual.screen import Screen
 
 from deeptui.engine import commands as C
-from deeptui.engine import events as E
+from deeptui.engine.config import OPTIMIZERS
 from deeptui.engine.errors import SetupError, exit_code
 from deeptui.engine.session import Session
-from deeptui.engine.state import PAUSED_BY_USER, RunState
+from deeptui.engine.state import RunState
 
-from . import panels
-from .dashboard import Dashboard, Panel, Plot
-from .dialogs import ExportScreen, NanScreen
-from .keys import Steering
+from . import actions
+from .dialogs import NumberScreen, OptimizerScreen, QuitScreen
+from .hangup import go_on_detached, silence_terminal
 from .launch import Launch
-from .layer_views import LayerViews
-from .notify import Alerts
 from .options import fail
-from .plots import accuracy_plot, legend, loss_plot, loss_title, marker_kinds
-from .strip import machine_strip
+from .run_app import RunApp
 from .summary import summary_lines
 from .view import RunView
 
-POLL_SECONDS = 0.25  # how often the UI reads the engine's events
-# While running, metrics (panels, plots) are redrawn at most this often; state changes and
-# command answers are drawn at the next poll.
-FRAME_SECONDS = 1.0
-ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats, E.SystemStats)  # events that can wait for the next frame
+EVAL_ORDER = ("eval", "both", "train")  # what M cycles through
 
 
-def on_exit_signals(handler: Callable[[int], None]) -> None:
+def on_exit_signals(handler: Callable[[int], None], signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
     """SIGTERM and SIGHUP (the SSH session dropped) call handler(signum) on the app's loop."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in signals:
         try:
             loop.add_signal_handler(sig, handler, sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no loop support
             pass
 
 
-class DeeptuiApp(Steering, LayerViews, App[int]):
+class DeeptuiApp(RunApp):
     """Watch and steer one training session."""
 
-    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so apps elsewhere find it
-    TITLE = "deeptui"
-    ENABLE_COMMAND_PALETTE = True
-    BINDINGS = Steering.KEYS
-
-    log_scale: reactive[bool] = reactive(False, init=False)
-    """Whether the loss plot's y axis is logarithmic (view state only)."""
-
-    depth: reactive[str] = reactive("", init=False)
-    """The per-layer view the d key shows instead of the accuracy plot (a LayerStats field, or ""
-    for none; view state only)."""
+    ACTIONS = actions.DASHBOARD
+    BINDINGS = actions.bindings(actions.DASHBOARD)
+    DETACH_ON_HANGUP = True  # a compare series, whose next runs the dashboard starts, stops instead
 
     def __init__(
         self,
@@ -80,98 +59,40 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         shutdown_timeout: float = 30.0,
         attached: bool = False,
     ):
-        super().__init__()
-        self.session = session
+        super().__init__(session, clock=clock, attached=attached)
         # A run in another process (deeptui attach): q asks stop or detach; signals only detach.
-        self.attached = attached
         self.stop_on_quit = not attached
-        self.view = RunView(preset=session.cfg.run.name, batch_size=session.cfg.data.batch_size)
-        self.clock = clock
         # The lecture takes the median of 51; 11 keep the pause short (about 4 s on 2 CPU cores).
         self.timing_kwargs = dict(timing) if timing is not None else {"repeats": 11}
         self.handle_signals = handle_signals
         self.shutdown_timeout = shutdown_timeout
         self.signal_exit = 0  # 128+N when a signal ended the app
-        self._cursor = 0
-        self._launched = clock()  # on the local clock, when the run's clock read 0 (the earliest such guess)
-        self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
-        self._nan_open = False
-        self.alerts = Alerts(self.write_terminal)  # bell and OSC 9/777 when no one is looking
-        self._started = False
-        self._shutdown_done = False
         self.resumed_on_detach = False  # the quit dialog resumed a paused run before detaching
-        self._auto_timing = "due"  # run.auto_timing: due, sent, done
-
-    # ---- the screen and its parts -------------------------------------------------------
-
-    def get_default_screen(self) -> Screen:
-        return Dashboard(self.plots(), self.panels(), self.strips())
-
-    def plots(self) -> list[Plot]:
-        version = lambda: self.view.points_version  # noqa: E731
-        return [
-            Plot(
-                "loss",
-                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
-                version,
-                lambda compact: (
-                    self.loss_title(),
-                    legend("train", "smoothed", "test", *marker_kinds(self.view), compact=compact),
-                ),
-            ),
-            Plot(
-                "accuracy",
-                lambda w, h: self.depth_plot(w, h) if self.depth else accuracy_plot(self.view, w, h),
-                lambda: (self.view.points_version, self.view.layers_version, self.depth),
-                lambda compact: (
-                    (self.depth_title(), "d: next view")
-                    if self.depth
-                    else ("accuracy %", legend("train", "test", *self.train_mode_tests(), compact=compact))
-                ),
-            ),
-        ]
-
-    def panels(self) -> list[Panel]:
-        return [
-            Panel("run", lambda: panels.run_panel(self.view), "run"),
-            Panel("timing", lambda: panels.timing_panel(self.view), "batch vs loop"),
-        ]
-
-    def strips(self) -> list[Panel]:
-        on = self.session.cfg.log.system_seconds > 0
-        return [Panel("system", lambda: machine_strip(self.view, on), "")]
-
-    def loss_title(self) -> str:
-        return loss_title(self.view, self.log_scale)
-
-    @property
-    def dashboard(self) -> Dashboard | None:
-        return next((s for s in self.screen_stack if isinstance(s, Dashboard)), None)
-
-    def refresh_view(self, force_plots: bool = False) -> None:
-        if self.dashboard is not None:
-            self.dashboard.refresh_view(force_plots)
-
-    def watch_log_scale(self, value: bool) -> None:
-        self.restyle_plots()
-
-    def watch_depth(self, value: str) -> None:
-        self.restyle_plots()
-
-    def restyle_plots(self) -> None:
-        """Titles and plots again, now (after a change of what they show or how)."""
-        if self.dashboard is not None and self.dashboard.is_mounted:
-            self.dashboard.apply_titles()
-            self.dashboard.redraw_plots()
+        self.hung_up = False  # the terminal closed and the run goes on detached (run.on_hangup)
+        self._shutdown_done = False
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.session.start()
-        self._started = True
-        self.set_interval(POLL_SECONDS, self.poll)
-        if self.handle_signals:
+        """The signals; RunApp's on_mount (Textual calls each class's handler) starts the session."""
+        if self.handle_signals and self.detaches_on_hangup:
+            on_exit_signals(self._on_signal, (signal.SIGTERM,))
+            loop = asyncio.get_running_loop()
+            signal.signal(signal.SIGHUP, lambda signum, frame: self._on_hangup(loop))  # at once, not at the next tick
+        elif self.handle_signals:
             on_exit_signals(self._on_signal)
+
+    @property
+    def detaches_on_hangup(self) -> bool:
+        """run.on_hangup = "detach": a closed terminal leaves this process's run training."""
+        return self.DETACH_ON_HANGUP and not self.attached and self.session.cfg.run.on_hangup == "detach"
+
+    def _on_hangup(self, loop) -> None:
+        """The terminal closed (SIGHUP): its file descriptors go to /dev/null before anything else
+        writes there, and the app ends leaving the run to train (run_dashboard goes on detached)."""
+        silence_terminal()
+        self.hung_up, self.stop_on_quit = True, False
+        loop.call_soon_threadsafe(self.exit, 0)
 
     def _on_signal(self, sig: int) -> None:
         self.signal_exit = 128 + int(sig)
@@ -192,9 +113,14 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
             return True
         if self.attached:
             reason = f"{reason} from an attached dashboard"
-        if self._started and self.session.alive:
+        if self.started and self.session.alive:
             return bool(self.session.shutdown(reason, timeout=self.shutdown_timeout))
         return True
+
+    def poll(self) -> None:
+        if isinstance(self.session, Launch) and self.session.ready.is_set():
+            self._hand_over(self.session)
+        super().poll()
 
     def _hand_over(self, launch: Launch) -> None:
         """The engine is built: watch it from now on (commands sent meanwhile go to it), or end
@@ -211,110 +137,108 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
         engine.start()
         self.refresh_bindings()
 
-    def switch_session(self, session: Session, view: RunView, keep_clock: bool = False) -> None:
-        """Watch another session from now on (the next run of a compare series; the engine once
-        built, keeping the header's clock)."""
-        self.session, self.view = session, view
-        self._cursor, self._pending = 0, {}
-        if not keep_clock:
-            self._launched = self.clock()
-        self._auto_timing = "due"
-
     def exit_code(self) -> int:
-        if self.signal_exit:
-            return self.signal_exit
-        return exit_code(self.session.final_state)
+        return self.signal_exit or super().exit_code()
 
-    # ---- reading events -----------------------------------------------------------------
-
-    def poll(self) -> None:
-        """Read new events, fold them into the view, redraw what changed."""
-        if isinstance(self.session, Launch) and self.session.ready.is_set():
-            self._hand_over(self.session)
-        events, self._cursor = self.session.events.read(self._cursor)
-        urgent = False
-        if events:  # an event read now happened at its time_s or later: the run began no later than
-            self._launched = min(self._launched, self.clock() - max(e.time_s for e in events))
-            first = self._cursor - len(events)
-            replayed = self.session.replayed  # an attached run's history
-            for i, ev in enumerate(events):
-                self.view.apply(ev)
-                urgent = urgent or not isinstance(ev, ROUTINE)
-                if first + i >= replayed:  # no toasts or dialogs for what happened before attach
-                    self.on_live_event(ev)
-            if first < replayed:
-                self.refresh_bindings()  # keys follow the replayed state (finished, features, ...)
-        # Every repaint costs the UI thread milliseconds, and on a small CPU machine that time
-        # is taken from the training thread (the GIL): metrics are drawn once a second.
-        dash = self.dashboard
-        if dash is not None and (urgent or time.monotonic() - dash.drawn_at >= FRAME_SECONDS):
-            dash.refresh_view(False)
-
-    def write_terminal(self, text: str) -> None:
-        """Escape sequences straight to the terminal (none under a test's headless driver)."""
-        if not self.is_headless and self._driver is not None:
-            self._driver.write(text)
-
-    def on_key(self, event) -> None:
-        self.alerts.input_seen()  # someone is there (Steering.on_key handles the key itself)
-
-    def on_live_event(self, ev: E.Event) -> None:
-        """What an event does beyond the view: toasts, follow-up commands, dialogs, alerts."""
-        self.alerts.on_event(ev, self.view.preset, self.app_focus)
-        if isinstance(ev, E.CommandApplied):
-            follow = self._pending.pop(ev.command_id, None)
-            if follow == "auto_timing":
-                self._auto_timing = "done"
-            if follow == "resume":
-                self.send(C.Resume())
-            elif follow == "export":
-                self.push_screen(ExportScreen(self.log_files()))
-        elif isinstance(ev, E.CommandRejected):
-            if self._pending.pop(ev.command_id, None) == "auto_timing":
-                self._auto_timing = "due"  # put off by a command: at the next pause
-                return
-            self.notify(ev.reason, title=f"{ev.command} rejected", severity="warning", timeout=4)
-        elif isinstance(ev, E.NonFiniteLoss):
-            if ev.policy == "pause" and not self._nan_open:
-                self._nan_open = True
-                self.push_screen(NanScreen(ev.message, self.view.rewind_target()), self._nan_choice)
-            elif ev.policy != "pause":
-                self.notify(ev.message, title="warning", severity="warning")
-        elif isinstance(ev, E.Warning):
-            self.notify(ev.message, title="warning", severity="warning")
-        elif isinstance(ev, E.RunError):
-            self.notify(
-                ev.message + (f"\nfix: {ev.fix}" if ev.fix else ""), title="run error", severity="error", timeout=30
-            )
-        elif isinstance(ev, E.Finished):
-            self.refresh_bindings()
-            if ev.state != RunState.FAILED:  # a failure already has its own message
-                self.notify(f"run {ev.state}; the plots stay until you press q", title="deeptui")
-        elif isinstance(ev, E.RunStarted):
-            self.refresh_bindings()
-        elif isinstance(ev, E.StateChanged) and ev.state == RunState.PAUSED and ev.reason == PAUSED_BY_USER:
-            self.time_when_idle()  # the user's pause only: a non-finite loss waits for a decision
-
-    def elapsed(self) -> float:
-        """The run's clock: the latest event's, ticking on (loading, paused) until the run ends."""
-        v = self.view
-        return max(v.time_s, self.clock() - self._launched) if v.state.live and not v.finished else v.time_s
-
-    def catch_up(self) -> None:
-        """Fold the events that came after the last poll (the run's end, after q), without
-        reacting to them: the summary printed then is the run's last word."""
-        events, self._cursor = self.session.events.read(self._cursor)
-        for ev in events:
-            self.view.apply(ev)
-
-    # ---- commands -----------------------------------------------------------------------
+    # ---- the steering actions (actions.DASHBOARD): each sends one command ------------------
 
     def send(self, cmd: C.Command, follow: str = "") -> int:
-        """Send a command; `follow` names what to do once the engine has applied it."""
-        cid = self.session.send(cmd)
-        if follow:
-            self._pending[cid] = follow
-        return cid
+        return self.controller.send(cmd, follow)
+
+    def action_pause(self) -> None:
+        v = self.view
+        state = v.state_before_timing if v.state == RunState.TIMING else v.state  # a timing ends where it began
+        self.send(C.Resume() if state == RunState.PAUSED else C.Pause())
+
+    def action_next_optimizer(self) -> None:
+        self.send(C.SwitchOptimizer())
+
+    def action_pick_optimizer(self) -> None:
+        def chosen(name: str | None) -> None:
+            if name:
+                self.send(C.SwitchOptimizer(name=name))
+
+        choices = self.view.optimizer_choices or tuple(self.session.cfg.optimizer.choices)
+        self.push_screen(OptimizerScreen(choices, OPTIMIZERS, self.view.optimizer), chosen)
+
+    def action_freeze(self) -> None:
+        self.send(C.SetFrozen(frozen=not self.view.frozen))
+
+    def action_mode(self) -> None:
+        self.send(C.SetMode(mode="eval" if self.view.mode == "train" else "train"))
+
+    def action_eval_mode(self) -> None:
+        current = self.view.eval_mode if self.view.eval_mode in EVAL_ORDER else "eval"
+        self.send(C.SetEvalMode(mode=EVAL_ORDER[(EVAL_ORDER.index(current) + 1) % len(EVAL_ORDER)]))
+
+    def action_lr_up(self) -> None:
+        self.send(C.ScaleLearningRate(factor=2.0))
+
+    def action_lr_down(self) -> None:
+        self.send(C.ScaleLearningRate(factor=0.5))
+
+    def action_set_lr(self) -> None:
+        def chosen(lr: float | None) -> None:
+            if lr is not None:
+                self.send(C.SetLearningRate(lr=lr))
+
+        self.push_screen(NumberScreen("Set the learning rate", self.view.lr or 0.01), chosen)
+
+    def action_time_batch(self) -> None:
+        self.notify("timing batch vs loop; training waits for it", title="timing")
+        self.send(C.RunTiming(**self.timing_kwargs))
+
+    def time_when_idle(self) -> None:
+        """run.auto_timing: the batch-vs-loop timing once, while the run is paused (it never holds
+        up a step; a command, e.g. resume, cuts it short and it runs at the next pause)."""
+        if self.session.cfg.run.auto_timing and not self.attached and self.controller.auto_timing == "due":
+            self.controller.auto_timing = "sent"
+            self.send(C.RunTiming(**self.timing_kwargs), follow="auto_timing")
+
+    def action_save(self) -> None:
+        self.send(C.SaveCheckpoint())
+
+    def action_export(self) -> None:
+        if self.session.alive:
+            self.send(C.FlushLogs(), follow="export")  # the dialog opens once the files are flushed
+        else:
+            super().action_export()
+
+    # ---- what the dialogs' choices send -------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.attached and self.session.alive:
+            self.push_screen(QuitScreen(paused=self.view.state == RunState.PAUSED), self._quit_choice)
+            return
+        self.exit(return_code=0)
+
+    def _quit_choice(self, choice: str | None) -> None:
+        if choice == "resume_detach":
+            self.send(C.Resume())
+            self.resumed_on_detach = True
+            choice = "detach"
+        if choice in ("detach", "stop"):
+            self.stop_on_quit = choice == "stop"
+            self.exit(return_code=0)
+
+    def nan_choice(self, choice: str | None) -> None:
+        self.nan_open = False
+        target = self.view.rewind_target()  # the newest good checkpoint, whichever kind
+        which = target.which if target is not None else "last"
+        if choice == "rewind_lr10":
+            self.send(C.RestoreCheckpoint(which=which, lr_scale=0.1), follow="resume")
+        elif choice == "rewind":
+            self.send(C.RestoreCheckpoint(which=which), follow="resume")
+        elif choice == "rewind_typed" and target is not None:
+
+            def rewind_with(lr: float | None) -> None:
+                if lr is not None:
+                    self.send(C.RestoreCheckpoint(which=which, lr=lr), follow="resume")
+
+            title = f"Learning rate after rewinding to {which} (step {target.step})"
+            self.push_screen(NumberScreen(title, target.lr / 10), rewind_with)
+        elif choice == "stop":
+            self.send(C.Stop(reason="stopped after a non-finite loss"))
 
 
 def run_dashboard(session: Session, attached: bool = False, make_app: Callable[..., DeeptuiApp] | None = None) -> int:
@@ -326,6 +250,8 @@ def run_dashboard(session: Session, attached: bool = False, make_app: Callable[.
         app.run()
     finally:
         stopped = app.stop_session("quit")
+    if app.hung_up:
+        return go_on_detached(session, app.session)
     if isinstance(session, Launch) and session.engine is not None and app.session is session:
         # q while loading: the engine was built and stopped before the dashboard watched it
         app.switch_session(session.engine, RunView(preset=session.cfg.run.name))

@@ -8,12 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
-from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
+from deeptui.engine.errors import STOP_SIGNALS, RemoteError, SetupError, exit_code
 from deeptui.engine.remote.client import RemoteSession
 
 from .headless import HeadlessPrinter, print_events
-from .options import fail, wants_dashboard
-from .runs import list_runs, stopped_pid
+from .options import fail, front_end
+from .runs import find_run, list_runs, stopped_pid
 
 
 def attach_main(argv: list[str]) -> int:
@@ -22,12 +22,19 @@ def attach_main(argv: list[str]) -> int:
         description="Open the dashboard on a run started elsewhere (e.g. --detach): "
         "its history so far, then the live stream; q asks stop or detach.",
     )
-    p.add_argument("run_dir", nargs="?", help="the run directory (default: the most recent live run)")
+    p.add_argument(
+        "run",
+        nargs="?",
+        help="a run directory, or its name (or a unique prefix) from deeptui ls (default: the newest live run)",
+    )
     p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--headless", action="store_true", help="print the event lines instead of the dashboard")
     args = p.parse_args(argv)
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
+    if args.run:
+        try:
+            run_dir = find_run(args.run, Path(args.log_dir) if args.log_dir else None)
+        except SetupError as e:
+            return fail(str(e))
     else:
         live = [r for r in list_runs(Path(args.log_dir) if args.log_dir else None) if r.live]
         if not live:
@@ -54,7 +61,7 @@ def attach_main(argv: list[str]) -> int:
         return fail(str(e))
     except Exception as e:  # config.toml missing or unreadable: not a run directory
         return fail(f"{run_dir}: not a deeptui run directory ({e})")
-    if not wants_dashboard(args):
+    if front_end(args.headless) == "headless":
         return attach_headless(session)
     from .app import run_dashboard
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from deeptui.engine.errors import EXIT_FAILED, SetupError
 
 from . import guard
 from .options import fail
-
-SUBCOMMANDS = ("bench", "attach", "ls", "show", "export", "run", "send")
+from .request import resolve
 
 
 def deeptui_version() -> str:
@@ -32,11 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deeptui",
         description="Run, watch and steer PyTorch training from the terminal. "
-        "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN_DIR]' "
-        "(dashboard on a running run), 'deeptui show RUN_DIR ...' (finished runs), 'deeptui ls' (list runs), "
-        "'deeptui export RUN_DIR --tensorboard' (a run's CSV files as TensorBoard event files), "
-        "'deeptui run SCRIPT.py [ARGS...]' (your own loop that calls deeptui.watch, with the dashboard), "
-        "'deeptui send RUN COMMAND [VALUE]' (one command to a live run).",
+        "Other commands: 'deeptui bench' (batch-vs-loop timing), 'deeptui attach [RUN]' "
+        "(dashboard on a running run), 'deeptui show [RUN ...]' (runs that have ended; default: the newest), "
+        "'deeptui ls' (list runs), 'deeptui export RUN --tensorboard' (a run's history as TensorBoard event "
+        "files), 'deeptui run SCRIPT.py [ARGS...]' (your own loop that calls deeptui.watch, with the "
+        "dashboard), 'deeptui send RUN COMMAND [VALUE]' (one command to a live run). RUN: a run directory, "
+        "or a run's name (or a unique prefix of it) as deeptui ls prints it.",
     )
     p.add_argument(
         "preset",
@@ -53,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override run.seed")
     p.add_argument(
         "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from its newest finite checkpoint (a run directory, or a .pt file of one)",
+        metavar="RUN",
+        help="continue a run from its newest finite checkpoint (a run directory, a .pt file of one, or a run's "
+        "name or unique prefix from deeptui ls)",
     )
     p.add_argument(
         "--trust-run",
@@ -113,48 +115,89 @@ def main(argv: list[str] | None = None) -> int:
         guard.restore(early)
 
 
+# ---- subcommands: `deeptui NAME ...` -> a function of the rest of the arguments, imported only
+# when called (a headless run never loads textual). To add one: a function here, registered
+# under its name; its module parses its own arguments and returns the exit code.
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+
+
+def subcommand(name: str):
+    def register(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        SUBCOMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+@subcommand("bench")
+def _bench(argv: list[str]) -> int:
+    from .bench import bench_main
+
+    return bench_main(argv)
+
+
+@subcommand("attach")
+def _attach(argv: list[str]) -> int:
+    from .attach import attach_main
+
+    return attach_main(argv)
+
+
+@subcommand("ls")
+def _ls(argv: list[str]) -> int:
+    from .runs import ls_main
+
+    return ls_main(argv)
+
+
+@subcommand("show")
+def _show(argv: list[str]) -> int:
+    from .show import show_main
+
+    return show_main(argv)
+
+
+@subcommand("export")
+def _export(argv: list[str]) -> int:
+    from .export import export_main
+
+    return export_main(argv)
+
+
+@subcommand("run")
+def _run_script(argv: list[str]) -> int:  # a script of your own that calls deeptui.watch()
+    from .run_script import run_main
+
+    return run_main(argv)
+
+
+@subcommand("send")
+def _send(argv: list[str]) -> int:  # one command to a live run, for scripts and agents
+    from .send import send_main
+
+    return send_main(argv)
+
+
 def dispatch(argv: list[str]) -> int:
-    command = argv[0] if argv else ""
-    if command == "bench":
-        from .bench import bench_main
-
-        return bench_main(argv[1:])
-    if command == "attach":
-        from .attach import attach_main
-
-        return attach_main(argv[1:])
-    if command == "ls":
-        from .runs import ls_main
-
-        return ls_main(argv[1:])
-    if command == "show":
-        from .show import show_main
-
-        return show_main(argv[1:])
-    if command == "export":
-        from .export import export_main
-
-        return export_main(argv[1:])
-    if command == "run":  # a script of your own that calls deeptui.watch()
-        from .run_script import run_main
-
-        return run_main(argv[1:])
-    if command == "send":  # one command to a live run, for scripts and agents
-        from .send import send_main
-
-        return send_main(argv[1:])
+    """A subcommand by its name; else a preset run: the arguments resolved once into a Request,
+    then where it runs (a background process, torchrun's ranks, this process) and, in the
+    process that runs it, runner's table picks the front end."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
-    if args.detach:
+    req = resolve(args, argv)
+    if req.detach:
         from .detach import launch_detached
 
-        return launch_detached(args, argv)
-    if args.nproc is not None:
+        return launch_detached(req)
+    if req.nproc is not None:
         from .nproc import launch_distributed
 
-        return launch_distributed(args, argv)
+        return launch_distributed(req)
     from .runner import run
 
-    return run(args)
+    return run(req)
 
 
 def entry() -> None:

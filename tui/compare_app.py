@@ -63,6 +63,8 @@ def runs_panel(
 class CompareApp(DeeptuiApp):
     """The dashboard over the live run of a series, with the overlay and the list of runs."""
 
+    DETACH_ON_HANGUP = False  # the dashboard starts the series' next runs: a closed terminal stops it
+
     def __init__(self, runs: list[tuple[str, object]], make_engine: Callable, key: str = "", **kw):
         self.runs = list(runs)  # [(label, cfg)] from engine.compare.variants
         self.make_engine = make_engine  # cfg -> a new Engine (setup errors raise)
@@ -80,7 +82,7 @@ class CompareApp(DeeptuiApp):
         first.interactive = True
         self.run_dirs = [Path(first.run_dir)]
         super().__init__(first, **kw)
-        self.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
+        self.controller.view = RunView(preset=self.title_of(0), batch_size=first.cfg.data.batch_size)
 
     def get_default_screen(self):
         screen = super().get_default_screen()

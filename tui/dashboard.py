@@ -8,6 +8,7 @@ machine, where every millisecond of the UI is taken from training (the GIL).
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from deeptui.engine.state import RunState
 from . import panels
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
+LOG_LINES = 1000  # the event log's lines kept on screen (scroll back through them)
+LOG_INDENT = 6  # a wrapped log line's continuation
 # While running, the plots are rebuilt at most once a second, and their rebuilds take at most 1%
 # of the time: plotext takes ~15 ms for both on a laptop-class core.
 PLOT_MIN_SECONDS = 1.0
@@ -43,6 +46,7 @@ class Panel:
     id: str
     render: Callable[[], Text]
     title: str
+    shown: Callable[[], bool] | None = None  # None: always; else whether it takes room now
 
 
 class PlotView(Static):
@@ -74,6 +78,9 @@ class Dashboard(Screen):
         self.plots, self.side, self.strips = plots, side, list(strips)
         self._log: list | None = None  # the view's log list being shown, and how much of it
         self._log_shown = 0
+        self._earlier: list = []  # the lines of the views shown before (a compare series' earlier runs)
+        self._log_merges = 0  # the view's log.merges when last drawn: a merged last line is drawn again
+        self._rewrap = False  # the width changed: the wrapped lines are written again
         self._plots_at = -math.inf
         self._plots_cost = 0.0  # CPU seconds the last plot rebuild took
         self._titles: dict[str, tuple] = {}  # widget id -> the titles it shows
@@ -92,7 +99,7 @@ class Dashboard(Screen):
                     for panel in self.side:
                         yield Static(id=panel.id)
             yield Static(id="error")
-            yield RichLog(id="log", max_lines=1000, wrap=False, markup=False, auto_scroll=True)
+            yield RichLog(id="log", max_lines=LOG_LINES, wrap=True, min_width=20, markup=False, auto_scroll=True)
         yield Static(id="too-small")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -127,6 +134,7 @@ class Dashboard(Screen):
                     justify="center",
                 )
             )
+        self._rewrap = True
         self.app.call_after_refresh(self.refresh_view, False, True)
 
     # ---- drawing ------------------------------------------------------------------------
@@ -142,7 +150,12 @@ class Dashboard(Screen):
             self._set(self.query_one("#header", Static), panels.header(app.view, app.elapsed(), self.size.width))
             self.apply_titles(force=False)
             for panel in (*self.strips, *self.side):
-                self._set(self.query_one(f"#{panel.id}", Static), panel.render())
+                widget = self.query_one(f"#{panel.id}", Static)
+                shown = panel.shown() if panel.shown is not None else True
+                if widget.display != shown:  # e.g. the timing panel, once a timing exists
+                    widget.display = shown
+                if shown:
+                    self._set(widget, panel.render())
             self._draw_error(panels.error_banner(app.view))
             self._draw_log(app.view.log)
             self._draw_plots(force_plots, resized)
@@ -169,15 +182,33 @@ class Dashboard(Screen):
         if banner is not None:
             self._set(w, banner, layout=True)
 
-    def _draw_log(self, lines: list[tuple[str, str]]) -> None:
+    def _draw_log(self, lines) -> None:
+        """New lines at the end; everything again (the last LOG_LINES) when the view merged its last
+        line with the one before (view.EventLog) or the width changed (the lines wrap)."""
         if lines is not self._log:  # a new view (the next run of a series) goes on below
-            self._log, self._log_shown = lines, 0
+            self._earlier += list(self._log or [])
+            self._log, self._log_shown, self._log_merges = lines, 0, 0
+        log = self.query_one("#log", RichLog)
+        merges = getattr(lines, "merges", 0)
+        if merges != self._log_merges or self._rewrap:
+            self._log_merges, self._rewrap = merges, False
+            log.clear()
+            for style, text in self._earlier[-LOG_LINES:]:
+                log.write(self._wrapped(text, style, log))
+            self._log_shown = max(0, len(lines) - LOG_LINES)
         if self._log_shown == len(lines):
             return
-        log = self.query_one("#log", RichLog)
         for style, text in lines[self._log_shown :]:
-            log.write(Text(text, style=style, no_wrap=True))
+            log.write(self._wrapped(text, style, log))
         self._log_shown = len(lines)
+
+    @staticmethod
+    def _wrapped(text: str, style: str, log: RichLog) -> Text:
+        """A log line wrapped to the log's width, its continuation lines indented under its words."""
+        width = log.scrollable_content_region.width
+        if width > 20 and len(text) > width:
+            text = "\n".join(textwrap.wrap(text, width, subsequent_indent=" " * LOG_INDENT))
+        return Text(text, style=style)
 
     def _draw_plots(self, force: bool, resized: bool = False) -> None:
         """Rebuild the plots whose data or size changed. While training runs, not within

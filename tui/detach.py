@@ -9,34 +9,31 @@ import sys
 import time
 from pathlib import Path
 
-from deeptui.engine.config import load_config
 from deeptui.engine.errors import RemoteError, SetupError
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
 from deeptui.engine.runlog import new_run_dir, open_run_file
 
-from .options import fail, find_preset, overrides, resume_config, resume_dir
+from .options import LOG_NAME, fail
+from .request import Request
 from .runs import remember
 
-LOG_NAME = "deeptui.log"
 
-
-def launch_detached(args, argv: list[str], wait_s: float = 120.0) -> int:
+def launch_detached(req: Request, wait_s: float = 120.0) -> int:
     """Start the run in a background process, wait until its control socket answers, print the
     run directory. Setup errors (bad preset, missing data) still come back here with exit 2."""
+    if req.kind == "landscape":
+        return fail("--detach runs training presets; a landscape run takes seconds: run it without --detach")
     try:
-        if args.resume:
-            resume_config(args)  # a run directory deeptui made, and no code it names unless trusted
-            run_dir = resume_dir(args)
+        if req.resume is not None:
+            run_dir = req.run_dir  # the request checked it: a run directory deeptui made, its code trusted
         else:
-            cfg = load_config(find_preset(args.preset), overrides(args))
-            if cfg.run.kind == "landscape":
-                return fail("--detach runs training presets; a landscape run takes seconds: run it without --detach")
-            run_dir = new_run_dir(cfg.log.dir, cfg.run.name)
+            run_dir = new_run_dir(req.cfg.log.dir, req.cfg.run.name)
             remember(run_dir)
         run_dir = run_dir.resolve()
         log = open_run_file(run_dir, LOG_NAME)  # never through a link a shared folder planted
     except SetupError as e:
         return fail(str(e))
+    argv = req.argv
     child = [a for a in argv if a != "--detach"] + ["--headless", "--run-dir", str(run_dir)]
     with log:
         proc = subprocess.Popen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import textwrap
 from pathlib import Path
 
 from textual import on
@@ -12,7 +13,7 @@ from textual.app import ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.command import CommandPalette
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
@@ -182,21 +183,67 @@ class ExportScreen(DismissOnce, ModalScreen[None]):
 
 
 class HelpScreen(DismissOnce, ModalScreen[None]):
-    """Every key of the dashboard and what it does; escape (or ? again) closes it."""
+    """Every key of the app by group, and what it does (dimmed, with why, when it cannot act now);
+    `/` filters as you type, as lazygit's help does (escape clears the filter, then closes); the
+    list scrolls when it does not fit, centred on the screen."""
 
-    BINDINGS = [Binding("escape,question_mark,f1,q", "dismiss(None)", "close")]
+    DEFAULT_CSS = "HelpScreen { align: center middle; }"
+    BINDINGS = [
+        Binding("escape", "close", "close"),
+        Binding("slash", "filter", "filter"),
+        Binding("question_mark,f1,q", "dismiss(None)", "close", show=False),
+    ]
 
-    def __init__(self, keys: list[tuple[str, str]]):
+    def __init__(self, entries: list[tuple[str, str, str, str]]):
+        """entries: (group, keys, what it does, why it cannot act now or "")."""
         super().__init__()
-        self.keys = keys
+        self.entries = entries
 
     def compose(self) -> ComposeResult:
-        width = max(len(k) for k, _ in self.keys)
+        width = max(len(k) for _, k, _, _ in self.entries)
+        room = max(20, min(84, int(0.96 * self.app.size.width)) - 9 - width)  # the text beside the keys
         with Vertical(classes="dialog", id="help-dialog"):
             yield Label("Keys (ctrl+p: the same as commands)", classes="dialog-title")
-            for key, what in self.keys:
-                yield Label(f"{key:>{width}}  {what}", classes="dialog-text")
-            yield Label("esc: close", classes="dialog-help")
+            yield Input(placeholder="/ to filter: a key or a word", id="help-filter")
+            with VerticalScroll(id="help-list"):
+                for group in dict.fromkeys(g for g, _, _, _ in self.entries):
+                    yield Label(group, classes="help-group", name=group)
+                    for g, keys, what, why in self.entries:
+                        if g == group:
+                            said = textwrap.wrap(what + (f"  ({why})" if why else ""), room) or [""]
+                            text = f"{keys:>{width}}  " + ("\n" + " " * (width + 2)).join(said)
+                            classes = "dialog-text" + (" -unavailable" if why else "")
+                            yield Label(text, classes=classes, name=group, markup=False)
+            yield Label("/: filter · esc: close", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-list").focus()  # the filter waits for /
+
+    def action_filter(self) -> None:
+        self.query_one("#help-filter", Input).focus()
+
+    def action_close(self) -> None:
+        box = self.query_one("#help-filter", Input)
+        if box.value:
+            box.value = ""  # the first escape clears the filter
+            return
+        self.dismiss(None)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """Only the lines (and their groups' titles) that hold what is typed."""
+        event.stop()
+        word = event.value.lstrip("/").strip().lower()  # the / that opened the filter may arrive in it
+        shown: set[str] = set()
+        for label in self.query(".dialog-text"):
+            label.display = not word or word in " ".join(str(label.render()).split()).lower()
+            if label.display:
+                shown.add(label.name or "")
+        for title in self.query(".help-group"):
+            title.display = title.name in shown
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one("#help-list").focus()
 
 
 class QuitScreen(DismissOnce, ModalScreen[str | None]):

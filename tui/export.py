@@ -13,6 +13,7 @@ from deeptui.engine.errors import SetupError
 from deeptui.engine.tensorboard import EVENT_FILES, export_run, require
 
 from .options import fail
+from .runs import find_run
 
 
 def export_main(argv: list[str]) -> int:
@@ -21,13 +22,18 @@ def export_main(argv: list[str]) -> int:
         description="Convert a run directory's CSV files for another tool: --tensorboard writes TensorBoard "
         "event files (scalars for every metrics row, text for every event, the config as hparams).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (it has metrics.csv)")
+    p.add_argument("run", metavar="RUN", help="a run directory, or a run's name (or unique prefix) from deeptui ls")
+    p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files")
     p.add_argument("--out", metavar="DIR", help="where the event files go (default: RUN_DIR itself)")
     args = p.parse_args(argv)
-    run_dir = Path(args.run_dir)
     if not args.tensorboard:
         return fail("deeptui export: say what to export; fix: add --tensorboard")
+    try:
+        given = Path(args.run)
+        run_dir = given if given.is_dir() else find_run(args.run, Path(args.log_dir) if args.log_dir else None)
+    except SetupError as e:
+        return fail(str(e))
     if not (run_dir / "metrics.csv").is_file():
         return fail(f"{run_dir}: not a run directory (no metrics.csv); fix: pass a directory that deeptui ls lists")
     out = Path(args.out) if args.out else run_dir

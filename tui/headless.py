@@ -168,12 +168,15 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None
         session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
 
 
-def run_headless(engine, printer: HeadlessPrinter | None = None, before_start=None) -> int:
+def run_headless(
+    engine, printer: HeadlessPrinter | None = None, serving=contextlib.nullcontext, start: bool = True
+) -> int:
     """Run the engine in its thread; print its events; stop cleanly (checkpoint, flush) on
     SIGINT/SIGTERM/SIGHUP (not SIGHUP under nohup) and when the output cannot be written: closed
-    (exit 141, as for SIGPIPE), or full, failing or stalled (exit 74). `before_start()` (serving
-    the control socket) runs once the handlers are in place, so a signal from the moment the run
-    can be seen stops it with a checkpoint; an exit code it returns ends the run before it starts."""
+    (exit 141, as for SIGPIPE), or full, failing or stalled (exit 74). `serving()` (the control
+    socket, a context manager) is entered once the handlers are in place, so a signal from the
+    moment the run can be seen stops it with a checkpoint; what it raises comes before the start.
+    `start=False`: the engine trains already (a dashboard run whose terminal closed)."""
     printer = printer or HeadlessPrinter()
     caught: list[int] = []  # the exit code of what stopped the run
 
@@ -188,11 +191,10 @@ def run_headless(engine, printer: HeadlessPrinter | None = None, before_start=No
     printer.on_closed = lambda: stop(*output_failure(printer.failure))
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
-        code = before_start() if before_start is not None else None
-        if isinstance(code, int):  # another process serves this run: it never starts here
-            return code
-        engine.start()
-        print_events(engine, printer)
+        with serving():
+            if start:
+                engine.start()
+            print_events(engine, printer)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -2,9 +2,10 @@
 
 `deeptui presets/landscape.toml` in a terminal. The LandscapeRun is stepped here, on the UI
 thread: one step of a 2-element parameter costs tens of microseconds, so an engine thread with
-commands and events would only add machinery. Keys: space/p run or pause (all paths, a few steps
-per tick, until landscape.steps), n/. one step of the highlighted path, o/O next/previous path,
-r reset, e write trajectories.csv, q quit (writes it too).
+commands and events would only add machinery. Keys (actions.LANDSCAPE): space/p run or pause (all
+paths, a few steps per tick, until landscape.steps), n/. one step of the highlighted path, j/k
+(or the arrows) next/previous path, r reset, e write trajectories.csv, ? the keys, q quit (writes
+it too).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
 from deeptui.engine.landscape import LandscapeRun
 
+from . import actions
 from .app import on_exit_signals
 from .dashboard import PlotView
+from .dialogs import HelpScreen, Palette
 from .plots import empty_plot, figure
 
 TICK_SECONDS = 0.1  # how often a running landscape steps and redraws
@@ -155,17 +158,8 @@ class LandscapeApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "deeptui landscape"
 
-    BINDINGS = [
-        Binding("q", "quit", "quit", tooltip="write trajectories.csv and quit"),
-        Binding("space", "run", "run/pause", tooltip="step every path until landscape.steps (also p)"),
-        Binding("p", "run", "run/pause", show=False),
-        Binding("n", "step", "step", tooltip="one step of the highlighted path (also .)"),
-        Binding("full_stop", "step", "step", show=False),
-        Binding("o", "next_path", "next", tooltip="highlight the next path"),
-        Binding("O", "previous_path", "prev", key_display="O", tooltip="highlight the previous path"),
-        Binding("r", "reset", "reset", tooltip="every path back to the start"),
-        Binding("e", "export", "csv", tooltip="write trajectories.csv into the run directory"),
-    ]
+    ACTIONS = actions.LANDSCAPE
+    BINDINGS = actions.bindings(actions.LANDSCAPE)
 
     def __init__(self, run: LandscapeRun, run_dir: str | Path, preset: str = "landscape", handle_signals: bool = False):
         super().__init__()
@@ -282,6 +276,29 @@ class LandscapeApp(App[int]):
     async def action_quit(self) -> None:
         self.write_csv()
         self.exit(return_code=0)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(actions.help_entries(self.ACTIONS)))
+
+    def action_screenshot(self) -> None:
+        self.deliver_screenshot()
+
+    def deliver_screenshot(self, filename=None, path=None, time_format=None) -> str | None:
+        """The screenshot in the run directory (a server seldom has ~/Downloads)."""
+        try:
+            saved = self.save_screenshot(filename, path or str(self.run_dir), time_format)
+        except OSError as e:
+            self.notify(f"could not save the screenshot: {e}", title="screenshot", severity="error")
+            return None
+        self.notify(saved, title="screenshot saved")
+        return saved
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def get_system_commands(self, screen):
+        yield from actions.palette(self.ACTIONS, self.run_action, self.action_change_theme)
 
     # ---- drawing ------------------------------------------------------------------------
 

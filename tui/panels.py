@@ -58,15 +58,23 @@ def run_panel(v: RunView) -> Text:
     t.append("█" * filled, "green")
     t.append("░" * (bar_w - filled), "dim")
     t.append(f" {100 * v.progress:3.0f}%\n")
-    t.append(f"ETA {fmt_duration(v.eta_s())}  {v.samples_per_s:,.0f} samples/s\n")
+    if v.finished:  # the run's result instead of an ETA and the last interval's speed
+        result_lines(t, v)
+    else:
+        t.append(f"ETA {fmt_duration(v.eta_s())}  {v.samples_per_s:,.0f} samples/s\n")
     if v.model:
         t.append(f"{v.model} ", "bold")
         t.append(f"{fmt_count(v.parameters)} parameters\n", "dim")
     t.append(f"{v.optimizer or '…'}", "bold")
-    t.append(f"  lr {v.lr:.4g}\n" if v.lr else "\n")
+    t.append(f"  lr {v.lr:.4g}" if v.lr else "")
+    t.append(f" {v.lr_schedule}\n" if v.lr_schedule else "\n", "dim")
     params = " ".join(p for p in v.optimizer_params.split() if not p.startswith("lr="))
     if params:
         t.append(f"  {params}\n", "dim")
+    if math.isfinite(v.clipped):
+        t.append("  clipped ", "dim")
+        t.append(f"{100 * v.clipped:.0f}%", "bold yellow" if v.clipped > 0.5 else "")
+        t.append(" of the last steps\n", "dim")
     feats = "n/a" if v.has_features is False else ("frozen" if v.frozen else "trainable")
     t.append((", ".join(v.freeze_modules) or "features") + " ", "dim")
     t.append(feats, "bold cyan" if v.frozen else "")
@@ -95,6 +103,26 @@ def run_panel(v: RunView) -> Text:
         t.append(f" peak {v.gpu_peak_mb:,.0f}\n", "dim")
     t.rstrip()
     return t
+
+
+def result_lines(t: Text, v: RunView) -> None:
+    """A run that has ended: its best test error and epoch, wall time and average throughput."""
+    best = v.best_test
+    t.append(f"{v.state} ", STATE_STYLE.get(v.state, "bold"))
+    if best is not None:
+        t.append("best ", "dim")
+        t.append(f"{best[0]:.2f}%", "bold")
+        t.append(f" at epoch {best[1]}", "dim")
+    t.append("\n")
+    t.append(f"{fmt_duration(v.time_s)} wall", "")
+    if v.average_samples_per_s > 0:
+        t.append(f"  {v.average_samples_per_s:,.0f} samples/s avg", "dim")
+    t.append("\n")
+
+
+def timing_shown(v: RunView) -> bool:
+    """The timing panel takes room once a timing exists or runs."""
+    return v.timing is not None or v.state == RunState.TIMING or v.timing_progress[1] > 0
 
 
 def timing_panel(v: RunView) -> Text:

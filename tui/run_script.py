@@ -29,7 +29,7 @@ from deeptui.engine.runlog import ENV_INTERACTIVE, ENV_RUN_DIR, JOURNAL, new_run
 
 from .headless import HeadlessPrinter, print_events
 from .launch import Launch
-from .options import default_log_dir, fail, wants_dashboard
+from .options import default_log_dir, fail, front_end
 from .runs import remember
 
 LOG_NAME = "deeptui.log"  # as a detached run's: the process's own output
@@ -222,7 +222,7 @@ def run_main(argv: list[str]) -> int:
     except SetupError as e:
         return fail(str(e))
     remember(run_dir)
-    if wants_dashboard(args):
+    if front_end(args.headless) == "dashboard":
         return run_with_dashboard(script, args.args, run_dir, name)
     return run_with_lines(script, args.args, run_dir)
 

@@ -1,28 +1,31 @@
 """`deeptui ls` and the run directories it finds: a live run's status asked over its control
-socket, a finished or crashed one read from its CSV files."""
+socket, a finished or crashed one read from its files; when it started, how long it ran and its best
+test error folded from its events; a run found by the name ls prints (or a unique prefix)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import csv
+import datetime
 import io
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from deeptui.engine import events as E
-from deeptui.engine.errors import RemoteError
+from deeptui.engine.errors import ConfigError, RemoteError
 from deeptui.engine.history import ended, tail_events
 from deeptui.engine.remote.wire import MAX_EVENT_LINE, PID_NAME, SOCKET_NAME, connect, encode, lines
 from deeptui.engine.runlog import JOURNAL
 from deeptui.engine.state import RunState
 
 from .options import default_log_dir, printable
-from .view import fmt_number
+from .view import RunView, fmt_duration, fmt_number
 
 
 @dataclass
@@ -34,6 +37,9 @@ class RunInfo:
     loss: float | None = None
     pid: int | None = None
     system: str = ""  # a live run's machine figures (engine.system.summary)
+    started: float | None = None  # the wall clock (time.time()) when the run started
+    duration: float | None = None  # the run's clock at its latest event, in seconds
+    best: tuple[float, int] | None = None  # (lowest test error %, its epoch)
 
     @property
     def live(self) -> bool:
@@ -126,12 +132,50 @@ def run_info(run_dir: Path) -> RunInfo:
     if pid is not None:
         info = _from_files(run_dir)
         info.state, info.pid = RunState.SUSPENDED, pid
-        return info
+        return _with_record(info)
     if (run_dir / SOCKET_NAME).exists():
         info = _from_socket(run_dir)
         if info is not None:
-            return info
-    return _from_files(run_dir)
+            return _with_record(info)
+    return _with_record(_from_files(run_dir))
+
+
+# The events that tell when a run started, how long it ran and its best test error: ls folds only
+# these (a long run's events.jsonl is mostly training rows, which it skips unparsed).
+TOLD = tuple(f'"type":"{name}"'.encode() for name in ("RunStarted", "EpochEnd", "Rewound", "Finished"))
+STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # runlog.new_run_dir's <name>-<timestamp>[-n]
+
+
+def _with_record(info: RunInfo) -> RunInfo:
+    """started, duration and best test error, folded by RunView from the run's events (a run made
+    before events.jsonl: its start from the run directory's name)."""
+    journal = info.path / JOURNAL
+    view, first = RunView(), None
+    try:
+        with open(journal, "rb") as f:
+            for line in f:
+                if not any(t in line for t in TOLD):
+                    continue
+                try:
+                    ev = E.from_json(json.loads(line))
+                except (ValueError, RecursionError):
+                    continue
+                if ev is not None:
+                    first = first or (ev if isinstance(ev, E.RunStarted) else None)
+                    view.apply(ev)
+    except OSError:
+        pass
+    last = tail_events(journal, keep=8192)
+    if last or view.time_s:
+        info.duration = max(view.time_s, last[-1].time_s if last else 0.0)
+    info.best = view.best_test
+    if first is not None and first.wall_time:
+        info.started = first.wall_time - first.time_s
+    else:
+        stamp = STAMP.search(info.path.name)
+        with contextlib.suppress(ValueError):
+            info.started = datetime.datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S").timestamp() if stamp else None
+    return info
 
 
 # ---- where runs live: the log directory and a per-user list of the runs started anywhere
@@ -206,9 +250,9 @@ def _name_bad_lines(path: Path, numbers: list[int]) -> None:
         )
 
 
-def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
-    """The runs under log_dir (default: $DEEPTUI_LOG_DIR or ./runs) and the ones remembered from
-    other folders, newest first (by events.csv's last write)."""
+def run_dirs(log_dir: Path | None = None) -> list[Path]:
+    """The run directories under log_dir (default: $DEEPTUI_LOG_DIR or ./runs) and the ones
+    remembered from other folders, each once, newest first (by events.csv's last write)."""
     folder = Path(log_dir if log_dir is not None else default_log_dir())
     dirs = [d for d in folder.iterdir() if d.is_dir() and (d / "config.toml").is_file()] if folder.is_dir() else []
     dirs = list({d.resolve(): None for d in [*dirs, *remembered()]})
@@ -219,7 +263,37 @@ def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
         except OSError:
             return d.stat().st_mtime
 
-    return [run_info(d) for d in sorted(dirs, key=mtime, reverse=True)]
+    return sorted(dirs, key=mtime, reverse=True)
+
+
+def list_runs(log_dir: Path | None = None) -> list[RunInfo]:
+    """Every run of run_dirs(), with its state and progress, newest first."""
+    return [run_info(d) for d in run_dirs(log_dir)]
+
+
+def find_run(name: str, log_dir: Path | None = None) -> Path:
+    """A run directory: a path to one as it is, or the run whose name `deeptui ls` prints (the
+    newest of that name), or the one run whose name starts with `name`. ConfigError (exit 2,
+    one line) when none or several match."""
+    path = Path(name)
+    if (path / "config.toml").is_file():
+        return path
+    dirs = run_dirs(log_dir) if name and "/" not in name else []
+    exact = [d for d in dirs if d.name == name]
+    matches = exact[:1] or [d for d in dirs if d.name.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(printable(d.name) for d in matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise ConfigError(
+            f"{printable(name)}: {len(matches)} runs start with it ({shown})", fix="type more of the name"
+        )
+    path_like = "/" in name or path.exists()
+    where = "not a deeptui run directory (no config.toml)" if path_like else "no run of that name or prefix"
+    raise ConfigError(
+        f"{printable(name)}: {where}",
+        fix="pass a run directory, or a name that deeptui ls prints",
+    )
 
 
 def ls_main(argv: list[str]) -> int:
@@ -239,33 +313,62 @@ def ls_main(argv: list[str]) -> int:
     return 0
 
 
+# ls's columns after the run's name, in their order: (title, left-aligned, the priority that keeps
+# it on a narrow terminal (the lowest goes first), the cell of a RunInfo).
+COLUMNS = [
+    ("state", True, 9, lambda r: str(r.state)),
+    ("started", False, 3, lambda r: fmt_started(r.started)),
+    ("time", False, 5, lambda r: fmt_duration(r.duration) if r.duration is not None else "-"),
+    ("epoch", False, 4, lambda r: str(r.epoch) if r.epoch is not None else "-"),
+    ("step", False, 8, lambda r: str(r.step) if r.step is not None else "-"),
+    ("loss", False, 7, lambda r: fmt_number(r.loss) if isinstance(r.loss, (int, float)) else "-"),
+    ("best", False, 6, lambda r: f"{r.best[0]:.2f}% e{r.best[1]}" if r.best else "-"),
+    ("pid", False, 2, lambda r: str(r.pid or "-")),
+]
+NAME_MAX = 60  # a longer run name is cut in the middle; a shorter one is always shown whole
+
+
+def fmt_started(t: float | None) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%m-%d %H:%M") if t else "-"
+
+
 def ls_table(runs: list[RunInfo], width: int) -> list[str]:
-    """Fixed columns that never overflow `width`: long names and folders are cut in the middle."""
-    fixed = "  {state:<11} {epoch:>5} {step:>7} {loss:>10} {pid:>7}  "
-    room = max(20, width - len(fixed.format(state="", epoch="", step="", loss="", pid="")))
-    name_w = min(max(len(r.path.name) for r in runs), max(12, room * 2 // 3))
-    where_w = max(8, room - name_w)
+    """The runs grouped by folder (a line naming it, then its runs, newest first), in columns as
+    wide as their cells, never past `width`: a run's name is shown whole (it is what show, attach
+    and --resume take), so on a narrow terminal the columns of lowest priority go (pid only when
+    a run is live); only a name longer than what is left is cut in the middle."""
+    live = any(r.live for r in runs)
+    columns = [c for c in COLUMNS if c[0] != "pid" or live]
+    cells = {c[0]: [middle_cut(c[3](r), 14) for r in runs] for c in columns}
+    widths = {c[0]: max(len(c[0]), *(len(v) for v in cells[c[0]])) for c in columns}
+    name_w = min(NAME_MAX, max(len(printable(r.path.name)) for r in runs), max(3, width - 2))
+
+    def span() -> int:
+        return 2 + name_w + sum(widths[c[0]] + 1 for c in columns)
+
+    while columns and span() > width:
+        columns.remove(min(columns, key=lambda c: c[2]))
+    name_w = max(3, min(name_w, width - span() + name_w))
+
+    def row(first: str, values: list[str]) -> str:
+        text = "  " + f"{first:<{name_w}}"
+        for (title, left, _, _), value in zip(columns, values):
+            text += " " + (f"{value:<{widths[title]}}" if left else f"{value:>{widths[title]}}")
+        return text.rstrip()[:width]
+
+    lines = [row("run", [c[0] for c in columns])]
     home = os.path.expanduser("~")
-    lines = [
-        f"{'run':<{name_w}}"
-        + fixed.format(state="state", epoch="epoch", step="step", loss="loss", pid="pid")
-        + "folder"
-    ]
-    for r in runs:
-        folder = printable(str(r.path.parent).replace(home, "~", 1) if home != "/" else str(r.path.parent))
-        lines.append(
-            f"{middle_cut(printable(r.path.name), name_w):<{name_w}}"
-            + fixed.format(
-                state=middle_cut(r.state, 11),
-                epoch=r.epoch if r.epoch is not None else "-",
-                step=r.step if r.step is not None else "-",
-                loss=fmt_number(r.loss) if isinstance(r.loss, (int, float)) else "-",
-                pid=r.pid or "-",
-            )
-            + middle_cut(folder, where_w)
-        )
-        if r.system:  # a live run's machine, on a line of its own under its row
-            lines.append(middle_cut(f"  machine: {r.system}", width))
+    groups: dict[Path, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.path.parent, []).append(i)
+    for folder, members in groups.items():
+        shown = str(folder).replace(home, "~", 1) if home != "/" else str(folder)
+        lines.append(middle_cut(printable(shown) + "/", width))
+        for i in members:
+            r = runs[i]
+            lines.append(row(middle_cut(printable(r.path.name), name_w), [cells[c[0]][i] for c in columns]))
+            if r.system:  # a live run's machine, on a line of its own under its row
+                lines.append(middle_cut(f"    machine: {r.system}", width))
     return lines
 
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from deeptui.engine import commands as C
-from deeptui.engine.errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, RemoteError
+from deeptui.engine.errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, RemoteError, SetupError
 from deeptui.engine.remote.wire import MAX_EVENT_LINE, SOCKET_NAME, as_message, connect, encode, lines
 
 from .options import fail, printable
-from .runs import list_runs, stopped_pid
+from .runs import find_run, stopped_pid
 
 
 def _lr(value: str | None) -> C.Command:
@@ -58,17 +58,6 @@ VERBS = {
     "restore": lambda v: C.RestoreCheckpoint(which=v or "last"),
 }
 STATUS = "status"
-
-
-def find_run(text: str, log_dir: str | None) -> Path | None:
-    """A run directory (or its control.sock), or the name of one that `deeptui ls` lists."""
-    path = Path(text)
-    if path.name == SOCKET_NAME:
-        path = path.parent
-    if path.is_dir():
-        return path
-    found = [r.path for r in list_runs(Path(log_dir) if log_dir else None) if r.path.name == text]
-    return found[0] if found else None
 
 
 def ask(run_dir: Path, message: dict, timeout: float) -> dict:
@@ -142,9 +131,13 @@ def send_main(argv: list[str]) -> int:
         except ValueError as e:
             return fail(str(e))
         message = {**as_message(command), "id": random.randrange(1, 2**40) << 16}
-    run_dir = find_run(args.run, args.log_dir)
-    if run_dir is None:
-        return fail(f"{args.run}: no such run directory or run name; fix: deeptui ls lists them")
+    target = Path(args.run)
+    try:  # a run directory (or its control.sock), or a name or unique prefix that `deeptui ls` prints
+        run_dir = find_run(
+            str(target.parent if target.name == SOCKET_NAME else target), args.log_dir and Path(args.log_dir)
+        )
+    except SetupError as e:
+        return fail(str(e))
     pid = stopped_pid(run_dir)
     if pid is not None:
         return fail(f"{run_dir}: the run's process (pid {pid}) is stopped (SIGSTOP or ctrl+z); fix: kill -CONT {pid}")

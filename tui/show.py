@@ -1,4 +1,4 @@
-"""`deeptui show RUN_DIR [RUN_DIR ...]`: runs that have ended (finished, stopped, failed, killed),
+"""`deeptui show [RUN ...]`: runs that have ended (finished, stopped, failed, killed),
 rebuilt from their CSV files. One run: the usual dashboard, read-only. Several: their train loss
 and test error overlaid (x: step, samples seen or time: key x), a table of their final figures and
 of the config keys that differ; n shows the next run's panels and events. Headless (or piped):
@@ -15,11 +15,12 @@ from deeptui.engine import events as E
 from deeptui.engine.errors import ConfigError, SetupError
 from deeptui.engine.history import HistorySession
 
-from .app import DeeptuiApp
+from . import actions
 from .dashboard import Panel, Plot
-from .keys import STEERING
-from .options import fail, wants_dashboard
+from .options import fail, front_end
 from .plots import overlay_legend, overlay_plot, run_color
+from .run_app import RunApp
+from .runs import find_run, run_dirs
 from .summary import summary_lines
 from .view import RunView, Series, fmt_duration
 
@@ -86,13 +87,18 @@ def differences_text(sessions: list[HistorySession]) -> Text:
     return t
 
 
-class ShowApp(DeeptuiApp):
-    """The dashboard over several finished runs: its own keys (n, x), none of the steering ones."""
+class OneRunApp(RunApp):
+    """The dashboard over one run that has ended: its views and files, none of the steering keys."""
 
-    BINDINGS = [("n", "next_run", "next run"), ("x", "x_axis", "x axis")]
+    ACTIONS = actions.SHOW_ONE
+    BINDINGS = actions.bindings(actions.SHOW_ONE)
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        return False if action in STEERING else super().check_action(action, parameters)
+
+class ShowApp(RunApp):
+    """Several runs that have ended, overlaid: their own keys (n, x), none of the steering ones."""
+
+    ACTIONS = actions.SHOW_MANY
+    BINDINGS = actions.bindings(actions.SHOW_MANY)
 
     def __init__(self, sessions: list[HistorySession], **kw):
         self.sessions = sessions
@@ -155,29 +161,35 @@ def show_headless(sessions: list[HistorySession]) -> int:
     return 0
 
 
-def open_runs(run_dirs: list[str]) -> list[HistorySession]:
-    sessions = []
-    for d in run_dirs:
-        path = Path(d)
-        if not (path / "config.toml").is_file():
-            raise ConfigError(
-                f"{path}: not a deeptui run directory (no config.toml)", fix="pass a folder that deeptui ls lists"
-            )
-        sessions.append(HistorySession(path))
-    return sessions
+def open_runs(names: list[str], log_dir: str | None = None) -> list[HistorySession]:
+    """The runs named (run directories, or names and unique prefixes that deeptui ls prints); no
+    name: the newest run."""
+    where = Path(log_dir) if log_dir else None
+    if not names:
+        newest = run_dirs(where)
+        if not newest:
+            raise ConfigError("no runs to show", fix="start one (deeptui PRESET), or pass --log-dir or a run directory")
+        return [HistorySession(newest[0])]
+    return [HistorySession(find_run(name, where)) for name in names]
 
 
 def show_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deeptui show", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (deeptui ls lists them)")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="run directories, or run names (or unique prefixes) as deeptui ls prints them; none: the newest run",
+    )
+    p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--headless", action="store_true", help="plain lines: each run's summary, the differences")
     args = p.parse_args(argv)
     try:
-        sessions = open_runs(args.run_dirs)
+        sessions = open_runs(args.runs, args.log_dir)
     except SetupError as e:
         return fail(str(e))
-    if not wants_dashboard(args):
+    if front_end(args.headless) == "headless":
         return show_headless(sessions)
-    app = DeeptuiApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
+    app = OneRunApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()
     return 0

@@ -8,6 +8,7 @@ talks back to the engine.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,45 @@ class Curves:
         return last.test_error_pct if last else math.nan
 
 
+LR_CHANGE = re.compile(r"^(?P<command>\w+): lr (?P<old>\S+) -> (?P<new>\S+)$")
+CHECKPOINT = re.compile(r"^checkpoint saved \((?P<kind>\w+)\): (?P<path>.+)$")
+
+
+class EventLog(list):
+    """The run's log lines, (style, text), as the events tell them; a line that repeats the one
+    before it is merged into it: learning-rate changes in a row into one (`ScaleLearningRate: lr
+    0.1 -> 409.6 (x12)`), the checkpoint files of one save into one line, the same words again into
+    one line with its count. `merges` counts the rewrites of the last line (a dashboard redraws)."""
+
+    def __init__(self):
+        super().__init__()
+        self.merges = 0
+        self._last: dict = {}  # what the last line says, to merge the next one into it
+
+    def add(self, style: str, stamp: str, text: str, step: int | None = None) -> None:
+        last, merged = self._last, None
+        lr, ckpt = LR_CHANGE.match(text), CHECKPOINT.match(text)
+        if lr and last.get("lr") is not None:
+            merged = dict(last, lr=last["lr"], n=last["n"] + 1)
+            words = f"{lr['command']}: lr {last['lr']} -> {lr['new']} (x{merged['n']})"
+        elif ckpt and last.get("kinds") and last.get("step") == step:
+            kinds, paths = [*last["kinds"], ckpt["kind"]], [*last["paths"], Path(ckpt["path"]).name]
+            merged = dict(last, kinds=kinds, paths=paths)
+            words = f"checkpoint saved ({', '.join(kinds)}): {last['first']}, {', '.join(paths[1:])}"
+        elif text == last.get("text"):
+            merged = dict(last, n=last["n"] + 1)
+            words = f"{text} (x{merged['n']})"
+        if merged is not None and self:
+            self[-1] = (style, f"{stamp}  {words}")
+            self._last = merged
+            self.merges += 1
+            return
+        self.append((style, f"{stamp}  {text}"))
+        self._last = dict(text=text, n=1, step=step, lr=lr["old"] if lr else None)
+        if ckpt:
+            self._last.update(kinds=[ckpt["kind"]], paths=[Path(ckpt["path"]).name], first=ckpt["path"])
+
+
 class RunView:
     """The run as the engine reported it. Only `apply` changes it."""
 
@@ -154,6 +194,8 @@ class RunView:
         self.frozen = False
         self.mode = "train"
         self.eval_mode = "eval"  # how the engine evaluates the test set: eval, train or both
+        self.lr_schedule = ""  # the [schedule] lr that sets the lr now ("" when constant or set by hand)
+        self.clipped = math.nan  # optimizer.clip_grad_norm: the last interval's share of clipped steps
         self.epoch = 0
         self.step = 0
         self.time_s = 0.0  # the engine clock at the latest event
@@ -174,7 +216,7 @@ class RunView:
         self.checkpoints: dict[str, Checkpoint] = {}  # path -> the good checkpoints to go back to
         self.error: E.RunError | None = None
         self.system: E.SystemStats | None = None  # the machine's latest reading
-        self.log: list[tuple[str, str]] = []  # (style, text)
+        self.log = EventLog()  # (style, text)
         self.points_version = 0  # bumped whenever a plotted series or marker changes
         self.finished = False
 
@@ -188,10 +230,10 @@ class RunView:
 
     def note(self, text: str, style: str = "yellow") -> None:
         """A line from the dashboard itself (e.g. why a key cannot act), not from the engine."""
-        self.log.append((style, f"{'':>7}   {text}"))
+        self.log.add(style, " " * 8, text)
 
     def _log(self, style: str, ev: E.Event, text: str) -> None:
-        self.log.append((style, f"{ev.time_s:7.1f}s e{ev.epoch} s{ev.step}  {text}"))
+        self.log.add(style, f"{ev.time_s:7.1f}s e{ev.epoch} s{ev.step}", text, ev.step)
 
     def _on_RunStarted(self, ev: E.RunStarted) -> None:
         self.preset = ev.preset or self.preset
@@ -225,7 +267,7 @@ class RunView:
         self.state, self.reason = state, ev.reason
         self.optimizer, self.optimizer_params = ev.optimizer, ev.optimizer_params
         self.lr, self.frozen, self.mode = ev.lr, ev.frozen, ev.mode
-        self.eval_mode = ev.eval_mode
+        self.eval_mode, self.lr_schedule = ev.eval_mode, ev.lr_schedule
         self.epoch, self.step = ev.epoch, ev.step
 
     def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
@@ -233,6 +275,7 @@ class RunView:
         self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
         self.gpu_reserved_mb, self.gpu_peak_mb = ev.gpu_reserved_mb, ev.gpu_peak_mb
         self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
+        self.clipped = ev.clipped
         self.curves.add_train(ev)
         if self._step_times and ev.train_s > self._step_times[-1][1]:
             dt = ev.train_s - self._step_times[-1][1]
@@ -263,7 +306,7 @@ class RunView:
         self._log("yellow", ev, f"{ev.command} rejected: {ev.reason}")
 
     def _on_ScheduleAction(self, ev: E.ScheduleAction) -> None:
-        self.markers.append((ev.step, "freeze"))
+        self.markers.append((ev.step, "lr" if ev.action == "lr" else "freeze"))  # drawn as the user's lr change is
         self.points_version += 1
         self._log("cyan", ev, f"schedule: {ev.detail}")
 

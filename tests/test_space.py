@@ -1,0 +1,109 @@
+"""The dashboard uses its space (issue 21 item 5): the side panel is about a quarter of the width,
+the event log grows with the height and wraps, repeated commands are one line, the timing panel
+takes room only once a timing exists, and a run that has ended shows its result instead of an ETA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from deeptui.engine import commands as C
+from deeptui.engine import events as E
+from deeptui.tui.app import DeeptuiApp
+from tests.conftest import tiny_config
+from tests.fake import FakeSession
+from tests.pilot import text_of, until
+from tests.test_snapshots import script
+
+LONG = "a warning long enough to need two lines at 80 columns: " + "the words go on and on " * 3 + "THE END"
+
+
+def app_of(events, alive: bool = True) -> DeeptuiApp:
+    session = FakeSession(tiny_config("run.name='quickstart'"), events, alive=alive)
+    return DeeptuiApp(session, clock=lambda: 100.0)
+
+
+def without_timing(events):
+    return [e for e in events if not isinstance(e, E.TimingResult)]
+
+
+async def test_the_side_panel_and_the_log_follow_the_terminal_size():
+    sizes = {}
+    for size in ((80, 24), (100, 30), (200, 60)):
+        app = app_of([*script(), E.Warning(60.0, 3, 282, message=LONG)])
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda app=app: "THE END" in text_of(app, "#log"), what="the long line")
+            dash = app.dashboard
+            sizes[size] = (dash.query_one("#side").size.width, dash.query_one("#log").size.height)
+            if size == (80, 24):
+                rows = text_of(app, "#log").splitlines()
+                assert rows[-1].strip() == "THE END" or "THE END" in rows[-1]  # wrapped, not cut
+                assert rows[-1].startswith(" " * 6)  # under the words of its line
+            await pilot.press("q")
+    assert sizes[(80, 24)][0] == 34 and sizes[(200, 60)][0] == 50  # 30 to 50: about a quarter
+    assert sizes[(80, 24)][1] <= 7 < sizes[(200, 60)][1]  # the log grows with the height
+
+
+async def test_the_timing_panel_takes_room_once_a_timing_exists():
+    events = without_timing(script())
+    app = app_of(events)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "step 280" in text_of(app, "#run"), what="the run")
+        timing = app.dashboard.query_one("#timing")
+        assert not timing.display
+        t = events[-1]
+        app.session.events.append(
+            E.TimingResult(
+                t.time_s,
+                t.epoch,
+                t.step,
+                device="cpu",
+                batch_ms=5,
+                loop_ms=25,
+                ratio=5.0,
+                batch_gflops=1,
+                loop_gflops=0.2,
+            )
+        )
+        await until(pilot, lambda: timing.display and "faster batched" in text_of(app, "#timing"), what="shown")
+        await pilot.press("q")
+
+
+async def test_a_finished_run_shows_its_result_instead_of_eta_and_speed():
+    events = script()
+    last = events[-1]
+    events += [E.Finished(last.time_s + 1, last.epoch, last.step, state="finished", run_dir="/runs/q")]
+    app = app_of(events, alive=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "finished" in text_of(app, "#run"), what="the result")
+        text = text_of(app, "#run")
+        assert "ETA" not in text and "best 30.00% at epoch 3" in text
+        assert "wall" in text and "samples/s avg" in text
+        await pilot.press("q")
+
+
+async def test_repeated_commands_are_one_line(make_engine):
+    eng = make_engine("run.epochs=50")
+    eng.send(C.Pause())
+    app = DeeptuiApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "paused" in text_of(app, "#header"), what="paused")
+        for _ in range(12):
+            await pilot.press("plus")
+        await until(pilot, lambda: eng.train.base_lr > 200, what="12 lr changes applied")
+        await until(pilot, lambda: "lr 0.05 -> 205 (x12)" in text_of(app, "#log"), what="one line")
+        assert text_of(app, "#log").count("ScaleLearningRate") == 1
+        await pilot.press("q")
+
+
+def test_the_log_merges_the_same_words_and_one_saves_files():
+    from deeptui.tui.view import RunView
+
+    view = RunView()
+    at = dict(time_s=1.0, epoch=1, step=8)
+    for kind, path in (("best", "/r/best.pt"), ("last", "/r/last.pt"), ("epoch", "/r/epoch-0001.pt")):
+        view.apply(E.CheckpointSaved(**at, path=path, kind=kind))
+    view.apply(E.Warning(**at, message="slow"))
+    view.apply(E.Warning(**dataclasses.replace(E.Event(**at), time_s=2.0).__dict__, message="slow"))
+    lines = [text for _, text in view.log]
+    assert lines[0].endswith("checkpoint saved (best, last, epoch): /r/best.pt, last.pt, epoch-0001.pt")
+    assert lines[1].endswith("warning: slow (x2)") and len(lines) == 2
