@@ -127,6 +127,7 @@ class EventReader:
         self.engine = engine
         self.cursor = 0
         self.seen: list[E.Event] = []
+        self.looked = 0  # seen[:looked] were offered to a wait: the next one starts after its match
 
     def poll(self) -> list[E.Event]:
         new, self.cursor = self.engine.events.read(self.cursor)
@@ -136,7 +137,10 @@ class EventReader:
     def wait(self, pred, timeout: float = 60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for ev in self.poll():
+            self.poll()
+            while self.looked < len(self.seen):  # events read with an earlier match are not skipped
+                ev = self.seen[self.looked]
+                self.looked += 1
                 if pred(ev):
                     return ev
             self.engine.events.wait(self.cursor, 0.2)

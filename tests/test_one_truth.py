@@ -490,17 +490,27 @@ async def test_show_draws_what_the_live_dashboard_drew_at_its_end(make_engine):
     assert "rewound" in live["#log"] and "in train mode" in live["#run"] and "restore" in live["#loss"]
 
 
-def test_a_rewind_to_an_epochs_end_replays_that_epoch_as_it_was(make_engine):
+def test_a_rewind_to_an_epochs_end_replays_that_epoch_as_it_was(make_engine, monkeypatch):
     """After a rewind the loop goes on from the checkpoint's place in its epoch: the schedule of
     that epoch applies again and the same batches come in the same order, so the same model at
     the same step trains to the same loss (it went on with the next epoch's batches, its schedule
     unapplied)."""
     eng = make_engine("run.epochs=50", "log.interval=2", "log.checkpoint_every=1", "log.keep_checkpoints=100")
     r = EventReader(eng)  # the tiny preset: 16 steps an epoch, features frozen for the first
+    pause: list[int] = []
+    real_step = type(eng)._train_step
+
+    def step_then_pause_in_epoch_3(self, x, y):  # the engine pauses itself there, however loaded
+        out = real_step(self, x, y)
+        if self.train.step == 35 and not pause:  # the step is counted after this call
+            pause.append(self.send(C.Pause()))
+        return out
+
+    monkeypatch.setattr(type(eng), "_train_step", step_then_pause_in_epoch_3)
     eng.start()
     first = r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step == 18)  # epoch 2's first row
     r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= 36)  # into epoch 3
-    r.answer(eng.send(C.Pause()))
+    assert isinstance(r.answer(pause[0]), E.CommandApplied)
     rewound = r.answer(eng.send(C.RestoreCheckpoint(which="epoch 1")))
     assert isinstance(rewound, E.CommandApplied) and eng.train.step == 16
     r.answer(eng.send(C.Resume()))
