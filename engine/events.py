@@ -210,17 +210,32 @@ class Finished(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Digest(Event):
+    """The training rows before it, as a fold of them (engine.lod.TrainFold's state: the newest
+    points in full, older ones in buckets), and the last row's fields: what a client that attaches
+    to a long run, or `show`, gets in place of every StepMetrics. Never written to events.jsonl:
+    a reader makes it from the record (engine.replay)."""
+
+    train: dict
+    last: dict  # the last StepMetrics' fields (none: {})
+
+
 # Told to the front ends but not kept: progress ticks that a fold does not need.
 TRANSIENT = (TimingProgress, Loading)
 
 
 def to_json(event: Event) -> str:
-    """One event as a JSON object: its class name under "type", then its fields."""
-    return json.dumps({"type": type(event).__name__, **dataclasses.asdict(event)}, separators=(",", ":"))
+    """One event as a JSON object: its class name under "type", then its fields (plain values:
+    numbers, strings, tuples of them, and a Digest's dicts of lists), the clock in full precision."""
+    return json.dumps({"type": type(event).__name__, **vars(event)}, separators=(",", ":"))
 
 
 def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+_FIELDS: dict[type, frozenset] = {}  # each event class's field names
 
 
 def from_json(obj) -> Event | None:
@@ -232,7 +247,9 @@ def from_json(obj) -> Event | None:
     cls = globals().get(str(obj.get("type")))
     if not (isinstance(cls, type) and issubclass(cls, Event)):
         return None
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     try:
         return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
     except TypeError:
@@ -247,7 +264,7 @@ class EventBuffer:
     and reported in `dropped`.
     """
 
-    def __init__(self, maxlen: int = 100_000):
+    def __init__(self, maxlen: int | None = 100_000):
         self._items: collections.deque = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._total = 0  # events ever appended; the cursor of the next one

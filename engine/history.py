@@ -16,6 +16,7 @@ from . import commands as C
 from . import events as E
 from .config import Config, load_config
 from .errors import RunDirError
+from .replay import Replay, replay_file
 from .runlog import JOURNAL
 from .state import RunState
 
@@ -155,22 +156,47 @@ def ended(events: list[E.Event]) -> E.Finished | None:
 def read_run(run_dir: Path) -> tuple[Config, list[E.Event], RunState]:
     """(the run's resolved config, its events in order, how it ended: finished, stopped, failed
     or interrupted: killed, crashed, or still running without a socket). A run that did not
-    end gets a StateChanged and a Finished that say so, so that every fold ends."""
+    end gets a StateChanged and a Finished that say so, so that every fold ends. Every event,
+    in memory: replay_run is what a view of a long run reads."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
     journal = run_dir / JOURNAL
     events = read_journal(journal) if journal.exists() else _from_csv(run_dir, cfg)
+    last = events[-1] if events else E.Event(0.0, 1, 0)
+    tail, state = _ending(cfg, run_dir, events, (last.time_s, last.epoch, last.step))
+    return cfg, [*events, *tail], state
+
+
+def replay_run(run_dir: Path, progress=None) -> tuple[Config, list[E.Event], RunState]:
+    """read_run's answer at constant memory whatever the run's length: the training rows come
+    folded into one Digest (engine.replay), the other events in full."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    journal = run_dir / JOURNAL
+    if journal.exists():
+        rp = replay_file(journal, progress)
+    else:
+        rp = Replay()
+        for ev in _from_csv(run_dir, cfg):
+            rp.add(ev)
+    tail, state = _ending(cfg, run_dir, rp.kept, rp.position)
+    return cfg, [*rp.events(), *tail], state
+
+
+def _ending(cfg: Config, run_dir: Path, events: list[E.Event], position: tuple) -> tuple[list[E.Event], RunState]:
+    """How the run ended, and the events that close the fold of a run that has no end (killed,
+    crashed, or still running without a socket)."""
     end = ended(events)
     if end is not None:
-        return cfg, events, RunState.of(end.state)
-    last = events[-1] if events else E.Event(0.0, 1, 0)
+        return [], RunState.of(end.state)
+    t, epoch, step = position
     settings = next((e for e in reversed(events) if isinstance(e, E.StateChanged)), None)
     state, reason = RunState.INTERRUPTED, "no end in the run's files: killed, crashed, or still running"
     tail = [
         E.StateChanged(
-            last.time_s,
-            last.epoch,
-            last.step,
+            t,
+            epoch,
+            step,
             state=state.value,
             reason=reason,
             optimizer=settings.optimizer if settings else cfg.optimizer.name,
@@ -180,9 +206,9 @@ def read_run(run_dir: Path) -> tuple[Config, list[E.Event], RunState]:
             mode=settings.mode if settings else "train",
             eval_mode=settings.eval_mode if settings else cfg.run.eval_mode,
         ),
-        E.Finished(last.time_s, last.epoch, last.step, state=state.value, run_dir=str(run_dir), reason=reason),
+        E.Finished(t, epoch, step, state=state.value, run_dir=str(run_dir), reason=reason),
     ]
-    return cfg, [*events, *tail], state
+    return tail, state
 
 
 def one_history(events: list[E.Event]) -> list[E.Event]:
@@ -259,8 +285,8 @@ class HistorySession:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self.cfg, history, self.final_state = read_run(self.run_dir)
-        self.events = E.EventBuffer()
+        self.cfg, history, self.final_state = replay_run(self.run_dir)
+        self.events = E.EventBuffer(maxlen=None)  # all of it: its size is the screen's, not the run's
         for ev in history:
             self.events.append(ev)
         self.replayed = len(history)  # all of it happened before: no dialogs, no toasts

@@ -223,30 +223,34 @@ def test_stale_socket_from_a_crashed_run_is_detected_and_removed(served, tmp_pat
     assert not again.path.exists()
 
 
-def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
-    eng, srv = served(
-        "run.epochs=3", "log.interval=1", "log.flush_seconds=0.001", buffer=EventBuffer(maxlen=20), start=False
-    )
+def test_history_dropped_by_the_bounded_buffer_comes_from_the_journal(make_engine):
+    """A server that starts (or falls) behind a tiny buffer folds the events it missed from
+    events.jsonl: the client's fold has every step once, and the test row."""
+    from deeptui.tui.view import RunView
+
+    eng = make_engine("run.epochs=3", "log.interval=1", "log.flush_seconds=0.001")
+    eng.report.events = EventBuffer(maxlen=20)
     reader = EventReader(eng)
-    eng.send(C.Pause())
     eng.start()
-    reader.wait(lambda e: isinstance(e, E.CommandApplied))
-    deadline = time.monotonic() + 10
-    while srv.run_started is None and time.monotonic() < deadline:  # the listener keeps it
-        time.sleep(0.05)
-    eng.send(C.Resume())
     reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= 30)
     cid = eng.send(C.Pause())
     reader.answer(cid)
-    s = RemoteSession(eng.run_dir)
-    s.start()
-    r = EventReader(s)
-    r.answer(cid)
-    assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
-    steps = [e.step for e in r.seen if isinstance(e, E.StepMetrics)]
-    assert steps == list(range(1, eng.train.step + 1))  # every step once: from metrics.csv, then the buffer
-    assert [e.step for e in r.seen if isinstance(e, E.EpochEnd)] == [16]
-    s.detach()
+    srv = ControlServer(eng).start()
+    try:
+        s = RemoteSession(eng.run_dir)
+        s.start()
+        r = EventReader(s)
+        r.answer(cid)
+        assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
+        view = RunView()
+        for ev in r.seen:
+            view.apply(ev)
+        assert view.curves.train_loss.x == list(range(1, eng.train.step + 1))  # every step once
+        assert [e.step for e in view.curves.tests["eval"]] == [16]
+        s.detach()
+    finally:
+        eng.shutdown(timeout=30)
+        srv.close()
 
 
 @pytest.mark.e2e

@@ -144,7 +144,7 @@ class Dashboard(Screen):
             for panel in (*self.strips, *self.side):
                 self._set(self.query_one(f"#{panel.id}", Static), panel.render())
             self._draw_error(panels.error_banner(app.view))
-            self._draw_log(app.view.log)
+            self._draw_log(app.view)
             self._draw_plots(force_plots, resized)
         except NoMatches:  # the screen is being torn down while the app exits
             pass
@@ -169,15 +169,17 @@ class Dashboard(Screen):
         if banner is not None:
             self._set(w, banner, layout=True)
 
-    def _draw_log(self, lines: list[tuple[str, str]]) -> None:
-        if lines is not self._log:  # a new view (the next run of a series) goes on below
-            self._log, self._log_shown = lines, 0
-        if self._log_shown == len(lines):
+    def _draw_log(self, view) -> None:
+        """The view's lines not written yet; of a long history only as many as the log keeps."""
+        if view.log is not self._log:  # a new view (the next run of a series) goes on below
+            self._log, self._log_shown = view.log, 0
+        new = view.log.count - self._log_shown
+        if new <= 0:
             return
         log = self.query_one("#log", RichLog)
-        for style, text in lines[self._log_shown :]:
+        for style, text in view.log[-min(new, log.max_lines or new) :]:
             log.write(Text(text, style=style, no_wrap=True))
-        self._log_shown = len(lines)
+        self._log_shown = view.log.count
 
     def _draw_plots(self, force: bool, resized: bool = False) -> None:
         """Rebuild the plots whose data or size changed. While training runs, not within

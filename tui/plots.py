@@ -125,8 +125,10 @@ def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int
 
 
 def loss_log_scale(view: RunView, asked: bool) -> bool:
-    """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of magnitude."""
-    return asked or wants_log(view.curves.train_loss.y)
+    """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of
+    magnitude (the Lod keeps its finite positive range as points come: no scan)."""
+    lod = view.curves.train.lod
+    return asked or (lod.hi_pos > 0 and lod.hi_pos / lod.lo_pos > AUTO_LOG_SPAN)
 
 
 def loss_title(view: RunView, log_scale: bool) -> str:
@@ -151,14 +153,11 @@ def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -
             return empty_plot(width, height, f"training loss is {view.curves.last_loss}: nothing finite to plot yet")
         return empty_plot(width, height, "waiting for the first training loss ...")
     fig = figure(width, height)
-    ex, ey = finite(view.curves.train_loss_ema.x, view.curves.train_loss_ema.y, positive=log_scale)
     vx, vy = finite(view.curves.test_loss.x, view.curves.test_loss.y, positive=log_scale)
     if log_scale:
         fig.yscale("log")
     x, y = downsample(tx, ty, n)
     fig.plot(x, y, marker="braille", color=COLORS["train"])
-    x, y = downsample(ex, ey, n)
-    fig.plot(x, y, marker="braille", color=COLORS["smoothed"])
     if vx:
         fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
     ys = ty + vy

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rich.text import Text
 
-from deeptui.engine import events as E
 from deeptui.engine.errors import ConfigError, SetupError
 from deeptui.engine.history import HistorySession
 
@@ -33,16 +32,15 @@ def view_of(session: HistorySession) -> RunView:
     return view
 
 
-def curves(session: HistorySession, axis: str) -> tuple[Series, Series]:
-    """(train loss, test error %) of a run against step, samples seen or seconds."""
-    loss, error = Series(), Series()
-    batch = session.cfg.data.batch_size
-    for ev in session.events.read(0)[0]:
-        x = {"step": ev.step, "samples": ev.step * batch, "time": ev.time_s}[axis]
-        if isinstance(ev, E.StepMetrics):
-            loss.add(x, ev.loss)
-        elif isinstance(ev, E.EpochEnd):
-            error.add(x, ev.test_error_pct)
+def curves(view: RunView, axis: str) -> tuple[Series, Series]:
+    """(train loss, test error % in eval mode) of a run against step, samples seen or seconds:
+    the training rows as the view's Lod holds them (bounded, whatever the run's length)."""
+    lod = view.curves.train.lod
+    loss = Series(lod.column(axis), lod.column("loss"))
+    error = Series()
+    for ev in view.curves.tests["eval"]:
+        x = {"step": ev.step, "samples": lod.step_to("samples", ev.step), "time": ev.time_s}[axis]
+        error.add(x, ev.test_error_pct)
     return loss, error
 
 
@@ -103,7 +101,7 @@ class ShowApp(DeeptuiApp):
         super().__init__(sessions[0], **kw)
 
     def overlay(self, which: int):
-        return [(s.run_dir.name, curves(s, self.axis)[which]) for s in self.sessions]
+        return [(s.run_dir.name, curves(v, self.axis)[which]) for s, v in zip(self.sessions, self.views)]
 
     def plots(self) -> list[Plot]:
         legend = overlay_legend([str(i + 1) for i in range(len(self.sessions))])

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import random
 import socket
 import threading
@@ -40,7 +41,9 @@ class RemoteSession:
         self._send_lock = threading.Lock()
         self._finished = threading.Event()
         self._history_done = threading.Event()
-        self.replayed = 0  # events[:replayed] happened before we attached (no toasts, no dialogs)
+        # events[:replayed] happened before we attached (no toasts, no dialogs); until the server's
+        # HistoryEnd says where that ends, every event is history, however long it takes to come.
+        self.replayed: float = math.inf
         self._last: E.Event | None = None
         # Ids in a range of their own, so answers meant for another dashboard are not taken for ours.
         self._ids = itertools.count(random.randrange(1, 2**40) << 16)
@@ -52,7 +55,7 @@ class RemoteSession:
         self._sock = connect(self.path, self.connect_timeout)
         self._reader = threading.Thread(target=self._read, name="deeptui-remote", daemon=True)
         self._reader.start()
-        self._history_done.wait(self.connect_timeout)  # so `replayed` is known before any poll
+        self._history_done.wait(self.connect_timeout)  # the history first, as a rule: one fold, then the poll
 
     @property
     def alive(self) -> bool:

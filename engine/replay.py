@@ -1,0 +1,115 @@
+"""A run's history as a client gets it: every event that is not a training row, in order, with
+the training rows folded (engine.lod.TrainFold) into one Digest at the place of the last one, and
+of the machine's readings and the layers' statistics only the latest. Its size follows the
+screen and the run's interventions, not its length, and a fold of it (RunView) is the fold of
+every event. Built as the events come (the control server's own thread) or from events.jsonl in
+one streaming pass (show, ls of an old run)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from . import events as E
+from .lod import TrainFold
+
+ROW_PREFIX = b'{"type":"StepMetrics",'  # to_json writes the type first: the rows are told apart cheaply
+
+
+class Replay:
+    """The fold of a run's events into what a new client needs (see the module's docstring)."""
+
+    def __init__(self):
+        self.kept: list[E.Event] = []  # every event but the rows, the machine's and the layers' readings
+        self.train = TrainFold()
+        self.last_row: dict | None = None  # the newest row's fields
+        self.at = 0  # where in `kept` the folded rows end: the Digest goes there
+        self.system: E.SystemStats | None = None
+        self.layers: E.LayerStats | None = None
+        self.count = 0  # events folded
+        self.position = (0.0, 1, 0)  # (time_s, epoch, step) of the newest event
+
+    def add(self, ev: E.Event) -> None:
+        if isinstance(ev, E.TRANSIENT):
+            return
+        self.count += 1
+        self.position = (ev.time_s, ev.epoch, ev.step)
+        if isinstance(ev, E.StepMetrics):
+            self.train.add_row(ev)
+            self.last_row, self.at = vars(ev), len(self.kept)
+        elif isinstance(ev, E.SystemStats):
+            self.system = ev
+        elif isinstance(ev, E.LayerStats):
+            self.layers = ev
+        else:
+            if isinstance(ev, E.Rewound) or (isinstance(ev, E.RunStarted) and ev.resumed):
+                self.train.cut(ev.step)
+            self.kept.append(ev)
+
+    def add_line(self, line: bytes) -> None:
+        """One line of events.jsonl; a training row without making its event (the common case of
+        a long run's file: the fields go straight into the fold). A line that is no event is skipped."""
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return
+        if line.startswith(ROW_PREFIX) and isinstance(obj, dict):
+            try:
+                args = (
+                    int(obj["step"]),
+                    float(obj["samples_seen"]),
+                    float(obj["time_s"]),
+                    float(obj["loss"]),
+                    float(obj["accuracy"]),
+                    float(obj.get("train_s", 0.0)),
+                    float(obj["samples_per_s"]),
+                )
+                (obj["lr"], obj["optimizer"], obj["frozen"], obj["mode"], obj["epoch"])  # noqa: B018 - all there
+            except (KeyError, TypeError, ValueError):
+                return
+            self.count += 1
+            self.position = (args[2], int(obj["epoch"]), args[0])
+            self.train.add(*args)
+            self.last_row, self.at = obj, len(self.kept)
+            return
+        ev = E.from_json(obj)
+        if ev is not None:
+            self.add(ev)
+
+    def digest(self) -> E.Digest | None:
+        if self.last_row is None:
+            return None
+        row = E.from_json({**self.last_row, "type": "StepMetrics"})
+        last = {k: v for k, v in vars(row).items()} if row is not None else {}
+        t, epoch, step = (row.time_s, row.epoch, row.step) if row is not None else self.position
+        return E.Digest(t, epoch, step, train=self.train.state(), last=last)
+
+    def events(self) -> list[E.Event]:
+        """The history to replay, in order."""
+        digest = self.digest()
+        head = self.kept[: self.at] + ([digest] if digest is not None else [])
+        return head + self.kept[self.at :] + [e for e in (self.layers, self.system) if e is not None]
+
+
+def replay_file(path: Path, progress: Callable[[int, int], None] | None = None) -> Replay:
+    """events.jsonl folded in one pass at constant memory (a torn last line is skipped);
+    `progress(bytes read, size)` every few MB."""
+    rp = Replay()
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            done, next_report = 0, 0
+            for line in f:
+                rp.add_line(line)
+                if progress is not None:
+                    done += len(line)
+                    if done >= next_report:
+                        progress(done, size)
+                        next_report = done + 4 * 2**20
+            if progress is not None:
+                progress(size, size)
+    except OSError:
+        pass
+    return rp
