@@ -35,6 +35,7 @@ class Lod:
     def __init__(self, raw: int = RAW, buckets: int = BUCKETS):
         self.raw_cap, self.bucket_cap = raw, buckets
         self.r = {c: array("d") for c in RAW_COLUMNS}
+        self._appends = [self.r[c].append for c in RAW_COLUMNS]
         self.b = {c: array("d") for c in BUCKET_COLUMNS}
         self.width = 1  # points in a full bucket: doubles each time the buckets are merged pairwise
         self.lo_pos = math.inf  # the smallest and largest finite positive loss kept (a log axis)
@@ -44,17 +45,20 @@ class Lod:
     # ---- adding and cutting -------------------------------------------------------------
 
     def add(self, step: float, samples: float, time_s: float, loss: float, acc: float) -> None:
-        r = self.r
-        r["step"].append(step)
-        r["samples"].append(samples)
-        r["time"].append(time_s)
-        r["loss"].append(loss)
-        r["acc"].append(acc)
+        a_step, a_samples, a_time, a_loss, a_acc = self._appends
+        a_step(step)
+        a_samples(samples)
+        a_time(time_s)
+        a_loss(loss)
+        a_acc(acc)
         if 0 < loss < math.inf:
-            self.lo_pos, self.hi_pos = min(self.lo_pos, loss), max(self.hi_pos, loss)
-        if len(r["step"]) > 2 * self.raw_cap:
-            self._fold(self.raw_cap)
+            if loss < self.lo_pos:
+                self.lo_pos = loss
+            if loss > self.hi_pos:
+                self.hi_pos = loss
         self.version += 1
+        if len(self.r["step"]) > 2 * self.raw_cap:
+            self._fold(self.raw_cap)
 
     def _fold(self, n: int) -> None:
         """Move the oldest n raw points into the buckets, filling the last one first."""
@@ -187,6 +191,7 @@ class Lod:
     def load(self, state: dict) -> None:
         self.width = int(state.get("width", 1))
         self.r = {c: array("d", (float(x) for x in state["raw"][c])) for c in RAW_COLUMNS}
+        self._appends = [self.r[c].append for c in RAW_COLUMNS]
         self.b = {c: array("d", (float(x) for x in state["buckets"][c])) for c in BUCKET_COLUMNS}
         self._bounds()
         self.version += 1
@@ -222,7 +227,7 @@ class TrainFold:
             self.trained_s += dt
         times.append((step, train_s))
         if len(times) > self.RECENT:
-            del times[: -self.RECENT]
+            del times[0]
         self.rows += 1
 
     def add_row(self, ev) -> None:

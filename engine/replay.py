@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from . import events as E
 from .lod import TrainFold
 
 ROW_PREFIX = b'{"type":"StepMetrics",'  # to_json writes the type first: the rows are told apart cheaply
+_STR = rb'"(?:[^"\\]|\\.)*"'
+# A training row as to_json writes it, read without json (a long run's file is mostly these).
+ROW = re.compile(
+    rb'\{"type":"StepMetrics","time_s":([^,]+),"epoch":(-?\d+),"step":(-?\d+),"loss":([^,]+),"accuracy":([^,]+),'
+    rb'"lr":[^,]+,"optimizer":' + _STR + rb',"frozen":(?:true|false),"mode":' + _STR + rb',"samples_per_s":([^,]+),'
+    rb'"samples_seen":(-?\d+),"train_s":([^,}]+)[,}]'
+)
 
 
 class Replay:
@@ -24,7 +32,7 @@ class Replay:
     def __init__(self):
         self.kept: list[E.Event] = []  # every event but the rows, the machine's and the layers' readings
         self.train = TrainFold()
-        self.last_row: dict | None = None  # the newest row's fields
+        self.last_row: dict | bytes | None = None  # the newest row's fields (or its line of events.jsonl)
         self.at = 0  # where in `kept` the folded rows end: the Digest goes there
         self.system: E.SystemStats | None = None
         self.layers: E.LayerStats | None = None
@@ -49,39 +57,37 @@ class Replay:
             self.kept.append(ev)
 
     def add_line(self, line: bytes) -> None:
-        """One line of events.jsonl; a training row without making its event (the common case of
-        a long run's file: the fields go straight into the fold). A line that is no event is skipped."""
+        """One line of events.jsonl. A training row as to_json writes it goes straight into the
+        fold, without json or its event (most of a long run's file); a line that is no event is
+        skipped."""
+        if line.startswith(ROW_PREFIX):
+            m = ROW.match(line)
+            if m is not None:
+                t, epoch, step, loss, acc, rate, seen, train_s = m.groups()
+                try:
+                    args = (int(step), float(seen), float(t), float(loss), float(acc), float(train_s), float(rate))
+                except ValueError:
+                    return
+                self.count += 1
+                self.position = (args[2], int(epoch), args[0])
+                self.train.add(*args)
+                self.last_row, self.at = line, len(self.kept)
+                return
         try:
-            obj = json.loads(line)
+            ev = E.from_json(json.loads(line))
         except (ValueError, RecursionError):
             return
-        if line.startswith(ROW_PREFIX) and isinstance(obj, dict):
-            try:
-                args = (
-                    int(obj["step"]),
-                    float(obj["samples_seen"]),
-                    float(obj["time_s"]),
-                    float(obj["loss"]),
-                    float(obj["accuracy"]),
-                    float(obj.get("train_s", 0.0)),
-                    float(obj["samples_per_s"]),
-                )
-                (obj["lr"], obj["optimizer"], obj["frozen"], obj["mode"], obj["epoch"])  # noqa: B018 - all there
-            except (KeyError, TypeError, ValueError):
-                return
-            self.count += 1
-            self.position = (args[2], int(obj["epoch"]), args[0])
-            self.train.add(*args)
-            self.last_row, self.at = obj, len(self.kept)
-            return
-        ev = E.from_json(obj)
         if ev is not None:
             self.add(ev)
 
     def digest(self) -> E.Digest | None:
         if self.last_row is None:
             return None
-        row = E.from_json({**self.last_row, "type": "StepMetrics"})
+        try:
+            fields = json.loads(self.last_row) if isinstance(self.last_row, bytes) else self.last_row
+        except (ValueError, RecursionError):
+            fields = {}
+        row = E.from_json({**fields, "type": "StepMetrics"})
         last = {k: v for k, v in vars(row).items()} if row is not None else {}
         t, epoch, step = (row.time_s, row.epoch, row.step) if row is not None else self.position
         return E.Digest(t, epoch, step, train=self.train.state(), last=last)

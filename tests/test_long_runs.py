@@ -1,0 +1,156 @@
+"""Long runs: what a view of a run of 300,000 events tells is what its files say (no silent cut
+at the event buffer's bound), serving a client reads no run file, and history never acts."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import socket
+import threading
+from pathlib import Path
+
+from deeptui.engine import events as E
+from deeptui.engine.history import HistorySession
+from deeptui.engine.remote.client import RemoteSession
+from deeptui.engine.remote.server import ControlServer
+from deeptui.engine.remote.wire import SOCKET_NAME, address
+from deeptui.tui.summary import summary_lines
+from deeptui.tui.view import RunView
+from tests.longrun import Standin, write_run
+
+LONG = 300_000
+
+
+def fold(events) -> RunView:
+    view = RunView()
+    for ev in events:
+        view.apply(ev)
+    return view
+
+
+def test_show_and_the_summary_of_a_300k_event_run_agree_with_its_files(tmp_path):
+    """Bug: past the 100,000 events of the buffer, show printed 'epoch 1000' (the start was cut)
+    and the best test error of the events it still had, not the run's."""
+    truth = write_run(tmp_path / "run", LONG)
+    view = fold(HistorySession(tmp_path / "run").events.read(0)[0])
+    lines = summary_lines(view, tmp_path / "run")
+    assert lines[0].startswith(f"run finished: long, epoch {truth.epochs}/{truth.epochs}, {truth.steps:,} steps")
+    assert f"best {truth.best[0]:.2f}% (epoch {truth.best[1]})" in lines[1]
+    assert f"final {truth.final_error:.2f}%" in lines[1]
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.reader(f) if r[3] in ("test", "train")]
+    best = min((r for r in rows if r[3] == "test"), key=lambda r: 1 - float(r[5]))  # the files' best epoch
+    assert view.best_test == (truth.best[0], int(best[1]))
+    last = [r for r in rows[-3:] if r[3] == "train"][-1]
+    assert view.curves.last_loss == truth.last_loss and float(last[4]) == float(f"{truth.last_loss:.6g}")
+    assert view.curves.train.lod.points == LONG  # every row is in the curve, summarised, none cut
+
+
+def test_attaching_to_a_300k_event_run_tells_what_show_tells(tmp_path):
+    """Bug: an attached dashboard lost the start (it showed 'starting' while the run trained),
+    earlier commands, state changes and checkpoints; now the server's replay is the whole run."""
+    run_dir = tmp_path / "run"
+    buffer = E.EventBuffer()  # the engine's: 100,000 events, so the first 200,000 are gone
+    write_run(run_dir, LONG, buffer=buffer, finish=False, metrics=False)
+    srv = ControlServer(Standin(run_dir, buffer)).start()
+    try:
+        session = RemoteSession(run_dir, connect_timeout=30)
+        session.start()
+        history = session.events.read(0)[0]
+        session.detach()
+    finally:
+        srv.close()
+    attached, shown = fold(history), fold(HistorySession(run_dir).events.read(0)[0])
+    assert attached.epochs == shown.epochs == 1000 and attached.run_dir == str(run_dir)
+    assert attached.markers == shown.markers and len(attached.markers) == LONG // 10_000
+    lr = 0.05
+    for _ in range(LONG // 10_000 - 1):  # the last row came before the last change
+        lr = round(lr * 0.9, 6)
+    assert attached.step == shown.step == LONG and attached.lr == lr
+    assert attached.best_test == shown.best_test == (0.10, 4)
+    assert attached.curves.train == shown.curves.train  # the same curve, point for point
+    assert attached.checkpoints == shown.checkpoints and len(history) < 10_000
+
+
+def test_serving_clients_reads_no_run_file(tmp_path, monkeypatch):
+    """Bug: once the buffer had overflowed, every ls or attach made the engine read its whole
+    journal again (1.5 s of its CPU per ls at 140k rows). Now the server folds as events come."""
+    run_dir = tmp_path / "run"
+    buffer = E.EventBuffer(maxlen=1000)
+    srv = ControlServer(Standin(run_dir, buffer))
+    write_run(run_dir, 20_000, buffer=buffer, finish=False)
+    srv.start()
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def spy(file, *a, **kw):
+        opened.append(str(file))
+        return real_open(file, *a, **kw)
+
+    srv.history()  # the first fold caught up (from the journal: the server started late)
+    monkeypatch.setattr(builtins, "open", spy)
+    try:
+        for _ in range(3):
+            session = RemoteSession(run_dir, connect_timeout=30)
+            session.start()
+            assert fold(session.events.read(0)[0]).step == 20_000
+            session.detach()
+    finally:
+        monkeypatch.undo()
+        srv.close()
+    assert not [p for p in opened if p.endswith(("events.jsonl", "metrics.csv", "events.csv"))], opened
+
+
+class SlowHistory:
+    """A control socket that sends one old event, holds the rest of the history until told, then
+    says where it ends and sends a live event."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / SOCKET_NAME
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with address(self.path) as addr:
+            self.listener.bind(addr)
+        self.listener.listen(1)
+        self.release, self.done = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def line(ev) -> bytes:
+        return (E.to_json(ev) + "\n").encode()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        old = E.CommandRejected(1.0, 1, 5, command_id=7, command="SetLearningRate", reason="four minutes ago")
+        conn.sendall(self.line(old))
+        self.release.wait(60)
+        conn.sendall(b'{"type":"HistoryEnd"}\n')
+        live = E.CommandRejected(2.0, 1, 9, command_id=8, command="SetMode", reason="just now")
+        conn.sendall(self.line(live))
+        self.done.wait(60)  # keep the connection until the test ends
+        conn.close()
+
+
+async def test_an_old_event_is_never_taken_for_a_live_one_however_slow_the_history(tmp_path):
+    """Bug: when an attach's history took longer than 5 s, the dashboard popped a 'rejected'
+    toast for a command rejected minutes before. Replayed events now never toast or act."""
+    from deeptui.tui.app import DeeptuiApp
+    from tests.pilot import until
+
+    run_dir = tmp_path / "run"
+    write_run(run_dir, 10, finish=False)
+    server = SlowHistory(run_dir)
+    session = RemoteSession(run_dir, connect_timeout=0.2)  # the history outlasts the wait for it
+    app = DeeptuiApp(session, attached=True)
+    toasts: list[str] = []
+    app.notify = lambda message, title="", **kw: toasts.append(title)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: any("four minutes ago" in t for _, t in app.view.log), what="the old event")
+            server.release.set()
+            await until(pilot, lambda: any("just now" in t for _, t in app.view.log), what="the live event")
+    finally:
+        server.release.set()
+        session.detach()
+        server.done.set()
+    assert toasts == ["SetMode rejected"]
