@@ -143,6 +143,24 @@ def tail_events(path: Path, keep: int = 64 * 1024) -> list[E.Event]:
     return out
 
 
+def tail_rows(path: Path, n: int) -> list[E.StepMetrics]:
+    """The last `n` training rows of events.jsonl (of the history kept: a rewind in the part read
+    takes back the rows past it), read from the end in growing pieces, not the whole file."""
+    if n <= 0:
+        return []
+    keep = 64 * 1024
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return []
+    while True:
+        events = tail_events(path, keep)
+        rows = [e for e in one_history(events) if isinstance(e, E.StepMetrics)]
+        if len(rows) >= n or keep >= size:
+            return rows[-n:]
+        keep *= 4
+
+
 def ended(events: list[E.Event]) -> E.Finished | None:
     """The run's end among its events: the last Finished after the last start (a resume)."""
     for ev in reversed(events):

@@ -154,3 +154,42 @@ async def test_an_old_event_is_never_taken_for_a_live_one_however_slow_the_histo
         session.detach()
         server.done.set()
     assert toasts == ["SetMode rejected"]
+
+
+def test_attach_headless_starts_from_a_summary_line_and_the_last_rows(tmp_path):
+    """Bug: attach --headless printed the whole history (199,584 lines, 26.8 s) before the
+    first live line. Now: one line for the run so far, the last N rows (--history N), then live."""
+    import io
+
+    from deeptui.tui.attach import attach_headless
+    from deeptui.tui.headless import HeadlessPrinter
+
+    run_dir = tmp_path / "run"
+    buffer = E.EventBuffer()
+    write_run(run_dir, 20_000, buffer=buffer, finish=False, metrics=False)
+    srv = ControlServer(Standin(run_dir, buffer)).start()
+    out = io.StringIO()
+    session = RemoteSession(run_dir, connect_timeout=30)
+    session.start()
+
+    def go_on() -> None:  # once the history is told: a live row, then the end
+        while "the last rows" not in out.getvalue() or len(out.getvalue().splitlines()) < 4:
+            session.wait_finished(0.05)
+        live = dict(optimizer="sgd", frozen=False, mode="train", lr=0.1)
+        buffer.append(
+            E.StepMetrics(300.0, 67, 20_001, loss=0.5, accuracy=0.5, samples_per_s=1.0, samples_seen=1, **live)
+        )
+        buffer.append(E.StateChanged(301.0, 67, 20_001, state="finished", optimizer_params="", **live))
+        buffer.append(E.Finished(301.0, 67, 20_001, state="finished", run_dir=str(run_dir)))
+
+    threading.Thread(target=go_on, daemon=True).start()
+    try:
+        code = attach_headless(session, HeadlessPrinter(out=out, summary=False), history=3)
+    finally:
+        srv.close()
+    lines = out.getvalue().splitlines()
+    assert code == 0 and len(lines) == 6, lines
+    assert lines[0].startswith(f"deeptui: attached to {run_dir}: running, epoch 67/67, step 20,000, loss ")
+    assert "best test error 0.10% (epoch 4)" in lines[0]
+    assert [line.split()[3] for line in lines[1:5]] == ["19998", "19999", "20000", "20001"]
+    assert lines[5].startswith("deeptui: finished")

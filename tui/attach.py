@@ -9,11 +9,26 @@ import sys
 from pathlib import Path
 
 from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
+from deeptui.engine.history import tail_rows
 from deeptui.engine.remote.client import RemoteSession
+from deeptui.engine.runlog import JOURNAL
 
 from .headless import HeadlessPrinter, print_events
 from .options import fail, wants_dashboard
 from .runs import list_runs, stopped_pid
+from .view import RunView, fmt_duration, fmt_number
+
+HISTORY_ROWS = 10  # training rows attach --headless prints before the live ones
+
+
+def so_far_line(v: RunView, run_dir) -> str:
+    """One line for a run's history: its state, where it is, its loss, its best test error."""
+    best = f", best test error {v.best_test[0]:.2f}% (epoch {v.best_test[1]})" if v.best_test else ""
+    epochs = f"/{v.epochs}" if v.epochs else ""
+    return (
+        f"deeptui: attached to {run_dir}: {v.state}, epoch {v.epoch}{epochs}, step {v.step:,}, "
+        f"loss {fmt_number(v.curves.last_loss)}{best}, {fmt_duration(v.time_s)} so far; the last rows:"
+    )
 
 
 def attach_main(argv: list[str]) -> int:
@@ -25,6 +40,13 @@ def attach_main(argv: list[str]) -> int:
     p.add_argument("run_dir", nargs="?", help="the run directory (default: the most recent live run)")
     p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--headless", action="store_true", help="print the event lines instead of the dashboard")
+    p.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY_ROWS,
+        metavar="N",
+        help=f"--headless: the last N training rows before the live ones (default {HISTORY_ROWS})",
+    )
     args = p.parse_args(argv)
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -55,21 +77,28 @@ def attach_main(argv: list[str]) -> int:
     except Exception as e:  # config.toml missing or unreadable: not a run directory
         return fail(f"{run_dir}: not a deeptui run directory ({e})")
     if not wants_dashboard(args):
-        return attach_headless(session)
+        return attach_headless(session, history=max(0, args.history))
     from .app import run_dashboard
 
     return run_dashboard(session, attached=True)
 
 
-def attach_headless(session: RemoteSession, printer=None) -> int:
-    """Print the run's events; Ctrl+C, SIGTERM, a closed terminal or a closed pipe (`| head`)
-    only detach: the run goes on."""
+def attach_headless(session: RemoteSession, printer=None, history: int = HISTORY_ROWS) -> int:
+    """Print a line that sums up the run so far, its last `history` training rows (from its
+    events.jsonl, read from the end), then its live events; Ctrl+C, SIGTERM, a closed terminal or
+    a closed pipe (`| head`) only detach: the run goes on."""
     printer = printer or HeadlessPrinter(summary=False)
+
+    def so_far() -> None:
+        printer.line(so_far_line(printer.view, session.run_dir))
+        for row in tail_rows(Path(session.run_dir) / JOURNAL, history):
+            printer.line(printer.describe(row))
+
     caught: list[int] = []
     printer.on_closed = lambda: caught.append(signal.SIGPIPE)
     old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
     try:
-        print_events(session, printer, until=lambda: bool(caught))
+        print_events(session, printer, until=lambda: bool(caught), on_history=so_far)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
