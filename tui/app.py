@@ -26,14 +26,14 @@ from deeptui.engine.session import Session
 from deeptui.engine.state import PAUSED_BY_USER, RunState
 
 from . import panels
-from .dashboard import Dashboard, Panel, Plot
+from .dashboard import Dashboard, Panel
 from .dialogs import ExportScreen, NanScreen
 from .keys import Steering
 from .launch import Launch
 from .layer_views import LayerViews
 from .notify import Alerts
 from .options import fail
-from .plots import accuracy_plot, legend, loss_plot, loss_title, marker_kinds
+from .plot_controls import PlotControls
 from .strip import machine_strip
 from .summary import summary_lines
 from .view import RunView
@@ -55,13 +55,14 @@ def on_exit_signals(handler: Callable[[int], None]) -> None:
             pass
 
 
-class DeeptuiApp(Steering, LayerViews, App[int]):
+class DeeptuiApp(Steering, LayerViews, PlotControls, App[int]):
     """Watch and steer one training session."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so apps elsewhere find it
     TITLE = "deeptui"
     ENABLE_COMMAND_PALETTE = True
-    BINDINGS = Steering.KEYS
+    BINDINGS = Steering.KEYS + PlotControls.PLOT_KEYS
+    COMMANDS_HELP = {**Steering.COMMANDS_HELP, **PlotControls.PLOT_COMMANDS}
 
     log_scale: reactive[bool] = reactive(False, init=False)
     """Whether the loss plot's y axis is logarithmic (view state only)."""
@@ -107,30 +108,6 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
     def get_default_screen(self) -> Screen:
         return Dashboard(self.plots(), self.panels(), self.strips())
 
-    def plots(self) -> list[Plot]:
-        version = lambda: self.view.points_version  # noqa: E731
-        return [
-            Plot(
-                "loss",
-                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
-                version,
-                lambda compact: (
-                    self.loss_title(),
-                    legend("train", "smoothed", "test", *marker_kinds(self.view), compact=compact),
-                ),
-            ),
-            Plot(
-                "accuracy",
-                lambda w, h: self.depth_plot(w, h) if self.depth else accuracy_plot(self.view, w, h),
-                lambda: (self.view.points_version, self.view.layers_version, self.depth),
-                lambda compact: (
-                    (self.depth_title(), "d: next view")
-                    if self.depth
-                    else ("accuracy %", legend("train", "test", *self.train_mode_tests(), compact=compact))
-                ),
-            ),
-        ]
-
     def panels(self) -> list[Panel]:
         return [
             Panel("run", lambda: panels.run_panel(self.view), "run"),
@@ -140,9 +117,6 @@ class DeeptuiApp(Steering, LayerViews, App[int]):
     def strips(self) -> list[Panel]:
         on = self.session.cfg.log.system_seconds > 0
         return [Panel("system", lambda: machine_strip(self.view, on), "")]
-
-    def loss_title(self) -> str:
-        return loss_title(self.view, self.log_scale)
 
     @property
     def dashboard(self) -> Dashboard | None:
