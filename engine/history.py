@@ -16,7 +16,7 @@ from . import commands as C
 from . import events as E
 from .config import Config, load_config
 from .errors import RunDirError
-from .replay import Replay, replay_file
+from .replay import ROW, ROW_PREFIX, Replay, replay_file
 from .runlog import JOURNAL
 from .state import RunState
 
@@ -245,6 +245,53 @@ def one_history(events: list[E.Event]) -> list[E.Event]:
 
 
 POINTS = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # what a rewind takes back: the history's points
+_BACK = (b'{"type":"Rewound"', b'{"type":"RunStarted"')  # lines that may take the history back
+_POINT = tuple(b'{"type":"%s"' % c.__name__.encode() for c in POINTS)
+
+
+def kept_lines(path: Path, progress=None):
+    """one_history over events.jsonl as a stream at constant memory: (line, its ROW match for a
+    training row as to_json writes it, else None) for every line the history kept. Two passes:
+    the first finds where the history went back (Rewound, a resumed RunStarted), the second
+    leaves out the points past a later one. `progress(bytes, size)` every few MB."""
+    backs: list[tuple[int, int]] = []  # (line number, the step it went back to)
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if line.startswith(_BACK):
+                try:
+                    ev = E.from_json(json.loads(line))
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(ev, E.Rewound) or (isinstance(ev, E.RunStarted) and ev.resumed):
+                    backs.append((i, ev.step))
+    lowest = [math.inf] * (len(backs) + 1)  # lowest[k]: the lowest step backs[k:] go back to
+    for k in range(len(backs) - 1, -1, -1):
+        lowest[k] = min(lowest[k + 1], backs[k][1])
+    size = os.path.getsize(path)
+    done, report, k = 0, 0, 0
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if progress is not None:
+                done += len(line)
+                if done >= report:
+                    progress(done, size)
+                    report = done + 4 * 2**20
+            while k < len(backs) and backs[k][0] <= i:
+                k += 1
+            row = ROW.match(line) if line.startswith(ROW_PREFIX) else None
+            if lowest[k] < math.inf and line.startswith(_POINT):
+                if row is not None:
+                    step = int(row.group(3))
+                else:
+                    try:
+                        step = int(json.loads(line).get("step", 0))
+                    except (ValueError, RecursionError, AttributeError, TypeError):
+                        continue
+                if step > lowest[k]:
+                    continue
+            yield line, row
+    if progress is not None:
+        progress(size, size)
 
 
 def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:

@@ -21,9 +21,9 @@ _STR = rb'"(?:[^"\\]|\\.)*"'
 # A training row as to_json writes it, read without json (a long run's file is mostly these).
 ROW = re.compile(
     rb'\{"type":"StepMetrics","time_s":([^,]+),"epoch":(-?\d+),"step":(-?\d+),"loss":([^,]+),"accuracy":([^,]+),'
-    rb'"lr":[^,]+,"optimizer":' + _STR + rb',"frozen":(?:true|false),"mode":' + _STR + rb',"samples_per_s":([^,]+),'
+    rb'"lr":([^,]+),"optimizer":' + _STR + rb',"frozen":(true|false),"mode":' + _STR + rb',"samples_per_s":([^,]+),'
     rb'"samples_seen":(-?\d+),"train_s":([^,}]+)[,}]'
-)
+)  # groups: time_s, epoch, step, loss, accuracy, lr, frozen, samples_per_s, samples_seen, train_s
 
 
 class Replay:
@@ -63,7 +63,7 @@ class Replay:
         if line.startswith(ROW_PREFIX):
             m = ROW.match(line)
             if m is not None:
-                t, epoch, step, loss, acc, rate, seen, train_s = m.groups()
+                t, epoch, step, loss, acc, _, _, rate, seen, train_s = m.groups()
                 try:
                     args = (int(step), float(seen), float(t), float(loss), float(acc), float(train_s), float(rate))
                 except ValueError:
