@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import json
 import socket
 import threading
 from pathlib import Path
@@ -222,3 +223,62 @@ def test_a_redraw_at_a_million_points_costs_what_it_costs_at_a_thousand():
     Now the plots read the run's Lod, whose size is bounded: the cost follows the plot's size."""
     small, large = redraw_cost(1_000), redraw_cost(1_000_000)
     assert large < 4 * small + 0.05, (small, large)
+
+
+# ---- the clock, the files' modes ------------------------------------------------------------------
+
+
+def test_time_s_keeps_milliseconds_for_a_year_long_run(tmp_path):
+    """time_s had 6 significant digits in the CSV files (1 s after 27.8 hours, 10 s after 11.6
+    days). The journal, the socket's lines, the CSV files and a fold keep the millisecond."""
+    from deeptui.engine.metrics import Reporter
+    from deeptui.engine.remote.wire import decode_event, encode_event
+    from deeptui.engine.runlog import RunLog
+
+    year = 365 * 86400.0
+    log = RunLog(tmp_path, flush_seconds=2.0)
+    report = Reporter(log, E.EventBuffer(), lambda: (year + 0.1234567, 1, 10))
+    ev = report.emit(E.Note, kind="max_steps", detail="a year later")
+    row = E.StepMetrics(year + 0.5, 1, 11, loss=0.5, accuracy=0.5, lr=0.1, optimizer="sgd", frozen=False,
+                        mode="train", samples_per_s=1.0, samples_seen=11)  # fmt: skip
+    report.publish(row)
+    log.close()
+    assert ev.time_s == 31_536_000.123  # stamped to the millisecond
+    journal = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [j["time_s"] for j in journal] == [31_536_000.123, 31_536_000.5]
+    assert decode_event(json.loads(encode_event(ev))).time_s == 31_536_000.123  # the socket's line
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert next(r for r in csv.DictReader(f))["time_s"] == "31536000.500"
+    with open(tmp_path / "events.csv", newline="") as f:
+        assert [r["time_s"] for r in csv.DictReader(f)] == ["31536000.123"]
+    assert fold([ev, row]).time_s == 31_536_000.5
+
+
+def test_every_file_of_a_run_directory_is_the_owners_alone(make_engine, tmp_path):
+    """Bug: system.csv, deeptui.log (and TensorBoard's files, screenshots) were created 0644."""
+    from deeptui.engine.runlog import RunLog, cut_history_after, open_run_file
+    from tests.conftest import tiny_config
+    from tests.fake import FakeSession
+
+    eng = make_engine("log.tensorboard=true", "log.layers_interval=2", "run.max_steps=8", "log.interval=2")
+    assert eng.run() == "finished"
+    run_dir = eng.run_dir
+    log = RunLog(run_dir, flush_seconds=2.0)  # the machine's readings: system.csv at its first row
+    log.record(E.SystemStats(9.0, 1, 8, cpu_pct=100.0, rss_mb=500.0))
+    log.close()
+    cut_history_after(run_dir, 4)  # a rewind's orphaned rows
+    open_run_file(run_dir, "deeptui.log").close()  # --detach's output
+    from deeptui.tui.app import DeeptuiApp
+
+    app = DeeptuiApp(FakeSession(tiny_config(), [], run_dir=run_dir))
+    app.notify = lambda *a, **kw: None
+    app.save_screenshot = lambda filename, path, fmt: str(
+        Path(path, "shot.svg").write_text("<svg/>") and Path(path, "shot.svg")
+    )
+    app.deliver_screenshot()  # ctrl+s
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"system.csv", "metrics.csv.orphaned", "deeptui.log", "shot.svg", "last.pt"} <= names
+    assert any(n.startswith("events.out.tfevents.") for n in names)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in run_dir.rglob("*")}
+    assert {n: m for n, m in modes.items() if m != oct(0o600)} == {}
+    assert oct(run_dir.stat().st_mode & 0o777) == oct(0o700)

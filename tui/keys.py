@@ -4,6 +4,7 @@ doing nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from textual.app import SystemCommand
@@ -192,6 +193,7 @@ class Steering:
         than in ~/Downloads, which a server seldom has."""
         try:
             saved = self.save_screenshot(filename, path or str(self.session.run_dir), time_format)
+            os.chmod(saved, 0o600)  # a run file like the others
         except OSError as e:
             self.notify(f"could not save the screenshot: {e}", title="screenshot", severity="error")
             return None
