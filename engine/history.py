@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 from . import commands as C
@@ -345,18 +346,64 @@ def _has_key(run_dir: Path, key: str) -> bool:
         return False
 
 
-class HistorySession:
-    """A run that has ended, as a Session: every event at once, never alive, steering refused."""
+QUICK_HEAD, QUICK_TAIL = 64 * 1024, 2 * 2**20  # what show draws first of a long run's journal
 
-    def __init__(self, run_dir: str | Path):
+
+def quick_replay(run_dir: Path) -> tuple[list[E.Event], RunState]:
+    """A first look at a long run: the start and the end of events.jsonl (QUICK_HEAD and
+    QUICK_TAIL bytes), folded, and a line that says the rest is being read."""
+    path = Path(run_dir) / JOURNAL
+    rp = Replay()
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(QUICK_HEAD).split(b"\n")[:-1]  # the last piece may be cut
+        f.seek(max(QUICK_HEAD, size - QUICK_TAIL))
+        tail = f.read().split(b"\n")[1:]
+    for line in head + tail:
+        rp.add_line(line)
+    t, epoch, step = rp.position
+    mb = size / 2**20
+    note = f"read the start and the last {QUICK_TAIL // 2**20} MB of {mb:,.0f} MB of events; reading the rest ..."
+    events = [*rp.events(), E.Note(t, epoch, step, kind="reading", detail=note)]
+    end = ended(rp.kept)
+    return events, RunState.of(end.state) if end else RunState.INTERRUPTED
+
+
+class HistorySession:
+    """A run that has ended, as a Session: every event at once, never alive, steering refused.
+    `progressive`: a long run's start and end at once, the whole of it from a thread, after which
+    `events` is the whole history and `generation` counts one more (a view starts again)."""
+
+    def __init__(self, run_dir: str | Path, progressive: bool = False):
         self.run_dir = Path(run_dir)
-        self.cfg, history, self.final_state = replay_run(self.run_dir)
-        self.events = E.EventBuffer(maxlen=None)  # all of it: its size is the screen's, not the run's
-        for ev in history:
-            self.events.append(ev)
-        self.replayed = len(history)  # all of it happened before: no dialogs, no toasts
+        self.generation = 0
         self.interactive = True
         self._ids = itertools.count(1)
+        journal = self.run_dir / JOURNAL
+        if progressive and journal.exists() and journal.stat().st_size > QUICK_HEAD + QUICK_TAIL:
+            self.cfg = load_config(self.run_dir / "config.toml")
+            history, self.final_state = quick_replay(self.run_dir)
+            self._set(history)
+            self.reader = threading.Thread(target=self._read_all, name="deeptui-show-reader", daemon=True)
+            self.reader.start()
+        else:
+            self.cfg, history, self.final_state = replay_run(self.run_dir)
+            self._set(history)
+
+    def _set(self, history: list[E.Event]) -> None:
+        events = E.EventBuffer(maxlen=None)  # all of it: its size is the screen's, not the run's
+        for ev in history:
+            events.append(ev)
+        self.events, self.replayed = events, len(history)  # all of it happened before: no dialogs, no toasts
+
+    def _read_all(self) -> None:
+        try:
+            _, history, state = replay_run(self.run_dir)
+        except Exception:  # the file went away meanwhile: the first look stays
+            return
+        self.final_state = state
+        self._set(history)
+        self.generation += 1
 
     @property
     def alive(self) -> bool:

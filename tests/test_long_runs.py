@@ -319,3 +319,36 @@ def test_detach_says_at_once_what_it_waits_for_and_the_pid(tmp_path, monkeypatch
     assert detach.launch_detached(args, ["quickstart", "--detach"], wait_s=0.3) == 1
     assert seen and "pid 4242" in seen[0] and "waiting up to 0s for its control socket control.sock" in seen[0]
     assert "torch is imported" in seen[0]
+
+
+async def test_show_draws_a_long_run_first_and_fills_it_in(tmp_path, monkeypatch):
+    """Bug: show read every row (1M rows: 67 s, 1.8 GB) before the first frame. Now it draws the
+    run's start and end at once and the whole of it once read, from a thread."""
+    from deeptui.engine import history
+    from deeptui.tui.app import DeeptuiApp
+    from tests.pilot import until
+
+    truth = write_run(tmp_path / "run", 100_000, metrics=False)
+    whole = threading.Event()
+    real = history.replay_run
+
+    def slow_replay(run_dir, progress=None):
+        whole.wait(60)  # the whole history waits until the test has seen the first frame
+        return real(run_dir, progress)
+
+    monkeypatch.setattr(history, "replay_run", slow_replay)
+    session = HistorySession(tmp_path / "run", progressive=True)
+    app = DeeptuiApp(session)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.view.step == truth.steps, what="the first frame")
+            assert app.view.epochs == truth.epochs and session.generation == 0  # the start and the end
+            assert app.view.curves.train.lod.points < truth.steps  # not all of it yet
+            assert any("reading the rest" in text for _, text in app.view.log)
+            whole.set()
+            await until(pilot, lambda: session.generation == 1, what="the whole history")
+            await until(pilot, lambda: app.view.curves.train.lod.points == truth.steps, what="the view filled in")
+            assert app.view.best_test == truth.best
+            assert not any("reading the rest" in text for _, text in app.view.log)
+    finally:
+        whole.set()

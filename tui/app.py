@@ -94,6 +94,7 @@ class DeeptuiApp(Steering, LayerViews, PlotControls, App[int]):
         self.shutdown_timeout = shutdown_timeout
         self.signal_exit = 0  # 128+N when a signal ended the app
         self._cursor = 0
+        self._generation = 0  # a HistorySession's: a new one is the whole history, folded again
         self._launched = clock()  # on the local clock, when the run's clock read 0 (the earliest such guess)
         self._pending: dict[int, str] = {}  # command id -> what to do when it is applied
         self._nan_open = False
@@ -189,7 +190,7 @@ class DeeptuiApp(Steering, LayerViews, PlotControls, App[int]):
         """Watch another session from now on (the next run of a compare series; the engine once
         built, keeping the header's clock)."""
         self.session, self.view = session, view
-        self._cursor, self._pending = 0, {}
+        self._cursor, self._pending, self._generation = 0, {}, getattr(session, "generation", 0)
         if not keep_clock:
             self._launched = self.clock()
         self._auto_timing = "due"
@@ -205,6 +206,11 @@ class DeeptuiApp(Steering, LayerViews, PlotControls, App[int]):
         """Read new events, fold them into the view, redraw what changed."""
         if isinstance(self.session, Launch) and self.session.ready.is_set():
             self._hand_over(self.session)
+        if getattr(self.session, "generation", 0) != self._generation:  # show: the whole history has been read
+            self._generation = self.session.generation
+            self.view, self._cursor = RunView(preset=self.view.preset, batch_size=self.view.batch_size), 0
+            if self.dashboard is not None and self.dashboard.is_mounted:
+                self.dashboard.query_one("#log").clear()
         events, self._cursor = self.session.events.read(self._cursor)
         urgent = False
         if events:  # an event read now happened at its time_s or later: the run began no later than

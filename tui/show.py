@@ -153,7 +153,8 @@ def show_headless(sessions: list[HistorySession]) -> int:
     return 0
 
 
-def open_runs(run_dirs: list[str]) -> list[HistorySession]:
+def open_runs(run_dirs: list[str], progressive: bool = False) -> list[HistorySession]:
+    """The runs' sessions; `progressive`: one long run drawn from its start and end first."""
     sessions = []
     for d in run_dirs:
         path = Path(d)
@@ -161,7 +162,7 @@ def open_runs(run_dirs: list[str]) -> list[HistorySession]:
             raise ConfigError(
                 f"{path}: not a deeptui run directory (no config.toml)", fix="pass a folder that deeptui ls lists"
             )
-        sessions.append(HistorySession(path))
+        sessions.append(HistorySession(path, progressive=progressive))
     return sessions
 
 
@@ -170,11 +171,12 @@ def show_main(argv: list[str]) -> int:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (deeptui ls lists them)")
     p.add_argument("--headless", action="store_true", help="plain lines: each run's summary, the differences")
     args = p.parse_args(argv)
-    try:
-        sessions = open_runs(args.run_dirs)
+    dashboard = wants_dashboard(args)
+    try:  # one run's dashboard draws its start and end first, then the whole of it
+        sessions = open_runs(args.run_dirs, progressive=dashboard and len(args.run_dirs) == 1)
     except SetupError as e:
         return fail(str(e))
-    if not wants_dashboard(args):
+    if not dashboard:
         return show_headless(sessions)
     app = DeeptuiApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()
