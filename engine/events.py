@@ -261,10 +261,11 @@ class EventBuffer:
 
     The engine only appends (cheap, never blocks on a reader); readers call `read(cursor)` a few
     times a second. If a reader falls more than `maxlen` events behind, the oldest are skipped
-    and reported in `dropped`.
+    and reported in `dropped`. It is not the history: a new client's comes from the control
+    server's replay (engine.replay), a finished run's from events.jsonl; so it stays small.
     """
 
-    def __init__(self, maxlen: int | None = 100_000):
+    def __init__(self, maxlen: int | None = 20_000):
         self._items: collections.deque = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._total = 0  # events ever appended; the cursor of the next one

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -148,3 +149,40 @@ class Standin:
     def send(self, command) -> int:
         self.sent.append(command)
         return command.id
+
+
+def live_rss(run_dir: Path, rows: int, every: int) -> list[tuple[int, float]]:
+    """A live run's machinery for its front ends, fed `rows` made-up training rows as the engine
+    would tell them: its Reporter (the event buffer, events.jsonl and the CSV files), its control
+    server's replay (followed every 1,000 rows, as its thread would), a headless printer and its
+    view. The process's resident memory (MiB) every `every` rows."""
+    import psutil
+
+    from deeptui.engine.metrics import Reporter
+    from deeptui.engine.remote.server import ControlServer
+    from deeptui.engine.runlog import RunLog
+    from deeptui.tui.headless import HeadlessPrinter
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, load_config(None, [], embedded=PRESET.format(epochs=1000)).to_dict())
+    log = RunLog(run_dir, flush_seconds=2.0)
+    buffer = E.EventBuffer()
+    report = Reporter(log, buffer, lambda: (0.0, 1, 0))
+    standin = Standin(run_dir, buffer)
+    standin.report = SimpleNamespace(log=log)
+    server = ControlServer(standin)  # not listening: its follower is called here, as its thread would
+    printer = HeadlessPrinter(out=open(os.devnull, "w"), summary=False)
+    me = psutil.Process()
+    samples = []
+    for ev in events_of(run_dir, rows, finish=False):
+        row = isinstance(ev, Row)
+        ev = ev.event() if row else ev
+        report.publish(ev)
+        printer.handle(ev)
+        if row and ev.step % 1000 == 0:
+            server._follow_events()
+        if row and ev.step % every == 0:
+            samples.append((ev.step, me.memory_info().rss / 2**20))
+    log.close()
+    return samples

@@ -352,3 +352,28 @@ async def test_show_draws_a_long_run_first_and_fills_it_in(tmp_path, monkeypatch
             assert not any("reading the rest" in text for _, text in app.view.log)
     finally:
         whole.set()
+
+
+# ---- bounded memory ---------------------------------------------------------------------------------
+
+
+def test_a_live_runs_memory_for_its_front_ends_is_flat_after_warm_up(tmp_path):
+    """Bug: a live run's engine grew from 944 MB to 1,313 MB over 250,000 rows (about 1.5 KB a
+    row). Everything it keeps for its front ends is bounded now: the event buffer, the control
+    server's replay, a headless printer's view. Sampled in a process of its own."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from pathlib import Path; from tests.longrun import live_rss; "
+        "print(json.dumps(live_rss(Path(sys.argv[1]), 80_000, 20_000)))"
+    )
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    samples = dict(json.loads(out.stdout.splitlines()[-1]))
+    warm = samples[40_000]  # the event buffer is full by then
+    assert max(samples[n] for n in samples if n >= 40_000) - warm < 8, samples
