@@ -73,6 +73,8 @@ def _varint(n: int) -> bytes:
         return _SMALL[n]
     if 0 <= n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 <= n < 0x200000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
     n &= (1 << 64) - 1  # an int64 as protobuf writes it
     out = bytearray()
     while True:
@@ -377,13 +379,19 @@ def export_run(
     tb = TensorBoardLog(out_dir, config, start_wall=start, flush_seconds=math.inf)
     journal = run_dir / JOURNAL
     if journal.exists():
-        add_row = tb.add_row
+        pending, wall = tb.pending, tb.start_wall
         for line, row in kept_lines(journal, progress):
             if row is not None:
                 t, _, step, loss, acc, lr, frozen, rate, _, _ = row.groups()
-                add_row(int(step), float(t), float(loss), float(acc), float(lr), float(rate), frozen == b"true")
-                if len(tb.pending) >= BATCH:
+                loss, acc, lr, rate = float(loss), float(acc), float(lr), float(rate)
+                if loss == loss and acc == acc and lr == lr and rate == rate:  # the common case, inline
+                    pending.append(row_event(wall + float(t), int(step), loss, acc, lr, rate, frozen == b"true"))
+                    tb.scalars += 5
+                else:
+                    tb.add_row(int(step), float(t), loss, acc, lr, rate, frozen == b"true")
+                if len(pending) >= BATCH:
                     tb.write_pending()
+                    pending = tb.pending
                 continue
             try:
                 ev = E.from_json(json.loads(line))
@@ -391,6 +399,7 @@ def export_run(
                 continue
             if ev is not None:
                 tb.add(ev)
+                pending = tb.pending  # add() may have written and started a new batch
     else:
         from .history import one_history, read_run
 
