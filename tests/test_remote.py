@@ -406,6 +406,13 @@ def test_a_local_headless_run_serves_its_socket_too(tmp_path):
     assert not (only_run_dir(tmp_path) / SOCKET_NAME).exists()
 
 
+def ready(screen, kind) -> bool:
+    """A dialog of `kind` whose option list has the focus."""
+    from textual.widgets import OptionList
+
+    return isinstance(screen, kind) and bool(screen.query(OptionList)) and screen.query_one(OptionList).has_focus
+
+
 async def test_detaching_from_a_paused_run_offers_to_resume_it_first(served):
     from textual.widgets import OptionList
 
@@ -420,11 +427,15 @@ async def test_detaching_from_a_paused_run_offers_to_resume_it_first(served):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: "paused" in _text(app, "#header"), what="paused")
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, QuitScreen) and app.screen.query(OptionList), what="dialog")
+        # the dialog is ready once mounted (it highlights its default) and its list has the focus:
+        # a choice made before that is undone by its mount, or an enter goes elsewhere
+        await until(pilot, lambda: ready(app.screen, QuitScreen) and app.screen.query_one(OptionList).highlighted == 0)
         options = app.screen.query_one(OptionList)
         assert [o.id for o in options._options] == ["detach", "resume_detach", "stop"]
         options.highlighted = 1
         await pilot.press("enter")
+        # the choice acts once the dialog is dismissed: on a busy machine after press() returns
+        await until(pilot, lambda: app.resumed_on_detach, what="resume and detach")
     assert not app.stop_on_quit and app.resumed_on_detach
     r = EventReader(eng)
     r.wait(lambda e: isinstance(e, E.CommandApplied) and e.command == "Resume")
