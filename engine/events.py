@@ -278,6 +278,12 @@ class EventBuffer:
             self._total += 1
             self._new.notify_all()
 
+    def limit(self, maxlen: int) -> None:
+        """Keep at most `maxlen` events from now on (a client's buffer, once its history is in:
+        the history stays until that many live events came after it)."""
+        with self._lock:
+            self._items = collections.deque(self._items, maxlen=maxlen)
+
     def read(self, cursor: int) -> tuple[list[Event], int]:
         """Events from `cursor` on, and the cursor to pass next time."""
         with self._lock:

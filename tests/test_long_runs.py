@@ -377,3 +377,22 @@ def test_a_live_runs_memory_for_its_front_ends_is_flat_after_warm_up(tmp_path):
     samples = dict(json.loads(out.stdout.splitlines()[-1]))
     warm = samples[40_000]  # the event buffer is full by then
     assert max(samples[n] for n in samples if n >= 40_000) - warm < 8, samples
+
+
+def test_a_history_longer_than_the_clients_buffer_is_kept_whole(tmp_path):
+    """Every event that is not a training row comes in full: a run with more of them than the
+    client's buffer keeps of live events (25,000 notes here) still starts with its RunStarted."""
+    run_dir = tmp_path / "run"
+    buffer = E.EventBuffer(maxlen=None)
+    write_run(run_dir, 10, buffer=buffer, finish=False, metrics=False)
+    for i in range(25_000):
+        buffer.append(E.Note(1.0, 1, 10, kind="note", detail=f"note {i}"))
+    srv = ControlServer(Standin(run_dir, buffer)).start()
+    try:
+        session = RemoteSession(run_dir, connect_timeout=60)
+        session.start()
+        history = session.events.read(0)[0]
+        session.detach()
+    finally:
+        srv.close()
+    assert isinstance(history[0], E.RunStarted) and sum(isinstance(e, E.Note) for e in history) == 25_000

@@ -16,6 +16,8 @@ from .. import commands as C
 from .. import events as E
 from .wire import MAX_EVENT_LINE, SOCKET_NAME, as_message, connect, decode_event, encode, lines
 
+LIVE_EVENTS = 20_000  # live events a client's buffer keeps beyond the history (the dashboard reads it at 4 Hz)
+
 
 class RemoteSession:
     """A run in another process, seen through its control socket, with the Engine's surface.
@@ -32,7 +34,7 @@ class RemoteSession:
         self.path = self.run_dir / SOCKET_NAME
         self.connect_timeout = connect_timeout
         self.cfg = load_config(self.run_dir / "config.toml")
-        self.events = E.EventBuffer()
+        self.events = E.EventBuffer(maxlen=None)  # the whole history, then bounded (HistoryEnd)
         self.final_state = ""
         self.interactive = True
         self.detached = False
@@ -111,6 +113,7 @@ class RemoteSession:
                     continue
                 if isinstance(obj, dict) and obj.get("type") == "HistoryEnd":
                     self.replayed = len(self.events)
+                    self.events.limit(len(self.events) + LIVE_EVENTS)
                     self._history_done.set()
                     continue
                 ev = decode_event(obj)
