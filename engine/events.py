@@ -219,6 +219,7 @@ class Digest(Event):
 
     train: dict
     last: dict  # the last StepMetrics' fields (none: {})
+    recent: tuple = ()  # the newest rows' fields (engine.replay.RECENT_ROWS), for a line each
 
 
 # Told to the front ends but not kept: progress ticks that a fold does not need.

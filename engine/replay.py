@@ -7,6 +7,7 @@ one streaming pass (show, ls of an old run)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from . import events as E
 from .lod import TrainFold
 
+RECENT_ROWS = 100  # the newest training rows a Digest carries in full (attach --headless prints them)
 ROW_PREFIX = b'{"type":"StepMetrics",'  # to_json writes the type first: the rows are told apart cheaply
 _STR = rb'"(?:[^"\\]|\\.)*"'
 # A training row as to_json writes it, read without json (a long run's file is mostly these).
@@ -33,6 +35,7 @@ class Replay:
         self.kept: list[E.Event] = []  # every event but the rows, the machine's and the layers' readings
         self.train = TrainFold()
         self.last_row: dict | bytes | None = None  # the newest row's fields (or its line of events.jsonl)
+        self.recent: collections.deque = collections.deque(maxlen=RECENT_ROWS)  # (step, fields or line)
         self.at = 0  # where in `kept` the folded rows end: the Digest goes there
         self.system: E.SystemStats | None = None
         self.layers: E.LayerStats | None = None
@@ -47,6 +50,7 @@ class Replay:
         if isinstance(ev, E.StepMetrics):
             self.train.add_row(ev)
             self.last_row, self.at = vars(ev), len(self.kept)
+            self.recent.append((ev.step, self.last_row))
         elif isinstance(ev, E.SystemStats):
             self.system = ev
         elif isinstance(ev, E.LayerStats):
@@ -54,6 +58,9 @@ class Replay:
         else:
             if isinstance(ev, E.Rewound) or (isinstance(ev, E.RunStarted) and ev.resumed):
                 self.train.cut(ev.step)
+                left = [r for r in self.recent if r[0] <= ev.step]  # the branch the history keeps
+                self.recent.clear()
+                self.recent.extend(left)
             self.kept.append(ev)
 
     def add_line(self, line: bytes) -> None:
@@ -72,6 +79,7 @@ class Replay:
                 self.position = (args[2], int(epoch), args[0])
                 self.train.add(*args)
                 self.last_row, self.at = line, len(self.kept)
+                self.recent.append((args[0], line))
                 return
         try:
             ev = E.from_json(json.loads(line))
@@ -83,20 +91,28 @@ class Replay:
     def digest(self) -> E.Digest | None:
         if self.last_row is None:
             return None
-        try:
-            fields = json.loads(self.last_row) if isinstance(self.last_row, bytes) else self.last_row
-        except (ValueError, RecursionError):
-            fields = {}
-        row = E.from_json({**fields, "type": "StepMetrics"})
+        recent = [f for f in (_fields(row) for _, row in self.recent) if f]
+        row = E.from_json({**_fields(self.last_row), "type": "StepMetrics"})
         last = {k: v for k, v in vars(row).items()} if row is not None else {}
         t, epoch, step = (row.time_s, row.epoch, row.step) if row is not None else self.position
-        return E.Digest(t, epoch, step, train=self.train.state(), last=last)
+        return E.Digest(t, epoch, step, train=self.train.state(), last=last, recent=tuple(recent))
 
     def events(self) -> list[E.Event]:
         """The history to replay, in order."""
         digest = self.digest()
         head = self.kept[: self.at] + ([digest] if digest is not None else [])
         return head + self.kept[self.at :] + [e for e in (self.layers, self.system) if e is not None]
+
+
+def _fields(row: dict | bytes) -> dict:
+    """A row's fields, from its event's or from its line of events.jsonl."""
+    if not isinstance(row, bytes):
+        return row
+    try:
+        fields = json.loads(row)
+    except (ValueError, RecursionError):
+        return {}
+    return fields if isinstance(fields, dict) else {}
 
 
 def replay_file(path: Path, progress: Callable[[int, int], None] | None = None) -> Replay:

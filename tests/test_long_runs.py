@@ -17,7 +17,7 @@ from deeptui.engine.remote.server import ControlServer
 from deeptui.engine.remote.wire import SOCKET_NAME, address
 from deeptui.tui.summary import summary_lines
 from deeptui.tui.view import RunView
-from tests.longrun import Standin, write_run
+from tests.longrun import Row, Standin, write_run
 
 LONG = 300_000
 
@@ -168,6 +168,8 @@ def test_attach_headless_starts_from_a_summary_line_and_the_last_rows(tmp_path):
     run_dir = tmp_path / "run"
     buffer = E.EventBuffer()
     write_run(run_dir, 20_000, buffer=buffer, finish=False, metrics=False)
+    for step in (20_001, 20_002):  # told, not yet flushed to events.jsonl (it is, every 2 s)
+        buffer.append(Row(step * 0.01, 67, step, 0.5, 0.5, 0.05).event())
     srv = ControlServer(Standin(run_dir, buffer)).start()
     out = io.StringIO()
     session = RemoteSession(run_dir, connect_timeout=30)
@@ -178,10 +180,10 @@ def test_attach_headless_starts_from_a_summary_line_and_the_last_rows(tmp_path):
             session.wait_finished(0.05)
         live = dict(optimizer="sgd", frozen=False, mode="train", lr=0.1)
         buffer.append(
-            E.StepMetrics(300.0, 67, 20_001, loss=0.5, accuracy=0.5, samples_per_s=1.0, samples_seen=1, **live)
+            E.StepMetrics(300.0, 67, 20_003, loss=0.5, accuracy=0.5, samples_per_s=1.0, samples_seen=1, **live)
         )
-        buffer.append(E.StateChanged(301.0, 67, 20_001, state="finished", optimizer_params="", **live))
-        buffer.append(E.Finished(301.0, 67, 20_001, state="finished", run_dir=str(run_dir)))
+        buffer.append(E.StateChanged(301.0, 67, 20_003, state="finished", optimizer_params="", **live))
+        buffer.append(E.Finished(301.0, 67, 20_003, state="finished", run_dir=str(run_dir)))
 
     threading.Thread(target=go_on, daemon=True).start()
     try:
@@ -190,9 +192,9 @@ def test_attach_headless_starts_from_a_summary_line_and_the_last_rows(tmp_path):
         srv.close()
     lines = out.getvalue().splitlines()
     assert code == 0 and len(lines) == 6, lines
-    assert lines[0].startswith(f"deeptui: attached to {run_dir}: running, epoch 67/67, step 20,000, loss ")
+    assert lines[0].startswith(f"deeptui: attached to {run_dir}: running, epoch 67/67, step 20,002, loss ")
     assert "best test error 0.10% (epoch 4)" in lines[0]
-    assert [line.split()[3] for line in lines[1:5]] == ["19998", "19999", "20000", "20001"]
+    assert [line.split()[3] for line in lines[1:5]] == ["20000", "20001", "20002", "20003"]
     assert lines[5].startswith("deeptui: finished")
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from deeptui.engine import events as E
 from deeptui.engine.errors import STOP_SIGNALS, RemoteError, exit_code
 from deeptui.engine.history import tail_rows
 from deeptui.engine.remote.client import RemoteSession
@@ -19,6 +20,17 @@ from .runs import list_runs, stopped_pid
 from .view import RunView, fmt_duration, fmt_number
 
 HISTORY_ROWS = 10  # training rows attach --headless prints before the live ones
+
+
+def last_rows(session: RemoteSession, n: int) -> list[E.StepMetrics]:
+    """The history's last n training rows: the newest come in the server's Digest (as the run
+    has them, flushed or not); older ones, when more are asked for, from events.jsonl's end."""
+    digest = next((e for e in session.events.read(0)[0] if isinstance(e, E.Digest)), None)
+    rows = [r for r in (E.from_json({**f, "type": "StepMetrics"}) for f in (digest.recent if digest else ())) if r]
+    if n > len(rows):
+        first = rows[0].step if rows else float("inf")
+        rows = [r for r in tail_rows(Path(session.run_dir) / JOURNAL, n) if r.step < first] + rows
+    return rows[-n:] if n else []
 
 
 def so_far_line(v: RunView, run_dir) -> str:
@@ -91,7 +103,7 @@ def attach_headless(session: RemoteSession, printer=None, history: int = HISTORY
 
     def so_far() -> None:
         printer.line(so_far_line(printer.view, session.run_dir))
-        for row in tail_rows(Path(session.run_dir) / JOURNAL, history):
+        for row in last_rows(session, history):
             printer.line(printer.describe(row))
 
     caught: list[int] = []
