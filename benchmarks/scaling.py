@@ -5,6 +5,11 @@
 
 Reads samples/s from each run's metrics.csv (global samples over the rows after the first,
 so start-up and the first interval's warm-up are left out); prints the speed-up against 1.
+
+Every run gets the same threads per process (OMP_NUM_THREADS, --threads, default 1), and the
+table says so: giving the 1-process baseline all the cores while each rank of N gets 1/N of them
+measured the baseline's thread contention, not data parallelism (on 2 shared cores it credited
+--nproc 2 with 5-8x; with equal threads it is about 0.9x there).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def run(nproc: int, args) -> float:
         ]
         if nproc > 1:
             cmd += ["--nproc", str(nproc)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}  # the same for every run
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
         (run_dir,) = Path(logs).iterdir()
         rows = [r for r in csv.DictReader(open(run_dir / "metrics.csv")) if r["split"] == "train"]
@@ -59,12 +64,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--interval", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128, help="global batch (divided over the processes)")
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process, in every run")
     args = ap.parse_args()
+    print(f"equal thread counts: every process of every run has {args.threads} thread(s) (--threads)")
     base = None
     for n in args.nproc:
         sps = run(n, args)
         base = base or sps
-        print(f"nproc {n}: {sps:10.0f} samples/s   speed-up x{sps / base:.2f}")
+        print(f"nproc {n} x {args.threads} thread(s): {sps:10.0f} samples/s   speed-up x{sps / base:.2f}")
     return 0
 
 

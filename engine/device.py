@@ -1,4 +1,5 @@
-"""Which torch device a run or a timing uses, its name, and how to wait for it."""
+"""Which torch device a run or a timing uses, its name, how to wait for it, and what its
+autocast dtype costs there."""
 
 from __future__ import annotations
 
@@ -53,3 +54,34 @@ def synchronize(device: torch.device) -> None:
     """Wait for the kernels queued on `device` (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+FAST_FP16 = {"avx512_fp16", "amx_fp16"}  # x86 flags of CPUs with native fp16 arithmetic
+FAST_BF16 = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def amp_note(device: torch.device, amp: str) -> str:
+    """A word on an autocast dtype that costs more than it saves where it runs: fp16 on a CPU
+    without native fp16 arithmetic is emulated (measured 6x slower than fp32 on the quickstart)."""
+    if device.type != "cpu" or amp != "fp16":
+        return ""
+    flags = cpu_flags()
+    if flags & FAST_FP16:
+        return ""
+    other = "'bf16', which this CPU computes natively, or 'off'" if flags & FAST_BF16 else "'off' (fp32)"
+    return (
+        "perf.amp = 'fp16' on a CPU without fast fp16 kernels (no AVX512-FP16 or AMX-FP16): autocast "
+        f"emulates it, measured 6x slower than fp32 on the quickstart; fix: perf.amp = {other}"
+    )

@@ -214,17 +214,33 @@ class Finished(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Digest(Event):
+    """The training rows before it, as a fold of them (engine.lod.TrainFold's state: the newest
+    points in full, older ones in buckets), and the last row's fields: what a client that attaches
+    to a long run, or `show`, gets in place of every StepMetrics. Never written to events.jsonl:
+    a reader makes it from the record (engine.replay)."""
+
+    train: dict
+    last: dict  # the last StepMetrics' fields (none: {})
+    recent: tuple = ()  # the newest rows' fields (engine.replay.RECENT_ROWS), for a line each
+
+
 # Told to the front ends but not kept: progress ticks that a fold does not need.
 TRANSIENT = (TimingProgress, Loading)
 
 
 def to_json(event: Event) -> str:
-    """One event as a JSON object: its class name under "type", then its fields."""
-    return json.dumps({"type": type(event).__name__, **dataclasses.asdict(event)}, separators=(",", ":"))
+    """One event as a JSON object: its class name under "type", then its fields (plain values:
+    numbers, strings, tuples of them, and a Digest's dicts of lists), the clock in full precision."""
+    return json.dumps({"type": type(event).__name__, **vars(event)}, separators=(",", ":"))
 
 
 def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+_FIELDS: dict[type, frozenset] = {}  # each event class's field names
 
 
 def from_json(obj) -> Event | None:
@@ -236,7 +252,9 @@ def from_json(obj) -> Event | None:
     cls = globals().get(str(obj.get("type")))
     if not (isinstance(cls, type) and issubclass(cls, Event)):
         return None
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     try:
         return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
     except TypeError:
@@ -248,10 +266,11 @@ class EventBuffer:
 
     The engine only appends (cheap, never blocks on a reader); readers call `read(cursor)` a few
     times a second. If a reader falls more than `maxlen` events behind, the oldest are skipped
-    and reported in `dropped`.
+    and reported in `dropped`. It is not the history: a new client's comes from the control
+    server's replay (engine.replay), a finished run's from events.jsonl; so it stays small.
     """
 
-    def __init__(self, maxlen: int = 100_000):
+    def __init__(self, maxlen: int | None = 20_000):
         self._items: collections.deque = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._total = 0  # events ever appended; the cursor of the next one
@@ -263,6 +282,12 @@ class EventBuffer:
             self._items.append(event)
             self._total += 1
             self._new.notify_all()
+
+    def limit(self, maxlen: int) -> None:
+        """Keep at most `maxlen` events from now on (a client's buffer, once its history is in:
+        the history stays until that many live events came after it)."""
+        with self._lock:
+            self._items = collections.deque(self._items, maxlen=maxlen)
 
     def read(self, cursor: int) -> tuple[list[Event], int]:
         """Events from `cursor` on, and the cursor to pass next time."""

@@ -10,12 +10,14 @@ import itertools
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 from . import commands as C
 from . import events as E
 from .config import Config, load_config
 from .errors import RunDirError
+from .replay import ROW, ROW_PREFIX, Replay, replay_file
 from .runlog import JOURNAL
 from .state import RunState
 
@@ -138,6 +140,24 @@ def tail_events(path: Path, keep: int = 64 * 1024) -> list[E.Event]:
     return _decoded(data.split(b"\n")[1 if size > keep else 0 :])
 
 
+def tail_rows(path: Path, n: int) -> list[E.StepMetrics]:
+    """The last `n` training rows of events.jsonl (of the history kept: a rewind in the part read
+    takes back the rows past it), read from the end in growing pieces, not the whole file."""
+    if n <= 0:
+        return []
+    keep = 64 * 1024
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return []
+    while True:
+        events = tail_events(path, keep)
+        rows = [e for e in one_history(events) if isinstance(e, E.StepMetrics)]
+        if len(rows) >= n or keep >= size:
+            return rows[-n:]
+        keep *= 4
+
+
 def ended(events: list[E.Event]) -> E.Finished | None:
     """The run's end among its events: the last Finished after the last start (a resume)."""
     for ev in reversed(events):
@@ -151,22 +171,47 @@ def ended(events: list[E.Event]) -> E.Finished | None:
 def read_run(run_dir: Path) -> tuple[Config, list[E.Event], RunState]:
     """(the run's resolved config, its events in order, how it ended: finished, stopped, failed
     or interrupted: killed, crashed, or still running without a socket). A run that did not
-    end gets a StateChanged and a Finished that say so, so that every fold ends."""
+    end gets a StateChanged and a Finished that say so, so that every fold ends. Every event,
+    in memory: replay_run is what a view of a long run reads."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
     journal = run_dir / JOURNAL
     events = read_journal(journal) if journal.exists() else _from_csv(run_dir, cfg)
+    last = events[-1] if events else E.Event(0.0, 1, 0)
+    tail, state = _ending(cfg, run_dir, events, (last.time_s, last.epoch, last.step))
+    return cfg, [*events, *tail], state
+
+
+def replay_run(run_dir: Path, progress=None) -> tuple[Config, list[E.Event], RunState]:
+    """read_run's answer at constant memory whatever the run's length: the training rows come
+    folded into one Digest (engine.replay), the other events in full."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    journal = run_dir / JOURNAL
+    if journal.exists():
+        rp = replay_file(journal, progress)
+    else:
+        rp = Replay()
+        for ev in _from_csv(run_dir, cfg):
+            rp.add(ev)
+    tail, state = _ending(cfg, run_dir, rp.kept, rp.position)
+    return cfg, [*rp.events(), *tail], state
+
+
+def _ending(cfg: Config, run_dir: Path, events: list[E.Event], position: tuple) -> tuple[list[E.Event], RunState]:
+    """How the run ended, and the events that close the fold of a run that has no end (killed,
+    crashed, or still running without a socket)."""
     end = ended(events)
     if end is not None:
-        return cfg, events, RunState.of(end.state)
-    last = events[-1] if events else E.Event(0.0, 1, 0)
+        return [], RunState.of(end.state)
+    t, epoch, step = position
     settings = next((e for e in reversed(events) if isinstance(e, E.StateChanged)), None)
     state, reason = RunState.INTERRUPTED, "no end in the run's files: killed, crashed, or still running"
     tail = [
         E.StateChanged(
-            last.time_s,
-            last.epoch,
-            last.step,
+            t,
+            epoch,
+            step,
             state=state.value,
             reason=reason,
             optimizer=settings.optimizer if settings else cfg.optimizer.name,
@@ -176,9 +221,9 @@ def read_run(run_dir: Path) -> tuple[Config, list[E.Event], RunState]:
             mode=settings.mode if settings else "train",
             eval_mode=settings.eval_mode if settings else cfg.run.eval_mode,
         ),
-        E.Finished(last.time_s, last.epoch, last.step, state=state.value, run_dir=str(run_dir), reason=reason),
+        E.Finished(t, epoch, step, state=state.value, run_dir=str(run_dir), reason=reason),
     ]
-    return cfg, [*events, *tail], state
+    return tail, state
 
 
 def one_history(events: list[E.Event]) -> list[E.Event]:
@@ -197,6 +242,53 @@ def one_history(events: list[E.Event]) -> list[E.Event]:
 
 
 POINTS = (E.StepMetrics, E.EpochEnd, E.LayerStats)  # what a rewind takes back: the history's points
+_BACK = (b'{"type":"Rewound"', b'{"type":"RunStarted"')  # lines that may take the history back
+_POINT = tuple(b'{"type":"%s"' % c.__name__.encode() for c in POINTS)
+
+
+def kept_lines(path: Path, progress=None):
+    """one_history over events.jsonl as a stream at constant memory: (line, its ROW match for a
+    training row as to_json writes it, else None) for every line the history kept. Two passes:
+    the first finds where the history went back (Rewound, a resumed RunStarted), the second
+    leaves out the points past a later one. `progress(bytes, size)` every few MB."""
+    backs: list[tuple[int, int]] = []  # (line number, the step it went back to)
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if line.startswith(_BACK):
+                try:
+                    ev = E.from_json(json.loads(line))
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(ev, E.Rewound) or (isinstance(ev, E.RunStarted) and ev.resumed):
+                    backs.append((i, ev.step))
+    lowest = [math.inf] * (len(backs) + 1)  # lowest[k]: the lowest step backs[k:] go back to
+    for k in range(len(backs) - 1, -1, -1):
+        lowest[k] = min(lowest[k + 1], backs[k][1])
+    size = os.path.getsize(path)
+    done, report, k = 0, 0, 0
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if progress is not None:
+                done += len(line)
+                if done >= report:
+                    progress(done, size)
+                    report = done + 4 * 2**20
+            while k < len(backs) and backs[k][0] <= i:
+                k += 1
+            row = ROW.match(line) if line.startswith(ROW_PREFIX) else None
+            if lowest[k] < math.inf and line.startswith(_POINT):
+                if row is not None:
+                    step = int(row.group(3))
+                else:
+                    try:
+                        step = int(json.loads(line).get("step", 0))
+                    except (ValueError, RecursionError, AttributeError, TypeError):
+                        continue
+                if step > lowest[k]:
+                    continue
+            yield line, row
+    if progress is not None:
+        progress(size, size)
 
 
 def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:
@@ -250,18 +342,64 @@ def _has_key(run_dir: Path, key: str) -> bool:
         return False
 
 
-class HistorySession:
-    """A run that has ended, as a Session: every event at once, never alive, steering refused."""
+QUICK_HEAD, QUICK_TAIL = 64 * 1024, 2 * 2**20  # what show draws first of a long run's journal
 
-    def __init__(self, run_dir: str | Path):
+
+def quick_replay(run_dir: Path) -> tuple[list[E.Event], RunState]:
+    """A first look at a long run: the start and the end of events.jsonl (QUICK_HEAD and
+    QUICK_TAIL bytes), folded, and a line that says the rest is being read."""
+    path = Path(run_dir) / JOURNAL
+    rp = Replay()
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(QUICK_HEAD).split(b"\n")[:-1]  # the last piece may be cut
+        f.seek(max(QUICK_HEAD, size - QUICK_TAIL))
+        tail = f.read().split(b"\n")[1:]
+    for line in head + tail:
+        rp.add_line(line)
+    t, epoch, step = rp.position
+    mb = size / 2**20
+    note = f"read the start and the last {QUICK_TAIL // 2**20} MB of {mb:,.0f} MB of events; reading the rest ..."
+    events = [*rp.events(), E.Note(t, epoch, step, kind="reading", detail=note)]
+    end = ended(rp.kept)
+    return events, RunState.of(end.state) if end else RunState.INTERRUPTED
+
+
+class HistorySession:
+    """A run that has ended, as a Session: every event at once, never alive, steering refused.
+    `progressive`: a long run's start and end at once, the whole of it from a thread, after which
+    `events` is the whole history and `generation` counts one more (a view starts again)."""
+
+    def __init__(self, run_dir: str | Path, progressive: bool = False):
         self.run_dir = Path(run_dir)
-        self.cfg, history, self.final_state = read_run(self.run_dir)
-        self.events = E.EventBuffer()
-        for ev in history:
-            self.events.append(ev)
-        self.replayed = len(history)  # all of it happened before: no dialogs, no toasts
+        self.generation = 0
         self.interactive = True
         self._ids = itertools.count(1)
+        journal = self.run_dir / JOURNAL
+        if progressive and journal.exists() and journal.stat().st_size > QUICK_HEAD + QUICK_TAIL:
+            self.cfg = load_config(self.run_dir / "config.toml")
+            history, self.final_state = quick_replay(self.run_dir)
+            self._set(history)
+            self.reader = threading.Thread(target=self._read_all, name="deeptui-show-reader", daemon=True)
+            self.reader.start()
+        else:
+            self.cfg, history, self.final_state = replay_run(self.run_dir)
+            self._set(history)
+
+    def _set(self, history: list[E.Event]) -> None:
+        events = E.EventBuffer(maxlen=None)  # all of it: its size is the screen's, not the run's
+        for ev in history:
+            events.append(ev)
+        self.events, self.replayed = events, len(history)  # all of it happened before: no dialogs, no toasts
+
+    def _read_all(self) -> None:
+        try:
+            _, history, state = replay_run(self.run_dir)
+        except Exception:  # the file went away meanwhile: the first look stays
+            return
+        self.final_state = state
+        self._set(history)
+        self.generation += 1
 
     @property
     def alive(self) -> bool:

@@ -21,7 +21,7 @@ from . import checkpoint, control, distributed, models, notify, outcome, system,
 from . import events as E
 from .clock import RunClock
 from .config import Config
-from .device import activate, device_label
+from .device import activate, amp_note, device_label
 from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, evaluate, gpu_memory
 from .runlog import NullLog
@@ -340,6 +340,6 @@ def announce(engine: Engine) -> None:
     if engine.resume_changes:
         said = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in engine.resume_changes)
         engine.report.emit(E.Warning, message=f"resumed with changes: {said}", kind="resume_changes")
-    note = engine.trainer.sync_note(t.optimizer)
-    if note:
-        engine.report.emit(E.Warning, message=note)
+    for note in (engine.trainer.sync_note(t.optimizer), amp_note(engine.device, cfg.perf.amp)):
+        if note:
+            engine.report.emit(E.Warning, message=note)

@@ -94,7 +94,7 @@ def disk_full_error(path: Path) -> RunDirError:
     return RunDirError(*disk_full_parts(path))
 
 
-def open_private(path: Path, append: bool = True):
+def open_private(path: Path, append: bool = True, binary: bool = False):
     """A file of the run directory for writing: created 0600, never through a symlink (a run
     directory someone else could write into must not make deeptui write elsewhere)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
@@ -106,6 +106,8 @@ def open_private(path: Path, append: bool = True):
                 f"{path}: is a symbolic link", fix="remove it (deeptui writes run files only where they are)"
             ) from None
         raise
+    if binary:
+        return os.fdopen(fd, "ab" if append else "wb")
     return os.fdopen(
         fd, "a" if append else "w", newline="", encoding="utf-8", errors="surrogateescape"
     )  # a path's bytes as they are

@@ -22,7 +22,7 @@ class Session(Protocol):
     events: EventBuffer  # every event of the run, for each reader to read with its cursor
     final_state: str  # "" while running; then finished, stopped or failed
     interactive: bool  # a dashboard watches: a non-finite loss pauses (on_nan = "auto")
-    replayed: int  # events[:replayed] happened before this session attached
+    replayed: float  # events[:replayed] happened before this session attached (inf: not known yet, all of it)
 
     @property
     def alive(self) -> bool:

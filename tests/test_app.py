@@ -285,7 +285,7 @@ async def test_a_slow_plot_is_rebuilt_less_often_but_the_numbers_keep_up(monkeyp
     """On a small CPU every millisecond of the UI is taken from training: a plot rebuild that
     takes 30 ms of CPU waits 3 s (1% of the time) before the next one, while the panels show each new
     step at once; when the run pauses, the plot catches up at the next poll."""
-    import deeptui.tui.run_app as app_module
+    import deeptui.tui.plot_controls as app_module  # where the dashboard calls loss_plot
     from tests.conftest import tiny_config
     from tests.fake import FakeSession
 

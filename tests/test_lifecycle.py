@@ -190,10 +190,13 @@ def test_two_resumes_at_once_one_runs_one_exits_2(tmp_path, finished):
 # ---- a stopped process -------------------------------------------------------------------
 
 
+@pytest.mark.timeout(1200)
 def test_a_stopped_run_is_told_from_a_dead_one(tmp_path):
+    """The run is stopped (SIGSTOP) as soon as its socket opens, often before its first step: a
+    SIGTERM then still gives 143 and a last.pt (test_a_run_stopped_before_its_first_step_...)."""
     p = deeptui(QUICK, "--headless", "--log-dir", str(tmp_path), *SMALL, "--epochs", "50")
     try:
-        wait_for(lambda: any(tmp_path.glob("*/control.sock")), what="the control socket")
+        wait_for(lambda: any(tmp_path.glob("*/control.sock")), timeout=600, what="the control socket")
         (run_dir,) = tmp_path.iterdir()
         os.kill(p.pid, signal.SIGSTOP)
         ls = subprocess.run(
@@ -216,9 +219,25 @@ def test_a_stopped_run_is_told_from_a_dead_one(tmp_path):
     finally:
         os.kill(p.pid, signal.SIGCONT)
         p.terminate()
-        out, err = p.communicate(timeout=120)
-    assert p.returncode == 143 and (run_dir / "last.pt").is_file()
+        out, err = p.communicate(timeout=600)
+    assert p.returncode == 143 and (run_dir / "last.pt").is_file(), (p.returncode, err[-2000:])
     assert_clean(err)
+
+
+def test_a_run_stopped_before_its_first_step_keeps_a_checkpoint_to_resume_from(make_engine):
+    """What a user gets from a SIGTERM before the first step (the case a loaded machine made of
+    the test above): exit 143 as any stop, a last.pt at step 0 that --resume starts from, and the
+    run's line says it stopped at step 0."""
+    from deeptui.engine import commands as C
+    from deeptui.engine import events as E
+    from deeptui.engine.checkpoint import load
+
+    eng = make_engine("run.epochs=5")
+    eng.send(C.Stop(reason="signal SIGTERM"))  # queued before the first step, as a signal's is
+    assert eng.run() == "stopped" and eng.train.step == 0
+    assert load(eng.run_dir / "last.pt")["train"]["step"] == 0
+    applied = [e for e in eng.events.read(0)[0] if isinstance(e, E.CommandApplied) and e.command == "Stop"]
+    assert applied and "stopping at step 0" in applied[0].detail
 
 
 # ---- a full disk ---------------------------------------------------------------------------

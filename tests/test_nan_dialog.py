@@ -33,9 +33,13 @@ async def nan_after_a_good_checkpoint(pilot, eng, app):
     await until(pilot, lambda: eng.train.step >= 4, timeout=60, what="a few steps")
     for cmd in (C.Pause(), C.SaveCheckpoint(), C.SetLearningRate(lr=1e30), C.Resume()):
         eng.send(cmd)  # applied in this order between two steps
-    await until(
+    await until(  # with the focus on its options: an enter pressed before then goes elsewhere
         pilot,
-        lambda: isinstance(app.screen, NanScreen) and app.screen.query(OptionList),
+        lambda: (
+            isinstance(app.screen, NanScreen)
+            and app.screen.query(OptionList)
+            and app.screen.query_one(OptionList).has_focus
+        ),
         timeout=60,
         what="the NaN dialog",
     )
@@ -57,7 +61,10 @@ async def test_rewinding_trains_on_with_finite_losses(make_engine, choice, lr):
         choose(options, choice)
         await pilot.press("enter")
         if choice == "rewind_typed":
-            await until(pilot, lambda: isinstance(app.screen, NumberScreen), what="the lr input")
+            # the dialog's Input exists once it is composed, a moment after the screen is pushed
+            await until(
+                pilot, lambda: isinstance(app.screen, NumberScreen) and app.screen.query(Input), what="the lr input"
+            )
             app.screen.query_one(Input).value = "0.02"
             await pilot.press("enter")
         await until(pilot, lambda: eng.state == "running", timeout=30, what="resumed")

@@ -223,30 +223,34 @@ def test_stale_socket_from_a_crashed_run_is_detected_and_removed(served, tmp_pat
     assert not again.path.exists()
 
 
-def test_history_dropped_by_the_bounded_buffer_comes_from_metrics_csv(served):
-    eng, srv = served(
-        "run.epochs=3", "log.interval=1", "log.flush_seconds=0.001", buffer=EventBuffer(maxlen=20), start=False
-    )
+def test_history_dropped_by_the_bounded_buffer_comes_from_the_journal(make_engine):
+    """A server that starts (or falls) behind a tiny buffer folds the events it missed from
+    events.jsonl: the client's fold has every step once, and the test row."""
+    from deeptui.tui.view import RunView
+
+    eng = make_engine("run.epochs=3", "log.interval=1", "log.flush_seconds=0.001")
+    eng.report.events = EventBuffer(maxlen=20)
     reader = EventReader(eng)
-    eng.send(C.Pause())
     eng.start()
-    reader.wait(lambda e: isinstance(e, E.CommandApplied))
-    deadline = time.monotonic() + 10
-    while srv.run_started is None and time.monotonic() < deadline:  # the listener keeps it
-        time.sleep(0.05)
-    eng.send(C.Resume())
     reader.wait(lambda e: isinstance(e, E.StepMetrics) and e.step >= 30)
     cid = eng.send(C.Pause())
     reader.answer(cid)
-    s = RemoteSession(eng.run_dir)
-    s.start()
-    r = EventReader(s)
-    r.answer(cid)
-    assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
-    steps = [e.step for e in r.seen if isinstance(e, E.StepMetrics)]
-    assert steps == list(range(1, eng.train.step + 1))  # every step once: from metrics.csv, then the buffer
-    assert [e.step for e in r.seen if isinstance(e, E.EpochEnd)] == [16]
-    s.detach()
+    srv = ControlServer(eng).start()
+    try:
+        s = RemoteSession(eng.run_dir)
+        s.start()
+        r = EventReader(s)
+        r.answer(cid)
+        assert isinstance(r.seen[0], E.RunStarted) and eng.events.dropped > 0
+        view = RunView()
+        for ev in r.seen:
+            view.apply(ev)
+        assert view.curves.train_loss.x == list(range(1, eng.train.step + 1))  # every step once
+        assert [e.step for e in view.curves.tests["eval"]] == [16]
+        s.detach()
+    finally:
+        eng.shutdown(timeout=30)
+        srv.close()
 
 
 @pytest.mark.e2e
@@ -265,7 +269,7 @@ def test_a_client_killed_mid_stream_leaves_the_run_training(served):
     try:
         for _ in range(200):
             line = proc.stdout.readline()
-            if line.startswith("epoch 1/50 step 8 "):
+            if line.startswith("epoch 1/50 step "):  # a training row, history or live
                 break
         else:
             raise AssertionError(proc.stderr.read())
@@ -403,6 +407,13 @@ def test_a_local_headless_run_serves_its_socket_too(tmp_path):
     assert not (only_run_dir(tmp_path) / SOCKET_NAME).exists()
 
 
+def ready(screen, kind) -> bool:
+    """A dialog of `kind` whose option list has the focus."""
+    from textual.widgets import OptionList
+
+    return isinstance(screen, kind) and bool(screen.query(OptionList)) and screen.query_one(OptionList).has_focus
+
+
 async def test_detaching_from_a_paused_run_offers_to_resume_it_first(served):
     from textual.widgets import OptionList
 
@@ -417,11 +428,15 @@ async def test_detaching_from_a_paused_run_offers_to_resume_it_first(served):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: "paused" in _text(app, "#header"), what="paused")
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, QuitScreen) and app.screen.query(OptionList), what="dialog")
+        # the dialog is ready once mounted (it highlights its default) and its list has the focus:
+        # a choice made before that is undone by its mount, or an enter goes elsewhere
+        await until(pilot, lambda: ready(app.screen, QuitScreen) and app.screen.query_one(OptionList).highlighted == 0)
         options = app.screen.query_one(OptionList)
         assert [o.id for o in options._options] == ["detach", "resume_detach", "stop"]
         options.highlighted = 1
         await pilot.press("enter")
+        # the choice acts once the dialog is dismissed: on a busy machine after press() returns
+        await until(pilot, lambda: app.resumed_on_detach, what="resume and detach")
     assert not app.stop_on_quit and app.resumed_on_detach
     r = EventReader(eng)
     r.wait(lambda e: isinstance(e, E.CommandApplied) and e.command == "Resume")

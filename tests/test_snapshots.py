@@ -26,7 +26,7 @@ CPU_READING = dict(cpu_pct=187.0, rss_mb=1240.0)
 GPU_READING = dict(cpu_pct=104.0, rss_mb=3420.0, gpus=(("cuda:0", 87.0, 12650.0, 143771.0, 71.0, 250.3),))
 
 
-def script(epochs_done: int = 3, failed: bool = False, gpu: bool = False) -> list[E.Event]:
+def script(epochs_done: int = 3, failed: bool = False, gpu: bool = False, both: bool = False) -> list[E.Event]:
     common = dict(
         optimizer="momentum", optimizer_params="lr=0.05 momentum=0.9 weight_decay=0", lr=0.05, frozen=True, mode="train"
     )
@@ -79,6 +79,10 @@ def script(epochs_done: int = 3, failed: bool = False, gpu: bool = False) -> lis
             evs.append(E.SystemStats(round(t, 1), epoch, step, **(GPU_READING if gpu else CPU_READING)))
         if step == 90:
             evs.append(E.EpochEnd(round(t, 1), 1, 94, test_loss=1.9, test_accuracy=0.31, test_error_pct=69.0))
+            if both:  # the test set in train mode too (run.eval_mode = "both"): a second test series
+                evs.append(
+                    E.EpochEnd(round(t, 1), 1, 94, test_loss=2.1, test_accuracy=0.22, test_error_pct=78.0, mode="train")
+                )
             evs.append(E.CheckpointSaved(round(t, 1), 2, 94, path="/runs/quickstart-20250101-000000/checkpoint.pt"))
             evs.append(
                 E.ScheduleAction(
@@ -111,6 +115,18 @@ def script(epochs_done: int = 3, failed: bool = False, gpu: bool = False) -> lis
             )
         if step == 180:
             evs.append(E.EpochEnd(round(t, 1), 2, 188, test_loss=1.2, test_accuracy=0.58, test_error_pct=42.0))
+            if both:
+                evs.append(
+                    E.EpochEnd(
+                        round(t, 1), 2, 188, test_loss=1.5, test_accuracy=0.45, test_error_pct=55.0, mode="train"
+                    )
+                )
+                evs.append(  # two markers at one step: drawn side by side
+                    E.CommandApplied(round(t, 1), 2, 180, command_id=3, command="SetMode", detail="train -> eval")
+                )
+                evs.append(
+                    E.CommandApplied(round(t, 1), 2, 180, command_id=4, command="ScaleLearningRate", detail="x2")
+                )
             evs.append(
                 E.CommandRejected(round(t, 1), 3, 190, command_id=2, command="SetMode", reason="already in train mode")
             )
@@ -188,6 +204,18 @@ def test_running_100x30(snap_compare):
 
 def test_running_80x24(snap_compare):
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_no_color_80x24(snap_compare, monkeypatch):
+    """NO_COLOR: train (braille, faint), smoothed (•), test in eval (o) and train mode (+), two
+    markers at one step side by side; told apart by glyph alone."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(both=True), terminal_size=(80, 24), run_before=settle)
+
+
+def test_no_color_200x60(snap_compare, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(both=True), terminal_size=(200, 60), run_before=settle)
 
 
 def test_failed_run_keeps_plots_and_shows_error(snap_compare):

@@ -143,6 +143,53 @@ EXPORT = Action(
     "csv",
 )
 
+# The plots' own keys (plot_controls.PlotControls): view state, so they act in every dashboard.
+PLOTS: tuple[Action, ...] = (
+    Action(
+        "smoothing",
+        "S",
+        "Smoothing 0 / 0.6 / 0.9 / 0.99",
+        "smoothing of the train curves: 0, 0.6, 0.9, 0.99 (TensorBoard's debiased EMA; the raw line stays, "
+        "faint, behind; the title says the value)",
+        "View",
+        "smooth",
+    ),
+    Action(
+        "x_axis",
+        "x",
+        "X axis: step / samples / time",
+        "the plots' x axis: step, samples seen, or the run's clock (in s, m, h or d)",
+        "View",
+        "x axis",
+    ),
+    Action(
+        "zoom_in",
+        "right_square_bracket",
+        "Zoom in on the newest points",
+        "x zoom in (the newest half, then quarter, ...: the latest points stay in view while training); "
+        "also the mouse wheel over a plot",
+        "View",
+        "zoom",
+        display="]",
+    ),
+    Action(
+        "zoom_out",
+        "left_square_bracket",
+        "Zoom out",
+        "x zoom out (twice the x range); also the mouse wheel over a plot",
+        "View",
+        display="[",
+    ),
+    Action("zoom_reset", "0", "Zoom: the whole run", "x zoom: the whole run", "View"),
+    Action(
+        "outliers",
+        "i",
+        "Ignore outliers",
+        "ignore outliers: the y axis leaves the outermost 2% of the points out (the title says so)",
+        "View",
+    ),
+)
+
 DASHBOARD: tuple[Action, ...] = (
     QUIT,
     Action("pause", "p,space", "Pause / resume", "pause / resume", "Steer", "pause", command="Pause"),
@@ -235,13 +282,14 @@ DASHBOARD: tuple[Action, ...] = (
     EXPORT,
     LOG_SCALE,
     DEPTH,
+    *PLOTS,
     HELP,
     SCREENSHOT,
 )
 
 # deeptui show: runs that have ended. One run: the dashboard's views; several: overlaid.
 SHOW_QUIT = Action("quit", "q", "Quit", "quit (the run has ended: nothing is stopped)", "Files", "quit")
-SHOW_ONE: tuple[Action, ...] = (SHOW_QUIT, EXPORT, LOG_SCALE, DEPTH, HELP, SCREENSHOT)
+SHOW_ONE: tuple[Action, ...] = (SHOW_QUIT, EXPORT, LOG_SCALE, DEPTH, *PLOTS, HELP, SCREENSHOT)
 SHOW_MANY: tuple[Action, ...] = (
     SHOW_QUIT,
     Action(
@@ -254,7 +302,11 @@ SHOW_MANY: tuple[Action, ...] = (
         needs="several runs",
     ),
     Action("x_axis", "x", "X axis", "x axis: step, samples seen or time", "View", "x axis"),
-    *SHOW_ONE[1:],
+    EXPORT,
+    LOG_SCALE,
+    DEPTH,
+    HELP,
+    SCREENSHOT,
 )
 
 LANDSCAPE: tuple[Action, ...] = (

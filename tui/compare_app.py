@@ -102,11 +102,11 @@ class CompareApp(DeeptuiApp):
         return [
             Plot(
                 "loss",
-                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
+                lambda w, h: loss_plot(self.view, w, h, self.plot_options()),
                 lambda: self.view.points_version,
                 lambda compact: (
                     f"live run: {self.loss_title()}",
-                    legend("train", "smoothed", "test", compact=compact),
+                    legend(*self.series_names(), "test", compact=compact),
                 ),
             ),
             Plot(

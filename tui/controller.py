@@ -24,6 +24,7 @@ class Batch:
     events: list[E.Event]
     live: list[E.Event]
     replayed: bool
+    restarted: bool = False  # the view was started again from the session's whole history
 
 
 class SessionController:
@@ -33,27 +34,33 @@ class SessionController:
         self.pending: dict[int, str] = {}  # command id -> what to do once it is applied
         self.launched = clock()  # on the local clock, when the run's clock read 0 (the earliest such guess)
         self.auto_timing = "due"  # run.auto_timing: due, sent, done
+        self.generation = getattr(session, "generation", 0)  # a HistorySession's: a new one is its whole history
 
     def switch(self, session: Session, view: RunView, keep_clock: bool = False) -> None:
         """Watch another session from now on (the next run of a compare series; the engine once
         built, keeping the header's clock)."""
         self.session, self.view = session, view
         self.cursor, self.pending, self.auto_timing = 0, {}, "due"
+        self.generation = getattr(session, "generation", 0)
         if not keep_clock:
             self.launched = self.clock()
 
     def read(self) -> Batch:
         """The events since the last read, folded into the view."""
+        restarted = getattr(self.session, "generation", 0) != self.generation
+        if restarted:  # show: the whole history has been read; the view starts again from it
+            self.generation = self.session.generation
+            self.view, self.cursor = RunView(preset=self.view.preset, batch_size=self.view.batch_size), 0
         events, self.cursor = self.session.events.read(self.cursor)
         if not events:
-            return Batch([], [], False)
+            return Batch([], [], False, restarted)
         # an event read now happened at its time_s or later: the run began no later than this
         self.launched = min(self.launched, self.clock() - max(e.time_s for e in events))
         first, replayed = self.cursor - len(events), self.session.replayed
         for ev in events:
             self.view.apply(ev)
         live = [ev for i, ev in enumerate(events) if first + i >= replayed]
-        return Batch(events, live, first < replayed)
+        return Batch(events, live, first < replayed, restarted)
 
     def catch_up(self) -> None:
         """Fold what came after the last read (the run's end, after q) without reacting to it."""

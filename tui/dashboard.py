@@ -157,7 +157,7 @@ class Dashboard(Screen):
                 if shown:
                     self._set(widget, panel.render())
             self._draw_error(panels.error_banner(app.view))
-            self._draw_log(app.view.log)
+            self._draw_log(app.view)
             self._draw_plots(force_plots, resized)
         except NoMatches:  # the screen is being torn down while the app exits
             pass
@@ -182,25 +182,32 @@ class Dashboard(Screen):
         if banner is not None:
             self._set(w, banner, layout=True)
 
-    def _draw_log(self, lines) -> None:
+    def restart_log(self) -> None:
+        """The log from nothing: the view was started again from the whole history (show)."""
+        self._log, self._earlier, self._log_shown, self._log_merges = None, [], 0, 0
+        self.query_one("#log", RichLog).clear()
+
+    def _draw_log(self, view) -> None:
         """New lines at the end; everything again (the last LOG_LINES) when the view merged its last
-        line with the one before (view.EventLog) or the width changed (the lines wrap)."""
+        line with the one before (view.EventLog) or the width changed (the lines wrap). The view
+        keeps a bounded log: of a long history only as many lines as the log shows are written."""
+        lines = view.log
         if lines is not self._log:  # a new view (the next run of a series) goes on below
-            self._earlier += list(self._log or [])
+            self._earlier = (self._earlier + list(self._log or []))[-LOG_LINES:]
             self._log, self._log_shown, self._log_merges = lines, 0, 0
         log = self.query_one("#log", RichLog)
-        merges = getattr(lines, "merges", 0)
-        if merges != self._log_merges or self._rewrap:
-            self._log_merges, self._rewrap = merges, False
+        if lines.merges != self._log_merges or self._rewrap:
+            self._log_merges, self._rewrap = lines.merges, False
             log.clear()
             for style, text in self._earlier[-LOG_LINES:]:
                 log.write(self._wrapped(text, style, log))
-            self._log_shown = max(0, len(lines) - LOG_LINES)
-        if self._log_shown == len(lines):
+            self._log_shown = max(0, lines.count - LOG_LINES)
+        new = min(lines.count - self._log_shown, len(lines), LOG_LINES)
+        if new <= 0:
             return
-        for style, text in lines[self._log_shown :]:
+        for style, text in lines[-new:]:
             log.write(self._wrapped(text, style, log))
-        self._log_shown = len(lines)
+        self._log_shown = lines.count
 
     @staticmethod
     def _wrapped(text: str, style: str, log: RichLog) -> Text:

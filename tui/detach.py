@@ -44,6 +44,12 @@ def launch_detached(req: Request, wait_s: float = 120.0) -> int:
             start_new_session=True,
         )
     sock = run_dir / SOCKET_NAME
+    print(
+        f"deeptui: started in the background (pid {proc.pid}), run directory {run_dir}; waiting up to "
+        f"{wait_s:.0f}s for its control socket {sock.name}, which opens once torch is imported, the data "
+        f"loaded and the model built (its output: {run_dir / LOG_NAME})",
+        flush=True,
+    )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         code = proc.poll()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from deeptui.engine.config import load_config
@@ -47,7 +48,10 @@ def export_main(argv: list[str]) -> int:
         require("deeptui export --tensorboard")
         config = load_config(run_dir / "config.toml").to_dict() if (run_dir / "config.toml").is_file() else {}
         out.mkdir(parents=True, exist_ok=True)
-        tb = export_run(run_dir, out, config)
+        bar = progress_bar(sys.stderr) if sys.stderr.isatty() else None
+        tb = export_run(run_dir, out, config, progress=bar)
+        if bar is not None:
+            sys.stderr.write("\n")
     except SetupError as e:
         return fail(str(e))
     except OSError as e:
@@ -55,3 +59,19 @@ def export_main(argv: list[str]) -> int:
     print(f"wrote {tb.scalars} scalars and {tb.texts} event texts to {out}")
     print(f"open them with: tensorboard --logdir {out}", file=sys.stdout)
     return 0
+
+
+def progress_bar(stream, width: int = 30):
+    """progress(done, size) drawing '[#####     ]  45%  12/27 MiB  3 s' in place on a terminal."""
+    start = time.monotonic()
+
+    def show(done: int, size: int) -> None:
+        share = done / size if size else 1.0
+        bar = "#" * int(width * share)
+        stream.write(
+            f"\rexporting [{bar:<{width}}] {100 * share:3.0f}%  {done / 2**20:,.0f}/{size / 2**20:,.0f} MiB"
+            f"  {time.monotonic() - start:.0f} s"
+        )
+        stream.flush()
+
+    return show

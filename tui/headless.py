@@ -92,12 +92,16 @@ class HeadlessPrinter:
             if self.on_closed is not None:
                 self.on_closed()
 
-    def handle(self, ev: E.Event) -> None:
+    def fold(self, ev: E.Event) -> None:
+        """What an event tells, without a line (the history of a run attached to)."""
         if isinstance(ev, E.RunStarted):
             self.epochs = ev.epochs
         elif isinstance(ev, E.SystemStats):
             self.system = ev
         self.view.apply(ev)
+
+    def handle(self, ev: E.Event) -> None:
+        self.fold(ev)
         text = self.describe(ev)
         if text is not None:
             self.line(text)
@@ -154,16 +158,36 @@ def silence(stream) -> None:
         pass
 
 
-def print_events(session, printer: HeadlessPrinter, until=lambda: False) -> None:
-    """Hand every event of a session to the printer until the session ends or `until()` says so."""
+def print_events(session, printer: HeadlessPrinter, until=lambda: False, on_history=None) -> None:
+    """Hand every event of a session to the printer until the session ends or `until()` says so.
+    With `on_history`, the session's history (events before `session.replayed`) is folded without
+    a line each, and on_history() speaks for it once, before the first live line."""
     cursor = 0
+    told = on_history is None
+
+    def hand(ev: E.Event, index: int) -> None:
+        nonlocal told
+        if not told and index < session.replayed:
+            printer.fold(ev)
+            return
+        if not told:
+            told = True
+            on_history()
+        printer.handle(ev)
+
     while not until():
         events, cursor = session.events.read(cursor)
-        for ev in events:
-            printer.handle(ev)
+        for i, ev in enumerate(events, cursor - len(events)):
+            hand(ev, i)
+        if not told and cursor >= session.replayed:
+            told = True
+            on_history()
         if not session.alive:
-            for ev in session.events.read(cursor)[0]:  # what came in while it was ending
-                printer.handle(ev)
+            events, end = session.events.read(cursor)  # what came in while it was ending
+            for i, ev in enumerate(events, end - len(events)):
+                hand(ev, i)
+            if not told:
+                on_history()
             return
         session.wait_finished(PRINT_SECONDS)  # batch what comes in; the run's end wakes it at once
 

@@ -7,6 +7,8 @@ a short one (plotext costs ~10 us per point per series).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from dataclasses import dataclass
 
 # plotext is imported with the dashboard, not at the first plot: the plots' redraw cadence is set by
 # what a rebuild costs, and a first rebuild that pays for the import would slow them for seconds.
@@ -33,6 +35,40 @@ MARKER_LABELS = {"optimizer": "opt", "freeze": "freeze", "mode": "mode", "lr": "
 AUTO_LOG_SPAN = 1e3  # positive values spanning more than this factor get a log y axis by themselves
 
 
+# A glyph per series, so that the plots read without colour (NO_COLOR, a log): the raw training
+# line in braille dots (faint behind the smoothed one), the smoothed line in bullets, the test
+# set's points as o (eval mode) and + (train mode).
+GLYPHS = {"train": "braille", "smoothed": "•", "test": "o", "test_train": "+"}
+LEGEND_GLYPHS = {"train": "⠤", "smoothed": "•", "test": "o", "test_train": "+"}
+SMOOTHING = (0.0, 0.6, 0.9, 0.99)  # what the smoothing key cycles through (TensorBoard's slider)
+X_AXES = ("step", "samples", "time")
+MAX_ZOOM = 10  # the x axis shows the newest 1/2**zoom of the run, down to 1/1024
+OUTLIER_SHARE = 0.02  # ignoring outliers leaves this share of points out at each end of the y axis
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """How the training plots are drawn: view state, never sent to the engine."""
+
+    smoothing: float = 0.6  # weight of a debiased EMA (TensorBoard's), 0: none
+    axis: str = "step"  # x: step, samples seen, or the run's clock
+    zoom: int = 0  # the x axis shows the newest 1/2**zoom of the run, following it while it trains
+    outliers: bool = True  # False: the y axis leaves the outermost OUTLIER_SHARE of the points out
+    log_scale: bool = False  # the loss plot's y axis (it also turns log by itself, and says so)
+    color: bool = True  # False under NO_COLOR: every series is told by its glyph alone
+
+    def describe(self) -> str:
+        """What the title says of these options, e.g. 'x: time · smoothing 0.9 · newest 1/4'."""
+        parts = [f"x: {self.axis}"]
+        if self.smoothing:
+            parts.append(f"smoothing {self.smoothing:g}")
+        if self.zoom:
+            parts.append(f"newest 1/{2**self.zoom}")
+        if not self.outliers:
+            parts.append("outliers ignored")
+        return " · ".join(parts)
+
+
 def hex_color(name: str) -> str:
     return "#%02x%02x%02x" % COLORS[name]
 
@@ -53,6 +89,41 @@ def downsample(xs: list, ys: list, n: int) -> tuple[list, list]:
     return out_x, out_y
 
 
+def binned(xs: list, ys: list, ws: list, n: int) -> tuple[list, list]:
+    """At most n points over x in bins of equal width: each bin's mean weighted by `ws` (how many
+    points a Lod entry stands for), at the bin's last x. Bounded by the entries given, not by the
+    run's length."""
+    if len(xs) <= n or n <= 0:
+        return list(xs), list(ys)
+    lo, span = xs[0], (xs[-1] - xs[0]) or 1.0
+    out_x, out_y = [], []
+    current, total, weight, last = -1, 0.0, 0.0, 0.0
+    for x, y, w in zip(xs, ys, ws):
+        b = min(n - 1, int((x - lo) / span * n))
+        if b != current and weight:
+            out_x.append(last)
+            out_y.append(total / weight)
+            total = weight = 0.0
+        current, last = b, x
+        total += y * w
+        weight += w
+    if weight:
+        out_x.append(last)
+        out_y.append(total / weight)
+    return out_x, out_y
+
+
+def smoothed(ys: list, weight: float) -> list:
+    """TensorBoard's smoothing: an exponential moving average, debiased so that its start is not
+    pulled towards zero."""
+    out, last, k = [], 0.0, 0
+    for y in ys:
+        last = last * weight + (1 - weight) * y
+        k += 1
+        out.append(last / (1 - weight**k))
+    return out
+
+
 def finite(xs: list, ys: list, positive: bool = False) -> tuple[list, list]:
     keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y) and (y > 0 or not positive)]
     return [p[0] for p in keep], [p[1] for p in keep]
@@ -60,6 +131,7 @@ def finite(xs: list, ys: list, positive: bool = False) -> tuple[list, list]:
 
 def figure(width: int, height: int):
     fig = _figure_class()
+    fig._limit_size(False, False)  # the widget's size, not capped at the terminal plotext sees (80x24 in a test)
     fig.plotsize(max(width, 10), max(height, 4))
     fig.theme("clear")
     fig.frame(False)
@@ -68,12 +140,20 @@ def figure(width: int, height: int):
     return fig
 
 
+def draw(fig, xs, ys, marker: str, color, lines: bool = True, faint: bool = False) -> None:
+    """A series; faint: dimmed, behind the others (plotext's plot() drops the style argument)."""
+    fig._draw(
+        xs, ys, lines=lines, marker=marker, color=color, style="dim" if faint else None,
+        xside=None, yside=None, fillx=None, filly=None, label=None,
+    )  # fmt: skip
+
+
 def empty_plot(width: int, height: int, message: str) -> str:
     return "\n" * (height // 2) + message.center(width)
 
 
 def fmt_tick(v: float) -> str:
-    """An axis label that fits: 0.35, 2.3, 1.2k, 1.0e+26."""
+    """An axis label that fits: 0.35, 2.3, 1.2k, 1.0e+26 (one value; an axis uses tick_labels)."""
     a = abs(v)
     if a == 0:
         return "0"
@@ -84,17 +164,59 @@ def fmt_tick(v: float) -> str:
     return f"{v:.3g}"
 
 
-def nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False) -> list[float]:
-    """About n round values (1, 2 or 5 times a power of ten apart) from lo to hi."""
+TIME_UNITS = (("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
+COUNT_UNITS = (("", 1.0), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12))
+
+
+def tick_labels(ticks: list[float], kind: str = "value", log: bool = False) -> list[str]:
+    """One notation for a whole axis, with as few decimals as keep the labels apart: counts in k,
+    M, G (steps, samples), the clock in one unit (s, m, h or d), values plain, in k, or as powers
+    of ten when they span orders of magnitude; never 1.0e+08 beside 10k."""
+    if not ticks:
+        return []
+    top = max(abs(t) for t in ticks)
+    nonzero = [abs(t) for t in ticks if t]
+    if kind == "time":
+        unit, size = next(((u, s) for u, s in reversed(TIME_UNITS) if top >= 2 * s), TIME_UNITS[0])
+        return _unique(ticks, lambda v, d: f"{v / size:.{d}f}{unit}")
+    if kind == "count" and top < 1e15:  # up to 9999 in full, then 10k, 10M, 10G
+        unit, size = next(((u, s) for u, s in reversed(COUNT_UNITS) if top >= 10 * s), COUNT_UNITS[0])
+        return _unique(ticks, lambda v, d: f"{v / size:.{d}f}{unit}")
+    small = min(nonzero, default=1.0)
+    if log:
+        if small >= 1e-3 and top < 1e5:
+            return [f"{t:g}" for t in ticks]
+        return [f"{t:.0e}" if t else "0" for t in ticks]
+    if top >= 1e5 or (top < 1e-2 and small < 1e-3):
+        return _unique(ticks, lambda v, d: f"{v:.{d}e}" if v else "0", start=1)
+    if top >= 1e3:
+        return _unique(ticks, lambda v, d: f"{v / 1e3:.{d}f}k")
+    return _unique(ticks, lambda v, d: f"{v:.{d}f}")
+
+
+def _unique(ticks: list[float], fmt, start: int = 0) -> list[str]:
+    for d in range(start, 7):
+        labels = [fmt(t, d) for t in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False, at_least: int = 3) -> list[float]:
+    """About n round values (1, 2 or 5 times a power of ten apart) from lo to hi; at least
+    `at_least` when the range allows (an integer axis of fewer values gives what it has)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(n, 1)
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if step * m >= raw)
-    if integer:
-        step = max(1.0, round(step))
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    while True:
+        s = max(1.0, round(step)) if integer else step
+        first = math.ceil(lo / s - 1e-9) * s
+        ticks = [first + i * s for i in range(int((hi - first) / s + 1e-9) + 1)]
+        if len(ticks) >= at_least or (integer and s <= 1):
+            return ticks
+        step /= 2.5 if str(step)[0] == "5" else 2
 
 
 def log_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
@@ -112,27 +234,48 @@ def wants_log(ys: list[float]) -> bool:
     return bool(pos) and max(pos) / min(pos) > AUTO_LOG_SPAN
 
 
-def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int = 20) -> None:
-    """Integer x ticks (steps) and compact y labels, so that a huge value cannot take the plot."""
+def x_kind(axis: str) -> str:
+    return "time" if axis == "time" else "count"
+
+
+def axes(fig, xs: list[float], ys: list[float], log_y: bool = False, height: int = 20, axis: str = "step") -> None:
+    """x ticks (whole steps or samples, or the clock in one unit; at least 3) and y labels in one
+    notation, so that a huge value cannot take the plot and no label repeats."""
     if xs:
-        ticks = nice_ticks(min(xs), max(xs), 4, integer=True)
-        fig.xticks(ticks, [fmt_tick(t) for t in ticks])
+        lo, hi = min(xs), max(xs)
+        if hi - lo < 2 and axis != "time":  # one or two points: an axis of three whole numbers around them
+            lo, hi = math.floor(lo) - 1, math.ceil(hi) + 1
+            fig.xlim(lo, hi)
+        elif hi <= lo:
+            lo, hi = lo - 1, hi + 1
+            fig.xlim(lo, hi)
+        ticks = nice_ticks(lo, hi, 4, integer=axis != "time")
+        fig.xticks(ticks, tick_labels(ticks, x_kind(axis)))
     if ys:
         lo, hi = min(ys), max(ys)
-        n = max(3, min(6, height // 3))
-        ticks = log_ticks(lo, hi, n) if log_y else nice_ticks(lo, hi, n)
-        fig.yticks(ticks, [fmt_tick(t) for t in ticks])
+        rows = max(1, height - 2)  # the x axis and its labels take two
+        n = max(2, min(6, rows // 2))
+        ticks = log_ticks(lo, hi, n) if log_y else nice_ticks(lo, hi, n, at_least=2)
+        while len(ticks) > (rows + 1) // 2:  # a row between labels: two never share a row
+            ticks = ticks[::2]
+        fig.yticks(ticks, tick_labels(ticks, "value", log=log_y))
 
 
 def loss_log_scale(view: RunView, asked: bool) -> bool:
-    """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of magnitude."""
-    return asked or wants_log(view.curves.train_loss.y)
+    """The loss plot's y axis is logarithmic when asked (l) or when its values span orders of
+    magnitude (the Lod keeps its finite positive range as points come: no scan)."""
+    lod = view.curves.train.lod
+    return asked or (lod.hi_pos > 0 and lod.hi_pos / lod.lo_pos > AUTO_LOG_SPAN)
 
 
-def loss_title(view: RunView, log_scale: bool) -> str:
-    if log_scale:
-        return "loss (log y) · x: step"
-    return "loss (log y, auto) · x: step" if loss_log_scale(view, False) else "loss · x: step"
+def loss_title(view: RunView, opts: PlotOptions | bool = False) -> str:
+    opts = opts if isinstance(opts, PlotOptions) else PlotOptions(log_scale=bool(opts))
+    scale = "log y · " if opts.log_scale else "log y, auto · " if loss_log_scale(view, False) else ""
+    return f"loss ({scale[:-3]}) · {opts.describe()}" if scale else f"loss · {opts.describe()}"
+
+
+def accuracy_title(opts: PlotOptions) -> str:
+    return f"accuracy % · {opts.describe()}"
 
 
 def marker_kinds(view: RunView) -> tuple[str, ...]:
@@ -141,54 +284,140 @@ def marker_kinds(view: RunView) -> tuple[str, ...]:
     return ("optimizer", "freeze", "mode", "lr", *(k for k in ("restore", "nan") if k in seen))
 
 
-def loss_plot(view: RunView, width: int, height: int, log_scale: bool = False) -> str:
-    """Train loss (raw and EMA) per interval, test loss per epoch, markers; plotext ANSI text."""
+class Window:
+    """The part of the run a plot shows: its x axis, zoomed to the newest 1/2**zoom; its train
+    points come from the run's Lod (bounded: the plot costs what its width costs)."""
+
+    def __init__(self, view: RunView, opts: PlotOptions):
+        self.view, self.opts = view, opts
+        lod = view.curves.train.lod
+        self.steps = lod.column("step")
+        self.x = self.steps if opts.axis == "step" else lod.column(opts.axis)
+        self.weights = list(lod.b["n"]) + [1.0] * len(lod.r["step"])
+        self.lod = lod
+        self.start = 0
+        if self.x and opts.zoom:
+            x0, x1 = self.x[0], self.x[-1]
+            self.start = bisect_left(self.x, x1 - (x1 - x0) / 2**opts.zoom)
+        self.lo = self.x[self.start] if self.x else 0.0
+        self.hi = self.x[-1] if self.x else 0.0
+
+    def at_step(self, step: float) -> float:
+        """Where a step lies on this x axis (markers, test rows)."""
+        if self.opts.axis == "step" or not self.steps:
+            return step
+        i = min(bisect_left(self.steps, step - 1e-9), len(self.steps) - 1)
+        return self.x[i]
+
+    def train(self, value: str, n: int, positive: bool = False) -> tuple[list, list]:
+        """The value's points in the window, at most n of them."""
+        ys = self.lod.column(value)[self.start :]
+        keep = [
+            (x, y, w)
+            for x, y, w in zip(self.x[self.start :], ys, self.weights[self.start :])
+            if math.isfinite(y) and (y > 0 or not positive)
+        ]
+        if not keep:
+            return [], []
+        xs, ys, ws = map(list, zip(*keep))
+        return binned(xs, ys, ws, n)
+
+    def tests(self, mode: str, value: str, n: int, positive: bool = False) -> tuple[list, list]:
+        rows = self.view.curves.tests[mode]
+        xs, ys = [], []
+        for ev in rows:
+            x = ev.time_s if self.opts.axis == "time" else self.at_step(ev.step)
+            y = ev.test_loss if value == "loss" else 100.0 * ev.test_accuracy
+            if x >= self.lo and math.isfinite(y) and (y > 0 or not positive):
+                xs.append(x)
+                ys.append(y)
+        return downsample(xs, ys, n)
+
+
+def y_range(ys: list[float], opts: PlotOptions) -> tuple[float, float]:
+    """The y axis's range: all the points, or without the outermost ones (ignore outliers)."""
+    if opts.outliers or len(ys) < 20:
+        return min(ys), max(ys)
+    s = sorted(ys)
+    k = int(len(s) * OUTLIER_SHARE)
+    lo, hi = s[k], s[-1 - k]
+    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
+    return lo - pad, hi + pad
+
+
+def color_of(name: str, opts: PlotOptions):
+    return COLORS.get(name, (200, 200, 200)) if opts.color else "default"
+
+
+def training_plot(view: RunView, width: int, height: int, value: str, opts: PlotOptions, log_scale: bool) -> str:
+    """The train series (raw, faint when smoothed; smoothed), the test points by mode, and for
+    the loss the markers; x and zoom from opts. plotext ANSI text."""
     n = max(8, 2 * width)
-    log_scale = loss_log_scale(view, log_scale)
-    tx, ty = finite(view.curves.train_loss.x, view.curves.train_loss.y, positive=log_scale)
+    win = Window(view, opts)
+    tx, ty = win.train(value, n, positive=log_scale)
     if not tx:
-        if view.curves.train_loss:
-            return empty_plot(width, height, f"training loss is {view.curves.last_loss}: nothing finite to plot yet")
-        return empty_plot(width, height, "waiting for the first training loss ...")
+        return ""
     fig = figure(width, height)
-    ex, ey = finite(view.curves.train_loss_ema.x, view.curves.train_loss_ema.y, positive=log_scale)
-    vx, vy = finite(view.curves.test_loss.x, view.curves.test_loss.y, positive=log_scale)
     if log_scale:
         fig.yscale("log")
-    x, y = downsample(tx, ty, n)
-    fig.plot(x, y, marker="braille", color=COLORS["train"])
-    x, y = downsample(ex, ey, n)
-    fig.plot(x, y, marker="braille", color=COLORS["smoothed"])
-    if vx:
-        fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS["test"])
-    ys = ty + vy
-    lo, hi = min(ys), max(ys)
-    for step, kind in view.markers[-50:]:
-        if tx[0] <= step <= tx[-1] + 1:
-            fig.plot(
-                [step, step], [lo, hi], marker=MARKER_GLYPHS.get(kind, "│"), color=COLORS.get(kind, (200, 200, 200))
-            )
-    axes(fig, tx + vx, ys, log_scale, height)
-    return fig.build()
-
-
-def accuracy_plot(view: RunView, width: int, height: int) -> str:
-    """Train accuracy per interval and test accuracy per epoch, in %."""
-    n = max(8, 2 * width)
-    tx, ty = finite(view.curves.train_acc.x, view.curves.train_acc.y)
-    if not tx:
-        return empty_plot(width, height, "waiting for the first accuracy ...")
-    fig = figure(width, height)
-    x, y = downsample(tx, ty, n)
-    fig.plot(x, y, marker="braille", color=COLORS["train"])
-    xs, ys = list(tx), list(ty)
-    for series, color in ((view.curves.test_acc, "test"), (view.curves.test_acc_train, "test_train")):
-        vx, vy = finite(series.x, series.y)
+    tests = [
+        (name, *win.tests(mode, value, n, positive=log_scale))
+        for mode, name in (("eval", "test"), ("train", "test_train"))
+    ]
+    xs = tx + [x for _, vx, _ in tests for x in vx]
+    ys = ty + [y for _, _, vy in tests for y in vy]
+    lo, hi = y_range(ys, opts)
+    if not opts.outliers:
+        fig.ylim(lo, hi)
+        ys = [lo, hi]
+    if value == "loss":  # behind the curves
+        markers(fig, view, win, width, lo, hi, opts)
+    smooth = opts.smoothing > 0 and len(ty) > 1
+    draw(fig, tx, ty, GLYPHS["train"], color_of("train", opts), faint=smooth)
+    if smooth:
+        draw(fig, tx, smoothed(ty, opts.smoothing), GLYPHS["smoothed"], color_of("smoothed", opts))
+    for name, vx, vy in tests:
         if vx:
-            fig.plot(vx, vy, marker="hd" if len(vx) > 1 else "dot", color=COLORS[color])
-            xs, ys = xs + vx, ys + vy
-    axes(fig, xs, ys, height=height)
+            draw(fig, vx, vy, GLYPHS[name], color_of(name, opts), lines=False)
+    axes(fig, xs, ys, log_scale, height, opts.axis)
     return fig.build()
+
+
+def markers(fig, view: RunView, win: Window, width: int, lo: float, hi: float, opts: PlotOptions) -> None:
+    """A vertical line per marker with its own glyph; markers that fall in one column are drawn
+    side by side, one column apart, so that none hides another."""
+    if hi <= lo or win.hi <= win.lo:
+        return
+    column = (win.hi - win.lo) / max(1, width - 8)  # about one character of the plot
+    taken: set[int] = set()
+    for step, kind in view.markers[-50:]:
+        x = win.at_step(step)
+        if not win.lo <= x <= win.hi + column:
+            continue
+        col = round((x - win.lo) / column)
+        while col in taken:
+            col += 1
+        taken.add(col)
+        x = win.lo + col * column
+        draw(fig, [x, x], [lo, hi], MARKER_GLYPHS.get(kind, "│"), color_of(kind, opts))
+
+
+def loss_plot(view: RunView, width: int, height: int, opts: PlotOptions | bool = False) -> str:
+    """Train loss (raw and smoothed) per interval, test loss per evaluation, markers."""
+    opts = opts if isinstance(opts, PlotOptions) else PlotOptions(log_scale=bool(opts))
+    log_scale = loss_log_scale(view, opts.log_scale)
+    text = training_plot(view, width, height, "loss", opts, log_scale) if view.curves.has_train else ""
+    if text:
+        return text
+    if view.curves.has_train:
+        return empty_plot(width, height, f"training loss is {view.curves.last_loss}: nothing finite to plot yet")
+    return empty_plot(width, height, "waiting for the first training loss ...")
+
+
+def accuracy_plot(view: RunView, width: int, height: int, opts: PlotOptions | None = None) -> str:
+    """Train accuracy per interval and test accuracy per evaluation, in %."""
+    text = training_plot(view, width, height, "acc", opts or PlotOptions(), False) if view.curves.has_train else ""
+    return text or empty_plot(width, height, "waiting for the first accuracy ...")
 
 
 # The per-layer views of the d key: (title, log scale) per LayerStats field.
@@ -240,10 +469,10 @@ def legend(*names: str, compact: bool = False) -> str:
     """Textual markup naming each series / marker in its plot colour (for a border subtitle);
     compact: short enough for the loss plot of an 80-column terminal."""
     marks = {kind: MARKER_GLYPHS[kind] + label for kind, label in MARKER_LABELS.items()}
-    marks["test_train"] = "━ test in train mode"
+    marks.update({n: f"{g} {n}" for n, g in LEGEND_GLYPHS.items()}, test_train="+ test in train mode")
     if compact:
-        marks.update(smoothed="━avg", train="━train", test="━test", test_train="━test·train mode")
-    return " ".join(f"[{hex_color(n)}]{marks.get(n, '━ ' + n)}[/]" for n in names)
+        marks.update(smoothed="•avg", train="⠤train", test="o test", test_train="+test·train mode")
+    return " ".join(f"[{hex_color(n)}]{escape(marks.get(n, '━ ' + n))}[/]" for n in names)
 
 
 # One colour per compared run (repeats after six).
@@ -254,7 +483,9 @@ def run_color(i: int) -> tuple[int, int, int]:
     return RUN_COLORS[i % len(RUN_COLORS)]
 
 
-def overlay_plot(curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False) -> str:
+def overlay_plot(
+    curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False, axis: str = "step"
+) -> str:
     """Each run's series (e.g. train loss against samples seen), one colour per run; plotext text."""
     n = max(8, 2 * width)
     fig = None
@@ -273,7 +504,7 @@ def overlay_plot(curves: list[tuple[str, Series]], width: int, height: int, log_
         fig.plot(x, y, marker="braille", color=run_color(i))
     if fig is None:
         return empty_plot(width, height, "waiting for the first training loss ...")
-    axes(fig, all_x, all_y, log_scale, height)
+    axes(fig, all_x, all_y, log_scale, height, axis)
     return fig.build()
 
 

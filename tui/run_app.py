@@ -6,6 +6,7 @@ the views of runs that have ended."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +23,12 @@ from deeptui.engine.session import Session
 
 from . import actions, panels
 from .controller import SessionController
-from .dashboard import Dashboard, Panel, Plot
+from .dashboard import Dashboard, Panel
 from .dialogs import ExportScreen, HelpScreen, Palette
-from .layer_views import depth_profile, depth_title, train_mode_tests
+from .layer_views import depth_profile, depth_title
 from .notify import Alerts
-from .plots import DEPTH_VIEWS, accuracy_plot, depth_plot, legend, loss_plot, loss_title, marker_kinds
+from .plot_controls import PlotControls
+from .plots import DEPTH_VIEWS, depth_plot
 from .reactions import REACTIONS
 from .strip import machine_strip
 from .view import RunView
@@ -38,7 +40,7 @@ FRAME_SECONDS = 1.0
 ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats, E.SystemStats)  # events that can wait for the next frame
 
 
-class RunApp(App[int]):
+class RunApp(PlotControls, App[int]):
     """Watch one run's session; the subclass's ACTIONS are its keys."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so apps elsewhere find it
@@ -78,30 +80,6 @@ class RunApp(App[int]):
     def get_default_screen(self) -> Screen:
         return Dashboard(self.plots(), self.panels(), self.strips())
 
-    def plots(self) -> list[Plot]:
-        version = lambda: self.view.points_version  # noqa: E731
-        return [
-            Plot(
-                "loss",
-                lambda w, h: loss_plot(self.view, w, h, self.log_scale),
-                version,
-                lambda compact: (
-                    self.loss_title(),
-                    legend("train", "smoothed", "test", *marker_kinds(self.view), compact=compact),
-                ),
-            ),
-            Plot(
-                "accuracy",
-                lambda w, h: self.depth_plot(w, h) if self.depth else accuracy_plot(self.view, w, h),
-                lambda: (self.view.points_version, self.view.layers_version, self.depth),
-                lambda compact: (
-                    (self.depth_title(), "d: next view")
-                    if self.depth
-                    else ("accuracy %", legend("train", "test", *train_mode_tests(self.view), compact=compact))
-                ),
-            ),
-        ]
-
     def panels(self) -> list[Panel]:
         return [
             Panel("run", lambda: panels.run_panel(self.view), "run"),
@@ -116,9 +94,6 @@ class RunApp(App[int]):
     def strips(self) -> list[Panel]:
         on = self.session.cfg.log.system_seconds > 0
         return [Panel("system", lambda: machine_strip(self.view, on), "")]
-
-    def loss_title(self) -> str:
-        return loss_title(self.view, self.log_scale)
 
     def depth_profiles(self) -> list[tuple[tuple, tuple[int, int, int]]]:
         """(values per layer, colour) of each run the d key's view shows: here the watched run."""
@@ -166,6 +141,8 @@ class RunApp(App[int]):
     def poll(self) -> None:
         """Read new events (folded into the view), react to the live ones, redraw what changed."""
         batch = self.controller.read()
+        if batch.restarted and self.dashboard is not None and self.dashboard.is_mounted:
+            self.dashboard.restart_log()
         for ev in batch.live:
             self.on_live_event(ev)
         if batch.replayed:
@@ -272,6 +249,7 @@ class RunApp(App[int]):
         server seldom has."""
         try:
             saved = self.save_screenshot(filename, path or str(self.session.run_dir), time_format)
+            os.chmod(saved, 0o600)  # a run file like the others
         except OSError as e:
             self.notify(f"could not save the screenshot: {e}", title="screenshot", severity="error")
             return None

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rich.text import Text
 
-from deeptui.engine import events as E
 from deeptui.engine.errors import ConfigError, SetupError
 from deeptui.engine.history import HistorySession
 
@@ -34,16 +33,15 @@ def view_of(session: HistorySession) -> RunView:
     return view
 
 
-def curves(session: HistorySession, axis: str) -> tuple[Series, Series]:
-    """(train loss, test error %) of a run against step, samples seen or seconds."""
-    loss, error = Series(), Series()
-    batch = session.cfg.data.batch_size
-    for ev in session.events.read(0)[0]:
-        x = {"step": ev.step, "samples": ev.step * batch, "time": ev.time_s}[axis]
-        if isinstance(ev, E.StepMetrics):
-            loss.add(x, ev.loss)
-        elif isinstance(ev, E.EpochEnd):
-            error.add(x, ev.test_error_pct)
+def curves(view: RunView, axis: str) -> tuple[Series, Series]:
+    """(train loss, test error % in eval mode) of a run against step, samples seen or seconds:
+    the training rows as the view's Lod holds them (bounded, whatever the run's length)."""
+    lod = view.curves.train.lod
+    loss = Series(lod.column(axis), lod.column("loss"))
+    error = Series()
+    for ev in view.curves.tests["eval"]:
+        x = {"step": ev.step, "samples": lod.step_to("samples", ev.step), "time": ev.time_s}[axis]
+        error.add(x, ev.test_error_pct)
     return loss, error
 
 
@@ -109,7 +107,7 @@ class ShowApp(RunApp):
         super().__init__(sessions[0], **kw)
 
     def overlay(self, which: int):
-        return [(s.run_dir.name, curves(s, self.axis)[which]) for s in self.sessions]
+        return [(s.run_dir.name, curves(v, self.axis)[which]) for s, v in zip(self.sessions, self.views)]
 
     def plots(self) -> list[Plot]:
         legend = overlay_legend([str(i + 1) for i in range(len(self.sessions))])
@@ -161,16 +159,16 @@ def show_headless(sessions: list[HistorySession]) -> int:
     return 0
 
 
-def open_runs(names: list[str], log_dir: str | None = None) -> list[HistorySession]:
+def open_runs(names: list[str], log_dir: str | None = None, progressive: bool = False) -> list[HistorySession]:
     """The runs named (run directories, or names and unique prefixes that deeptui ls prints); no
-    name: the newest run."""
+    name: the newest run. `progressive`: one long run drawn from its start and end first."""
     where = Path(log_dir) if log_dir else None
     if not names:
         newest = run_dirs(where)
         if not newest:
             raise ConfigError("no runs to show", fix="start one (deeptui PRESET), or pass --log-dir or a run directory")
-        return [HistorySession(newest[0])]
-    return [HistorySession(find_run(name, where)) for name in names]
+        return [HistorySession(newest[0], progressive=progressive)]
+    return [HistorySession(find_run(name, where), progressive=progressive) for name in names]
 
 
 def show_main(argv: list[str]) -> int:
@@ -184,11 +182,12 @@ def show_main(argv: list[str]) -> int:
     p.add_argument("--log-dir", help="where to look for runs too (default: $DEEPTUI_LOG_DIR, else ./runs)")
     p.add_argument("--headless", action="store_true", help="plain lines: each run's summary, the differences")
     args = p.parse_args(argv)
-    try:
-        sessions = open_runs(args.runs, args.log_dir)
+    dashboard = front_end(args.headless) != "headless"
+    try:  # one run's dashboard draws its start and end first, then the whole of it
+        sessions = open_runs(args.runs, args.log_dir, progressive=dashboard and len(args.runs) <= 1)
     except SetupError as e:
         return fail(str(e))
-    if front_end(args.headless) == "headless":
+    if not dashboard:
         return show_headless(sessions)
     app = OneRunApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()

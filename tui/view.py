@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deeptui.engine import events as E
+from deeptui.engine.lod import Lod, TrainFold
 from deeptui.engine.state import RunState
-
-EMA_ALPHA = 0.1  # weight of the newest point in the smoothed training loss
 
 # Commands whose application is drawn as a vertical marker on the loss plot.
 MARKER_KINDS = {
@@ -27,6 +26,7 @@ MARKER_KINDS = {
     "RestoreCheckpoint": "restore",
 }
 CHECKPOINT_KINDS = ("last", "epoch", "best")  # the finite ones: a rewind may go back to them
+LOG_KEEP = 1000  # log lines a view keeps (the dashboard's event log shows as many)
 
 
 @dataclass
@@ -61,30 +61,61 @@ class Checkpoint:
     lr: float
 
 
+class LodSeries:
+    """One value of the training points (loss, or accuracy in %) against step, read from the
+    run's Lod when asked: its newest points in full, older ones as their buckets' means."""
+
+    def __init__(self, lod: Lod, value: str):
+        self.lod, self.value = lod, value
+
+    @property
+    def x(self) -> list:
+        return self.lod.column("step")
+
+    @property
+    def y(self) -> list:
+        return self.lod.column(self.value)
+
+    def __len__(self) -> int:
+        return len(self.lod)
+
+    def __eq__(self, other) -> bool:
+        return repr(self) == repr(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Series(x={self.x!r}, y={self.y!r})"
+
+
 class Curves:
-    """The run's points, as its plots draw them: the training loss (and its smoothed line),
-    accuracy and samples seen by step, and the test rows by the mode they were evaluated in.
-    One history: `cut(step)` drops what a rewind or a resume left behind."""
+    """The run's points, as its plots draw them: the training rows (engine.lod.TrainFold: loss,
+    accuracy, samples seen and the clock by step, at bounded memory), and the test rows by the
+    mode they were evaluated in. One history: `cut(step)` drops what a rewind or a resume left behind."""
 
     def __init__(self):
-        self.train_loss = Series()
-        self.train_loss_ema = Series()
-        self.train_acc = Series()
-        self.samples = Series()  # samples seen, by step
+        self.train = TrainFold()
         self.test_loss = Series()
         self.test_acc = Series()
         self.test_loss_train = Series()  # the test set evaluated in train mode (run.eval_mode)
         self.test_acc_train = Series()
         self.tests: dict[str, list[E.EpochEnd]] = {"eval": [], "train": []}  # the test rows, by mode
-        self._ema: float | None = None
+        self._best: dict[str, E.EpochEnd | None] = {"eval": None, "train": None}
+
+    @property
+    def train_loss(self) -> LodSeries:
+        return LodSeries(self.train.lod, "loss")
+
+    @property
+    def train_acc(self) -> LodSeries:
+        return LodSeries(self.train.lod, "acc")
+
+    @property
+    def has_train(self) -> bool:
+        return len(self.train.lod) > 0
 
     def add_train(self, ev: E.StepMetrics) -> None:
-        self.train_loss.add(ev.step, ev.loss)
-        if math.isfinite(ev.loss):
-            self._ema = ev.loss if self._ema is None else (1 - EMA_ALPHA) * self._ema + EMA_ALPHA * ev.loss
-            self.train_loss_ema.add(ev.step, self._ema)
-        self.train_acc.add(ev.step, 100.0 * ev.accuracy)
-        self.samples.add(ev.step, ev.samples_seen)
+        self.train.add_row(ev)
 
     def _test_series(self, mode: str) -> tuple[Series, Series]:
         return (self.test_loss_train, self.test_acc_train) if mode == "train" else (self.test_loss, self.test_acc)
@@ -95,36 +126,38 @@ class Curves:
         loss, acc = self._test_series(mode)
         loss.add(ev.step, ev.test_loss)
         acc.add(ev.step, 100.0 * ev.test_accuracy)
+        best = self._best[mode]
+        if math.isfinite(ev.test_error_pct) and (best is None or ev.test_error_pct < best.test_error_pct):
+            self._best[mode] = ev
 
     def cut(self, step: int) -> None:
-        for series in (self.train_loss, self.train_loss_ema, self.train_acc, self.samples):
-            series.cut(step)
-        self._ema = self.train_loss_ema.y[-1] if self.train_loss_ema.y else None
+        self.train.cut(step)
         for mode, rows in self.tests.items():
             rows[:] = [e for e in rows if e.step <= step]
             for series in self._test_series(mode):
                 series.cut(step)
+            finite = [e for e in rows if math.isfinite(e.test_error_pct)]
+            self._best[mode] = min(finite, key=lambda e: e.test_error_pct) if finite else None
 
     @property
     def last_loss(self) -> float:
-        return self.train_loss.y[-1] if self.train_loss.y else math.nan
+        return self.train.lod.last("loss")
 
     @property
     def last_accuracy(self) -> float:
-        return self.train_acc.y[-1] / 100.0 if self.train_acc.y else math.nan
+        return self.train.lod.last("acc") / 100.0
 
     @property
     def samples_seen(self) -> int:
-        return int(self.samples.y[-1]) if self.samples.y else 0
+        return int(self.train.lod.last("samples")) if self.has_train else 0
 
     def final_test(self, mode: str = "eval") -> E.EpochEnd | None:
         rows = self.tests[mode]
         return rows[-1] if rows else None
 
     def best_test(self, mode: str = "eval") -> E.EpochEnd | None:
-        """The test row with the lowest error in `mode` (the first of equals)."""
-        rows = [e for e in self.tests[mode] if math.isfinite(e.test_error_pct)]
-        return min(rows, key=lambda e: e.test_error_pct) if rows else None
+        """The test row with the lowest error in `mode` (the first of equals), kept as rows come."""
+        return self._best[mode]
 
     def test_error(self, mode: str = "eval") -> float:
         last = self.final_test(mode)
@@ -139,11 +172,13 @@ class EventLog(list):
     """The run's log lines, (style, text), as the events tell them; a line that repeats the one
     before it is merged into it: learning-rate changes in a row into one (`ScaleLearningRate: lr
     0.1 -> 409.6 (x12)`), the checkpoint files of one save into one line, the same words again into
-    one line with its count. `merges` counts the rewrites of the last line (a dashboard redraws)."""
+    one line with its count. `merges` counts the rewrites of the last line (a dashboard redraws);
+    only the newest LOG_KEEP to 2 * LOG_KEEP lines are kept, `count` says how many ever came."""
 
     def __init__(self):
         super().__init__()
         self.merges = 0
+        self.count = 0  # lines ever added (not merged): the dashboard writes the ones it has not
         self._last: dict = {}  # what the last line says, to merge the next one into it
 
     def add(self, style: str, stamp: str, text: str, step: int | None = None) -> None:
@@ -165,6 +200,9 @@ class EventLog(list):
             self.merges += 1
             return
         self.append((style, f"{stamp}  {text}"))
+        self.count += 1
+        if len(self) > 2 * LOG_KEEP:  # the newest LOG_KEEP to 2 * LOG_KEEP lines: bounded memory
+            del self[:-LOG_KEEP]
         self._last = dict(text=text, n=1, step=step, lr=lr["old"] if lr else None)
         if ckpt:
             self._last.update(kinds=[ckpt["kind"]], paths=[Path(ckpt["path"]).name], first=ckpt["path"])
@@ -206,9 +244,6 @@ class RunView:
         self.curves = Curves()  # the points the plots draw: one history
         self.layers: E.LayerStats | None = None  # the latest per-layer statistics
         self.layers_version = 0
-        self._step_times: list[tuple[int, float]] = []  # (step, training seconds) of recent StepMetrics
-        self.trained_samples = 0.0  # samples over training seconds, summed over the rows: the run's rate
-        self.trained_s = 0.0
         self.markers: list[tuple[int, str]] = []  # (step, kind)
         self.timing: E.TimingResult | None = None
         self.timing_progress = (0, 0)  # (done, total) of the timing under way
@@ -271,18 +306,26 @@ class RunView:
         self.epoch, self.step = ev.epoch, ev.step
 
     def _on_StepMetrics(self, ev: E.StepMetrics) -> None:
+        self._row_settings(ev)
+        self.curves.add_train(ev)
+        self.points_version += 1
+
+    def _row_settings(self, ev: E.StepMetrics) -> None:
         self.epoch, self.step = ev.epoch, ev.step
         self.samples_per_s, self.gpu_memory_mb = ev.samples_per_s, ev.gpu_memory_mb
         self.gpu_reserved_mb, self.gpu_peak_mb = ev.gpu_reserved_mb, ev.gpu_peak_mb
         self.lr, self.optimizer, self.frozen, self.mode = ev.lr, ev.optimizer, ev.frozen, ev.mode
         self.clipped = ev.clipped
-        self.curves.add_train(ev)
-        if self._step_times and ev.train_s > self._step_times[-1][1]:
-            dt = ev.train_s - self._step_times[-1][1]
-            self.trained_samples += ev.samples_per_s * dt
-            self.trained_s += dt
-        self._step_times.append((ev.step, ev.train_s))
-        del self._step_times[:-6]
+
+    def _on_Digest(self, ev: E.Digest) -> None:
+        """The training rows up to here as their fold (a long run's history, engine.replay)."""
+        try:
+            self.curves.train.load(ev.train)
+            row = E.from_json({**ev.last, "type": "StepMetrics"}) if ev.last else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return  # not a digest this version can read: the live rows still come
+        if isinstance(row, E.StepMetrics):
+            self._row_settings(row)
         self.points_version += 1
 
     def _on_EpochEnd(self, ev: E.EpochEnd) -> None:
@@ -334,7 +377,6 @@ class RunView:
         self.curves.cut(step)
         self.markers = [m for m in self.markers if m[0] <= step]
         self.checkpoints = {p: c for p, c in self.checkpoints.items() if c.step <= step}
-        self._step_times.clear()
         self.points_version += 1
 
     def _on_CheckpointSaved(self, ev: E.CheckpointSaved) -> None:
@@ -365,6 +407,7 @@ class RunView:
         E.RunStarted: _on_RunStarted,
         E.StateChanged: _on_StateChanged,
         E.StepMetrics: _on_StepMetrics,
+        E.Digest: _on_Digest,
         E.EpochEnd: _on_EpochEnd,
         E.LayerStats: _on_LayerStats,
         E.CommandApplied: _on_CommandApplied,
@@ -400,7 +443,8 @@ class RunView:
     @property
     def average_samples_per_s(self) -> float:
         """Samples per second of training time over the whole run (pauses, timings left out)."""
-        return self.trained_samples / self.trained_s if self.trained_s > 0 else 0.0
+        train = self.curves.train
+        return train.trained_samples / train.trained_s if train.trained_s > 0 else 0.0
 
     @property
     def total_steps(self) -> int:
@@ -416,9 +460,10 @@ class RunView:
     def eta_s(self) -> float | None:
         """Seconds of training left at the recent pace (steps per training second: a pause or a
         timing does not slow it), or None when unknown."""
-        if len(self._step_times) < 2 or self.finished:
+        times = self.curves.train.step_times
+        if len(times) < 2 or self.finished:
             return None
-        (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]
+        (s0, t0), (s1, t1) = times[0], times[-1]
         if s1 <= s0 or t1 <= t0:
             return None
         return max(0, self.total_steps - self.step) * (t1 - t0) / (s1 - s0)

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import random
 import socket
 import threading
@@ -14,6 +15,8 @@ from pathlib import Path
 from .. import commands as C
 from .. import events as E
 from .wire import MAX_EVENT_LINE, SOCKET_NAME, as_message, connect, decode_event, encode, lines
+
+LIVE_EVENTS = 20_000  # live events a client's buffer keeps beyond the history (the dashboard reads it at 4 Hz)
 
 
 class RemoteSession:
@@ -31,7 +34,7 @@ class RemoteSession:
         self.path = self.run_dir / SOCKET_NAME
         self.connect_timeout = connect_timeout
         self.cfg = load_config(self.run_dir / "config.toml")
-        self.events = E.EventBuffer()
+        self.events = E.EventBuffer(maxlen=None)  # the whole history, then bounded (HistoryEnd)
         self.final_state = ""
         self.interactive = True
         self.detached = False
@@ -40,7 +43,9 @@ class RemoteSession:
         self._send_lock = threading.Lock()
         self._finished = threading.Event()
         self._history_done = threading.Event()
-        self.replayed = 0  # events[:replayed] happened before we attached (no toasts, no dialogs)
+        # events[:replayed] happened before we attached (no toasts, no dialogs); until the server's
+        # HistoryEnd says where that ends, every event is history, however long it takes to come.
+        self.replayed: float = math.inf
         self._last: E.Event | None = None
         # Ids in a range of their own, so answers meant for another dashboard are not taken for ours.
         self._ids = itertools.count(random.randrange(1, 2**40) << 16)
@@ -52,7 +57,7 @@ class RemoteSession:
         self._sock = connect(self.path, self.connect_timeout)
         self._reader = threading.Thread(target=self._read, name="deeptui-remote", daemon=True)
         self._reader.start()
-        self._history_done.wait(self.connect_timeout)  # so `replayed` is known before any poll
+        self._history_done.wait(self.connect_timeout)  # the history first, as a rule: one fold, then the poll
 
     @property
     def alive(self) -> bool:
@@ -108,6 +113,7 @@ class RemoteSession:
                     continue
                 if isinstance(obj, dict) and obj.get("type") == "HistoryEnd":
                     self.replayed = len(self.events)
+                    self.events.limit(len(self.events) + LIVE_EVENTS)
                     self._history_done.set()
                     continue
                 ev = decode_event(obj)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError, RunDirError
-from ..history import read_journal
+from ..replay import Replay
 from ..runlog import open_private
 from ..state import RunState
 from ..system import summary
@@ -43,6 +43,10 @@ class ControlServer:
         self._ino = None
         self._follow = 0
         self._follow_lock = threading.Lock()
+        # The history a new client gets, folded as the events come (on this server's thread, never
+        # the training thread's): its size follows the screen, not the run's length.
+        self.replay = Replay()
+        self._lines = 0  # lines of events.jsonl that the replay holds (each event that is not transient)
         self.run_started: E.RunStarted | None = None
         self.finished = False
         self.status = {
@@ -145,9 +149,39 @@ class ControlServer:
         self._remove_files()
 
     def _follow_events(self) -> None:
-        with self._follow_lock:  # the listener and Status requests both catch up here
-            events, self._follow = self.engine.events.read(self._follow)
-            self._track(events)
+        with self._follow_lock:  # the listener, Status requests and new clients all catch up here
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        events, cursor = self.engine.events.read(self._follow)
+        if cursor - len(events) > self._follow:  # the bounded buffer dropped some before they were read
+            self._from_journal(events)
+        for ev in events:
+            self.replay.add(ev)
+            self._lines += not isinstance(ev, E.TRANSIENT)
+        self._follow = cursor
+        self._track(events)
+
+    def _from_journal(self, buffered: list[E.Event]) -> None:
+        """The events the buffer dropped before this thread read them, from events.jsonl (the same
+        events in the same order): the lines past the ones already folded, up to the first event
+        still in the buffer. Only when this thread fell that far behind (a tiny buffer)."""
+        first = next((e for e in buffered if not isinstance(e, E.TRANSIENT)), None)
+        stop = E.to_json(first).encode() if first is not None else None
+        log = self.engine.report.log
+        with contextlib.suppress(OSError, ValueError):
+            log.flush()
+        try:
+            with open(log.journal_path, "rb") as f:
+                for i, line in enumerate(f):
+                    if i < self._lines:
+                        continue
+                    if line.rstrip(b"\n") == stop or not line.endswith(b"\n"):
+                        break
+                    self.replay.add_line(line)
+                    self._lines += 1
+        except OSError:
+            pass
 
     def _track(self, events: list[E.Event]) -> None:
         st = self.status
@@ -167,18 +201,13 @@ class ControlServer:
                 self.finished = True
 
     def history(self) -> tuple[list[E.Event], int]:
-        """Everything so far for a new client. If the bounded buffer dropped early events, the
-        run's journal (events.jsonl, the same events in the same order) stands in for them."""
-        events, cursor = self.engine.events.read(0)
-        if cursor - len(events) > 0:
-            self.engine.report.log.flush()
-            journal = read_journal(self.engine.report.log.journal_path)
-            first = next((e for e in events if not isinstance(e, E.TRANSIENT)), None)
-            at = next((i for i in range(len(journal) - 1, -1, -1) if journal[i] == first), len(journal))
-            events = journal[:at] + events
-        # of the machine's readings (one a second) only the latest matters to a new client
-        last = max((i for i, e in enumerate(events) if isinstance(e, E.SystemStats)), default=-1)
-        return [e for i, e in enumerate(events) if i == last or not isinstance(e, E.SystemStats)], cursor
+        """What a new client gets before the live events: the run's replay (engine.replay: every
+        event but the training rows, which come folded at the screen's resolution), and the
+        buffer's cursor where the live events go on. Built from what this thread has folded: no
+        file is read, and the training thread is never asked for anything."""
+        with self._follow_lock:
+            self._catch_up()
+            return self.replay.events(), self._follow
 
 
 class _Client:
