@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from deeptui.engine import events as E
 from deeptui.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The per-user list of runs of anything started before a test's own folder is set (a module's
+# fixture, a module-level environment) goes here, never into the real ~/.local/state: a run left
+# there by one test showed up in another's `deeptui ls` (with a live pid, its columns too).
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="deeptui-test-state-")
+# pytest-xdist's workers inherit COLUMNS=80 from it: the tests' output (deeptui ls in a pipe) is
+# as wide as a program sees without a terminal, 100 columns, however the suite is run.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 # The device of the engine tests' tiny preset: benchmarks/gpu_check.sh runs some of them with cuda.
 TEST_DEVICE = os.environ.get("DEEPTUI_TEST_DEVICE", "cpu")
 

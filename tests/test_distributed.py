@@ -19,12 +19,16 @@ from tests.test_faults import assert_csv_complete, only_run_dir
 pytestmark = pytest.mark.e2e  # torchrun and its ranks, in subprocesses
 
 QUICK = str(ROOT / "presets" / "quickstart.toml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def env() -> dict[str, str]:
+    """The test's environment (read when a process starts: its own XDG_STATE_HOME, from conftest)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def deeptui(*argv, timeout=240):
     return subprocess.run(
-        [sys.executable, "-m", "deeptui", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "deeptui", *argv], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -92,7 +96,7 @@ def two_ranks(tmp_path: Path, mode: str) -> tuple[dict, dict]:
             mode,
         ],
         cwd=ROOT,
-        env=ENV,
+        env=env(),
         capture_output=True,
         text=True,
         timeout=240,
@@ -187,7 +191,7 @@ def test_killing_one_worker_ends_the_run_with_exit_1(tmp_path):
             "data.train_size=1000",
         ],
         cwd=ROOT,
-        env=ENV,
+        env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

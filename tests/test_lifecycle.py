@@ -40,7 +40,11 @@ SMALL = [
     "--set",
     "model.channels=8",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def env() -> dict[str, str]:
+    """The test's environment (read when a process starts: its own XDG_STATE_HOME, from conftest)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def default_signals() -> None:
@@ -58,7 +62,7 @@ def deeptui(*argv: str, **kw) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env=env(),
         **kw,
     )
 
@@ -204,7 +208,7 @@ def test_a_stopped_run_is_told_from_a_dead_one(tmp_path):
             capture_output=True,
             text=True,
             timeout=60,
-            env=ENV,
+            env=env(),
         )
         assert "suspended" in ls.stdout and str(p.pid) in ls.stdout, ls.stdout
         t0 = time.monotonic()
@@ -213,7 +217,7 @@ def test_a_stopped_run_is_told_from_a_dead_one(tmp_path):
             capture_output=True,
             text=True,
             timeout=60,
-            env=ENV,
+            env=env(),
         )
         assert attach.returncode == 2 and f"kill -CONT {p.pid}" in attach.stderr and time.monotonic() - t0 < 30
     finally:

@@ -17,6 +17,12 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 
+def now(env: dict[str, str]) -> dict[str, str]:
+    """A module-wide environment with this test's per-user state folder (conftest's), not the one
+    of whichever test made the module's fixture."""
+    return {**env, "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(python, deeptui script, env) of a fresh venv holding only the built wheel; its other
@@ -58,7 +64,7 @@ def test_the_wheel_runs_the_quickstart_from_an_empty_folder(installed, tmp_path)
     out = subprocess.run(
         [str(deeptui), "--headless", "--max-steps", "5", "--set", "log.interval=5"],
         cwd=empty,
-        env=env,
+        env=now(env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -74,7 +80,7 @@ def test_a_shipped_preset_resolves_by_name_and_the_version_prints(installed, tmp
     out = subprocess.run(
         [str(deeptui), "quickstart", "--headless", "--max-steps", "2", "--set", "log.interval=1"],
         cwd=tmp_path,
-        env=env,
+        env=now(env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -82,11 +88,11 @@ def test_a_shipped_preset_resolves_by_name_and_the_version_prints(installed, tmp
     assert out.returncode == 0, out.stderr
     assert "started quickstart" in out.stdout
     version = subprocess.run(
-        [str(py), "-m", "deeptui", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [str(py), "-m", "deeptui", "--version"], cwd=tmp_path, env=now(env), capture_output=True, text=True
     )
     assert version.returncode == 0 and version.stdout.strip() == "deeptui 0.1.0"
     wrong = subprocess.run(
-        [str(deeptui), "cifar_monstr", "--headless"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [str(deeptui), "cifar_monstr", "--headless"], cwd=tmp_path, env=now(env), capture_output=True, text=True
     )
     assert wrong.returncode == 2 and "did you mean the shipped preset 'cifar_monster'" in wrong.stderr
 
@@ -94,5 +100,5 @@ def test_a_shipped_preset_resolves_by_name_and_the_version_prints(installed, tmp
 @pytest.mark.parametrize("name", ["engine", "tui"])
 def test_only_the_name_deeptui_is_installed(installed, tmp_path, name):
     py, _, env = installed
-    out = subprocess.run([str(py), "-c", f"import {name}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run([str(py), "-c", f"import {name}"], cwd=tmp_path, env=now(env), capture_output=True, text=True)
     assert out.returncode == 1 and "ModuleNotFoundError" in out.stderr
