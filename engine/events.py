@@ -261,6 +261,15 @@ def from_json(obj) -> Event | None:
         return None
 
 
+def from_line(line: bytes | str) -> Event | None:
+    """One line of events.jsonl (or of the control socket) back into its event; None for a line
+    that is not JSON or not an event this version knows."""
+    try:
+        return from_json(json.loads(line))
+    except (ValueError, RecursionError):
+        return None
+
+
 class EventBuffer:
     """A bounded, thread-safe log of events; each reader keeps its own cursor.
 

@@ -109,10 +109,7 @@ def _decoded(lines) -> list[E.Event]:
     """JSON lines as the events they are; a torn or unknown line is skipped."""
     out: list[E.Event] = []
     for line in lines:
-        try:
-            ev = E.from_json(json.loads(line))
-        except (ValueError, RecursionError):
-            continue
+        ev = E.from_line(line)
         if ev is not None:
             out.append(ev)
     return out
@@ -255,10 +252,7 @@ def kept_lines(path: Path, progress=None):
     with open(path, "rb") as f:
         for i, line in enumerate(f):
             if line.startswith(_BACK):
-                try:
-                    ev = E.from_json(json.loads(line))
-                except (ValueError, RecursionError):
-                    continue
+                ev = E.from_line(line)
                 if isinstance(ev, E.Rewound) or (isinstance(ev, E.RunStarted) and ev.resumed):
                     backs.append((i, ev.step))
     lowest = [math.inf] * (len(backs) + 1)  # lowest[k]: the lowest step backs[k:] go back to

@@ -81,10 +81,7 @@ class Replay:
                 self.last_row, self.at = line, len(self.kept)
                 self.recent.append((args[0], line))
                 return
-        try:
-            ev = E.from_json(json.loads(line))
-        except (ValueError, RecursionError):
-            return
+        ev = E.from_line(line)
         if ev is not None:
             self.add(ev)
 

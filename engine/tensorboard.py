@@ -393,10 +393,7 @@ def export_run(
                     tb.write_pending()
                     pending = tb.pending
                 continue
-            try:
-                ev = E.from_json(json.loads(line))
-            except (ValueError, RecursionError):
-                continue
+            ev = E.from_line(line)
             if ev is not None:
                 tb.add(ev)
                 pending = tb.pending  # add() may have written and started a new batch

@@ -156,10 +156,7 @@ def _with_record(info: RunInfo) -> RunInfo:
             for line in f:
                 if not any(t in line for t in TOLD):
                     continue
-                try:
-                    ev = E.from_json(json.loads(line))
-                except (ValueError, RecursionError):
-                    continue
+                ev = E.from_line(line)
                 if ev is not None:
                     first = first or (ev if isinstance(ev, E.RunStarted) else None)
                     view.apply(ev)
