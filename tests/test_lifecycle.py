@@ -132,7 +132,9 @@ def test_an_early_signal_ends_an_entry_point_cleanly(tmp_path, finished, name, s
         except ProcessLookupError:
             pass
     assert_clean(err)
-    assert p.returncode in (0, 128 + sig), (name, delay, p.returncode, err[-2000:])
+    # -N: the signal's default action ended Python before deeptui's handlers were in place (a
+    # loaded machine is still starting the interpreter at 0.3 s); a shell says 128+N for it too
+    assert p.returncode in (0, 128 + sig, -sig), (name, delay, p.returncode, err[-2000:])
     if name == "detach":  # the launcher may have started the background run before the signal
         for run_dir in (tmp_path / "detached").glob("*"):
             pid = run_dir / "deeptui.pid"
