@@ -65,8 +65,11 @@ class PlotView(Static):
         self.update(Text.from_ansi(self._build(w, h), no_wrap=True), layout=False)
         self.built_size, self.built_version = (w, h), version
 
+    def resized(self) -> bool:
+        return self.built_size != (self.content_size.width, self.content_size.height)
+
     def stale(self, version: int) -> bool:
-        return version != self.built_version or self.built_size != (self.content_size.width, self.content_size.height)
+        return version != self.built_version or self.resized()
 
 
 class Dashboard(Screen):
@@ -227,8 +230,13 @@ class Dashboard(Screen):
         now = time.monotonic()
         running = self.app.view.state == RunState.RUNNING and not self.app.view.finished
         wait = max(PLOT_MIN_SECONDS, self._plots_cost / PLOT_CPU_SHARE)
-        if not (force or resized) and running and now - self._plots_at < wait:
-            return
+        if not force and running and now - self._plots_at < wait:
+            # A resize redraws at once only the plots whose size changed: new data still waits
+            # (a resize that lands late, on a loaded machine, is no licence to rebuild them all).
+            views = [(view, version) for view, version in views if resized and view.resized()]
+            if not views:
+                return
+            force = True
         self._plots_at = now
         cpu = time.thread_time()  # CPU time: on a busy machine the wall time also counts waiting
         for view, version in views:
