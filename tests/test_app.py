@@ -170,9 +170,12 @@ async def test_finished_run_stays_open_and_keys_say_why(make_engine):
     app = DeeptuiApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: "finished" in text_of(app, "#header"), timeout=60, what="finished")
-        await pilot.pause(0.3)
+        await until(
+            pilot,
+            lambda: "┤" in text_of(app, "#loss") and "┤" in text_of(app, "#accuracy"),  # plotted axes
+            what="both plots drawn",
+        )
         assert "train" not in text_of(app, "#loss") or "waiting" not in text_of(app, "#loss")
-        assert "┤" in text_of(app, "#loss") and "┤" in text_of(app, "#accuracy")  # plotted axes
         assert "100%" in text_of(app, "#run")
         assert app.check_action("next_optimizer", ()) is None
         await pilot.press("o")
@@ -203,10 +206,10 @@ async def test_small_terminal_shows_size_message_and_redraws(make_engine):
     eng.send(C.Pause())
     app = DeeptuiApp(eng)
     async with app.run_test(size=(70, 20)) as pilot:
-        await pilot.pause(0.3)
         dash = dashboard_of(app)
         msg = dash.query_one("#too-small", Static)
-        assert msg.display and "80x24" in str(msg.render()) and "70x20" in str(msg.render())
+        await until(pilot, lambda: msg.display and "70x20" in str(msg.render()), what="the too-small message")
+        assert "80x24" in str(msg.render())
         assert not dash.query_one("#body").display or dash.has_class("-too-small")
         await pilot.resize_terminal(100, 30)
         await until(pilot, lambda: not dash.has_class("-too-small"), what="resized")
