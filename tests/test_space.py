@@ -11,7 +11,7 @@ from deeptui.engine import events as E
 from deeptui.tui.app import DeeptuiApp
 from tests.conftest import tiny_config
 from tests.fake import FakeSession
-from tests.pilot import text_of, until
+from tests.pilot import dashboard_of, text_of, until
 from tests.test_snapshots import script
 
 LONG = "a warning long enough to need two lines at 80 columns: " + "the words go on and on " * 3 + "THE END"
@@ -77,7 +77,9 @@ async def test_a_finished_run_shows_its_result_instead_of_eta_and_speed():
         await until(pilot, lambda: "finished" in text_of(app, "#run"), what="the result")
         text = text_of(app, "#run")
         assert "ETA" not in text and "best 30.00% at epoch 3" in text
-        assert "wall" in text and "samples/s avg" in text
+        assert "finished after " in text and "samples/s average" in text
+        width = dashboard_of(app).query_one("#run").content_size.width
+        assert width <= 32 and all(len(line) <= width for line in text.splitlines()), "a line wraps"
         await pilot.press("q")
 
 

@@ -106,18 +106,17 @@ def run_panel(v: RunView) -> Text:
 
 
 def result_lines(t: Text, v: RunView) -> None:
-    """A run that has ended: its best test error and epoch, wall time and average throughput."""
+    """A run that has ended: its best test error and epoch, wall time and average throughput,
+    one fact a line so that each fits the side panel's narrowest width (30 columns)."""
     best = v.best_test
     t.append(f"{v.state} ", STATE_STYLE.get(v.state, "bold"))
+    t.append(f"after {fmt_duration(v.time_s)}\n", "")
     if best is not None:
         t.append("best ", "dim")
         t.append(f"{best[0]:.2f}%", "bold")
-        t.append(f" at epoch {best[1]}", "dim")
-    t.append("\n")
-    t.append(f"{fmt_duration(v.time_s)} wall", "")
+        t.append(f" at epoch {best[1]}\n", "dim")
     if v.average_samples_per_s > 0:
-        t.append(f"  {v.average_samples_per_s:,.0f} samples/s avg", "dim")
-    t.append("\n")
+        t.append(f"{v.average_samples_per_s:,.0f} samples/s average\n", "dim")
 
 
 def timing_shown(v: RunView) -> bool:
