@@ -490,6 +490,41 @@ async def test_show_draws_what_the_live_dashboard_drew_at_its_end(make_engine):
     assert "rewound" in live["#log"] and "in train mode" in live["#run"] and "restore" in live["#loss"]
 
 
+async def test_a_resumed_runs_dashboard_shows_the_whole_run(make_engine):
+    """Bug: a --resume's dashboard began at the checkpoint: its plots drew only the new steps, the
+    run panel had no test error, and its summary left out the test errors that `show` printed.
+    Now the engine folds the earlier processes' events first; the live dashboard at the end, its
+    summary and a client's history are `show`'s."""
+    from deeptui.engine.remote.server import ControlServer
+    from deeptui.tui.app import DeeptuiApp
+    from tests.pilot import until
+
+    first = make_engine("run.epochs=2", "log.interval=2")
+    first.run()
+    before = [e for e in read_run(first.run_dir)[1] if isinstance(e, E.EpochEnd)]
+    assert [e.epoch for e in before] == [1, 2]
+    resumed = make_engine("run.epochs=3", "log.interval=2", resume=first.run_dir)
+    served, _ = ControlServer(resumed).history()
+    assert [e.epoch for e in served if isinstance(e, E.EpochEnd)] == [1, 2]  # an attach's history too
+    app = DeeptuiApp(resumed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.view.finished, timeout=120, what="the end of the resumed run")
+        live = screen_of(app)
+        live_summary = summary_lines(app.view, str(resumed.run_dir))
+        await pilot.press("q")
+    curves = app.view.curves
+    assert [e.epoch for e in curves.tests["eval"]] == [1, 2, 3] and curves.train_loss.x[0] <= 2  # from the start
+    shown_app = DeeptuiApp(HistorySession(resumed.run_dir))
+    async with shown_app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: shown_app.view.finished, what="the history")
+        shown = screen_of(shown_app)
+        shown_summary = summary_lines(shown_app.view, str(resumed.run_dir))
+        await pilot.press("q")
+    for part in live:
+        assert shown[part] == live[part], part
+    assert live_summary == shown_summary and any(line.startswith("test error:") for line in live_summary)
+
+
 def test_a_rewind_to_an_epochs_end_replays_that_epoch_as_it_was(make_engine, monkeypatch):
     """After a rewind the loop goes on from the checkpoint's place in its epoch: the schedule of
     that epoch applies again and the same batches come in the same order, so the same model at

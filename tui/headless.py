@@ -218,7 +218,7 @@ def run_headless(
         with serving():
             if start:
                 engine.start()
-            print_events(engine, printer)
+            print_events(engine, printer, on_history=lambda: None)  # a resume's history: folded, not printed again
     finally:
         for s, h in old.items():
             signal.signal(s, h)

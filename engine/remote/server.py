@@ -41,12 +41,12 @@ class ControlServer:
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
         self._ino = None
-        self._follow = 0
+        self._follow = getattr(engine, "replayed", 0)  # a resume's history opens the buffer: it is folded below
         self._follow_lock = threading.Lock()
         # The history a new client gets, folded as the events come (on this server's thread, never
         # the training thread's): its size follows the screen, not the run's length.
-        self.replay = Replay()
-        self._lines = 0  # lines of events.jsonl that the replay holds (each event that is not transient)
+        self.replay = getattr(engine, "history", None) or Replay()  # a resume's: the engine folded it once
+        self._lines = self.replay.lines  # lines of events.jsonl the replay holds (each non-transient event)
         self.run_started: E.RunStarted | None = None
         self.finished = False
         self.status = {
