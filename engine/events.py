@@ -292,6 +292,10 @@ class EventBuffer:
             self._total += 1
             self._new.notify_all()
 
+    def extend(self, events: list[Event]) -> None:
+        for ev in events:
+            self.append(ev)
+
     def limit(self, maxlen: int) -> None:
         """Keep at most `maxlen` events from now on (a client's buffer, once its history is in:
         the history stays until that many live events came after it)."""

@@ -24,7 +24,7 @@ from .config import Config
 from .device import activate, amp_note, device_label
 from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, evaluate, gpu_memory
-from .replay import Replay, replay_file
+from .replay import Replay
 from .runlog import NullLog
 from .state import RunState, TrainState
 from .thread import ThreadSession
@@ -58,9 +58,8 @@ class Engine(ThreadSession):
         self.clock = RunClock(started_at)  # from launch: the header's clock never jumps back
         log = tensorboard.run_log(self.run_dir, cfg) if self.is_main else NullLog(self.run_dir)  # rank 0 writes
         self.report = Reporter(log, E.EventBuffer(), self.position)
-        # A resume's history: what the run's earlier processes logged, folded (engine.replay) and
-        # first in the buffer, so the dashboard, the summary and a client see the whole run.
-        self.history = self._history() if resume is not None and self.is_main else Replay()
+        self.history = self.report.earlier() if resume is not None and self.is_main else Replay()
+        self.replayed = len(self.report.events)  # that history: no toasts, no dialogs for it
         self.log_every, self.max_steps = step_limits(cfg)
         self.trainer = Trainer(
             cfg, model, device, distributed=dist_info is not None, on_change=lambda: self.set_state(self.state)
@@ -101,19 +100,6 @@ class Engine(ThreadSession):
 
     def now(self) -> float:
         return self.clock.now()
-
-    def _history(self) -> Replay:
-        journal = self.report.log.journal_path
-        try:
-            size = journal.stat().st_size  # nothing of this process yet: its first event comes at run()
-        except OSError:
-            return Replay()
-        history = replay_file(journal, upto=size)
-        kept = history.events()
-        for ev in kept:
-            self.report.events.append(ev)
-        self.replayed = len(kept)
-        return history
 
     @property
     def epoch_now(self) -> int:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import events as E
+from .replay import Replay, replay_file
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,14 @@ class Reporter:
     def __init__(self, log, events: E.EventBuffer, position: Callable[[], tuple[float, int, int]]):
         self.log, self.events, self.position = log, events, position
         self._lock = threading.Lock()
+
+    def earlier(self) -> Replay:
+        """A resume's history: what the run's earlier processes wrote to events.jsonl, folded
+        (engine.replay) and put first in the buffer, so that every view sees the whole run.
+        Called before this process tells anything."""
+        history = replay_file(self.log.journal_path)
+        self.events.extend(history.events())
+        return history
 
     def emit(self, event_type: type[E.Event], /, **fields) -> E.Event:
         t, epoch, step = self.position()

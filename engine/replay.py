@@ -113,22 +113,19 @@ def _fields(row: dict | bytes) -> dict:
     return fields if isinstance(fields, dict) else {}
 
 
-def replay_file(path: Path, progress: Callable[[int, int], None] | None = None, upto: int | None = None) -> Replay:
+def replay_file(path: Path, progress: Callable[[int, int], None] | None = None) -> Replay:
     """events.jsonl folded in one pass at constant memory (a torn last line is skipped);
-    `progress(bytes read, size)` every few MB; `upto`: only the lines in its first bytes (what
-    the file held before a resumed process appended to it)."""
+    `progress(bytes read, size)` every few MB."""
     rp = Replay()
     try:
-        size = os.path.getsize(path) if upto is None else upto
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
             done, next_report = 0, 0
             for line in f:
-                done += len(line)
-                if upto is not None and done > upto:  # appended by the resumed process
-                    break
                 rp.add_line(line)
                 rp.lines += 1
                 if progress is not None:
+                    done += len(line)
                     if done >= next_report:
                         progress(done, size)
                         next_report = done + 4 * 2**20
