@@ -202,3 +202,14 @@ def test_each_axis_has_one_notation_no_repeated_label_and_at_least_3_x_ticks():
             ys, xs = y_labels(lines), x_labels(lines)
             assert len(set(ys)) == len(ys) and len({notation(y) for y in ys}) == 1, (name, ys)
             assert len(set(xs)) == len(xs) >= 3, (name, xs)
+
+
+def test_a_log_axis_keeps_its_curve_when_outliers_are_ignored_and_labels_a_narrow_range():
+    """Bug: l then i left the loss plot empty (plotext takes a log axis's limits as powers of ten),
+    and a log axis within one decade was labelled by its two ends, six digits each (2.60616)."""
+    v = view_of(row(s, 2.6 * math.exp(-s / 300) + 0.01 * (s * 7 % 5)) for s in range(1, 200))
+    for opts in (PlotOptions(log_scale=True), PlotOptions(log_scale=True, outliers=False)):
+        lines = plain(loss_plot(v, 70, 14, opts))
+        assert sum(line.count("•") for line in lines) > 50, (opts, lines)  # the smoothed curve is there
+        labels = y_labels(lines)
+        assert len(labels) >= 3 and all(len(label) <= 4 for label in labels), labels

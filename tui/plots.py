@@ -183,10 +183,10 @@ def tick_labels(ticks: list[float], kind: str = "value", log: bool = False) -> l
         unit, size = next(((u, s) for u, s in reversed(COUNT_UNITS) if top >= 10 * s), COUNT_UNITS[0])
         return _unique(ticks, lambda v, d: f"{v / size:.{d}f}{unit}")
     small = min(nonzero, default=1.0)
-    if log:
+    if log and all(t > 0 and math.log10(t) == round(math.log10(t)) for t in ticks):  # powers of ten
         if small >= 1e-3 and top < 1e5:
             return [f"{t:g}" for t in ticks]
-        return [f"{t:.0e}" if t else "0" for t in ticks]
+        return [f"{t:.0e}" for t in ticks]
     if top >= 1e5 or (top < 1e-2 and small < 1e-3):
         return _unique(ticks, lambda v, d: f"{v:.{d}e}" if v else "0", start=1)
     if top >= 1e3:
@@ -220,10 +220,11 @@ def nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False, at_least
 
 
 def log_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """Powers of ten from lo to hi, thinned to about n."""
+    """Powers of ten from lo to hi, thinned to about n; round values when fewer than two powers
+    of ten lie in the range (a loss from 2.6 to 1.5: 1.6, 1.8, ... not 2.60616 and 1.52608)."""
     a, b = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
-    if b < a:
-        return [lo, hi]
+    if b <= a:
+        return [t for t in nice_ticks(lo, hi, n, at_least=2) if t > 0] or [lo, hi]
     every = max(1, math.ceil((b - a + 1) / n))
     return [10.0**k for k in range(a, b + 1, every)]
 
@@ -334,13 +335,17 @@ class Window:
         return downsample(xs, ys, n)
 
 
-def y_range(ys: list[float], opts: PlotOptions) -> tuple[float, float]:
-    """The y axis's range: all the points, or without the outermost ones (ignore outliers)."""
+def y_range(ys: list[float], opts: PlotOptions, log_scale: bool = False) -> tuple[float, float]:
+    """The y axis's range: all the points, or without the outermost ones (ignore outliers); on
+    a log axis the margin is a factor (a margin below zero left the log plot empty)."""
     if opts.outliers or len(ys) < 20:
         return min(ys), max(ys)
     s = sorted(ys)
     k = int(len(s) * OUTLIER_SHARE)
     lo, hi = s[k], s[-1 - k]
+    if log_scale:
+        factor = (hi / lo) ** 0.05 if hi > lo else 1.1
+        return lo / factor, hi * factor
     pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
     return lo - pad, hi + pad
 
@@ -366,9 +371,9 @@ def training_plot(view: RunView, width: int, height: int, value: str, opts: Plot
     ]
     xs = tx + [x for _, vx, _ in tests for x in vx]
     ys = ty + [y for _, _, vy in tests for y in vy]
-    lo, hi = y_range(ys, opts)
-    if not opts.outliers:
-        fig.ylim(lo, hi)
+    lo, hi = y_range(ys, opts, log_scale)
+    if not opts.outliers:  # plotext takes a log axis's limits as powers of ten (its data it scales itself)
+        fig.ylim(*((math.log10(lo), math.log10(hi)) if log_scale else (lo, hi)))
         ys = [lo, hi]
     if value == "loss":  # behind the curves
         markers(fig, view, win, width, lo, hi, opts)
