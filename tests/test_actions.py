@@ -66,6 +66,32 @@ async def test_the_palette_lists_each_action_once_and_nothing_blank(tmp_path):
         await pilot.press("q")
 
 
+async def test_the_palette_shows_each_help_as_written(tmp_path):
+    """Bug: the palette read its entries' help as markup: `+: learning rate x2 (overrides  lr)`,
+    its `[schedule]` eaten; the zoom keys `]` and `[` likewise."""
+    from textual.command import CommandPalette
+    from textual.widgets import OptionList
+
+    from tests.test_snapshots import script
+    from tests.test_space import app_of
+
+    app = app_of(script())
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.view.step > 0, what="the run read")
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await pilot.press(*"lear")
+        options = app.screen.query_one(OptionList)
+
+        def shown() -> str:
+            return "\n".join(str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
+
+        await until(pilot, lambda: "learning rate x2" in shown(), what="the lr entries")
+        assert "(overrides [schedule] lr)" in shown(), shown()
+        await pilot.press("escape")
+        await pilot.press("q")
+
+
 async def test_the_help_is_grouped_filterable_centred_and_scrolls_at_80x24(make_engine):
     eng = make_engine("run.epochs=50")
     app = DeeptuiApp(eng)

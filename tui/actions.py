@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from textual.app import SystemCommand
+from textual.markup import escape
 from textual.binding import Binding
 
 Group = Literal["Steer", "View", "Files"]
@@ -81,7 +82,9 @@ def palette(actions: tuple[Action, ...], invoke, themes) -> list[SystemCommand]:
     """The command palette's entries: each action once (its title, keys and help), then Textual's
     theme picker; not Textual's own Keys, Quit, Screenshot and Maximize (the table has the first
     three, and a plot maximized is blank)."""
-    commands = [SystemCommand(a.title, f"{a.shown_keys}: {plain(a.help)}", lambda a=a: invoke(a.id)) for a in actions]
+    commands = [  # the palette reads its help as markup: `[schedule]` would be taken for a tag
+        SystemCommand(a.title, escape(f"{a.shown_keys}: {plain(a.help)}"), lambda a=a: invoke(a.id)) for a in actions
+    ]
     return [*commands, SystemCommand("Theme", "Change the colours", themes)]
 
 
