@@ -78,6 +78,7 @@ async def test_a_finished_run_shows_its_result_instead_of_eta_and_speed():
         text = text_of(app, "#run")
         assert "ETA" not in text and "best 30.00% at epoch 3" in text
         assert "finished after " in text and "samples/s average" in text
+        assert text_of(app, "#header").endswith("? keys  ^p commands")  # the footer is cut short at 100 columns
         width = dashboard_of(app).query_one("#run").content_size.width
         assert width <= 32 and all(len(line) <= width for line in text.splitlines()), "a line wraps"
         await pilot.press("q")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from textual.app import SystemCommand
-from textual.markup import escape
 from textual.binding import Binding
+from textual.markup import escape
 
 Group = Literal["Steer", "View", "Files"]
 GROUPS: tuple[Group, ...] = ("Steer", "View", "Files")

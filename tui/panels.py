@@ -21,7 +21,7 @@ STATE_STYLE = {
     RunState.INTERRUPTED: "bold red",
     RunState.STARTING: "dim",
 }
-PALETTE_HINT = " ^p commands"
+PALETTE_HINT = " ? keys  ^p commands"  # the footer is cut short on most widths: both hints here
 
 
 def header(v: RunView, elapsed: float, width: int) -> Text:
