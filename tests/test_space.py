@@ -93,7 +93,7 @@ async def test_repeated_commands_are_one_line(make_engine):
         for _ in range(12):
             await pilot.press("plus")
         await until(pilot, lambda: eng.train.base_lr > 200, what="12 lr changes applied")
-        await until(pilot, lambda: "lr 0.05 -> 205 (x12)" in text_of(app, "#log"), what="one line")
+        await until(pilot, lambda: "lr 0.05 -> 205 (12 changes)" in text_of(app, "#log"), what="one line")
         assert text_of(app, "#log").count("ScaleLearningRate") == 1
         await pilot.press("q")
 
@@ -110,3 +110,34 @@ def test_the_log_merges_the_same_words_and_one_saves_files():
     lines = [text for _, text in view.log]
     assert lines[0].endswith("checkpoint saved (best, last, epoch): /r/best.pt, last.pt, epoch-0001.pt")
     assert lines[1].endswith("warning: slow (x2)") and len(lines) == 2
+
+
+def test_the_log_merges_only_what_says_the_same():
+    """Bugs from a user's tour: a save at another step with the first file's words replaced the
+    merged line of an epoch's save (epoch-0002.pt gone from the screen); the stop's save of
+    last.pt after the epoch's was listed twice; a typed lr and the scalings after it were one line
+    named after the last command, its count read as a factor (x5)."""
+    from deeptui.tui.view import RunView
+
+    view = RunView()
+
+    def at(step: int) -> dict:
+        return dict(time_s=step / 10, epoch=1, step=step)
+
+    for kind, path in (("last", "/r/last.pt"), ("epoch", "/r/epoch-0002.pt")):
+        view.apply(E.CheckpointSaved(**at(188), path=path, kind=kind))
+    view.apply(E.CheckpointSaved(**at(206), path="/r/last.pt", kind="last"))
+    for kind, path in (("best", "/r/best.pt"), ("last", "/r/last.pt"), ("last", "/r/last.pt")):
+        view.apply(E.CheckpointSaved(**at(470), path=path, kind=kind))
+    view.apply(E.CommandApplied(**at(471), command_id=1, command="SetLearningRate", detail="lr 0.05 -> 0.001"))
+    for i, (old, new) in enumerate((("0.001", "0.002"), ("0.002", "0.004"), ("0.004", "0.002"))):
+        detail = f"lr {old} -> {new}"
+        view.apply(E.CommandApplied(**at(472 + i), command_id=2 + i, command="ScaleLearningRate", detail=detail))
+    lines = [text.split("  ", 2)[-1].strip() for _, text in view.log]
+    assert lines == [
+        "checkpoint saved (last, epoch): /r/last.pt, epoch-0002.pt",
+        "checkpoint saved (last): /r/last.pt",
+        "checkpoint saved (best, last): /r/best.pt, last.pt",
+        "SetLearningRate: lr 0.05 -> 0.001",
+        "ScaleLearningRate: lr 0.001 -> 0.002 (3 changes)",
+    ], lines

@@ -171,7 +171,7 @@ CHECKPOINT = re.compile(r"^checkpoint saved \((?P<kind>\w+)\): (?P<path>.+)$")
 class EventLog(list):
     """The run's log lines, (style, text), as the events tell them; a line that repeats the one
     before it is merged into it: learning-rate changes in a row into one (`ScaleLearningRate: lr
-    0.1 -> 409.6 (x12)`), the checkpoint files of one save into one line, the same words again into
+    0.1 -> 409.6 (12 changes)`), the checkpoint files of one save into one line, the same words again into
     one line with its count. `merges` counts the rewrites of the last line (a dashboard redraws);
     only the newest LOG_KEEP to 2 * LOG_KEEP lines are kept, `count` says how many ever came."""
 
@@ -184,26 +184,30 @@ class EventLog(list):
     def add(self, style: str, stamp: str, text: str, step: int | None = None) -> None:
         last, merged = self._last, None
         lr, ckpt = LR_CHANGE.match(text), CHECKPOINT.match(text)
-        if lr and last.get("lr") is not None:
-            merged = dict(last, lr=last["lr"], n=last["n"] + 1)
-            words = f"{lr['command']}: lr {last['lr']} -> {lr['new']} (x{merged['n']})"
+        if lr and last.get("lr") is not None and last.get("command") == lr["command"]:
+            merged = dict(last, n=last["n"] + 1)  # "changes", not "x12": a count, not a factor
+            words = f"{lr['command']}: lr {last['lr']} -> {lr['new']} ({merged['n']} changes)"
         elif ckpt and last.get("kinds") and last.get("step") == step:
-            kinds, paths = [*last["kinds"], ckpt["kind"]], [*last["paths"], Path(ckpt["path"]).name]
+            name = Path(ckpt["path"]).name  # the stop's save after the epoch's: once each
+            kinds = last["kinds"] + [ckpt["kind"]] * (ckpt["kind"] not in last["kinds"])
+            paths = last["paths"] + [name] * (name not in last["paths"])
             merged = dict(last, kinds=kinds, paths=paths)
-            words = f"checkpoint saved ({', '.join(kinds)}): {last['first']}, {', '.join(paths[1:])}"
-        elif text == last.get("text"):
+            words = f"checkpoint saved ({', '.join(kinds)}): {', '.join([last['first'], *paths[1:]])}"
+        elif text == last.get("shown"):
             merged = dict(last, n=last["n"] + 1)
             words = f"{text} (x{merged['n']})"
         if merged is not None and self:
             self[-1] = (style, f"{stamp}  {words}")
-            self._last = merged
+            self._last = dict(merged, shown=merged.get("shown") if words.startswith(text) else words)
             self.merges += 1
             return
         self.append((style, f"{stamp}  {text}"))
         self.count += 1
         if len(self) > 2 * LOG_KEEP:  # the newest LOG_KEEP to 2 * LOG_KEEP lines: bounded memory
             del self[:-LOG_KEEP]
-        self._last = dict(text=text, n=1, step=step, lr=lr["old"] if lr else None)
+        # `shown`: the words the last line says (a repeat of them merges); `lr`, `command`: the
+        # change a run of the same lr command started from; `kinds`, `paths`: one save's files
+        self._last = dict(shown=text, n=1, step=step, lr=lr["old"] if lr else None, command=lr and lr["command"])
         if ckpt:
             self._last.update(kinds=[ckpt["kind"]], paths=[Path(ckpt["path"]).name], first=ckpt["path"])
 
