@@ -190,6 +190,13 @@ class RunLock:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
+    @classmethod
+    def check_free(cls, run_dir: Path) -> None:
+        """Raise RunDirError at once when another process holds the run directory (a --resume of
+        a live run, before torch is imported or a checkpoint looked for); take nothing."""
+        if (Path(run_dir) / ".lock").is_file():
+            cls(run_dir).release()
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing releases the lock

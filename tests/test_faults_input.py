@@ -211,6 +211,17 @@ def test_a_second_run_in_the_same_directory_stops_at_once(make_engine, capsys):
     assert f"pid {os.getpid()}" in err
 
 
+def test_a_resume_of_a_live_run_without_a_checkpoint_yet_says_it_is_live(make_engine, capsys):
+    """Bug: --resume of a run still starting said "no checkpoint to resume from" (after importing
+    torch): the live process is the answer, at once, one line."""
+    eng = make_engine("run.epochs=50")
+    eng.send(C.Pause())
+    eng.start()
+    assert not list(eng.run_dir.glob("*.pt"))
+    err = one_line_exit_2(capsys, ["--resume", str(eng.run_dir), "--headless"], "another deeptui process")
+    assert f"pid {os.getpid()}" in err and "importing torch" not in err
+
+
 def test_the_socket_takes_a_hundred_clients_and_survives_abuse(make_engine):
     eng = make_engine("run.epochs=50")
     eng.send(C.Pause())

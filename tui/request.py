@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from deeptui.engine.config import Config, code_keys, default_data_root, load_config, parse_override
 from deeptui.engine.errors import CheckpointError, ConfigError
+from deeptui.engine.runlog import RunLock
 
 from .options import find_preset, front_end
 from .runs import find_run
@@ -56,6 +57,8 @@ def resolve(args, argv: list[str] = ()) -> Request:
     src = find_preset(args.preset) if args.preset or resume is None else run_dir_of(resume) / "config.toml"
     values = flag_values(args, str(src))
     if resume is not None:
+        if rank == 0:  # a live run first: its lock says so, whether or not it has a checkpoint yet
+            RunLock.check_free(run_dir_of(resume))
         cfg = resume_config(args, resume, values)
     else:
         cfg = load_config(find_preset(args.preset), values)
