@@ -809,7 +809,9 @@ def load_config(
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{src}: TOML syntax error: {e}", fix="correct the line shown") from None
+        at = re.search(r"at line (\d+)", str(e))  # tomllib names the line in its message (no lineno before 3.14)
+        fix = f"correct line {at[1]} of {src} (TOML syntax: https://toml.io)" if at else "correct the TOML syntax"
+        raise ConfigError(f"{src}: TOML syntax error: {e}", fix=fix) from None
     except RecursionError:
         raise ConfigError(f"{src}: the preset is nested too deeply", fix="plain tables and arrays") from None
     for item in overrides:

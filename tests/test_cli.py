@@ -42,7 +42,7 @@ def test_documented_keys_cover_every_field():
 
 
 BAD = [
-    ("syntax_error.toml", ["TOML syntax error", "line 3"]),
+    ("syntax_error.toml", ["TOML syntax error", "line 3", "fix: correct line 3 of"]),
     ("unknown_key.toml", ["unknown key optimizer.learning_rate", "did you mean 'lr'"]),
     ("unknown_section.toml", ["unknown section [optimzer]", "did you mean 'optimizer'"]),
     ("wrong_type.toml", ["data.batch_size", "expected an integer"]),

@@ -141,3 +141,21 @@ def test_the_log_merges_only_what_says_the_same():
         "SetLearningRate: lr 0.05 -> 0.001",
         "ScaleLearningRate: lr 0.001 -> 0.002 (3 changes)",
     ], lines
+
+
+def test_a_summary_of_a_run_still_going_says_latest_not_final():
+    """Bug: detaching from `attach` printed `train loss: final 2.3587` for a run still training."""
+    from deeptui.tui.summary import summary_lines
+    from deeptui.tui.view import RunView
+
+    events = script()
+    view = RunView()
+    for ev in events:
+        view.apply(ev)
+    going = summary_lines(view, "/runs/q")
+    assert any(line.startswith("train loss: latest") for line in going), going
+    assert any(line.startswith("test error: latest") for line in going), going
+    last = events[-1]
+    view.apply(E.Finished(last.time_s + 1, last.epoch, last.step, state="finished", run_dir="/runs/q"))
+    ended = summary_lines(view, "/runs/q")
+    assert any(line.startswith("train loss: final") for line in ended), ended
