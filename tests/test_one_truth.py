@@ -70,6 +70,27 @@ async def test_the_summary_after_q_tells_where_the_run_stopped(make_engine):
     assert last["event"] == "stopped" and int(last["step"]) == eng.train.step
 
 
+def test_ls_tells_the_step_the_run_ended_at_as_its_summary_does(make_engine, monkeypatch):
+    """Bug: ls said step 320 (the last logged row) where the summary said 328 steps."""
+    from deeptui.tui.runs import run_info
+
+    eng = make_engine("run.epochs=50", "log.interval=4")
+    real_step = type(eng)._train_step
+
+    def step_then_stop_at_7(self, x, y):  # stopped between two logged rows, however loaded
+        out = real_step(self, x, y)
+        if self.train.step == 6:  # the step is counted after this call
+            self.send(C.Stop(reason="test"))
+        return out
+
+    monkeypatch.setattr(type(eng), "_train_step", step_then_stop_at_7)
+    eng.run()
+    view = show_view(eng.run_dir)
+    assert view.curves.train_loss.x[-1] == 4 and eng.train.step == 7  # the last row is not the end
+    assert run_info(eng.run_dir).step == view.step == 7
+    assert ", 7 steps," in summary_lines(view, eng.run_dir)[0]
+
+
 # ---- 2. show is the run -----------------------------------------------------------------------
 
 

@@ -71,6 +71,8 @@ def _from_files(run_dir: Path) -> RunInfo:
         last = next((e for e in reversed(events) if isinstance(e, E.StepMetrics)), None)
         if last is not None:
             info.epoch, info.step, info.loss = last.epoch, last.step, last.loss
+        if events:  # where the run got to, as its summary says: its end (or last event), not its last logged row
+            info.epoch, info.step = (end or events[-1]).epoch, (end or events[-1]).step
         return info
     info = RunInfo(run_dir, RunState.INTERRUPTED)
     for r in reversed(_last_rows(run_dir / "events.csv")):
