@@ -75,7 +75,7 @@ async def test_runs_one_after_another_and_overlays_their_curves(tmp_path):
         assert curves["batch_size=100"].x == [100, 200]  # a curve, not one point: every step
         assert max(curves["batch_size=100"].x) == max(curves["batch_size=20"].x)
         legend_text = str(app.screen.query_one("#compare").border_subtitle)
-        assert legend_text.startswith("batch_size ") and "━ 20[" in legend_text and "━ 100[" in legend_text
+        assert legend_text.startswith("batch_size ") and "⠤ 20[" in legend_text and "• 100[" in legend_text
         assert "samples seen" in str(app.screen.query_one("#compare").border_title)
         assert "waiting" not in text(app, "#compare") and "200" in text(app, "#compare")  # x ticks
         await pilot.press("q")

@@ -213,3 +213,16 @@ def test_a_log_axis_keeps_its_curve_when_outliers_are_ignored_and_labels_a_narro
         assert sum(line.count("•") for line in lines) > 50, (opts, lines)  # the smoothed curve is there
         labels = y_labels(lines)
         assert len(labels) >= 3 and all(len(label) <= 4 for label in labels), labels
+
+
+def test_runs_side_by_side_are_told_apart_without_colour():
+    """Bug: `show RUN1 RUN2` drew every run in braille, told apart by colour alone (`━ 1 ━ 2`)."""
+    from deeptui.tui.plots import overlay_legend, overlay_plot
+    from deeptui.tui.view import Series
+
+    runs = [(f"lr={lr}", Series(x=list(range(1, 40)), y=[lr * 10 + 1 / s for s in range(1, 40)])) for lr in (1, 2)]
+    lines = plain(overlay_plot(runs, 60, 14))
+    body = "".join(line.split("┤", 1)[-1] for line in lines)
+    assert any("\u2800" < c <= "\u28ff" for c in body) and "•" in body  # braille for the first, • for the second
+    legend = Text.from_markup(overlay_legend([label for label, _ in runs])).plain
+    assert legend == "lr ⠤ 1 • 2"

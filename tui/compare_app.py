@@ -23,7 +23,7 @@ from deeptui.engine.state import RunState
 from . import panels
 from .app import DeeptuiApp
 from .dashboard import Panel, Plot
-from .plots import DEPTH_VIEWS, legend, loss_plot, overlay_legend, overlay_plot, run_color
+from .plots import DEPTH_VIEWS, legend, loss_plot, overlay_legend, overlay_plot, run_color, run_glyph
 from .view import RunView, Series
 
 RUN_MARKS = {
@@ -45,7 +45,7 @@ def runs_panel(
     t = Text()
     width = max(len(label) for label in labels)
     for i, (label, state, s) in enumerate(zip(labels, states, losses)):
-        t.append("━ ", "#%02x%02x%02x" % run_color(i))
+        t.append(f"{run_glyph(i)[1]} ", "#%02x%02x%02x" % run_color(i))
         t.append(f"{label:<{width}} ", "bold" if i == live else "")
         if state is None:
             t.append("· waiting\n", "dim")

@@ -488,6 +488,15 @@ def run_color(i: int) -> tuple[int, int, int]:
     return RUN_COLORS[i % len(RUN_COLORS)]
 
 
+# Each run's own glyph as well as its colour: without colour (NO_COLOR, a colour-blind reader)
+# the runs are still told apart. The plot's marker, and the legend's character for it.
+RUN_GLYPHS = (("braille", "⠤"), ("•", "•"), ("o", "o"), ("+", "+"), ("x", "x"), ("*", "*"), ("#", "#"), ("@", "@"))
+
+
+def run_glyph(i: int) -> tuple[str, str]:
+    return RUN_GLYPHS[i % len(RUN_GLYPHS)]
+
+
 def overlay_plot(
     curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False, axis: str = "step"
 ) -> str:
@@ -506,7 +515,7 @@ def overlay_plot(
         all_x += x
         all_y += y
         x, y = downsample(x, y, n)
-        fig.plot(x, y, marker="braille", color=run_color(i))
+        fig.plot(x, y, marker=run_glyph(i)[0], color=run_color(i))
     if fig is None:
         return empty_plot(width, height, "waiting for the first training loss ...")
     axes(fig, all_x, all_y, log_scale, height, axis)
@@ -514,11 +523,16 @@ def overlay_plot(
 
 
 def overlay_legend(labels: list[str]) -> str:
-    """Textual markup naming each run in its colour; 'batch_size ━ 1 ━ 10' when the labels share
-    their key, so that four runs fit under an 80-column plot."""
+    """Textual markup naming each run by its glyph in its colour; 'batch_size ⠤ 1 • 10' when the
+    labels share their key, so that four runs fit under an 80-column plot."""
     keys = {label.split("=", 1)[0] for label in labels}
     if len(keys) == 1 and all("=" in label for label in labels):
         names, head = [label.split("=", 1)[1] for label in labels], f"{keys.pop()} "
     else:
         names, head = labels, ""
-    return escape(head) + " ".join(f"[#%02x%02x%02x]━ {escape(n)}[/]" % run_color(i) for i, n in enumerate(names))
+
+    def hex_of(i: int) -> str:
+        return "#%02x%02x%02x" % run_color(i)  # not applied to the names: a run's name may hold a %
+
+    shown = (f"[{hex_of(i)}]{escape(run_glyph(i)[1])} {escape(n)}[/]" for i, n in enumerate(names))
+    return escape(head) + " ".join(shown)

@@ -17,7 +17,7 @@ from deeptui.engine.history import HistorySession
 from . import actions
 from .dashboard import Panel, Plot
 from .options import fail, front_end
-from .plots import overlay_legend, overlay_plot, run_color
+from .plots import overlay_legend, overlay_plot, run_color, run_glyph
 from .run_app import RunApp
 from .runs import find_run, run_dirs
 from .summary import summary_lines
@@ -65,7 +65,7 @@ def differences(sessions: list[HistorySession]) -> list[tuple[str, list[str]]]:
 def runs_table(sessions: list[HistorySession], views: list[RunView], selected: int) -> Text:
     t = Text()
     for i, (s, v) in enumerate(zip(sessions, views)):
-        t.append("━ ", "#%02x%02x%02x" % run_color(i))
+        t.append(f"{run_glyph(i)[1]} ", "#%02x%02x%02x" % run_color(i))
         t.append(f"{i + 1} {s.run_dir.name}\n", "bold reverse" if i == selected else "bold")
         best = f"best {v.best_test[0]:.1f}% (e{v.best_test[1]})" if v.best_test else "no test row"
         t.append(f"  {s.final_state}, {v.step} steps, {fmt_duration(v.time_s)}, {best}\n", "dim")
