@@ -226,3 +226,15 @@ def test_runs_side_by_side_are_told_apart_without_colour():
     assert any("\u2800" < c <= "\u28ff" for c in body) and "•" in body  # braille for the first, • for the second
     legend = Text.from_markup(overlay_legend([label for label, _ in runs])).plain
     assert legend == "lr ⠤ 1 • 2"
+
+
+def test_the_depth_view_of_a_signed_value_has_round_evenly_spaced_ticks():
+    """Bug: the activation mean's depth view was labelled 0.13, -0.14, -0.40, -0.93, -1.19, -1.46."""
+    from deeptui.tui.plots import depth_plot
+
+    values = (0.13, -0.2, -0.55, -0.9, -1.2, -1.46)
+    for profiles in ([(values, (200, 200, 200))], [(values, (200, 200, 200)), ([v / 2 for v in values], (9, 9, 9))]):
+        labels = y_labels(plain(depth_plot(profiles, 60, 16, log_scale=False)))
+        steps = {round(float(b) - float(a), 6) for a, b in zip(labels, labels[1:])}
+        assert len(labels) >= 3 and len(steps) == 1, labels
+        assert all(len(label.split(".")[-1]) <= 1 for label in labels), labels  # round: -0.5, not -0.40

@@ -190,8 +190,13 @@ def tick_labels(ticks: list[float], kind: str = "value", log: bool = False) -> l
     if top >= 1e5 or (top < 1e-2 and small < 1e-3):
         return _unique(ticks, lambda v, d: f"{v:.{d}e}" if v else "0", start=1)
     if top >= 1e3:
-        return _unique(ticks, lambda v, d: f"{v / 1e3:.{d}f}k")
-    return _unique(ticks, lambda v, d: f"{v:.{d}f}")
+        return _unique(ticks, lambda v, d: f"{v / 1e3:.{d}f}k", start=_decimals([t / 1e3 for t in ticks]))
+    return _unique(ticks, lambda v, d: f"{v:.{d}f}", start=_decimals(ticks))
+
+
+def _decimals(values: list[float]) -> int:
+    """The fewest decimals that write each value exactly (-0.5 is not -0: labels unique but wrong)."""
+    return next((d for d in range(7) if all(abs(v * 10**d - round(v * 10**d)) < 1e-6 for v in values)), 6)
 
 
 def _unique(ticks: list[float], fmt, start: int = 0) -> list[str]:
@@ -213,7 +218,7 @@ def nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False, at_least
     while True:
         s = max(1.0, round(step)) if integer else step
         first = math.ceil(lo / s - 1e-9) * s
-        ticks = [first + i * s for i in range(int((hi - first) / s + 1e-9) + 1)]
+        ticks = [first + i * s + 0.0 for i in range(int((hi - first) / s + 1e-9) + 1)]  # + 0.0: no -0
         if len(ticks) >= at_least or (integer and s <= 1):
             return ticks
         step /= 2.5 if str(step)[0] == "5" else 2
@@ -458,6 +463,10 @@ def depth_plot(
         ticks = list(range(0, hi - lo + 1, every))
         fig.yticks(ticks, [f"1e{lo + t}" for t in ticks])
         fig.ylim(0, hi - lo)
+    else:  # round values, evenly apart (plotext's own ticks were 0.13, -0.14, -0.40, -0.93 ...)
+        ys = [v for _, y, _ in shown for v in y] + [0.0]  # the bars stand on 0
+        ticks = nice_ticks(min(ys), max(ys), max(2, min(6, (height - 2) // 2)), at_least=2)
+        fig.yticks(ticks, tick_labels(ticks))
     n = max(len(values) for values, _ in profiles)
     if len(shown) == 1:
         x, y, color = shown[0]
