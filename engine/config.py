@@ -814,10 +814,18 @@ def load_config(
         raise ConfigError(f"{src}: TOML syntax error: {e}", fix=fix) from None
     except RecursionError:
         raise ConfigError(f"{src}: the preset is nested too deeply", fix="plain tables and arrays") from None
+    given = []  # the keys the command line set: an error in one says so, not only the file's name
     for item in overrides:
         key, value = item if isinstance(item, tuple) else parse_override(src, item)
         _set_dotted(src, raw, key, value)
-    cfg = _build(src, raw)
+        given.append(key)
+    try:
+        cfg = _build(src, raw)
+    except ConfigError as e:
+        key = next((k for k in given if e.message.startswith(f"{src}: {k} ")), None)
+        if key is None:
+            raise
+        raise ConfigError(f"{src}, set on the command line: {e.message[len(src) + 2 :]}", fix=e.fix) from None
     name = cfg.run.name or (Path(path).stem if path is not None else "quickstart")
     if safe_name(name) != cfg.run.name:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=safe_name(name)))

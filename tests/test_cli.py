@@ -75,7 +75,7 @@ def test_bad_preset_exits_2_with_one_clear_line(capsys, tmp_path, name, words):
         (["--set", "lr=0.1"], ["section.key"]),
         (["--set", "optimizer.lr"], ["has no '='"]),
         (["--set", "optimizer.lr=[1,"], ["not valid TOML"]),
-        (["--set", "optimizer.lr=abc"], ["optimizer.lr", "expected a number"]),
+        (["--set", "optimizer.lr=abc"], ["set on the command line: optimizer.lr", "expected a number"]),
         (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),
         (["--epochs", "0"], ["run.epochs", "must be >= 1"]),
         (["--set", "log.system_seconds=1e300"], ["log.system_seconds", "must be <= 86400"]),
