@@ -406,3 +406,23 @@ def test_an_early_signal_gets_through_a_librarys_except_exception():
             guard._raise(signal.SIGTERM, None)
         except Exception:  # what a library's import does
             pass
+
+
+@pytest.mark.parametrize("rank, teardown", [("1", False), ("0", True)])
+def test_a_worker_rank_exits_without_interpreter_teardown(tmp_path, rank, teardown):
+    """A data-parallel worker rank sometimes aborted (SIGABRT) in gloo's threads during the
+    interpreter's teardown after a finished run; it now leaves with its code and no teardown.
+    Rank 0 keeps the normal exit (its atexit work runs)."""
+    mark = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(lambda: pathlib.Path({str(mark)!r}).write_text('x'))\n"
+        "from deeptui.tui import guard\n"
+        "print('done', flush=False)\n"
+        "guard.leave(3)\n"
+    )
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3
+    assert out.stdout == "done\n"  # flushed all the same
+    assert mark.exists() is teardown

@@ -151,3 +151,53 @@ def test_a_closed_terminal_leaves_a_dashboard_run_training_and_attachable(tmp_pa
         assert "the run goes on detached" in log and "run stopped: quickstart" in log, log[-2000:]
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_a_closed_terminal_leaves_a_script_run_training_and_attachable(tmp_path):
+    """Bug: `deeptui run SCRIPT.py` on a terminal that closed ended in "internal error
+    (AttributeError: 'RemoteSession' object has no attribute 'report')", and the script, its output
+    pipe gone, failed with BrokenPipeError at its next print. Now deeptui keeps copying the
+    script's output into the run's log; the run trains on, attachable, and stops when asked."""
+    from deeptui.engine import commands as C
+    from deeptui.engine import events as E
+    from deeptui.engine.remote.client import RemoteSession
+    from tests.conftest import EventReader
+
+    sock = tmp_path / "tmux.sock"
+    env = env_for(tmp_path)
+    script = str(ROOT / "examples" / "own_loop.py")
+    cmd = [sys.executable, "-m", "deeptui", "run", "--log-dir", str(tmp_path / "runs"), script, "--epochs", "500"]
+    line = " ".join(f"'{a}'" for a in cmd)
+    tmux = ["tmux", "-S", str(sock)]
+    subprocess.run([*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", line], env=env, check=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/control.sock")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        session = RemoteSession(run_dir)
+        session.start()
+        r = EventReader(session)
+        r.wait(lambda e: isinstance(e, E.StepMetrics), timeout=120)
+        session.detach()
+        subprocess.run([*tmux, "kill-session", "-t", "t"], check=True)  # the terminal closes
+        log = run_dir / "deeptui.log"
+        deadline = time.monotonic() + 60
+        while "goes on: deeptui attach" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        session = RemoteSession(run_dir)
+        session.start()
+        r = EventReader(session)
+        seen = r.wait(lambda e: isinstance(e, E.StepMetrics), timeout=60)
+        r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step > seen.step, timeout=120)  # trains on
+        r.answer(session.send(C.Stop(reason="the test is done")), timeout=60)
+        end = r.wait(lambda e: isinstance(e, E.Finished), timeout=120)
+        session.detach()
+        assert end.state == "stopped", end
+        text = log.read_text()
+        assert "goes on: deeptui attach" in text and "internal error" not in text, text[-2000:]
+        assert "BrokenPipeError" not in (run_dir / "events.csv").read_text()
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
