@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from . import events as E
+from .errors import SetupError
 
 NAN = math.nan
 MIB = 2**20
@@ -175,9 +176,15 @@ class SystemMonitor:
                 gpus = nvml.read() if nvml is not None else []
                 self.readings += 1
                 self.emit(E.SystemStats, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus), note=note)
-        except OSError as e:  # the run directory went away or filled up: the run goes on without
-            with contextlib.suppress(OSError):
-                self.emit(E.Warning, message=f"machine strip: system.csv cannot be written ({e.strerror or e})")
+        except (OSError, SetupError) as e:  # the run directory went away, filled up, or has a link
+            # planted at system.csv: the run goes on without readings, and the strip says so
+            # rather than showing the last one as if it were current
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            with contextlib.suppress(OSError, SetupError):
+                self.emit(E.Warning, message=f"machine strip: system.csv cannot be written ({why}); no more readings")
+            with contextlib.suppress(OSError, SetupError):
+                nan = float("nan")
+                self.emit(E.SystemStats, cpu_pct=nan, rss_mb=nan, gpus=(), note="no more readings (see the events)")
         finally:
             if nvml is not None:
                 nvml.close()

@@ -237,3 +237,26 @@ def test_the_strip_reads_the_gpu_the_run_uses(monkeypatch, visible, cuda_uuids, 
     readings = Nvml(list(range(len(want)))).read()
     assert [r[1] - 40 for r in readings] == want
     assert [r[0] for r in readings] == [f"cuda:{i}" for i in range(len(want))]
+
+
+def test_a_link_planted_at_system_csv_stops_the_readings_and_says_so(tmp_path, monkeypatch):
+    """Bug: a symbolic link at system.csv (a run directory handed over) raised RunDirError in the
+    monitor's thread: a traceback on stderr, and the strip kept the last reading as if current.
+    Now nothing is written through the link, a warning names the file, and a last reading says
+    that no more will come."""
+    outside = tmp_path / "outside.csv"
+    outside.write_text("precious\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "system.csv").symlink_to(outside)
+    crashes = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    mon, got = monitor(run_dir, [])
+    mon.start()
+    wait_for(lambda: any(isinstance(e, E.SystemStats) and e.note for e in got))
+    mon.stop()
+    assert crashes == [] and outside.read_text() == "precious\n"
+    (warning,) = [e for e in got if isinstance(e, E.Warning)]
+    assert "system.csv cannot be written" in warning.message and "no more readings" in warning.message
+    last = got[-1]
+    assert isinstance(last, E.SystemStats) and math.isnan(last.cpu_pct) and "no more readings" in last.note
