@@ -11,7 +11,9 @@ import contextlib
 import math
 import os
 import queue
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -30,6 +32,14 @@ from .runlog import ENV_INTERACTIVE, ENV_RUN_DIR, RunLock, new_run_dir, write_co
 from .state import RunState, TrainState
 from .steer import OwnTrainer, as_float
 from .surface import Refused
+
+
+class Terminated(SystemExit):
+    """SIGTERM in a watched script: unwinds the script as Ctrl+C would (its finally blocks run,
+    the run ends stopped with its checkpoint), and the process exits 143 without a traceback."""
+
+    def __init__(self):
+        super().__init__(128 + signal.SIGTERM)
 
 
 class WatchedRun:
@@ -92,6 +102,11 @@ class WatchedRun:
         self.clock.release()
         self._excepthook = sys.excepthook
         sys.excepthook = self._seen_uncaught
+        self._sigterm = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # SIGTERM (kill, timeout, a scheduler's preemption) ends the script as Ctrl+C does:
+            # the run stopped, with its checkpoint and end record, then exit 143
+            self._sigterm = signal.signal(signal.SIGTERM, self._terminated)
         atexit.register(self.close)
         if announce_on_stderr:
             print(f"deeptui: watching {self.cfg.run.name}: deeptui attach {self.run_dir}", file=sys.stderr)
@@ -140,11 +155,17 @@ class WatchedRun:
         if self.final_state:
             return self.final_state
         exc = exc if exc is not None else self._uncaught
-        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+        if self._sigterm is not None:
+            with contextlib.suppress(ValueError):  # a close from another thread keeps the handler
+                signal.signal(signal.SIGTERM, self._sigterm)
+                self._sigterm = None
+        if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
             return self._end(RunState.FAILED, outcome.report_error(self, exc))
         state, reason = (RunState.STOPPED, self.stop_reason) if self.stopping else (RunState.FINISHED, "")
         if isinstance(exc, KeyboardInterrupt):
             state, reason, self.save_on_stop = RunState.STOPPED, "interrupted (KeyboardInterrupt)", True
+        elif isinstance(exc, Terminated):
+            state, reason, self.save_on_stop = RunState.STOPPED, "stopped by SIGTERM", True
         try:
             self.meter.readback()  # the interval under way
         except RunFailure as e:
@@ -245,6 +266,11 @@ class WatchedRun:
         if self.state == RunState.PAUSED or not self.commands.empty():
             with self.clock.held():
                 control.between_steps(self, self.commands)
+
+    def _terminated(self, signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        self._uncaught = Terminated()  # what atexit's close sees when no `with` block caught it
+        raise self._uncaught
 
     def _seen_uncaught(self, kind, value, tb) -> None:
         """sys.excepthook while the run lives: the script's end closes the run as failed."""

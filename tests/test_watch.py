@@ -240,3 +240,55 @@ def test_a_watched_runs_notify_command_runs_and_the_engine_will_not_resume_it(ow
     capsys.readouterr()
     assert main(["--headless", "--resume", str(loop.run.run_dir), "--trust-run"]) == 2  # its loop: a script's
     assert "run.kind = 'watched'" in capsys.readouterr().err
+
+
+SCRIPT = """
+import sys, torch, deeptui
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+with_block = sys.argv[2] == "with"
+run = deeptui.watch(model, opt, name="term", log_every=1, log_dir=sys.argv[1])
+if with_block:
+    run.__enter__()
+try:
+    while True:
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.step(loss, batch_size=8)
+finally:
+    print("the script's finally ran", flush=True)
+    if with_block:
+        run.__exit__(*sys.exc_info())
+"""
+
+
+@pytest.mark.parametrize("how", ["with", "atexit"])
+def test_sigterm_stops_a_watched_script_with_a_checkpoint_and_exit_143(tmp_path, how):
+    """Bug: SIGTERM (kill, timeout, a scheduler's preemption) killed a watched script with no
+    checkpoint and no end: control.sock and deeptui.pid were left and `ls` said interrupted. It
+    now ends the run as Ctrl+C does: stopped, last.pt, the script's finally blocks run, exit 143."""
+    import signal
+    import time
+
+    script = tmp_path / "loop.py"
+    script.write_text(SCRIPT)
+    logs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, str(script), str(logs), how], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        rows = lambda: [d / "metrics.csv" for d in logs.glob("*")]  # noqa: E731
+        while not any(p.is_file() and p.read_text().count("\n") > 2 for p in rows()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the script never trained"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    assert "the script's finally ran" in out
+    (run_dir,) = logs.iterdir()
+    end = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()][-1]
+    assert end["type"] == "Finished" and end["state"] == "stopped" and "SIGTERM" in end["reason"], end
+    assert (run_dir / "last.pt").is_file()
+    assert not (run_dir / "control.sock").exists() and not (run_dir / "deeptui.pid").exists()
