@@ -101,3 +101,38 @@ def test_the_protocol_section_names_every_command_and_event():
     told = [c for c in vars(E).values() if isinstance(c, type) and issubclass(c, E.Event) and c is not E.Event]
     for cls in told:
         assert cls is E.Loading or f"`{cls.__name__}`" in section, cls.__name__  # Loading: the launcher's own
+
+
+def test_a_command_sent_but_not_answered_in_time_exits_3_not_2(tmp_path, capsys):
+    """Bug: no answer within --timeout exited 2, as for a run that cannot be reached, yet the
+    command had been sent and applied later: a script that retried on 2 applied it twice."""
+    import socket
+    import threading
+
+    from deeptui.engine.remote.wire import SOCKET_NAME
+
+    run_dir = tmp_path / "slow"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text("")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(run_dir / SOCKET_NAME))
+    server.listen()
+    got = []
+
+    def a_run_busy_in_a_long_step():  # takes the command, answers nothing yet
+        conn, _ = server.accept()
+        got.append(conn.recv(65536))
+        threading.Event().wait(5)
+        conn.close()
+
+    thread = threading.Thread(target=a_run_busy_in_a_long_step, daemon=True)
+    thread.start()
+    code, said = send(capsys, run_dir, "lr", "0.5", "--timeout", "0.5")
+    assert code == 3 and "sent, but no answer within 0.5 s" in said and "may still apply" in said
+    import time
+
+    deadline = time.monotonic() + 60  # the server thread's recv may come after the client gave up
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b"SetLearningRate" in got[0]
+    server.close()

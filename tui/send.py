@@ -1,7 +1,8 @@
 """`deeptui send RUN COMMAND [VALUE]`: one command to a live run (the engine's or a watched loop's)
 over its control socket, for scripts and agents. Prints the run's answer; exit 0 when applied,
-1 when rejected, 2 when the run cannot be reached (or the command line is wrong). Imports no
-terminal UI library."""
+1 when rejected, 2 when the run cannot be reached (or the command line is wrong), 3 when it was
+sent and no answer came in time (it may still apply: a script must not simply send it again).
+Imports no terminal UI library."""
 
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ VERBS = {
     "restore": lambda v: C.RestoreCheckpoint(which=v or "last"),
 }
 STATUS = "status"
+EXIT_NO_ANSWER = 3  # sent, unanswered: the run applies it at its next step, or not at all
+
+
+class NoAnswer(RemoteError):
+    """The command went to the run, and its answer did not come within the timeout."""
 
 
 def ask(run_dir: Path, message: dict, timeout: float) -> dict:
@@ -83,9 +89,9 @@ def ask(run_dir: Path, message: dict, timeout: float) -> dict:
                 return obj
             sock.settimeout(max(0.1, deadline - time.monotonic()))
     except TimeoutError:
-        raise RemoteError(
-            f"{run_dir}: no answer within {timeout:g} s (a command applies at the run's next step)",
-            fix="a longer --timeout, or look at the run (deeptui attach)",
+        raise NoAnswer(
+            f"{run_dir}: sent, but no answer within {timeout:g} s; it may still apply at the run's next step",
+            fix="do not send it again blindly: look at the run (deeptui attach), or use a longer --timeout",
         ) from None
     except OSError as e:
         raise RemoteError(f"{run_dir}: the connection failed ({e.strerror or e})") from None
@@ -114,7 +120,7 @@ def send_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="deeptui send",
         description="Send one command to a live run and print its answer: exit 0 applied, 1 rejected, "
-        "2 the run cannot be reached. Commands: " + ", ".join([*VERBS, STATUS]) + ".",
+        "2 the run cannot be reached, 3 sent and not answered in time (it may still apply). Commands: " + ", ".join([*VERBS, STATUS]) + ".",
     )
     p.add_argument("run", help="the run directory, or its name as deeptui ls lists it")
     p.add_argument("command", choices=[*VERBS, STATUS], metavar="COMMAND", help="what to do: " + ", ".join(VERBS))
@@ -143,6 +149,8 @@ def send_main(argv: list[str]) -> int:
         return fail(f"{run_dir}: the run's process (pid {pid}) is stopped (SIGSTOP or ctrl+z); fix: kill -CONT {pid}")
     try:
         answer = ask(run_dir, message, args.timeout)
+    except NoAnswer as e:
+        return fail(str(e), EXIT_NO_ANSWER)
     except RemoteError as e:
         return fail(str(e), EXIT_SETUP)
     print(json.dumps(answer) if args.json else printable(describe(answer)), flush=True)
