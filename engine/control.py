@@ -129,7 +129,8 @@ def set_frozen(run: Run, cmd: C.SetFrozen) -> Result:
     if cmd.frozen == steer.frozen:
         return False, f"{what} already {'frozen' if cmd.frozen else 'trainable'}"
     n = steer.set_frozen(cmd.frozen)
-    return True, f"{what} {'frozen' if cmd.frozen else 'trainable'} ({n} parameters); schedule overridden"
+    overridden = "; schedule overridden" if run.cfg.schedule.freeze_features_epochs else ""  # else none to override
+    return True, f"{what} {'frozen' if cmd.frozen else 'trainable'} ({n} parameters){overridden}"
 
 
 def set_mode(run: Run, cmd: C.SetMode) -> Result:

@@ -125,6 +125,8 @@ class WatchedRun:
         until resumed). False once a stop was asked for: the loop should end."""
         if self.final_state:
             return False
+        if correct is not None and not batch_size:  # else 3 right of "1" logs 300% accuracy
+            raise ValueError("run.step(loss, correct=...) needs batch_size=: the number of samples `correct` counts in")
         try:
             self.meter.step(loss, int(batch_size) if batch_size else 1, correct)
             self._boundary()

@@ -70,7 +70,7 @@ def test_lr_is_set_and_scaled_on_the_loops_parameter_groups_keeping_their_ratio(
 def test_freeze_acts_on_the_named_modules_and_a_frozen_encoder_does_not_train(own_loop):
     loop = own_loop()
     answer = loop.command(C.SetFrozen(frozen=True))
-    assert isinstance(answer, E.CommandApplied) and answer.detail.startswith("encoder frozen (40 parameters)")
+    assert isinstance(answer, E.CommandApplied) and answer.detail == "encoder frozen (40 parameters)"  # no schedule to override
     assert not any(p.requires_grad for p in loop.model.encoder.parameters())
     assert all(p.requires_grad for p in loop.model.head.parameters())
     encoder, head = loop.model.encoder.weight.detach().clone(), loop.model.head.weight.detach().clone()
@@ -292,3 +292,36 @@ def test_sigterm_stops_a_watched_script_with_a_checkpoint_and_exit_143(tmp_path,
     assert end["type"] == "Finished" and end["state"] == "stopped" and "SIGTERM" in end["reason"], end
     assert (run_dir / "last.pt").is_file()
     assert not (run_dir / "control.sock").exists() and not (run_dir / "deeptui.pid").exists()
+
+
+def test_a_count_of_correct_predictions_needs_the_batch_size(tmp_path):
+    """Bug: run.step(loss, correct=3) without batch_size logged an accuracy of 300%."""
+    import deeptui
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deeptui.watch(model, opt, log_dir=tmp_path / "runs", log_every=1) as run:
+        with pytest.raises(ValueError, match="needs batch_size="):
+            run.step(torch.tensor(0.5), correct=3)
+        assert run.step(torch.tensor(0.5), batch_size=4, correct=3)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    assert float(first[header.index("accuracy")]) == pytest.approx(0.75)
+
+
+def test_the_plain_lines_of_a_loop_that_gives_no_epoch_count_say_no_total():
+    """Bug: `deeptui run --headless` of a loop without `epochs=` printed `epoch 1/0 step 10 ...`."""
+    import io
+
+    from deeptui.tui.headless import HeadlessPrinter
+
+    out = io.StringIO()
+    printer = HeadlessPrinter(out=out, summary=False)
+    row = dict(loss=0.5, accuracy=float("nan"), samples_per_s=80.0, samples_seen=640)
+    settings = dict(optimizer="adam", frozen=False, mode="train", lr=0.01)
+    printer.handle(E.StepMetrics(1.0, 1, 10, **row, **settings))
+    printer.epochs = 30
+    printer.handle(E.StepMetrics(2.0, 1, 20, **row, **settings))
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("epoch 1 step 10 loss 0.5000 lr 0.01 adam") and second.startswith("epoch 1/30 step 20")

@@ -127,7 +127,7 @@ LINES = {
         f"run directory {ev.run_dir}"
     ),
     E.StepMetrics: lambda p, ev: (
-        f"epoch {ev.epoch}/{p.epochs} step {ev.step} loss {ev.loss:.4f} "
+        f"epoch {ev.epoch}{f'/{p.epochs}' if p.epochs else ''} step {ev.step} loss {ev.loss:.4f} "  # 0: not said
         + (f"acc {100 * ev.accuracy:.1f}% " if math.isfinite(ev.accuracy) else "")  # a watched loop's may be unknown
         + f"lr {ev.lr:.3g} {ev.optimizer} {ev.samples_per_s:,.0f} samples/s"
     ),
