@@ -5,11 +5,13 @@ what a rewind or a resume abandoned; HistorySession, the Session of a run that h
 
 from __future__ import annotations
 
+import bisect
 import csv
 import itertools
 import json
 import math
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from . import events as E
 from .config import Config, load_config
 from .errors import RunDirError
 from .replay import ROW, ROW_PREFIX, Replay, replay_file
-from .runlog import JOURNAL
+from .runlog import JOURNAL, LAYERS_HEADER, SYSTEM_HEADER
 from .state import RunState
 
 CSV_FIELD_LIMIT = 16 * 2**20  # an event's detail may be long; csv's default stops at 128 KiB
@@ -102,7 +104,65 @@ def _event(r: dict, run_dir: Path) -> E.Event | None:
         return E.RunError(t, epoch, step, message=message, fix=fix)
     if name in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED):
         return E.Finished(t, epoch, step, state=name, run_dir=str(run_dir), reason=detail)
+    timing = TIMING_DETAIL.fullmatch(detail) if name == "timing" else None
+    if timing is not None:  # the GFLOP/s figures are not in the row
+        device, batch_ms, loop_ms, ratio = timing.groups()
+        nan = math.nan
+        return E.TimingResult(
+            t, epoch, step, device=device, batch_ms=float(batch_ms), loop_ms=float(loop_ms), ratio=float(ratio),
+            batch_gflops=nan, loop_gflops=nan,
+        )  # fmt: skip
     return None
+
+
+GPU_COLUMNS = SYSTEM_HEADER[2:7]  # util_pct ... power_w, as SystemStats.gpus holds them after the device
+LAYER_COLUMNS = LAYERS_HEADER[5:]  # weight_norm ... activation_std, as LayerStats holds them
+TIMING_DETAIL = re.compile(r"(.+): batch ([-\d.e+]+) ms, loop ([-\d.e+]+) ms, ratio ([-\d.e+]+)")
+
+
+def _number(cell: str | None) -> float:
+    return float(cell) if cell else math.nan  # an empty cell is a figure not measured
+
+
+def _layer_events(run_dir: Path) -> list[E.LayerStats]:
+    """layers.csv's rows, a row per layer, as one LayerStats per probed step (the d key's views)."""
+    steps: dict[tuple, list] = {}
+    for r in _rows(run_dir / "layers.csv"):
+        try:
+            at = (float(r["time_s"]), int(r["epoch"]), int(r["step"]))
+            values = tuple(_number(r[c]) for c in LAYER_COLUMNS)
+        except (KeyError, ValueError, TypeError):
+            continue
+        steps.setdefault(at, []).append((r.get("layer") or "?", values))
+    out = []
+    for (t, epoch, step), layers in steps.items():
+        columns = list(zip(*(values for _, values in layers)))
+        out.append(E.LayerStats(t, epoch, step, tuple(name for name, _ in layers), *columns))
+    return out
+
+
+def _system_events(run_dir: Path, metrics: list[E.Event]) -> list[E.SystemStats]:
+    """system.csv's rows (a row per GPU, or one 'cpu' row) as one SystemStats per reading, at
+    the epoch and step of the training row before it (the file does not hold them)."""
+    readings: dict[float, tuple[list, list]] = {}
+    for r in _rows(run_dir / "system.csv"):
+        try:
+            t = float(r["time_s"])
+            gpu = (r["device"], *(_number(r[c]) for c in GPU_COLUMNS))
+            own = (_number(r["cpu_pct"]), _number(r["rss_mb"]))
+        except (KeyError, ValueError, TypeError):
+            continue
+        gpus, process = readings.setdefault(t, ([], []))
+        if gpu[0] != "cpu":
+            gpus.append(gpu)
+        process[:] = own
+    times = [e.time_s for e in metrics]
+    out = []
+    for t, (gpus, (cpu, rss)) in readings.items():
+        before = metrics[bisect.bisect_right(times, t) - 1] if times and times[0] <= t else None
+        at = (before.epoch, before.step) if before is not None else (1, 0)
+        out.append(E.SystemStats(t, *at, cpu_pct=cpu, rss_mb=rss, gpus=tuple(gpus)))
+    return out
 
 
 def _decoded(lines) -> list[E.Event]:
@@ -287,7 +347,8 @@ def kept_lines(path: Path, progress=None):
 
 def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:
     """A run made before events.jsonl existed, rebuilt from its CSV files as well as they tell:
-    a RunStarted, the metrics rows, the events.csv rows that stand for an event."""
+    a RunStarted, the metrics rows, the events.csv rows that stand for an event (timings
+    included), the layer statistics and the machine's readings."""
     rows = _rows(run_dir / "events.csv")
     logged = []
     for r in rows:
@@ -325,7 +386,8 @@ def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:
         begun_state = E.StateChanged(0.0, 1, 0, state="running", optimizer_params="", **fields)
     else:
         begun_state = None
-    events = sorted(metrics + logged, key=lambda e: e.time_s)  # stable: rows keep their order
+    extra = _layer_events(run_dir) + _system_events(run_dir, metrics)
+    events = sorted(metrics + logged + extra, key=lambda e: e.time_s)  # stable: rows keep their order
     return [begun, *([begun_state] if begun_state else []), *events]
 
 

@@ -138,6 +138,44 @@ def test_a_run_made_before_events_jsonl_still_opens_from_its_csv_files(make_engi
         assert v.curves.final_test(mode).test_error_pct == pytest.approx(live.curves.final_test(mode).test_error_pct)
 
 
+def test_an_old_run_directory_opens_with_its_layers_machine_readings_and_timings(make_engine):
+    """Bug: without events.jsonl, show rebuilt a run from metrics.csv and events.csv only: `d`
+    waited for layer statistics forever, the strip said "no readings" and the timing was gone,
+    although layers.csv, system.csv and the timing row were there."""
+    eng = make_engine("run.epochs=1", "log.layers_interval=1", "log.system_seconds=0")  # one reading: the test's
+    eng.send(C.RunTiming(repeats=1, sizes=(64, 32, 16)))
+    reading = (("cuda:0", 40.0, 1024.0, 8192.0, 60.0, 90.0),)  # as a GPU run's strip takes them
+    eng.report.emit(E.SystemStats, cpu_pct=87.5, rss_mb=512.0, gpus=reading)
+    eng.run()
+    (eng.run_dir / "events.jsonl").unlink()
+    v = fold(read_run(eng.run_dir)[1])
+    live = live_view(eng)
+    assert v.layers is not None and live.layers is not None
+    assert (v.layers.step, v.layers.layers) == (live.layers.step, live.layers.layers)
+    assert v.layers.grad_norm == pytest.approx(live.layers.grad_norm, rel=1e-5)
+    assert v.layers_version == live.layers_version  # every probed step, not only the last
+    assert (v.system.cpu_pct, v.system.rss_mb) == (87.5, 512.0)
+    assert v.system.gpus == reading
+    assert v.timing is not None and v.timing.ratio == pytest.approx(live.timing.ratio, abs=0.05)
+
+
+def test_a_run_tested_in_train_mode_only_has_a_best_test_error_in_every_view(make_engine, monkeypatch):
+    """Bug: with run.eval_mode = "train", the summary told a best test error (and best.pt followed
+    it), but ls and the run panel had none: they looked at eval-mode rows only."""
+    from deeptui.tui.runs import run_info
+
+    eng = make_engine("run.epochs=2", "run.eval_mode='train'")
+    eng.run()
+    live = live_view(eng)
+    tests = [e for e in eng.events.read(0)[0] if isinstance(e, E.EpochEnd)]
+    assert tests and {e.mode for e in tests} == {"train"}
+    best = min(tests, key=lambda e: e.test_error_pct)
+    assert live.best_test == (best.test_error_pct, best.epoch)
+    assert show_view(eng.run_dir).best_test == live.best_test
+    assert run_info(eng.run_dir).best == live.best_test
+    assert any(f"best {best.test_error_pct:.2f}% (epoch {best.epoch})" in line for line in summary_lines(live, eng.run_dir))
+
+
 # ---- 3. the NaN dialog can always act ---------------------------------------------------------
 
 

@@ -434,8 +434,9 @@ class RunView:
 
     @property
     def best_test(self) -> tuple[float, int] | None:
-        """(lowest test error % in eval mode, its epoch)."""
-        best = self.curves.best_test("eval")
+        """(lowest test error %, its epoch): of the eval-mode rows; of a run tested in train mode
+        only (run.eval_mode = "train"), of those, as its best.pt is chosen."""
+        best = self.curves.best_test("eval") or self.curves.best_test("train")
         return (best.test_error_pct, best.epoch) if best else None
 
     def rewind_target(self) -> Checkpoint | None:
