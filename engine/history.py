@@ -104,7 +104,7 @@ def _event(r: dict, run_dir: Path) -> E.Event | None:
         return E.RunError(t, epoch, step, message=message, fix=fix)
     if name in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED):
         return E.Finished(t, epoch, step, state=name, run_dir=str(run_dir), reason=detail)
-    timing = TIMING_DETAIL.fullmatch(detail) if name == "timing" else None
+    timing = TIMING_DETAIL.fullmatch(detail)  # a timing row's detail, and only its, reads so
     if timing is not None:  # the GFLOP/s figures are not in the row
         device, batch_ms, loop_ms, ratio = timing.groups()
         nan = math.nan

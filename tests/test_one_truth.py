@@ -173,7 +173,8 @@ def test_a_run_tested_in_train_mode_only_has_a_best_test_error_in_every_view(mak
     assert live.best_test == (best.test_error_pct, best.epoch)
     assert show_view(eng.run_dir).best_test == live.best_test
     assert run_info(eng.run_dir).best == live.best_test
-    assert any(f"best {best.test_error_pct:.2f}% (epoch {best.epoch})" in line for line in summary_lines(live, eng.run_dir))
+    told = f"best {best.test_error_pct:.2f}% (epoch {best.epoch})"
+    assert any(told in line for line in summary_lines(live, eng.run_dir))
 
 
 # ---- 3. the NaN dialog can always act ---------------------------------------------------------

@@ -70,7 +70,8 @@ def test_lr_is_set_and_scaled_on_the_loops_parameter_groups_keeping_their_ratio(
 def test_freeze_acts_on_the_named_modules_and_a_frozen_encoder_does_not_train(own_loop):
     loop = own_loop()
     answer = loop.command(C.SetFrozen(frozen=True))
-    assert isinstance(answer, E.CommandApplied) and answer.detail == "encoder frozen (40 parameters)"  # no schedule to override
+    # no freeze schedule to override, so no "schedule overridden"
+    assert isinstance(answer, E.CommandApplied) and answer.detail == "encoder frozen (40 parameters)"
     assert not any(p.requires_grad for p in loop.model.encoder.parameters())
     assert all(p.requires_grad for p in loop.model.head.parameters())
     encoder, head = loop.model.encoder.weight.detach().clone(), loop.model.head.weight.detach().clone()

@@ -81,7 +81,5 @@ def keep_script(launch) -> int:
     launch.ready.wait()  # the script starts serving, or ends
     if launch.engine is not None and hasattr(launch.engine, "detach"):
         launch.engine.detach()  # nobody watches from here: deeptui attach comes back
-    HeadlessPrinter().line(
-        f"deeptui: the terminal closed; {child.script.name} goes on: deeptui attach {child.run_dir}"
-    )
+    HeadlessPrinter().line(f"deeptui: the terminal closed; {child.script.name} goes on: deeptui attach {child.run_dir}")
     return finish(child, 0, stopped=[])

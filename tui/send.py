@@ -120,7 +120,8 @@ def send_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="deeptui send",
         description="Send one command to a live run and print its answer: exit 0 applied, 1 rejected, "
-        "2 the run cannot be reached, 3 sent and not answered in time (it may still apply). Commands: " + ", ".join([*VERBS, STATUS]) + ".",
+        "2 the run cannot be reached, 3 sent and not answered in time (it may still apply). "
+        "Commands: " + ", ".join([*VERBS, STATUS]) + ".",
     )
     p.add_argument("run", help="the run directory, or its name as deeptui ls lists it")
     p.add_argument("command", choices=[*VERBS, STATUS], metavar="COMMAND", help="what to do: " + ", ".join(VERBS))
