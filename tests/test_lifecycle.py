@@ -152,7 +152,9 @@ def test_kill_9_and_resume_keep_one_history(tmp_path):
     rng = random.Random(20)
     for t in range(tries):
         logs = tmp_path / f"try{t}"
-        p = deeptui(QUICK, "--headless", "--log-dir", str(logs), *SMALL, "--epochs", "6")
+        p = deeptui(
+            QUICK, "--headless", "--log-dir", str(logs), *SMALL, "--epochs", "6", "--set", "log.layers_interval=1"
+        )
         rows = rng.randint(2, 11)  # of 12: 6 epochs x 4 steps, a row every 2
 
         def far_enough(logs=logs, rows=rows) -> bool:
@@ -175,6 +177,9 @@ def test_kill_9_and_resume_keep_one_history(tmp_path):
         steps = [int(row["step"]) for row in train_rows(run_dir)]
         assert steps == sorted(set(steps)), (t, steps)  # no duplicate, no step back
         assert steps[-1] == 24, steps  # 6 epochs x 4 steps, all of them
+        probed = [(int(row["step"]), row["layer"]) for row in csv.DictReader(open(run_dir / "layers.csv"))]
+        assert len(probed) == len(set(probed)), (t, probed)  # layers.csv too: no row twice (it had 16 and 12)
+        assert [s for s, _ in probed] == sorted(s for s, _ in probed) and probed[-1][0] == 24, (t, probed[-12:])
         events = [row["event"] for row in csv.DictReader(open(run_dir / "events.csv"))]
         assert events[-1] == "finished", events[-5:]
 
