@@ -66,6 +66,26 @@ def test_smoothing_is_a_debiased_ema():
     assert ys[9] == 0.0 and 0.39 < ys[10] < 0.41 and ys[-1] > 0.99
 
 
+def test_smoothing_follows_the_runs_rows_whatever_the_plots_width():
+    """Bug: the moving average was taken after the points were binned to about twice the plot's
+    width, so its strength followed the terminal's width and the run's length: at 0.99 a loss that
+    fell from 2.0 to 1.0 at row 3000 of 4000 ended at 1.63 (60 columns) or 1.44 (150 columns),
+    where TensorBoard's average of the rows is back to 1.0. It is now taken over the rows (a
+    bucket of older rows counting as its rows) and then binned."""
+    from deeptui.tui.plots import Window
+
+    losses = [2.0] * 3000 + [1.0] * 1000
+    view = view_of(row(i + 1, loss) for i, loss in enumerate(losses))
+    rows = smoothed(losses, 0.99)
+    for width in (60, 150):
+        opts = PlotOptions(smoothing=0.99)
+        xs, raw, smooth = Window(view, opts).train("loss", 2 * width, smoothing=0.99)
+        assert len(xs) <= 2 * width and len(smooth) == len(xs)
+        for x, s in zip(xs, smooth):
+            assert math.isclose(s, rows[int(x) - 1], abs_tol=0.01), (width, x, s, rows[int(x) - 1])
+        assert smooth[-1] < 1.001 and raw[-1] == 1.0
+
+
 async def test_the_smoothing_key_cycles_and_the_title_says_it():
     app = app_over(script())
     async with app.run_test(size=(100, 30)) as pilot:

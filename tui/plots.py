@@ -6,6 +6,7 @@ a short one (plotext costs ~10 us per point per series).
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -89,37 +90,43 @@ def downsample(xs: list, ys: list, n: int) -> tuple[list, list]:
     return out_x, out_y
 
 
-def binned(xs: list, ys: list, ws: list, n: int) -> tuple[list, list]:
+def binned(xs: list, ys: list, ws: list, n: int, mean: bool = True) -> tuple[list, list]:
     """At most n points over x in bins of equal width: each bin's mean weighted by `ws` (how many
-    points a Lod entry stands for), at the bin's last x. Bounded by the entries given, not by the
-    run's length."""
+    points a Lod entry stands for), or its last value (a moving average is its own summary), at the
+    bin's last x. Bounded by the entries given, not by the run's length."""
     if len(xs) <= n or n <= 0:
         return list(xs), list(ys)
     lo, span = xs[0], (xs[-1] - xs[0]) or 1.0
     out_x, out_y = [], []
-    current, total, weight, last = -1, 0.0, 0.0, 0.0
+    current, total, weight, last, last_y = -1, 0.0, 0.0, 0.0, 0.0
     for x, y, w in zip(xs, ys, ws):
         b = min(n - 1, int((x - lo) / span * n))
         if b != current and weight:
             out_x.append(last)
-            out_y.append(total / weight)
+            out_y.append(total / weight if mean else last_y)
             total = weight = 0.0
-        current, last = b, x
+        current, last, last_y = b, x, y
         total += y * w
         weight += w
     if weight:
         out_x.append(last)
-        out_y.append(total / weight)
+        out_y.append(total / weight if mean else last_y)
     return out_x, out_y
 
 
-def smoothed(ys: list, weight: float) -> list:
-    """TensorBoard's smoothing: an exponential moving average, debiased so that its start is not
-    pulled towards zero."""
-    out, last, k = [], 0.0, 0
-    for y in ys:
-        last = last * weight + (1 - weight) * y
-        k += 1
+def smoothed(ys: list, weight: float, rows: list | None = None) -> list:
+    """TensorBoard's smoothing: an exponential moving average over the run's rows, debiased so
+    that its start is not pulled towards zero. With `rows` (how many rows each y stands for: a
+    Lod bucket's mean stands for its n rows) a y counts as that many rows; a non-finite y is
+    skipped (nan in its place)."""
+    out, last, k = [], 0.0, 0.0
+    for y, n in zip(ys, rows or itertools.repeat(1)):
+        if not math.isfinite(y):
+            out.append(math.nan)
+            continue
+        decay = weight**n
+        last = last * decay + (1 - decay) * y
+        k += n
         out.append(last / (1 - weight**k))
     return out
 
@@ -315,18 +322,24 @@ class Window:
         i = min(bisect_left(self.steps, step - 1e-9), len(self.steps) - 1)
         return self.x[i]
 
-    def train(self, value: str, n: int, positive: bool = False) -> tuple[list, list]:
-        """The value's points in the window, at most n of them."""
-        ys = self.lod.column(value)[self.start :]
+    def train(self, value: str, n: int, positive: bool = False, smoothing: float = 0.0) -> tuple[list, list, list]:
+        """The value's points in the window, at most n of them, and with `smoothing` their moving
+        average: taken over every row of the run before binning, as TensorBoard smooths (after
+        binning, its strength would follow the plot's width and the run's length)."""
+        column = self.lod.column(value)
+        smooth = smoothed(column, smoothing, self.weights) if smoothing else column
         keep = [
-            (x, y, w)
-            for x, y, w in zip(self.x[self.start :], ys, self.weights[self.start :])
+            (x, y, s, w)
+            for x, y, s, w in zip(
+                self.x[self.start :], column[self.start :], smooth[self.start :], self.weights[self.start :]
+            )
             if math.isfinite(y) and (y > 0 or not positive)
         ]
         if not keep:
-            return [], []
-        xs, ys, ws = map(list, zip(*keep))
-        return binned(xs, ys, ws, n)
+            return [], [], []
+        xs, ys, ss, ws = map(list, zip(*keep))
+        bx, by = binned(xs, ys, ws, n)
+        return bx, by, (binned(xs, ss, ws, n, mean=False)[1] if smoothing else [])
 
     def tests(self, mode: str, value: str, n: int, positive: bool = False) -> tuple[list, list]:
         rows = self.view.curves.tests[mode]
@@ -364,7 +377,8 @@ def training_plot(view: RunView, width: int, height: int, value: str, opts: Plot
     the loss the markers; x and zoom from opts. plotext ANSI text."""
     n = max(8, 2 * width)
     win = Window(view, opts)
-    tx, ty = win.train(value, n, positive=log_scale)
+    smooth = opts.smoothing if opts.smoothing > 0 else 0.0
+    tx, ty, ts = win.train(value, n, positive=log_scale, smoothing=smooth)
     if not tx:
         return ""
     fig = figure(width, height)
@@ -382,10 +396,10 @@ def training_plot(view: RunView, width: int, height: int, value: str, opts: Plot
         ys = [lo, hi]
     if value == "loss":  # behind the curves
         markers(fig, view, win, width, lo, hi, opts)
-    smooth = opts.smoothing > 0 and len(ty) > 1
+    smooth = bool(ts) and len(ty) > 1
     draw(fig, tx, ty, GLYPHS["train"], color_of("train", opts), faint=smooth)
     if smooth:
-        draw(fig, tx, smoothed(ty, opts.smoothing), GLYPHS["smoothed"], color_of("smoothed", opts))
+        draw(fig, tx, ts, GLYPHS["smoothed"], color_of("smoothed", opts))
     for name, vx, vy in tests:
         if vx:
             draw(fig, vx, vy, GLYPHS[name], color_of(name, opts), lines=False)
