@@ -43,8 +43,8 @@ def go_on_detached(session, watched) -> int:
     `watched` is what the dashboard last watched) trains on, its events as plain lines in its
     deeptui.log; the exit code of how it ends."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal is gone: no hangup stops it now
-    if hasattr(session, "child"):  # deeptui run SCRIPT: the script serves its own run
-        return keep_script(session)
+    if hasattr(session, "go_on_detached"):  # deeptui run SCRIPT: the script serves its own run
+        return session.go_on_detached()
     if isinstance(session, Launch):
         session.ready.wait()  # the build goes on: an import cannot be interrupted
         if session.engine is None:
@@ -66,20 +66,3 @@ def go_on_detached(session, watched) -> int:
     printer = HeadlessPrinter()
     printer.line(f"deeptui: the terminal closed; the run goes on detached: deeptui attach {engine.run_dir}")
     return run_headless(engine, printer, start=not started)
-
-
-def keep_script(launch) -> int:
-    """`deeptui run SCRIPT.py` after a hangup: the script (a session of its own, so the hangup
-    never reached it) trains on and serves its run; deeptui stays to copy its output into the
-    run's deeptui.log (gone, its pipe would break the script's next print) and ends with it, the
-    exit code as `deeptui run` gives it. SIGTERM or SIGINT here stop the script."""
-    from .run_script import finish
-
-    child = launch.child
-    to_run_log(child.run_dir)
-    child.echo = None  # its output reaches the log through the copy alone
-    launch.ready.wait()  # the script starts serving, or ends
-    if launch.engine is not None and hasattr(launch.engine, "detach"):
-        launch.engine.detach()  # nobody watches from here: deeptui attach comes back
-    HeadlessPrinter().line(f"deeptui: the terminal closed; {child.script.name} goes on: deeptui attach {child.run_dir}")
-    return finish(child, 0, stopped=[])

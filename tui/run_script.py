@@ -27,6 +27,7 @@ from deeptui.engine.remote.client import RemoteSession
 from deeptui.engine.remote.wire import SOCKET_NAME, connect
 from deeptui.engine.runlog import ENV_INTERACTIVE, ENV_RUN_DIR, JOURNAL, new_run_dir, open_run_file
 
+from .hangup import to_run_log
 from .headless import HeadlessPrinter, print_events
 from .launch import Launch
 from .options import default_log_dir, fail, front_end
@@ -199,6 +200,22 @@ class ScriptLaunch(Launch):
         if self.engine is None:
             self.child.stop()
         return super().shutdown(reason, timeout)
+
+    def go_on_detached(self) -> int:
+        """After a hangup (hangup.go_on_detached): the script (a session of its own, so the hangup
+        never reached it) trains on and serves its run; deeptui stays to copy its output into the
+        run's deeptui.log (gone, its pipe would break the script's next print) and ends with it,
+        the exit code as `deeptui run` gives it. SIGTERM or SIGINT here stop the script."""
+        child = self.child
+        to_run_log(child.run_dir)
+        child.echo = None  # its output reaches the log through the copy alone
+        self.ready.wait()  # the script starts serving, or ends
+        if self.engine is not None and hasattr(self.engine, "detach"):
+            self.engine.detach()  # nobody watches from here: deeptui attach comes back
+        HeadlessPrinter().line(
+            f"deeptui: the terminal closed; {child.script.name} goes on: deeptui attach {child.run_dir}"
+        )
+        return finish(child, 0, stopped=[])
 
 
 def run_main(argv: list[str]) -> int:
