@@ -400,3 +400,46 @@ def test_a_history_longer_than_the_clients_buffer_is_kept_whole(tmp_path):
     finally:
         srv.close()
     assert isinstance(history[0], E.RunStarted) and sum(isinstance(e, E.Note) for e in history) == 25_000
+
+
+def test_a_view_that_falls_behind_the_bounded_buffer_misses_no_event(make_engine):
+    """Bug: the dashboard, the headless printer and each client's writer read the engine's bounded
+    buffer; one that fell more than its length behind (a stalled screen, a slow client) skipped the
+    oldest events in silence: steps, test rows, commands' answers, state changes. Now what the
+    buffer dropped comes from events.jsonl, in order; where no journal is at hand, a Warning says
+    how many were not read."""
+    import io
+
+    import pytest
+
+    from deeptui.engine import commands as C
+    from deeptui.engine.feed import Feed, feed_of
+    from deeptui.tui.controller import SessionController
+    from deeptui.tui.headless import HeadlessPrinter, print_events
+    from deeptui.tui.view import RunView
+
+    eng = make_engine("run.epochs=3", "log.interval=1", "log.flush_seconds=0.001")
+    eng.report.events = E.EventBuffer(maxlen=20)
+    eng.send(C.SetLearningRate(lr=0.02))
+    controller = SessionController(eng, RunView())  # a dashboard whose screen stalled for the whole run
+    eng.run()
+    assert eng.events.dropped == 0 and len(eng.events) > 40  # nobody has read yet: 20 are left
+    controller.read()
+    v = controller.view
+    assert v.curves.train_loss.x == list(range(1, eng.train.step + 1))  # every step once, in order
+    assert [e.epoch for e in v.curves.tests["eval"]] == [1, 2, 3]
+    assert v.finished and v.state == "finished" and v.lr == pytest.approx(0.02)
+    assert any("lr 0.05 -> 0.02" in str(line) for line in v.log)
+    assert controller.feed.filled > 0 and controller.feed.lost == 0
+
+    out = io.StringIO()  # the headless printer, as late
+    print_events(eng, HeadlessPrinter(out=out, summary=False))
+    steps = [
+        int(line.split()[3]) for line in out.getvalue().splitlines() if line.startswith("epoch ") and " step " in line
+    ]
+    assert steps == list(range(1, eng.train.step + 1))
+
+    blind = Feed(eng.events)  # a copy with no journal: the gap is told, not passed over
+    events = blind.read()
+    assert isinstance(events[0], E.Warning) and "came faster than this view read them" in events[0].message
+    assert blind.lost == len(eng.events) - 20 and feed_of(eng).journal is eng.report.log

@@ -192,7 +192,7 @@ def test_bad_input_gets_an_error_reply_and_the_run_goes_on(served):
         st,
         eng.train.step,
         srv._thread.is_alive(),
-        srv._follow,
+        srv._feed.cursor,
         len(eng.events),
     )
     status.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
+from deeptui.engine.feed import feed_of
 from deeptui.engine.session import Session
 
 from .view import RunView
@@ -30,7 +31,7 @@ class Batch:
 class SessionController:
     def __init__(self, session: Session, view: RunView, clock: Callable[[], float] = time.monotonic):
         self.session, self.view, self.clock = session, view, clock
-        self.cursor = 0
+        self.feed = feed_of(session)  # none skipped: what the bounded buffer dropped comes from the journal
         self.pending: dict[int, str] = {}  # command id -> what to do once it is applied
         self.launched = clock()  # on the local clock, when the run's clock read 0 (the earliest such guess)
         self.auto_timing = "due"  # run.auto_timing: due, sent, done
@@ -40,7 +41,7 @@ class SessionController:
         """Watch another session from now on (the next run of a compare series; the engine once
         built, keeping the header's clock)."""
         self.session, self.view = session, view
-        self.cursor, self.pending, self.auto_timing = 0, {}, "due"
+        self.feed, self.pending, self.auto_timing = feed_of(session), {}, "due"
         self.generation = getattr(session, "generation", 0)
         if not keep_clock:
             self.launched = self.clock()
@@ -50,13 +51,16 @@ class SessionController:
         restarted = getattr(self.session, "generation", 0) != self.generation
         if restarted:  # show: the whole history has been read; the view starts again from it
             self.generation = self.session.generation
-            self.view, self.cursor = RunView(preset=self.view.preset, batch_size=self.view.batch_size), 0
-        events, self.cursor = self.session.events.read(self.cursor)
+            self.view, self.feed = (
+                RunView(preset=self.view.preset, batch_size=self.view.batch_size),
+                feed_of(self.session),
+            )
+        events = self.feed.read()
         if not events:
             return Batch([], [], False, restarted)
         # an event read now happened at its time_s or later: the run began no later than this
         self.launched = min(self.launched, self.clock() - max(e.time_s for e in events))
-        first, replayed = self.cursor - len(events), self.session.replayed
+        first, replayed = self.feed.cursor - len(events), self.session.replayed
         for ev in events:
             self.view.apply(ev)
         live = [ev for i, ev in enumerate(events) if first + i >= replayed]
@@ -64,8 +68,7 @@ class SessionController:
 
     def catch_up(self) -> None:
         """Fold what came after the last read (the run's end, after q) without reacting to it."""
-        events, self.cursor = self.session.events.read(self.cursor)
-        for ev in events:
+        for ev in self.feed.read():
             self.view.apply(ev)
 
     def send(self, cmd: C.Command, follow: str = "") -> int:

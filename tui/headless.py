@@ -15,6 +15,7 @@ import time
 from deeptui.engine import events as E
 from deeptui.engine.commands import Stop
 from deeptui.engine.errors import EXIT_OUTPUT, SIGNAL_EXIT, exit_code, stop_signals
+from deeptui.engine.feed import feed_of
 from deeptui.engine.system import summary as machine_summary
 
 from .options import printable
@@ -162,7 +163,7 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False, on_hist
     """Hand every event of a session to the printer until the session ends or `until()` says so.
     With `on_history`, the session's history (events before `session.replayed`) is folded without
     a line each, and on_history() speaks for it once, before the first live line."""
-    cursor = 0
+    feed = feed_of(session)  # none skipped: what the bounded buffer dropped comes from the journal
     told = on_history is None
 
     def hand(ev: E.Event, index: int) -> None:
@@ -176,15 +177,15 @@ def print_events(session, printer: HeadlessPrinter, until=lambda: False, on_hist
         printer.handle(ev)
 
     while not until():
-        events, cursor = session.events.read(cursor)
-        for i, ev in enumerate(events, cursor - len(events)):
+        events = feed.read()
+        for i, ev in enumerate(events, feed.cursor - len(events)):
             hand(ev, i)
-        if not told and cursor >= session.replayed:
+        if not told and feed.cursor >= session.replayed:
             told = True
             on_history()
         if not session.alive:
-            events, end = session.events.read(cursor)  # what came in while it was ending
-            for i, ev in enumerate(events, end - len(events)):
+            events = feed.read()  # what came in while it was ending
+            for i, ev in enumerate(events, feed.cursor - len(events)):
                 hand(ev, i)
             if not told:
                 on_history()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import events as E
 from ..errors import RemoteError, RunDirError
+from ..feed import Feed
 from ..replay import Replay
 from ..runlog import open_private
 from ..state import RunState
@@ -41,12 +42,14 @@ class ControlServer:
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
         self._ino = None
-        self._follow = getattr(engine, "replayed", 0)  # a resume's history opens the buffer: it is folded below
         self._follow_lock = threading.Lock()
         # The history a new client gets, folded as the events come (on this server's thread, never
         # the training thread's): its size follows the screen, not the run's length.
         self.replay = getattr(engine, "history", None) or Replay()  # a resume's: the engine folded it once
-        self._lines = self.replay.lines  # lines of events.jsonl the replay holds (each non-transient event)
+        replayed = getattr(engine, "replayed", 0)  # a resume's history opens the buffer: folded above
+        self._journal = getattr(getattr(engine, "report", None), "log", None)
+        # from the history's end on; the replay holds its journal lines (each non-transient event)
+        self._feed = Feed(engine.events, self._journal, replayed, self.replay.lines, replayed)
         self.run_started: E.RunStarted | None = None
         self.finished = False
         self.status = {
@@ -153,35 +156,10 @@ class ControlServer:
             self._catch_up()
 
     def _catch_up(self) -> None:
-        events, cursor = self.engine.events.read(self._follow)
-        if cursor - len(events) > self._follow:  # the bounded buffer dropped some before they were read
-            self._from_journal(events)
+        events = self._feed.read()  # with what the bounded buffer dropped before it was read
         for ev in events:
             self.replay.add(ev)
-            self._lines += not isinstance(ev, E.TRANSIENT)
-        self._follow = cursor
         self._track(events)
-
-    def _from_journal(self, buffered: list[E.Event]) -> None:
-        """The events the buffer dropped before this thread read them, from events.jsonl (the same
-        events in the same order): the lines past the ones already folded, up to the first event
-        still in the buffer. Only when this thread fell that far behind (a tiny buffer)."""
-        first = next((e for e in buffered if not isinstance(e, E.TRANSIENT)), None)
-        stop = E.to_json(first).encode() if first is not None else None
-        log = self.engine.report.log
-        with contextlib.suppress(OSError, ValueError):
-            log.flush()
-        try:
-            with open(log.journal_path, "rb") as f:
-                for i, line in enumerate(f):
-                    if i < self._lines:
-                        continue
-                    if line.rstrip(b"\n") == stop or not line.endswith(b"\n"):
-                        break
-                    self.replay.add_line(line)
-                    self._lines += 1
-        except OSError:
-            pass
 
     def _track(self, events: list[E.Event]) -> None:
         st = self.status
@@ -207,7 +185,7 @@ class ControlServer:
         file is read, and the training thread is never asked for anything."""
         with self._follow_lock:
             self._catch_up()
-            return self.replay.events(), self._follow
+            return self.replay.events(), Feed(self.engine.events, self._journal, self._feed.cursor, self._feed.lines)
 
 
 class _Client:
@@ -250,7 +228,7 @@ class _Client:
 
     def _write_events(self) -> None:
         buf = self.server.engine.events
-        events, cursor = self.server.history()
+        events, feed = self.server.history()  # then the live events, none dropped for a slow client
         history = True
         while not self.closed:
             for i in range(0, len(events), CHUNK):
@@ -265,13 +243,13 @@ class _Client:
                 if not self._send(encode({"type": "HistoryEnd"})):
                     return
             if self.server._stop.is_set() and not self.server.engine.alive:
-                events, cursor = buf.read(cursor)
+                events = feed.read()
                 if not events:
                     self.close()
                     return
                 continue
-            buf.wait(cursor, 0.5)
-            events, cursor = buf.read(cursor)
+            buf.wait(feed.cursor, 0.5)
+            events = feed.read()
 
     def _read_commands(self) -> None:
         pending = bytearray()
