@@ -275,7 +275,8 @@ class EventBuffer:
 
     The engine only appends (cheap, never blocks on a reader); readers call `read(cursor)` a few
     times a second. If a reader falls more than `maxlen` events behind, the oldest are skipped
-    and reported in `dropped`. It is not the history: a new client's comes from the control
+    and counted in `dropped`; readers read through engine.feed.Feed, which gets those from the
+    run's journal. It is not the history: a new client's comes from the control
     server's replay (engine.replay), a finished run's from events.jsonl; so it stays small.
     """
 
