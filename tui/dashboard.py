@@ -199,24 +199,27 @@ class Dashboard(Screen):
             self._earlier = (self._earlier + list(self._log or []))[-LOG_LINES:]
             self._log, self._log_shown, self._log_merges = lines, 0, 0
         log = self.query_one("#log", RichLog)
+        width = log.scrollable_content_region.width
+        if width <= LOG_INDENT:  # not laid out yet: written once the log has its width (else Rich
+            self._rewrap = True  # wraps them at its console's 80 columns, with no indent)
+            return
         if lines.merges != self._log_merges or self._rewrap:
             self._log_merges, self._rewrap = lines.merges, False
             log.clear()
             for style, text in self._earlier[-LOG_LINES:]:
-                log.write(self._wrapped(text, style, log))
+                log.write(self._wrapped(text, style, width), width=width)
             self._log_shown = max(0, lines.count - LOG_LINES)
         new = min(lines.count - self._log_shown, len(lines), LOG_LINES)
         if new <= 0:
             return
         for style, text in lines[-new:]:
-            log.write(self._wrapped(text, style, log))
+            log.write(self._wrapped(text, style, width), width=width)
         self._log_shown = lines.count
 
     @staticmethod
-    def _wrapped(text: str, style: str, log: RichLog) -> Text:
+    def _wrapped(text: str, style: str, width: int) -> Text:
         """A log line wrapped to the log's width, its continuation lines indented under its words."""
-        width = log.scrollable_content_region.width
-        if width > 20 and len(text) > width:
+        if len(text) > width:
             text = "\n".join(textwrap.wrap(text, width, subsequent_indent=" " * LOG_INDENT))
         return Text(text, style=style)
 
