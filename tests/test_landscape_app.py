@@ -126,3 +126,22 @@ def test_snapshot_100x30(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=settle)
+
+
+@pytest.mark.asyncio
+async def test_the_landscapes_palette_and_its_theme_search_close_once(tmp_path):
+    """Bug: the landscape's palette Theme command opened Textual's own palette, which a second
+    Enter typed ahead closed twice (ScreenStackError); now both are the palette that closes once."""
+    from deeptui.tui.dialogs import Palette
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, Palette), what="the palette")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, Palette), what="the palette closed")
+        app.search_themes()
+        await until(pilot, lambda: isinstance(app.screen, Palette), what="the theme search")
+        await pilot.press("enter", "enter", "enter")  # typed ahead: the first closes it
+        await until(pilot, lambda: not isinstance(app.screen, Palette), what="the theme search closed")
+        assert app.is_running and app.screen is app.screen_stack[0]

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.theme import ThemeProvider
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
@@ -41,6 +42,18 @@ class Palette(DismissOnce, CommandPalette):
         if self.app.screen is not self:
             event.prevent_default()  # CommandPalette's own handlers would dismiss and run it again
             event.stop()
+
+
+class PaletteOnce:
+    """For an App: Ctrl+P and the palette's Theme command open the palette that closes once
+    (Palette), not Textual's own."""
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
 
 
 class OptimizerScreen(DismissOnce, ModalScreen[str | None]):

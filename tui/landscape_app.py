@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
@@ -24,7 +23,7 @@ from deeptui.engine.landscape import LandscapeRun
 from . import actions
 from .app import on_exit_signals
 from .dashboard import PlotView
-from .dialogs import HelpScreen, Palette
+from .dialogs import HelpScreen, PaletteOnce
 from .plots import empty_plot, figure
 
 TICK_SECONDS = 0.1  # how often a running landscape steps and redraws
@@ -152,7 +151,7 @@ def verdict(run: LandscapeRun, t) -> tuple[str, str]:
     return ("· done" if t.steps >= run.steps else "…"), "dim"
 
 
-class LandscapeApp(App[int]):
+class LandscapeApp(PaletteOnce, App[int]):
     """Step, run and compare the preset's optimizer paths on one quadratic."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -292,10 +291,6 @@ class LandscapeApp(App[int]):
             return None
         self.notify(saved, title="screenshot saved")
         return saved
-
-    def action_command_palette(self) -> None:
-        if self.use_command_palette and not CommandPalette.is_open(self):
-            self.push_screen(Palette(id="--command-palette"))
 
     def get_system_commands(self, screen):
         yield from actions.palette(self.ACTIONS, self.run_action, self.action_change_theme)

@@ -12,10 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textual.app import App
-from textual.command import CommandPalette
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.theme import ThemeProvider
 
 from deeptui.engine import events as E
 from deeptui.engine.errors import exit_code
@@ -24,7 +22,7 @@ from deeptui.engine.session import Session
 from . import actions, panels
 from .controller import SessionController
 from .dashboard import Dashboard, Panel
-from .dialogs import ExportScreen, HelpScreen, Palette
+from .dialogs import ExportScreen, HelpScreen, PaletteOnce
 from .layer_views import depth_profile, depth_title
 from .notify import Alerts
 from .plot_controls import PlotControls
@@ -40,7 +38,7 @@ FRAME_SECONDS = 1.0
 ROUTINE = (E.StepMetrics, E.EpochEnd, E.LayerStats, E.SystemStats)  # events that can wait for the next frame
 
 
-class RunApp(PlotControls, App[int]):
+class RunApp(PaletteOnce, PlotControls, App[int]):
     """Watch one run's session; the subclass's ACTIONS are its keys."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so apps elsewhere find it
@@ -207,15 +205,6 @@ class RunApp(PlotControls, App[int]):
         self.notify(reason, title=what, severity="warning")
         self.view.note(f"{what}: {reason}")
         self.refresh_view(False)
-
-    def action_command_palette(self) -> None:
-        """Ctrl+P: the palette that closes once (dialogs.Palette), not Textual's own."""
-        if self.use_command_palette and not CommandPalette.is_open(self):
-            self.push_screen(Palette(id="--command-palette"))
-
-    def search_themes(self) -> None:
-        """The palette's Theme command, in the palette that closes once."""
-        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
 
     def get_system_commands(self, screen: Screen):
         yield from actions.palette(self.ACTIONS, self.invoke, self.action_change_theme)
