@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 
 from . import events as E
 from .surface import Run
@@ -113,13 +114,11 @@ class Notifier:
         if not self.command:
             return
         env = summary(self.run, what, reason)
-        if wait:
-            self.join()
-            self._run(what, env)
-            return
         thread = threading.Thread(target=self._run, args=(what, env), name="deeptui-notify", daemon=True)
         self._threads.append(thread)
         thread.start()
+        if wait:  # the run's end: this one and any still running (a pause's), within one timeout
+            self.join()
 
     def _run(self, what: str, env: dict) -> None:
         ok, detail = run_command(self.command, env, self.timeout)
@@ -133,7 +132,9 @@ class Notifier:
                 )
 
     def join(self) -> None:
-        """Wait for commands still running (each ends within its timeout)."""
+        """Wait for the commands still running: each ends within its timeout of its start, so all
+        of them within one timeout from now (waiting for one after the other took one each)."""
+        deadline = time.monotonic() + self.timeout + 5
         for thread in self._threads:
-            thread.join(self.timeout + 5)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()

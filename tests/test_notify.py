@@ -148,3 +148,30 @@ async def test_the_dashboard_rings_only_when_no_one_is_looking():
         await until(pilot, lambda: len(written) == 2, what="the bell for the end")
         assert "\x1b]777;notify;deeptui: tiny finished;finished (/runs/tiny)\x07" in written[1]
         await pilot.press("q")
+
+
+def test_the_end_of_a_run_waits_one_notify_timeout_not_one_per_command_still_running(make_engine, tmp_path):
+    """Bug: at the run's end the final notify_command started only once a pause's was over, so the
+    end could wait two timeouts. Now it starts at once, and both are waited for together."""
+    import threading
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    cmd = f'echo "$DEEPTUI_EVENT" >> {started}; while [ ! -f {release} ]; do sleep 0.05; done'
+    eng = make_engine("run.max_steps=2", f"run.notify_command='{cmd}'")
+    eng.notifier.timeout = 120.0
+    eng.notifier.fire("paused", "a test")
+    ending = threading.Thread(target=eng.notifier.fire, args=("finished",), kwargs={"wait": True})
+    ending.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (started.exists() and started.read_text().split() == ["paused", "finished"]):
+            assert time.monotonic() < deadline, "the final command waited for the pause's to end"
+            time.sleep(0.05)
+        assert ending.is_alive()  # the end waits for both
+    finally:
+        release.write_text("")
+    ending.join(60)
+    assert not ending.is_alive()
+    eng.report.log.flush()
+    told = [m[1].split(":")[0] for m in marks(eng.run_dir) if m[0] == "notify"]
+    assert sorted(told) == ["finished", "paused"]  # each marked once
