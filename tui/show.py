@@ -37,7 +37,7 @@ def curves(view: RunView, axis: str) -> tuple[Series, Series]:
     """(train loss, test error % in eval mode) of a run against step, samples seen or seconds:
     the training rows as the view's Lod holds them (bounded, whatever the run's length)."""
     lod = view.curves.train.lod
-    loss = Series(lod.column(axis), lod.column("loss"))
+    loss = Series.of_lod(lod, axis)
     error = Series()
     for ev in view.curves.tests["eval"]:
         x = {"step": ev.step, "samples": lod.step_to("samples", ev.step), "time": ev.time_s}[axis]
