@@ -436,6 +436,53 @@ async def test_show_draws_a_long_run_first_and_fills_it_in(tmp_path, monkeypatch
         whole.set()
 
 
+async def test_show_of_several_long_runs_draws_each_first_and_fills_them_in(tmp_path, monkeypatch):
+    """Bug: show of several runs read every event of every run before the first frame (two
+    1M-row runs: 18 s). Now it draws each run's start and end at once and fills each in, from a
+    thread, as show of one run does; once read, its panels are what a full read gives."""
+    from deeptui.engine import history
+    from deeptui.tui import show
+    from tests.pilot import text_of, until
+
+    monkeypatch.setattr(history, "QUICK_HEAD", 16 * 1024)  # runs longer than the quick part, made quickly
+    monkeypatch.setattr(history, "QUICK_TAIL", 64 * 1024)
+    dirs = [tmp_path / "run-a", tmp_path / "run-b"]
+    truths = [write_run(d, 20_000, best_epoch=best, metrics=False) for d, best in zip(dirs, (4, 30))]
+    whole = threading.Event()
+    real = history.replay_run
+
+    def slow_replay(run_dir, progress=None):
+        if not whole.is_set():  # a whole history read before the first frame is the bug
+            assert threading.current_thread() is not threading.main_thread(), "read whole before the first frame"
+        whole.wait(60)  # each whole history waits until the test has seen the first frame
+        return real(run_dir, progress)
+
+    monkeypatch.setattr(history, "replay_run", slow_replay)
+    apps = []
+    monkeypatch.setattr(show, "front_end", lambda headless: "dashboard")  # as on a terminal
+    monkeypatch.setattr(show.ShowApp, "run", lambda app: apps.append(app))
+    assert show.show_main([str(d) for d in dirs]) == 0
+    (app,) = apps
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: text_of(app, "#run").count("20000 steps") == 2, what="the first frame")
+            assert [s.generation for s in app.sessions] == [0, 0]  # neither is read whole yet
+            assert all(v.curves.train.lod.points < t.steps for v, t in zip(app.views, truths))
+            whole.set()
+            await until(pilot, lambda: all(s.generation == 1 for s in app.sessions), what="the whole histories")
+            await until(pilot, lambda: all(v.curves.train.lod.points == 20_000 for v in app.views), what="filled in")
+            await pilot.pause()
+            full = [HistorySession(d) for d in dirs]
+            views = [show.view_of(s) for s in full]
+            assert [v.best_test for v in app.views] == [v.best_test for v in views] == [t.best for t in truths]
+            assert text_of(app, "#run") == show.runs_table(full, views, 0).plain
+            for which in (0, 1):
+                overlay = [(s.run_dir.name, show.curves(v, "step")[which]) for s, v in zip(full, views)]
+                assert app.overlay(which) == overlay
+    finally:
+        whole.set()
+
+
 # ---- bounded memory ---------------------------------------------------------------------------------
 
 
