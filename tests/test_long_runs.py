@@ -227,6 +227,84 @@ def test_a_redraw_at_a_million_points_costs_what_it_costs_at_a_thousand():
     assert large < 4 * small + 0.05, (small, large)
 
 
+def compare_app_of(rows: int):
+    """A compare dashboard (on stand-in sessions) whose two runs have told `rows` training rows
+    each, their loss falling towards 0.5 and 1.5; the app is not running: its parts are read."""
+    from deeptui.engine.compare import variants
+    from deeptui.engine.config import load_config
+    from deeptui.tui.compare_app import CompareApp
+    from tests.conftest import ROOT
+    from tests.fake import FakeSession
+
+    cfg = load_config(
+        str(ROOT / "presets" / "compare_batch_size.toml"), ['run.compare={ "data.batch_size" = [20, 100] }']
+    )
+    app = CompareApp(variants(cfg), lambda one: FakeSession(one, []), key="data.batch_size")
+    for run, floor in enumerate((0.5, 1.5)):
+        app.index = run  # as the next run's start sets it
+        for i in range(1, rows + 1):
+            app.on_live_event(
+                E.StepMetrics(i * 0.01, 1, i, loss=floor + 1 / (1 + i / 1000), accuracy=0.5, lr=0.1, optimizer="sgd",
+                              frozen=False, mode="train", samples_per_s=1.0, samples_seen=32 * i)
+            )  # fmt: skip
+    return app
+
+
+def overlay_cost(rows: int) -> float:
+    """CPU seconds of one redraw of the compare dashboard's overlay of two runs (median of 5)."""
+    import statistics
+    import time
+
+    plot = next(p for p in compare_app_of(rows).plots() if p.id == "compare")
+    costs = []
+    for _ in range(5):
+        t = time.thread_time()
+        plot.build(100, 14)
+        costs.append(time.thread_time() - t)
+    return statistics.median(costs)
+
+
+def test_the_compare_overlay_redraws_a_long_series_at_the_cost_of_a_short_one():
+    """Bug: the compare dashboard kept every training row of every run and its overlay scanned
+    them all at each redraw: 10 ms at 1k rows a run, 750 ms at 1M. Now each run's rows are in a
+    Lod and the overlay bins to the plot's width: the cost follows the plot's size."""
+    small, large = overlay_cost(1_000), overlay_cost(200_000)
+    assert large < 2 * small + 0.03, (small, large)
+
+
+def test_the_compare_overlay_of_long_runs_is_bounded_and_ends_at_each_runs_last_row(monkeypatch):
+    """The overlay of two 5,000-row runs holds a bounded curve per run (not every row), and what it
+    draws still ends at each run's last row, as the runs panel says."""
+    from deeptui.engine.lod import BUCKETS, RAW
+    from deeptui.engine.state import RunState
+    from deeptui.tui import plots
+    from deeptui.tui.compare_app import runs_panel
+
+    rows = 5_000
+    app = compare_app_of(rows)
+    drawn = []
+    real = plots.figure
+
+    def recording(width, height):  # what the overlay hands plotext, run by run
+        fig = real(width, height)
+        plot = fig.plot
+        fig.plot = lambda x, y, **kw: drawn.append((list(x), list(y))) or plot(x, y, **kw)
+        return fig
+
+    monkeypatch.setattr(plots, "figure", recording)
+    next(p for p in app.plots() if p.id == "compare").build(100, 14)
+    finals = [floor + 1 / (1 + rows / 1000) for floor in (0.5, 1.5)]
+    assert len(drawn) == 2
+    for (x, y), final in zip(drawn, finals):
+        assert x[-1] == 32 * rows and abs(y[-1] - final) < 1e-3, (x[-1], y[-1], final)
+        assert len(x) <= 200  # twice the plot's width
+    assert all(len(curve.x) <= 2 * RAW + 2 * BUCKETS for _, curve in app.curves())
+    panel = runs_panel(
+        [label for label, _ in app.runs], [RunState.FINISHED] * 2, app.losses, 1, RunState.FINISHED
+    ).plain
+    assert f"{finals[0]:.3f}" in panel and f"{finals[1]:.3f}" in panel
+
+
 # ---- the clock, the files' modes ------------------------------------------------------------------
 
 
@@ -354,6 +432,53 @@ async def test_show_draws_a_long_run_first_and_fills_it_in(tmp_path, monkeypatch
             await until(pilot, lambda: app.view.curves.train.lod.points == truth.steps, what="the view filled in")
             assert app.view.best_test == truth.best
             assert not any("reading the rest" in text for _, text in app.view.log)
+    finally:
+        whole.set()
+
+
+async def test_show_of_several_long_runs_draws_each_first_and_fills_them_in(tmp_path, monkeypatch):
+    """Bug: show of several runs read every event of every run before the first frame (two
+    1M-row runs: 18 s). Now it draws each run's start and end at once and fills each in, from a
+    thread, as show of one run does; once read, its panels are what a full read gives."""
+    from deeptui.engine import history
+    from deeptui.tui import show
+    from tests.pilot import text_of, until
+
+    monkeypatch.setattr(history, "QUICK_HEAD", 16 * 1024)  # runs longer than the quick part, made quickly
+    monkeypatch.setattr(history, "QUICK_TAIL", 64 * 1024)
+    dirs = [tmp_path / "run-a", tmp_path / "run-b"]
+    truths = [write_run(d, 20_000, best_epoch=best, metrics=False) for d, best in zip(dirs, (4, 30))]
+    whole = threading.Event()
+    real = history.replay_run
+
+    def slow_replay(run_dir, progress=None):
+        if not whole.is_set():  # a whole history read before the first frame is the bug
+            assert threading.current_thread() is not threading.main_thread(), "read whole before the first frame"
+        whole.wait(60)  # each whole history waits until the test has seen the first frame
+        return real(run_dir, progress)
+
+    monkeypatch.setattr(history, "replay_run", slow_replay)
+    apps = []
+    monkeypatch.setattr(show, "front_end", lambda headless: "dashboard")  # as on a terminal
+    monkeypatch.setattr(show.ShowApp, "run", lambda app: apps.append(app))
+    assert show.show_main([str(d) for d in dirs]) == 0
+    (app,) = apps
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: text_of(app, "#run").count("20000 steps") == 2, what="the first frame")
+            assert [s.generation for s in app.sessions] == [0, 0]  # neither is read whole yet
+            assert all(v.curves.train.lod.points < t.steps for v, t in zip(app.views, truths))
+            whole.set()
+            await until(pilot, lambda: all(s.generation == 1 for s in app.sessions), what="the whole histories")
+            await until(pilot, lambda: all(v.curves.train.lod.points == 20_000 for v in app.views), what="filled in")
+            await pilot.pause()
+            full = [HistorySession(d) for d in dirs]
+            views = [show.view_of(s) for s in full]
+            assert [v.best_test for v in app.views] == [v.best_test for v in views] == [t.best for t in truths]
+            assert text_of(app, "#run") == show.runs_table(full, views, 0).plain
+            for which in (0, 1):
+                overlay = [(s.run_dir.name, show.curves(v, "step")[which]) for s, v in zip(full, views)]
+                assert app.overlay(which) == overlay
     finally:
         whole.set()
 

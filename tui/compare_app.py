@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.text import Text
 
 from deeptui.engine import events as E
+from deeptui.engine.lod import Lod
 from deeptui.engine.state import RunState
 
 from . import panels
@@ -39,7 +40,7 @@ RUN_MARKS = {
 
 
 def runs_panel(
-    labels: list[str], states: list[RunState | None], losses: list[Series], live: int, live_state: RunState
+    labels: list[str], states: list[RunState | None], losses: list[Lod], live: int, live_state: RunState
 ) -> Text:
     """One line per run in its overlay colour: waiting (None), running or how it ended, last loss."""
     t = Text()
@@ -54,8 +55,8 @@ def runs_panel(
             state = live_state  # paused, timing: as the engine reports it
         mark, style = RUN_MARKS.get(state, ("?", ""))
         t.append(mark + " ", style)
-        shown = s.y and state.ok and state != RunState.STOPPED
-        t.append(f"{s.y[-1]:.3f}\n" if shown else f"{state}\n", style)
+        shown = len(s) and state.ok and state != RunState.STOPPED
+        t.append(f"{s.last('loss'):.3f}\n" if shown else f"{state}\n", style)
     t.rstrip()
     return t
 
@@ -71,7 +72,9 @@ class CompareApp(DeeptuiApp):
         self.key = key  # the compared key, e.g. "data.batch_size"
         self.index = 0  # the live run
         self.states: list[RunState | None] = [None] * len(self.runs)  # per run: None while waiting
-        self.losses: list[Series] = [Series() for _ in self.runs]  # (samples seen, train loss)
+        # Each run's training rows at bounded memory (as a single run's curves): a redraw of the
+        # overlay costs what the plot's width costs, not what the runs' lengths do.
+        self.losses: list[Lod] = [Lod() for _ in self.runs]
         self.layer_stats: list[E.LayerStats | None] = [None] * len(self.runs)  # each run's latest
         self.overlay_version = 0
         self.failed = False
@@ -93,7 +96,8 @@ class CompareApp(DeeptuiApp):
         return f"run {i + 1}/{len(self.runs)}: {self.runs[i][0]}"
 
     def curves(self) -> list[tuple[str, Series]]:
-        return [(label, s) for (label, _), s in zip(self.runs, self.losses)]
+        """Each run's train loss against samples seen."""
+        return [(label, Series.of_lod(lod, "samples")) for (label, _), lod in zip(self.runs, self.losses)]
 
     # ---- the dashboard's parts ----------------------------------------------------------
 
@@ -147,7 +151,7 @@ class CompareApp(DeeptuiApp):
 
     def on_live_event(self, ev: E.Event) -> None:
         if isinstance(ev, E.StepMetrics):
-            self.losses[self.index].add(ev.samples_seen, ev.loss)
+            self.losses[self.index].add(ev.step, ev.samples_seen, ev.time_s, ev.loss, 100.0 * ev.accuracy)
             self.overlay_version += 1
         elif isinstance(ev, E.LayerStats):
             self.layer_stats[self.index] = ev

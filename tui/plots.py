@@ -523,21 +523,26 @@ def run_glyph(i: int) -> tuple[str, str]:
 def overlay_plot(
     curves: list[tuple[str, Series]], width: int, height: int, log_scale: bool = False, axis: str = "step"
 ) -> str:
-    """Each run's series (e.g. train loss against samples seen), one colour per run; plotext text."""
+    """Each run's series (e.g. train loss against samples seen), one colour per run; plotext text.
+    Each is binned to about twice the plot's width first: a redraw costs what the plot's size costs."""
     n = max(8, 2 * width)
     fig = None
     all_x, all_y = [], []
     for i, (_, s) in enumerate(curves):
-        x, y = finite(s.x, s.y, positive=log_scale)
-        if not x:
+        keep = [
+            (x, y, w)
+            for x, y, w in zip(s.x, s.y, s.w or itertools.repeat(1.0))
+            if math.isfinite(y) and (y > 0 or not log_scale)
+        ]
+        if not keep:
             continue
         if fig is None:
             fig = figure(width, height)
             if log_scale:
                 fig.yscale("log")
+        x, y = binned(*map(list, zip(*keep)), n)
         all_x += x
         all_y += y
-        x, y = downsample(x, y, n)
         fig.plot(x, y, marker=run_glyph(i)[0], color=run_color(i))
     if fig is None:
         return empty_plot(width, height, "waiting for the first training loss ...")

@@ -37,7 +37,7 @@ def curves(view: RunView, axis: str) -> tuple[Series, Series]:
     """(train loss, test error % in eval mode) of a run against step, samples seen or seconds:
     the training rows as the view's Lod holds them (bounded, whatever the run's length)."""
     lod = view.curves.train.lod
-    loss = Series(lod.column(axis), lod.column("loss"))
+    loss = Series.of_lod(lod, axis)
     error = Series()
     for ev in view.curves.tests["eval"]:
         x = {"step": ev.step, "samples": lod.step_to("samples", ev.step), "time": ev.time_s}[axis]
@@ -100,7 +100,8 @@ class ShowApp(RunApp):
 
     def __init__(self, sessions: list[HistorySession], **kw):
         self.sessions = sessions
-        self.views = [view_of(s) for s in sessions]
+        self.views = [view_of(s) for s in sessions]  # a long run's start and end until read whole
+        self.generations = [s.generation for s in sessions]
         self.selected = 0
         self.axis = "step"
         self.version = 0  # bumped when the x axis changes: the overlays are rebuilt
@@ -132,6 +133,20 @@ class ShowApp(RunApp):
             Panel("timing", lambda: differences_text(self.sessions), "config differences"),
         ]
 
+    def poll(self) -> None:
+        """A run read whole since (its reader thread is done): its view again, from all of it."""
+        filled = False
+        for i, s in enumerate(self.sessions):
+            if s.generation != self.generations[i]:
+                self.generations[i] = s.generation
+                self.views[i] = view_of(s)
+                filled = True
+        if filled:
+            self.version += 1
+        super().poll()
+        if filled:
+            self.refresh_view(True)
+
     def action_next_run(self) -> None:
         self.selected = (self.selected + 1) % len(self.sessions)
         self.switch_session(self.sessions[self.selected], view_of(self.sessions[self.selected]))
@@ -161,7 +176,7 @@ def show_headless(sessions: list[HistorySession]) -> int:
 
 def open_runs(names: list[str], log_dir: str | None = None, progressive: bool = False) -> list[HistorySession]:
     """The runs named (run directories, or names and unique prefixes that deeptui ls prints); no
-    name: the newest run. `progressive`: one long run drawn from its start and end first."""
+    name: the newest run. `progressive`: a long run drawn from its start and end first."""
     where = Path(log_dir) if log_dir else None
     if not names:
         newest = run_dirs(where)
@@ -183,11 +198,11 @@ def show_main(argv: list[str]) -> int:
     p.add_argument("--headless", action="store_true", help="plain lines: each run's summary, the differences")
     args = p.parse_args(argv)
     dashboard = front_end(args.headless) != "headless"
-    try:  # one run's dashboard draws its start and end first, then the whole of it
-        sessions = open_runs(args.runs, args.log_dir, progressive=dashboard and len(args.runs) <= 1)
+    try:  # the dashboard draws each run's start and end first, then the whole of it
+        sessions = open_runs(args.runs, args.log_dir, progressive=dashboard)
     except SetupError as e:
         return fail(str(e))
-    if not dashboard:
+    if not dashboard:  # read whole: its summary's samples/s and best test error need every row
         return show_headless(sessions)
     app = OneRunApp(sessions[0]) if len(sessions) == 1 else ShowApp(sessions)
     app.run()

@@ -35,6 +35,12 @@ class Series:
 
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
+    w: list = field(default_factory=list)  # the rows each point stands for (a Lod bucket's count); empty: one each
+
+    @classmethod
+    def of_lod(cls, lod: Lod, axis: str, value: str = "loss") -> Series:
+        """A Lod's entries against step, samples seen or time: bounded, whatever the run's length."""
+        return cls(lod.column(axis), lod.column(value), list(lod.b["n"]) + [1.0] * len(lod.r["step"]))
 
     def add(self, x: float, y: float) -> None:
         self.x.append(x)
