@@ -383,7 +383,7 @@ def _from_csv(run_dir: Path, cfg: Config) -> list[E.Event]:
     first = next((e for e in metrics if isinstance(e, E.StepMetrics)), None)
     if first is not None:  # the settings the run started with, as its first row says
         fields = dict(optimizer=first.optimizer, lr=first.lr, frozen=first.frozen, mode=first.mode)
-        begun_state = E.StateChanged(0.0, 1, 0, state="running", optimizer_params="", **fields)
+        begun_state = E.StateChanged(0.0, 1, 0, state=RunState.RUNNING, optimizer_params="", **fields)
     else:
         begun_state = None
     extra = _layer_events(run_dir) + _system_events(run_dir, metrics)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deeptui.engine import commands as C
 from deeptui.engine import events as E
+from deeptui.engine.state import RunState
 
 
 class Launch:
@@ -70,7 +71,7 @@ class Launch:
         self.ready.wait(timeout)
         with self._lock:
             if self.engine is None and self.error is None:
-                self.final_state = "stopped"
+                self.final_state = RunState.STOPPED
         if self.engine is not None:
             return bool(self.engine.shutdown(reason, timeout))
         return True
