@@ -38,6 +38,7 @@ class DeeptuiCallback(pl.Callback):
         self.settings = dict(name=name, freeze=freeze, log_every=log_every, log_dir=log_dir, on_nan=on_nan)
         self.val_loss, self.val_accuracy = val_loss, val_accuracy
         self.run = None  # the deeptui run (engine.watch.WatchedRun), from the fit's start
+        self._noted: dict[str, float] = {}  # the logged scalars told last
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
@@ -67,11 +68,22 @@ class DeeptuiCallback(pl.Callback):
         if self.run is None or trainer.sanity_checking or not self.run.alive:
             return
         metrics = trainer.callback_metrics
-        logged = {k: float(v) for k, v in trainer.logged_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        if logged:
-            self.run.report.note("logged", "logged: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())))
+        self._note_logged(trainer)
         if self.val_loss in metrics and not self.run.test(metrics[self.val_loss], metrics.get(self.val_accuracy)):
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """What the module logged in training (a module with no validation loop too)."""
+        if self.run is not None and self.run.alive:
+            self._note_logged(trainer)
+
+    def _note_logged(self, trainer) -> None:
+        """The Trainer's logged scalars as a `logged` line of events.csv, unless they are the ones
+        told last (a validation at the epoch's end, then the epoch's end itself)."""
+        logged = {k: float(v) for k, v in trainer.logged_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        if logged and logged != self._noted:
+            self._noted = logged
+            self.run.report.note("logged", "logged: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.run is not None:

@@ -104,3 +104,31 @@ def test_deeptuis_commands_pause_change_lr_save_and_stop_a_lightning_fit(tmp_pat
     rows = [e for e in events if isinstance(e, E.StepMetrics)]
     assert rows and all(e.lr == pytest.approx(0.05) and e.frozen for e in rows)
     assert any(isinstance(e, E.Note) and "val_loss=" in e.detail for e in events)  # what the module logged
+
+
+class NoValidation(Tiny):
+    """Logs in training only, as many modules do: no validation loop."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self(x)
+        loss = F.cross_entropy(out, y)
+        self.log("my_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_acc", (out.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+
+def test_what_a_module_logs_in_training_reaches_the_run_without_a_validation_loop(tmp_path):
+    """Bug: the logged metrics were told only at a validation's end, so a module without a
+    validation loop had none of them in events.csv, show or export."""
+    torch.manual_seed(0)
+    module, callback = NoValidation(), DeeptuiCallback(name="lit", log_every=2, log_dir=tmp_path / "runs")
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", callbacks=[callback], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, loader(32))
+    cfg, events, state = read_run(callback.run.run_dir)
+    told = [e.detail for e in events if isinstance(e, E.Note) and e.kind == "logged"]
+    assert state == "finished" and len(told) == 2, told  # once per epoch
+    assert all("my_loss=" in t and "train_acc=" in t for t in told)
