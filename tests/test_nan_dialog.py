@@ -58,6 +58,9 @@ async def test_rewinding_trains_on_with_finite_losses(make_engine, choice, lr):
     async with app.run_test(size=(100, 30)) as pilot:
         options = await nan_after_a_good_checkpoint(pilot, eng, app)
         assert [o.id for o in options._options][:3] == ["rewind_lr10", "rewind_typed", "rewind"]
+        saved = [e for e in eng.events.read(0)[0] if isinstance(e, E.CheckpointSaved) and e.kind == "last"][-1]
+        told = f"Rewind to last.pt (step {saved.step}), lr 0.05 / 10 = 0.005"  # the file and where it is
+        assert str(options._options[0].prompt).startswith(told), options._options[0].prompt
         choose(options, choice)
         await pilot.press("enter")
         if choice == "rewind_typed":

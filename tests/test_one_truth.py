@@ -527,8 +527,10 @@ async def test_show_draws_what_the_live_dashboard_drew_at_its_end(make_engine):
             C.RestoreCheckpoint(which="last", lr_scale=0.5),
             C.SwitchOptimizer(name="adam"),
             C.SetMode(mode="eval"),
+            C.RunTiming(repeats=1, sizes=(64, 32, 16)),
         ):
             assert isinstance(r.answer(eng.send(cmd)), E.CommandApplied)
+        assert any(isinstance(e, E.TimingResult) for e in r.seen)
         await until(pilot, lambda: app.view.finished, timeout=120, what="the end of the run")
         live = screen_of(app)
         await pilot.press("d")
@@ -548,6 +550,7 @@ async def test_show_draws_what_the_live_dashboard_drew_at_its_end(make_engine):
         assert shown[part] == live[part], part
     assert shown_depth == live_depth
     assert "rewound" in live["#log"] and "in train mode" in live["#run"] and "restore" in live["#loss"]
+    assert "ms" in live["#timing"]  # the timing's figures, compared above too
 
 
 async def test_a_resumed_runs_dashboard_shows_the_whole_run(make_engine):
