@@ -319,6 +319,31 @@ def test_a_pause_inside_an_interval_does_not_inflate_samples_per_second(make_eng
     assert row.time_s > row.train_s + 0.4  # the pause counts on the run's clock only
 
 
+def test_an_evaluation_and_a_checkpoint_inside_an_interval_are_not_training_time(make_engine, monkeypatch):
+    """The training clock is held while the test set is evaluated and a checkpoint is written, so
+    the row after them tells the samples/s of training (counted in, a slow test set or disk made
+    the rate and the ETA look worse than the training was)."""
+    from deeptui.engine import checkpoint
+    from deeptui.engine import loop as loop_module
+
+    def slowed(fn):
+        def slow(*args, **kw):
+            time.sleep(0.5)  # a large test set, a slow disk
+            return fn(*args, **kw)
+
+        return slow
+
+    monkeypatch.setattr(loop_module, "evaluate", slowed(loop_module.evaluate))
+    monkeypatch.setattr(checkpoint, "save_now", slowed(checkpoint.save_now))
+    eng = make_engine("run.epochs=2", "log.interval=1000", "log.checkpoint_every=1")  # a row per epoch
+    assert eng.run() == "finished"
+    first, second = [e for e in eng.events.read(0)[0] if isinstance(e, E.StepMetrics)]
+    wall, trained = second.time_s - first.time_s, second.train_s - first.train_s
+    assert wall - trained >= 0.9  # epoch 1's evaluation and checkpoint: not training
+    samples = second.samples_seen - first.samples_seen
+    assert second.samples_per_s * trained >= 0.8 * samples  # the rate is over training time only
+
+
 def test_the_eta_counts_training_time_only():
     """Bug: the ETA counted paused time (26:12 became 46:58 while throughput rose)."""
     v = RunView()
