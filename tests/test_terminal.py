@@ -83,6 +83,25 @@ def env_for(tmp_path: Path) -> dict:
     return env
 
 
+def in_tmux(tmp_path: Path, cmd: list[str]) -> tuple[list[str], Path]:
+    """`cmd` in a 100x30 session of a tmux server of the test's own, once its run serves its
+    socket: (the tmux command to drive that server, the run directory)."""
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    line = " ".join(f"'{a}'" for a in cmd)
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", line], env=env_for(tmp_path), check=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/control.sock")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+    except BaseException:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        raise
+    return tmux, run_dir
+
+
 @pytest.mark.timeout(300)
 def test_nproc_2_in_a_terminal_draws_one_dashboard_and_prints_one_summary(tmp_path):
     """Bug: every rank drew the dashboard: the run stopped at step 0 ("another process serves this
@@ -115,17 +134,9 @@ def test_a_closed_terminal_leaves_a_dashboard_run_training_and_attachable(tmp_pa
     from deeptui.engine.remote.client import RemoteSession
     from tests.conftest import EventReader
 
-    sock = tmp_path / "tmux.sock"  # a tmux server of the test's own
-    env = env_for(tmp_path)
     cmd = [sys.executable, "-m", "deeptui", QUICK, "--epochs", "500", "--log-dir", str(tmp_path / "runs"), *SMALL]
-    line = " ".join(f"'{a}'" for a in cmd)
-    tmux = ["tmux", "-S", str(sock)]
-    subprocess.run([*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", line], env=env, check=True)
+    tmux, run_dir = in_tmux(tmp_path, cmd)
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("runs/*/control.sock")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        (run_dir,) = (tmp_path / "runs").iterdir()
         pid = int((run_dir / "deeptui.pid").read_text())
         session = RemoteSession(run_dir)
         session.start()
@@ -165,18 +176,10 @@ def test_a_closed_terminal_leaves_a_script_run_training_and_attachable(tmp_path)
     from deeptui.engine.remote.client import RemoteSession
     from tests.conftest import EventReader
 
-    sock = tmp_path / "tmux.sock"
-    env = env_for(tmp_path)
     script = str(ROOT / "examples" / "own_loop.py")
     cmd = [sys.executable, "-m", "deeptui", "run", "--log-dir", str(tmp_path / "runs"), script, "--epochs", "500"]
-    line = " ".join(f"'{a}'" for a in cmd)
-    tmux = ["tmux", "-S", str(sock)]
-    subprocess.run([*tmux, "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", line], env=env, check=True)
+    tmux, run_dir = in_tmux(tmp_path, cmd)
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("runs/*/control.sock")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        (run_dir,) = (tmp_path / "runs").iterdir()
         session = RemoteSession(run_dir)
         session.start()
         r = EventReader(session)
