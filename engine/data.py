@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import default_data_root  # noqa: F401 - where the data root is decided, used by callers
-from .errors import DataError
+from .errors import DataError, SetupError
 
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -569,8 +569,23 @@ class DataLoaderSource(BatchSource):
         self._gen.manual_seed(_mix(self.seed, epoch, "dataloader"))
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        for xb, yb in self.loader:
-            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        try:
+            for xb, yb in self.loader:
+                yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        except SetupError as e:
+            raise from_worker(e) from None
+
+
+def from_worker(e: SetupError) -> SetupError:
+    """A SetupError (a sample that cannot be read) as the worker process raised it. torch re-raises
+    it in this process as type(e)(text), the text being "Caught DataError in DataLoader worker
+    process 0." and the worker's traceback: its first line names no file, its last line is
+    "module.DataError: " and the original's str(), which holds the message and the fix."""
+    if not e.message.startswith("Caught ") or e.fix:
+        return e
+    line = e.message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    message, _, fix = line.rpartition("; fix: ") if "; fix: " in line else (line, "", "")
+    return type(e)(message, fix)
 
     def close(self) -> None:
         loader, self.loader = self.loader, None

@@ -278,7 +278,7 @@ def item(ds, i: int, where: str):
         samples = getattr(base, "samples", None)
         name = f" ({samples[j][0]})" if isinstance(samples, list) and 0 <= j < len(samples) else ""
         raise DataError(
-            f"{where}: sample {i}{name} cannot be read ({factory.first_line(e)}); fix: repair or remove it"
+            f"{where}: sample {i}{name} cannot be read ({factory.first_line(e)})", fix="repair or remove it"
         ) from None
 
 

@@ -75,6 +75,9 @@ def stop_signals(wanted=STOP_SIGNALS) -> list:
     return [s for s in wanted if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)]
 
 
-def exit_code(final_state: str) -> int:
-    """0 for a run that finished or that the user stopped; 1 for one that failed (or never ended)."""
-    return EXIT_OK if final_state and RunState.of(final_state).ok else EXIT_FAILED
+def exit_code(final_state: str, bad_input: bool = False) -> int:
+    """0 for a run that finished or that the user stopped; 1 for one that failed (or never ended);
+    2 for one that failed on its input (a corrupt sample met while training), as before the start."""
+    if final_state and RunState.of(final_state).ok:
+        return EXIT_OK
+    return EXIT_SETUP if bad_input and final_state == RunState.FAILED else EXIT_FAILED

@@ -212,6 +212,7 @@ class Finished(Event):
     state: str
     run_dir: str
     reason: str = ""
+    bad_input: bool = False  # failed on its input (a SetupError met while training, e.g. a corrupt sample): exit 2
 
 
 @dataclass(frozen=True)

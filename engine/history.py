@@ -447,6 +447,7 @@ class HistorySession:
         for ev in history:
             events.append(ev)
         self.events, self.replayed = events, len(history)  # all of it happened before: no dialogs, no toasts
+        self.bad_input = bool(history) and isinstance(history[-1], E.Finished) and history[-1].bad_input
 
     def _read_all(self) -> None:
         try:

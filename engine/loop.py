@@ -22,6 +22,7 @@ from . import events as E
 from .clock import RunClock
 from .config import Config
 from .device import activate, amp_note, device_label
+from .errors import SetupError
 from .layers import LayerProbe
 from .metrics import IntervalSums, Reporter, evaluate, gpu_memory
 from .replay import Replay
@@ -161,6 +162,7 @@ class Engine(ThreadSession):
             reason = self.stop_reason
         except Exception as exc:  # any failure becomes an event; the logs are kept
             state, reason = RunState.FAILED, outcome.report_error(self, exc)
+            self.bad_input = isinstance(exc, SetupError)  # e.g. a corrupt sample: exit 2, as before the start
         self.clock.hold()
         self.system.stop()
         self._finish(state, reason)
@@ -264,19 +266,27 @@ class Engine(ThreadSession):
         except Exception as exc:  # a run whose last checkpoint is not on disk has not finished
             kept = self.checkpoints.find("last")
             reason = outcome.report_error(self, exc) + (f"; the last good checkpoint is {kept}" if kept else "")
-            state = RunState.FAILED
+            state, self.bad_input = RunState.FAILED, False
         if state in (RunState.FINISHED, RunState.FAILED):
             self.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
         self.notifier.join()  # a pause's command still running says its outcome before the log closes
         try:
             self.report.log.flush()
         except OSError as exc:
-            reason, state = outcome.report_error(self, exc), RunState.FAILED
+            reason, state, self.bad_input = outcome.report_error(self, exc), RunState.FAILED, False
         self.state, self.final_state = state, state.value
         t, epoch, step = self.position()
         ended = [
             E.StateChanged(round(t, 3), epoch, step, **self._state_fields(state, reason)),
-            E.Finished(round(t, 3), epoch, step, state=state.value, run_dir=str(self.run_dir), reason=reason),
+            E.Finished(
+                round(t, 3),
+                epoch,
+                step,
+                state=state.value,
+                run_dir=str(self.run_dir),
+                reason=reason,
+                bad_input=self.bad_input,
+            ),
         ]
         with contextlib.suppress(Exception):
             for ev in ended:

@@ -21,6 +21,7 @@ class Session(Protocol):
     run_dir: Path
     events: EventBuffer  # every event of the run, for each reader to read with its cursor
     final_state: str  # "" while running; then finished, stopped or failed
+    bad_input: bool  # it failed on its input (Finished.bad_input): exit 2
     interactive: bool  # a dashboard watches: a non-finite loss pauses (on_nan = "auto")
     replayed: float  # events[:replayed] happened before this session attached (inf: not known yet, all of it)
 

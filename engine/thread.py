@@ -54,6 +54,7 @@ class ThreadSession:
         self.commands: queue.Queue = queue.Queue()
         self.thread = EngineThread()  # build_in_thread replaces it with the thread it built in
         self.final_state = ""
+        self.bad_input = False  # failed on its input: Finished.bad_input
         self.interactive = False  # a dashboard watches: on_nan = "auto" pauses instead of stopping
         self.replayed = 0  # a local run has no history from before
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from . import models, registry
 from .config import Config
 from .errors import CheckpointError
 from .metrics import Settings
@@ -179,36 +179,42 @@ class Trainer:
         }
 
     def load_state_dict(self, payload: dict, run_dir: Path, changed: set[str] = frozenset()) -> None:
-        """Take a checkpoint's state back, then the keys a resume `changed` (apply_resume_changes);
-        one that does not fit raises CheckpointError."""
+        """Take a checkpoint's state back, then the keys a resume `changed` (apply_resume_changes).
+        All or nothing: a RestoreCheckpoint that is refused must leave the run as it was, so every
+        part that can refuse (the weights' names and shapes, the optimizer state loaded into a new
+        optimizer, the counters, the random state) is checked before anything is assigned; one
+        that does not fit raises CheckpointError."""
+        check_weights(self.model, payload["model"], run_dir)
+        train = TrainState(optimizer="", base_lr=0.0)  # the saved counters, read here first
+        train.load_state_dict(payload["train"])
+        frozen = bool(payload["frozen"])
+        optimizer = self.make_optimizer(train.optimizer)
         try:
-            self.model.load_state_dict(payload["model"])
-        except (RuntimeError, KeyError, TypeError) as e:
-            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"{run_dir}: the checkpoint's weights do not fit this model ({first[:160]}); "
-                "fix: resume with the run's own [model] settings"
-            ) from None
-        if self.has_features:
-            models.set_frozen(self.model, bool(payload["frozen"]), self.freeze)
-        self.train.load_state_dict(payload["train"])
-        self.optimizer = self.make_optimizer(self.train.optimizer)
-        try:
-            self.optimizer.load_state_dict(payload["optimizer"])
+            optimizer.load_state_dict(payload["optimizer"])
+            check_optimizer_state(optimizer, train.optimizer)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(
                 f"{run_dir}: the checkpoint's optimizer state does not fit ({str(e)[:120]}); "
                 "fix: resume with the run's own optimizer settings"
             ) from None
-        keep_built_settings(self.optimizer)  # fused/foreach as built here, not as saved
-        match_layouts(self.optimizer)  # buffers in the weights' layout (perf.channels_last changed)
-        ensure_momentum_buffers(self.optimizer)  # a checkpoint of an older deeptui may lack some
+        keep_built_settings(optimizer)  # fused/foreach as built here, not as saved
+        match_layouts(optimizer)  # buffers in the weights' layout (perf.channels_last changed)
+        ensure_momentum_buffers(optimizer)  # a checkpoint of an older deeptui may lack some
+        rng = payload["rng"]
+        if rng["torch"].dtype != torch.uint8 or rng["torch"].shape != torch.get_rng_state().shape:
+            raise CheckpointError(f"{run_dir}: the checkpoint's random state is damaged", fix="use another checkpoint")
+        # nothing refuses past here but the gradient scaler's own load, which goes first
         self.runner.load_state_dict(payload.get("runner") or {})  # older checkpoints have none
+        self.model.load_state_dict(payload["model"])
+        if self.has_features:
+            models.set_frozen(self.model, frozen, self.freeze)
+        self.train.load_state_dict(payload["train"])
+        self.optimizer = optimizer
         self.model.train(self.train.mode == "train")
         self.last_loss = None  # the restored model has not been measured yet
-        torch.set_rng_state(payload["rng"]["torch"])
-        if payload["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.apply_resume_changes(changed)
 
     def apply_resume_changes(self, keys: set[str]) -> None:
@@ -222,3 +228,35 @@ class Trainer:
             self.optimizer = self.make_optimizer(self.train.optimizer)
         elif "optimizer.lr" in keys:
             set_base_lr(self.optimizer, self.train.base_lr)
+
+
+def check_weights(model: torch.nn.Module, weights: dict, run_dir: Path) -> None:
+    """The checkpoint's weights have this model's names and shapes (what load_state_dict would
+    refuse, found before it changes anything)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    if wrong:
+        k = wrong[0]
+        what = f"size mismatch for {k}: {tuple(weights[k].shape)} saved, {tuple(own[k].shape)} here"
+    else:
+        what = f"missing key {missing[0]}" if missing else f"unexpected key {unexpected[0]}"
+    raise CheckpointError(
+        f"{run_dir}: the checkpoint's weights do not fit this model ({what})",
+        fix="resume with the run's own [model] settings",
+    )
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str) -> None:
+    """Each per-parameter buffer (momentum, Adam's moments) has its parameter's shape: torch's
+    load_state_dict does not check it, and a step would fail on it later (LBFGS keeps flat
+    vectors of all parameters instead)."""
+    if registry.OPTIMIZERS[name].one_group:
+        return
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                raise ValueError(f"{key} is {tuple(value.shape)} for a parameter of {tuple(p.shape)}")

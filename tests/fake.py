@@ -24,6 +24,7 @@ class FakeSession:
         self._alive_after_start = alive
         self.alive = False
         self.final_state = final_state
+        self.bad_input = False
         self.interactive = True
         self.replayed = 0
         self.sent: list[C.Command] = []

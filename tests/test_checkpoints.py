@@ -142,3 +142,46 @@ def test_epoch_checkpoints_past_epoch_9999_keep_the_newest(tmp_path):
         files.write({"finite": True, "epoch": epoch}, epoch=epoch)
     assert [p.name for p in files.epochs()] == ["epoch-10000.pt", "epoch-10001.pt"]
     assert files.find("epoch 10001") == tmp_path / "epoch-10001.pt"
+
+
+def test_a_restore_that_does_not_fit_changes_nothing(make_engine):
+    """Bug: RestoreCheckpoint took the checkpoint's weights, frozen state and step counters back
+    before its optimizer state, which can still refuse (a checkpoint of another optimizer setup):
+    rejected, the run went on half restored, the checkpoint's weights and step with its own
+    optimizer. A per-parameter buffer of the wrong shape was taken without a word, and the next
+    step failed on it."""
+    eng = make_engine("run.epochs=50", "optimizer.name='adam'", "log.checkpoint_every=1")
+    r = EventReader(eng)
+    eng.start()
+    saved = r.wait(lambda e: isinstance(e, E.CheckpointSaved) and e.kind == "epoch")
+    r.wait(lambda e: isinstance(e, E.StepMetrics) and e.step > saved.step + 2)  # moved on from it
+    r.answer(eng.send(C.Pause()))
+    path = eng.checkpoints.find("last")
+    good = checkpoint.load(path)
+    assert good["train"]["step"] < eng.train.step
+    weights = {k: v.clone() for k, v in eng.model.state_dict().items()}
+    train, optimizer = eng.train.state_dict(), eng.optimizer
+    moments = {id(p): s["exp_avg"].clone() for p, s in optimizer.state.items()}
+    trainable = [p.requires_grad for p in eng.model.parameters()]
+
+    fewer = {
+        **good,
+        "optimizer": {**good["optimizer"], "param_groups": [dict(g) for g in good["optimizer"]["param_groups"]]},
+    }
+    fewer["optimizer"]["param_groups"][0]["params"] = fewer["optimizer"]["param_groups"][0]["params"][1:]
+    state = {i: dict(s) for i, s in good["optimizer"]["state"].items()}
+    first = min(state)
+    state[first]["exp_avg"] = torch.zeros(3)
+    misshapen = {**good, "optimizer": {**good["optimizer"], "state": state}}
+    for crafted, why in ((fewer, "doesn't match the size"), (misshapen, "exp_avg is (3,)")):
+        torch.save(crafted, path)
+        ev = r.answer(eng.send(C.RestoreCheckpoint(which="last")))
+        assert isinstance(ev, E.CommandRejected), ev
+        assert "optimizer state does not fit" in ev.reason and why in ev.reason, ev.reason
+        assert eng.train.state_dict() == train and eng.optimizer is optimizer
+        assert all(torch.equal(v, weights[k]) for k, v in eng.model.state_dict().items())
+        assert all(torch.equal(s["exp_avg"], moments[id(p)]) for p, s in optimizer.state.items())
+        assert [p.requires_grad for p in eng.model.parameters()] == trainable
+    r.answer(eng.send(C.Stop()))
+    r.wait(lambda e: isinstance(e, E.Finished))
+    assert eng.final_state == "stopped"

@@ -270,7 +270,7 @@ def run_dashboard(session: Session, attached: bool = False, make_app: Callable[.
         print(line)
     if attached and not app.stop_on_quit:
         if session.final_state:
-            return exit_code(session.final_state)
+            return exit_code(session.final_state, session.bad_input)
         if app.view.state == RunState.PAUSED and not app.resumed_on_detach:
             print(f"deeptui: detached; the run stays paused: deeptui attach {session.run_dir} to resume it")
         else:

@@ -125,4 +125,4 @@ def attach_headless(session: RemoteSession, printer=None, history: int = HISTORY
     if caught or not session.final_state:
         printer.line(f"deeptui: detached; the run goes on: deeptui attach {session.run_dir}")
         return 0
-    return exit_code(session.final_state)
+    return exit_code(session.final_state, session.bad_input)

@@ -227,7 +227,7 @@ def run_headless(
         say_on_stderr(f"deeptui: stopped: {output_failure(printer.failure)[1]}; run directory {engine.run_dir}")
     if caught:
         return caught[0]
-    return exit_code(engine.final_state)
+    return exit_code(engine.final_state, engine.bad_input)
 
 
 def output_failure(e: OSError | None) -> tuple[int, str]:

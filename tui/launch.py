@@ -22,6 +22,7 @@ class Launch:
         self.run_dir = Path(".")  # not made yet
         self.events = E.EventBuffer()
         self.final_state = ""
+        self.bad_input = False
         self.interactive = True
         self.replayed = 0
         self.engine = None  # the Engine, once built

@@ -134,7 +134,7 @@ class RunApp(PaletteOnce, PlotControls, App[int]):
         self.controller.switch(session, view, keep_clock)
 
     def exit_code(self) -> int:
-        return exit_code(self.session.final_state)
+        return exit_code(self.session.final_state, self.session.bad_input)
 
     def poll(self) -> None:
         """Read new events (folded into the view), react to the live ones, redraw what changed."""

@@ -299,7 +299,7 @@ def run_with_lines(script: Path, args: list[str], run_dir: Path) -> int:
             fail(str(e))
             return SIGNAL_EXIT.get(stopped[0], 2) if stopped else shell_code(child.proc.returncode) or 1
         print_events(session[0], printer)
-        code = exit_code(session[0].final_state)
+        code = exit_code(session[0].final_state, session[0].bad_input)
         return finish(child, code, stopped)
     finally:
         for s, h in old.items():

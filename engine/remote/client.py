@@ -36,6 +36,7 @@ class RemoteSession:
         self.cfg = load_config(self.run_dir / "config.toml")
         self.events = E.EventBuffer(maxlen=None)  # the whole history, then bounded (HistoryEnd)
         self.final_state = ""
+        self.bad_input = False
         self.interactive = True
         self.detached = False
         self._sock: socket.socket | None = None
@@ -124,7 +125,7 @@ class RemoteSession:
                 self._last = ev
                 self.events.append(ev)
                 if isinstance(ev, E.Finished):
-                    self.final_state = ev.state
+                    self.final_state, self.bad_input = ev.state, ev.bad_input
                     self._finished.set()
         except OSError:
             pass
