@@ -575,6 +575,14 @@ class DataLoaderSource(BatchSource):
         except SetupError as e:
             raise from_worker(e) from None
 
+    def close(self) -> None:
+        loader, self.loader = self.loader, None
+        it = getattr(loader, "_iterator", None) if loader is not None else None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()  # joins the persistent worker processes now, not at GC time
+        if loader is not None:
+            loader._iterator = None
+
 
 def from_worker(e: SetupError) -> SetupError:
     """A SetupError (a sample that cannot be read) as the worker process raised it. torch re-raises
@@ -586,14 +594,6 @@ def from_worker(e: SetupError) -> SetupError:
     line = e.message.rstrip().splitlines()[-1].split(": ", 1)[-1]
     message, _, fix = line.rpartition("; fix: ") if "; fix: " in line else (line, "", "")
     return type(e)(message, fix)
-
-    def close(self) -> None:
-        loader, self.loader = self.loader, None
-        it = getattr(loader, "_iterator", None) if loader is not None else None
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()  # joins the persistent worker processes now, not at GC time
-        if loader is not None:
-            loader._iterator = None
 
 
 @dataclass

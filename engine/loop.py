@@ -267,26 +267,17 @@ class Engine(ThreadSession):
             kept = self.checkpoints.find("last")
             reason = outcome.report_error(self, exc) + (f"; the last good checkpoint is {kept}" if kept else "")
             state, self.bad_input = RunState.FAILED, False
-        if state in (RunState.FINISHED, RunState.FAILED):
-            self.notifier.fire(state.value, reason, wait=True)  # run.notify_command; never raises
-        self.notifier.join()  # a pause's command still running says its outcome before the log closes
+        self.notifier.end(state, reason)  # run.notify_command
         try:
             self.report.log.flush()
         except OSError as exc:
             reason, state, self.bad_input = outcome.report_error(self, exc), RunState.FAILED, False
         self.state, self.final_state = state, state.value
         t, epoch, step = self.position()
+        end = dict(state=state.value, run_dir=str(self.run_dir), reason=reason, bad_input=self.bad_input)
         ended = [
             E.StateChanged(round(t, 3), epoch, step, **self._state_fields(state, reason)),
-            E.Finished(
-                round(t, 3),
-                epoch,
-                step,
-                state=state.value,
-                run_dir=str(self.run_dir),
-                reason=reason,
-                bad_input=self.bad_input,
-            ),
+            E.Finished(round(t, 3), epoch, step, **end),
         ]
         with contextlib.suppress(Exception):
             for ev in ended:

@@ -18,6 +18,7 @@ import threading
 import time
 
 from . import events as E
+from .state import RunState
 from .surface import Run
 
 TIMEOUT_S = 10.0  # the command is killed after this long
@@ -119,6 +120,13 @@ class Notifier:
         thread.start()
         if wait:  # the run's end: this one and any still running (a pause's), within one timeout
             self.join()
+
+    def end(self, state: RunState, reason: str) -> None:
+        """The run's end, before its log closes: the command for a finished or failed run (a stop
+        was the user's own doing), and every command still running (a pause's) says its outcome."""
+        if state in (RunState.FINISHED, RunState.FAILED):
+            self.fire(state.value, reason, wait=True)  # never raises
+        self.join()
 
     def _run(self, what: str, env: dict) -> None:
         ok, detail = run_command(self.command, env, self.timeout)

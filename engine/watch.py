@@ -42,6 +42,42 @@ class Terminated(SystemExit):
         super().__init__(128 + signal.SIGTERM)
 
 
+class ScriptEnd:
+    """How a watched script's end reaches its run while the run lives: `close` at exit (a script
+    that never closed it), an uncaught exception (sys.excepthook: the run failed), and SIGTERM
+    (kill, timeout, a scheduler's preemption), which ends the script as Ctrl+C does (Terminated:
+    the run stopped with its checkpoint and end record, exit 143); only when the script left
+    SIGTERM at its default."""
+
+    def __init__(self, close):
+        self.close, self.uncaught = close, None  # uncaught: what a close at exit ends the run with
+        self._excepthook = sys.excepthook
+        sys.excepthook = self._seen
+        self._sigterm = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self._sigterm = signal.signal(signal.SIGTERM, self._terminated)
+        atexit.register(close)
+
+    def _seen(self, kind, value, tb) -> None:
+        self.uncaught = value
+        self._excepthook(kind, value, tb)
+
+    def _terminated(self, signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        self.uncaught = Terminated()
+        raise self.uncaught
+
+    def release(self) -> None:
+        """The run has ended: the script's own hooks and handlers again."""
+        if sys.excepthook == self._seen:
+            sys.excepthook = self._excepthook
+        if self._sigterm is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: the handler stays, harmless
+                signal.signal(signal.SIGTERM, self._sigterm)
+                self._sigterm = None
+        atexit.unregister(self.close)
+
+
 class WatchedRun:
     """One run of the user's loop: made (run directory, socket, first events) when it is built,
     ended by `close()` (or the `with` block's end, or the interpreter's)."""
@@ -86,7 +122,7 @@ class WatchedRun:
         self.system = system.monitor_for(self)
         self.notifier = notify.Notifier(self)
         self.server = None
-        self._uncaught: BaseException | None = None
+        self.ending: ScriptEnd | None = None
         self._start(announce_on_stderr=not given)
 
     def _start(self, announce_on_stderr: bool) -> None:
@@ -100,14 +136,7 @@ class WatchedRun:
         self.system.start()
         self.set_state(RunState.RUNNING)
         self.clock.release()
-        self._excepthook = sys.excepthook
-        sys.excepthook = self._seen_uncaught
-        self._sigterm = None
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            # SIGTERM (kill, timeout, a scheduler's preemption) ends the script as Ctrl+C does:
-            # the run stopped, with its checkpoint and end record, then exit 143
-            self._sigterm = signal.signal(signal.SIGTERM, self._terminated)
-        atexit.register(self.close)
+        self.ending = ScriptEnd(self.close)
         if announce_on_stderr:
             print(f"deeptui: watching {self.cfg.run.name}: deeptui attach {self.run_dir}", file=sys.stderr)
 
@@ -156,11 +185,9 @@ class WatchedRun:
         `exc`; the final checkpoint, the logs closed, the socket's clients told. The final state."""
         if self.final_state:
             return self.final_state
-        exc = exc if exc is not None else self._uncaught
-        if self._sigterm is not None:
-            with contextlib.suppress(ValueError):  # a close from another thread keeps the handler
-                signal.signal(signal.SIGTERM, self._sigterm)
-                self._sigterm = None
+        if self.ending is not None:
+            exc = exc if exc is not None else self.ending.uncaught
+            self.ending.release()  # a SIGTERM while the run ends ends the process at once
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
             return self._end(RunState.FAILED, outcome.report_error(self, exc))
         state, reason = (RunState.STOPPED, self.stop_reason) if self.stopping else (RunState.FINISHED, "")
@@ -269,16 +296,6 @@ class WatchedRun:
             with self.clock.held():
                 control.between_steps(self, self.commands)
 
-    def _terminated(self, signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        self._uncaught = Terminated()  # what atexit's close sees when no `with` block caught it
-        raise self._uncaught
-
-    def _seen_uncaught(self, kind, value, tb) -> None:
-        """sys.excepthook while the run lives: the script's end closes the run as failed."""
-        self._uncaught = value
-        self._excepthook(kind, value, tb)
-
     def _end(self, state: RunState, reason: str) -> str:
         """As the engine's runs end: the final checkpoint, the commands left unanswered rejected,
         the logs closed with StateChanged and Finished last, then the front ends hear them."""
@@ -297,9 +314,7 @@ class WatchedRun:
             self.report.emit(
                 E.CommandRejected, command_id=cmd.id, command=type(cmd).__name__, reason=f"the run {state}"
             )
-        if state in (RunState.FINISHED, RunState.FAILED):
-            self.notifier.fire(state.value, reason, wait=True)
-        self.notifier.join()
+        self.notifier.end(state, reason)  # run.notify_command
         self.state, self.final_state = state, state.value
         t, epoch, step = self.position()
         ended = [
@@ -315,9 +330,8 @@ class WatchedRun:
             self.events.append(ev)
         if self.server is not None:
             self.server.close()
-        if sys.excepthook == self._seen_uncaught:
-            sys.excepthook = self._excepthook
-        atexit.unregister(self.close)
+        if self.ending is not None:
+            self.ending.release()
         return self.final_state
 
 
