@@ -144,6 +144,10 @@ class Lod:
         """How many training points it stands for (bucketed ones included)."""
         return int(sum(self.b["n"])) + len(self.r["step"])
 
+    def weights(self) -> list[float]:
+        """How many rows each entry stands for, in column() order: a bucket's count, then 1 each."""
+        return list(self.b["n"]) + [1.0] * len(self.r["step"])
+
     def last(self, column: str) -> float:
         """The newest point's value (a bucket's mean, or its last x, when a deep cut left none in full)."""
         if self.r["step"]:

@@ -131,9 +131,11 @@ def smoothed(ys: list, weight: float, rows: list | None = None) -> list:
     return out
 
 
-def finite(xs: list, ys: list, positive: bool = False) -> tuple[list, list]:
-    keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y) and (y > 0 or not positive)]
-    return [p[0] for p in keep], [p[1] for p in keep]
+def plottable(xs: list, ys: list, *more: list, positive: bool = False) -> list[list]:
+    """The points a plot can draw (a finite y; on a log axis a positive one) and the values that
+    go with them in `more` (their weights, their moving average), as columns."""
+    keep = [p for p in zip(xs, ys, *more) if math.isfinite(p[1]) and (p[1] > 0 or not positive)]
+    return [list(c) for c in zip(*keep)] if keep else [[] for _ in range(2 + len(more))]
 
 
 def figure(width: int, height: int):
@@ -306,7 +308,7 @@ class Window:
         lod = view.curves.train.lod
         self.steps = lod.column("step")
         self.x = self.steps if opts.axis == "step" else lod.column(opts.axis)
-        self.weights = list(lod.b["n"]) + [1.0] * len(lod.r["step"])
+        self.weights = lod.weights()
         self.lod = lod
         self.start = 0
         if self.x and opts.zoom:
@@ -328,16 +330,10 @@ class Window:
         binning, its strength would follow the plot's width and the run's length)."""
         column = self.lod.column(value)
         smooth = smoothed(column, smoothing, self.weights) if smoothing else column
-        keep = [
-            (x, y, s, w)
-            for x, y, s, w in zip(
-                self.x[self.start :], column[self.start :], smooth[self.start :], self.weights[self.start :]
-            )
-            if math.isfinite(y) and (y > 0 or not positive)
-        ]
-        if not keep:
+        at = self.start
+        xs, ys, ss, ws = plottable(self.x[at:], column[at:], smooth[at:], self.weights[at:], positive=positive)
+        if not xs:
             return [], [], []
-        xs, ys, ss, ws = map(list, zip(*keep))
         bx, by = binned(xs, ys, ws, n)
         return bx, by, (binned(xs, ss, ws, n, mean=False)[1] if smoothing else [])
 
@@ -529,18 +525,14 @@ def overlay_plot(
     fig = None
     all_x, all_y = [], []
     for i, (_, s) in enumerate(curves):
-        keep = [
-            (x, y, w)
-            for x, y, w in zip(s.x, s.y, s.w or itertools.repeat(1.0))
-            if math.isfinite(y) and (y > 0 or not log_scale)
-        ]
-        if not keep:
+        xs, ys, ws = plottable(s.x, s.y, s.w or [1.0] * len(s.x), positive=log_scale)
+        if not xs:
             continue
         if fig is None:
             fig = figure(width, height)
             if log_scale:
                 fig.yscale("log")
-        x, y = binned(*map(list, zip(*keep)), n)
+        x, y = binned(xs, ys, ws, n)
         all_x += x
         all_y += y
         fig.plot(x, y, marker=run_glyph(i)[0], color=run_color(i))

@@ -40,7 +40,7 @@ class Series:
     @classmethod
     def of_lod(cls, lod: Lod, axis: str, value: str = "loss") -> Series:
         """A Lod's entries against step, samples seen or time: bounded, whatever the run's length."""
-        return cls(lod.column(axis), lod.column(value), list(lod.b["n"]) + [1.0] * len(lod.r["step"]))
+        return cls(lod.column(axis), lod.column(value), lod.weights())
 
     def add(self, x: float, y: float) -> None:
         self.x.append(x)
